@@ -1,0 +1,226 @@
+//! Types shared by the eBPF programs and the user side.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and no `bool`, so both sides agree on
+//! the layout byte for byte. The `user` feature implements `aya::Pod` for them.
+#![no_std]
+
+/// Bytes of cgroup path carried by one event (NUL included). Longer paths are cut and flagged
+/// with [`flags::PATH_TRUNCATED`]; the kernel itself cuts tracepoint paths at 1023 bytes.
+pub const PATH_CAP: usize = 256;
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+/// Highest hierarchy id the in-kernel controller filter can express (bit index in a `u64`).
+pub const MAX_HIERARCHIES: usize = 64;
+
+/// What happened. The numbers are part of the session format: never renumber.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Mkdir = 1,
+    Rmdir = 2,
+    Release = 3,
+    CssAlloc = 4,
+    CssOnline = 5,
+    CssOffline = 6,
+    CssReleased = 7,
+    CssFree = 8,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Mkdir,
+        EventKind::Rmdir,
+        EventKind::Release,
+        EventKind::CssAlloc,
+        EventKind::CssOnline,
+        EventKind::CssOffline,
+        EventKind::CssReleased,
+        EventKind::CssFree,
+    ];
+    /// Slots in per-kind counters (index = kind number).
+    pub const SLOTS: usize = 9;
+
+    pub const fn from_u8(v: u8) -> Option<EventKind> {
+        Some(match v {
+            1 => EventKind::Mkdir,
+            2 => EventKind::Rmdir,
+            3 => EventKind::Release,
+            4 => EventKind::CssAlloc,
+            5 => EventKind::CssOnline,
+            6 => EventKind::CssOffline,
+            7 => EventKind::CssReleased,
+            8 => EventKind::CssFree,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Mkdir => "mkdir",
+            EventKind::Rmdir => "rmdir",
+            EventKind::Release => "release",
+            EventKind::CssAlloc => "css_alloc",
+            EventKind::CssOnline => "css_online",
+            EventKind::CssOffline => "css_offline",
+            EventKind::CssReleased => "css_released",
+            EventKind::CssFree => "css_free",
+        }
+    }
+}
+
+/// Bits of [`RawEvent::flags`].
+pub mod flags {
+    /// The path did not fit in [`super::PATH_CAP`] bytes (or the kernel cut it at 1023).
+    pub const PATH_TRUNCATED: u8 = 1 << 0;
+    /// Reading the path from the kernel failed; `path` is empty.
+    pub const PATH_READ_FAILED: u8 = 1 << 1;
+    /// `memcg_id` is valid.
+    pub const HAS_MEMCG_ID: u8 = 1 << 2;
+    /// `memory_pages` is valid.
+    pub const HAS_MEMORY: u8 = 1 << 3;
+    /// `kmem_pages` is valid.
+    pub const HAS_KMEM: u8 = 1 << 4;
+    /// `memsw_pages` is valid.
+    pub const HAS_MEMSW: u8 = 1 << 5;
+    /// `hierarchy_id`, `cgroup_id` and `level` are valid (css events before online lack them).
+    pub const HAS_CGROUP: u8 = 1 << 6;
+}
+
+/// One hook firing, as written to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Cgroup id (kernfs node id); unique within its hierarchy only.
+    pub cgroup_id: u64,
+    /// `struct cgroup_subsys_state *` for css events, else 0.
+    pub css: u64,
+    /// Page counters read from the memcg (pages), when the matching flag is set.
+    pub memory_pages: u64,
+    pub kmem_pages: u64,
+    pub memsw_pages: u64,
+    /// Hierarchy id (`cgroup_root.hierarchy_id`); 0 is cgroup v2.
+    pub hierarchy_id: u32,
+    /// Depth below the hierarchy root (root = 0).
+    pub level: u32,
+    /// Thread group id ("pid") and thread id of the task that caused the event.
+    pub tgid: u32,
+    pub tid: u32,
+    /// Memcg ID (`mem_cgroup.id.id`) when [`flags::HAS_MEMCG_ID`] is set.
+    pub memcg_id: u32,
+    /// Length of `path` in bytes, without the NUL.
+    pub path_len: u16,
+    /// An [`EventKind`] number.
+    pub kind: u8,
+    /// Bits from [`flags`].
+    pub flags: u8,
+    pub comm: [u8; COMM_LEN],
+    pub path: [u8; PATH_CAP],
+}
+
+/// Where the classic `cgroup:cgroup_*` tracepoint records keep their fields, read from tracefs
+/// `format` files at load time (`id` was `int` on older kernels, `u64` now).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointLayout {
+    pub root_off: u32,
+    pub root_size: u32,
+    pub id_off: u32,
+    pub id_size: u32,
+    pub level_off: u32,
+    pub level_size: u32,
+    /// Offset of the `__data_loc char[] path` word.
+    pub path_off: u32,
+    pub _pad: u32,
+}
+
+/// Offsets into kernel structs, resolved from the running kernel's BTF at load time.
+/// `u32::MAX` means "this kernel does not have the field".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct cgroup` → `kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node` → `id`.
+    pub kn_id: u32,
+    /// `struct cgroup` → `level`.
+    pub cgroup_level: u32,
+    /// `struct cgroup` → `root` (`struct cgroup_root *`).
+    pub cgroup_root: u32,
+    /// `struct cgroup_root` → `hierarchy_id`.
+    pub root_hierarchy_id: u32,
+    pub _pad: u32,
+}
+
+impl KernelOffsets {
+    pub const UNKNOWN: u32 = u32::MAX;
+    pub const NONE: KernelOffsets = KernelOffsets {
+        cgroup_kn: Self::UNKNOWN,
+        kn_id: Self::UNKNOWN,
+        cgroup_level: Self::UNKNOWN,
+        cgroup_root: Self::UNKNOWN,
+        root_hierarchy_id: Self::UNKNOWN,
+        _pad: 0,
+    };
+}
+
+/// Load-time configuration of the programs (a read-only global, so the verifier prunes the
+/// branches a configuration does not take).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    pub tracepoint: TracepointLayout,
+    /// Bit `h` set: events of hierarchy `h` pass. Only consulted when `filter_hierarchies` is 1.
+    pub hierarchy_mask: u64,
+    pub filter_hierarchies: u32,
+    /// Length of `path_prefix`; 0 = no path filter.
+    pub path_prefix_len: u32,
+    /// Submit with a forced wake-up once this many bytes wait in the ring (else no wake-up: the
+    /// user side drains on a short timer).
+    pub wakeup_bytes: u64,
+    pub path_prefix: [u8; PATH_CAP],
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        offsets: KernelOffsets::NONE,
+        tracepoint: TracepointLayout {
+            root_off: 0,
+            root_size: 0,
+            id_off: 0,
+            id_size: 0,
+            level_off: 0,
+            level_size: 0,
+            path_off: 0,
+            _pad: 0,
+        },
+        hierarchy_mask: 0,
+        filter_hierarchies: 0,
+        path_prefix_len: 0,
+        wakeup_bytes: 0,
+        path_prefix: [0; PATH_CAP],
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, made only of integers and byte arrays, with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::RawEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TracepointLayout {}
+}
+
+// Layout checks: the eBPF and user sides must agree, and no implicit padding may hide anywhere.
+const _: () =
+    assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + COMM_LEN + PATH_CAP);
+const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24);
+const _: () = assert!(core::mem::size_of::<Config>() == 24 + 32 + 8 + 4 + 4 + 8 + PATH_CAP);

@@ -1,0 +1,124 @@
+//! The cgroup tracepoints `cgroup_mkdir`, `cgroup_rmdir`, `cgroup_release`: raw tracepoints (the
+//! `struct cgroup *` and the path, no tracefs needed) and the classic tracepoints as fallback.
+use aya_ebpf::{
+    EbpfContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use aya_log_ebpf::debug;
+use cgtrace_common::{EventKind, flags};
+
+use crate::event::{CgroupInfo, config, emit, read_field};
+
+/// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
+fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
+    let cfg = config();
+    let off = cfg.offsets;
+    let cgrp: *const u8 = ctx.arg(0);
+    let path: *const u8 = ctx.arg(1);
+    let root: *const u8 = read_field::<u64>(cgrp, off.cgroup_root).unwrap_or(0) as *const u8;
+    let kn: *const u8 = read_field::<u64>(cgrp, off.cgroup_kn).unwrap_or(0) as *const u8;
+    let (Some(hierarchy_id), Some(cgroup_id), Some(level)) = (
+        read_field::<i32>(root, off.root_hierarchy_id),
+        read_field::<u64>(kn, off.kn_id),
+        read_field::<i32>(cgrp, off.cgroup_level),
+    ) else {
+        debug!(
+            ctx,
+            "cgtrace: failed to read struct cgroup fields for a {} event", kind as u8
+        );
+        return Err(1);
+    };
+    let info = CgroupInfo {
+        hierarchy_id: hierarchy_id as u32,
+        cgroup_id,
+        level: level as u32,
+        path,
+    };
+    report(ctx, kind, &info)
+}
+
+/// Classic tracepoint record; field places come from tracefs `format` files.
+fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
+    let layout = config().tracepoint;
+    // SAFETY: offsets come from the tracepoint's own format file; read_at uses
+    // bpf_probe_read_kernel, which fails cleanly on a bad offset.
+    let (root, level, id, loc) = unsafe {
+        let root: i32 = ctx.read_at(layout.root_off as usize).map_err(|_| 1u32)?;
+        let level: i32 = ctx.read_at(layout.level_off as usize).map_err(|_| 1u32)?;
+        let id: u64 = if layout.id_size == 8 {
+            ctx.read_at::<u64>(layout.id_off as usize)
+                .map_err(|_| 1u32)?
+        } else {
+            ctx.read_at::<u32>(layout.id_off as usize)
+                .map_err(|_| 1u32)? as u64
+        };
+        let loc: u32 = ctx.read_at(layout.path_off as usize).map_err(|_| 1u32)?;
+        (root, level, id, loc)
+    };
+    // __data_loc: low 16 bits offset from the record start, high 16 bits length.
+    let path = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xffff) as usize);
+    let info = CgroupInfo {
+        hierarchy_id: root as u32,
+        cgroup_id: id,
+        level: level as u32,
+        path,
+    };
+    report(ctx, kind, &info)
+}
+
+#[inline(always)]
+fn report<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<u32, u32> {
+    match emit(kind, info) {
+        Ok(()) => Ok(0),
+        Err(-1) => Err(1),
+        Err(f) => {
+            let f = f as u8;
+            if f & flags::PATH_TRUNCATED != 0 {
+                debug!(
+                    ctx,
+                    "cgtrace: path of cgroup {} (hierarchy {}) truncated",
+                    info.cgroup_id,
+                    info.hierarchy_id
+                );
+            }
+            if f & flags::PATH_READ_FAILED != 0 {
+                debug!(
+                    ctx,
+                    "cgtrace: failed to read the path of cgroup {}", info.cgroup_id
+                );
+            }
+            Err(1)
+        }
+    }
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_mkdir")]
+pub fn raw_cgroup_mkdir(ctx: RawTracePointContext) -> u32 {
+    try_raw(&ctx, EventKind::Mkdir).unwrap_or_else(|e| e)
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_rmdir")]
+pub fn raw_cgroup_rmdir(ctx: RawTracePointContext) -> u32 {
+    try_raw(&ctx, EventKind::Rmdir).unwrap_or_else(|e| e)
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_release")]
+pub fn raw_cgroup_release(ctx: RawTracePointContext) -> u32 {
+    try_raw(&ctx, EventKind::Release).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
+pub fn tp_cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    try_classic(&ctx, EventKind::Mkdir).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "cgroup", name = "cgroup_rmdir")]
+pub fn tp_cgroup_rmdir(ctx: TracePointContext) -> u32 {
+    try_classic(&ctx, EventKind::Rmdir).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "cgroup", name = "cgroup_release")]
+pub fn tp_cgroup_release(ctx: TracePointContext) -> u32 {
+    try_classic(&ctx, EventKind::Release).unwrap_or_else(|e| e)
+}

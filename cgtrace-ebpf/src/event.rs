@@ -1,0 +1,200 @@
+//! The ring buffer, the lost-event counters, the load-time configuration and the code every
+//! program shares to filter, reserve, fill and submit one event.
+use core::{mem::MaybeUninit, ptr};
+
+use aya_ebpf::{
+    Global,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::bpf_probe_read_kernel_str,
+    },
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use cgtrace_common::{Config, EventKind, KernelOffsets, PATH_CAP, RawEvent, flags};
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Set by the loader before load; read-only for the programs.
+#[unsafe(no_mangle)]
+static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
+
+/// A byte array the loader patches before load, read one byte at a time (a whole copy would not
+/// fit the 512-byte BPF stack).
+#[repr(transparent)]
+pub struct LoadTimeBytes<const N: usize>(MaybeUninit<[u8; N]>);
+
+impl<const N: usize> LoadTimeBytes<N> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> u8 {
+        // SAFETY: callers keep i < N; the volatile read stops the compiler from folding the
+        // compile-time value the loader replaces.
+        unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
+    }
+}
+
+/// The path prefix filter (`Config::path_prefix_len` bytes are used). Non-zero initial bytes keep
+/// it in `.rodata`, where the loader can set it.
+#[unsafe(no_mangle)]
+static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes(MaybeUninit::new([0xff; PATH_CAP]));
+
+/// Size set by the loader (`--ring-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Events that found the ring full, per CPU and per event kind.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::SLOTS as u32, 0);
+
+/// Per-CPU room to read a path into before deciding whether the event passes the prefix filter.
+#[map]
+static SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.load()
+}
+
+/// What a hook learned about the cgroup before the event is built.
+pub struct CgroupInfo {
+    pub hierarchy_id: u32,
+    pub cgroup_id: u64,
+    pub level: u32,
+    /// Kernel pointer to the NUL-terminated path.
+    pub path: *const u8,
+}
+
+/// Reads a `T` at `base + off`; `None` when the field is unknown on this kernel or the read fails.
+#[inline(always)]
+pub fn read_field<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+    if off == KernelOffsets::UNKNOWN || base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
+}
+
+#[inline(always)]
+fn hierarchy_passes(cfg: &Config, hierarchy_id: u32) -> bool {
+    cfg.filter_hierarchies == 0
+        || (hierarchy_id < 64 && (cfg.hierarchy_mask >> hierarchy_id) & 1 == 1)
+}
+
+/// Compares the start of the kernel string at `path` with the configured prefix.
+#[inline(always)]
+fn prefix_passes(cfg: &Config, path: *const u8) -> bool {
+    let want = cfg.path_prefix_len as usize;
+    if want == 0 {
+        return true;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: `scratch` points at this CPU's PATH_CAP-byte map value; the helper writes at most
+    // PATH_CAP bytes and copes with any source address.
+    let got = unsafe { bpf_probe_read_kernel_str(scratch.cast(), PATH_CAP as u32, path.cast()) };
+    if got <= 0 {
+        return false;
+    }
+    // `got` counts the NUL: the path has got - 1 bytes.
+    let have = (got - 1) as usize;
+    if have < want {
+        return false;
+    }
+    let mut i = 0usize;
+    while i < PATH_CAP {
+        if i >= want {
+            return true;
+        }
+        // SAFETY: i < PATH_CAP, the size of the scratch value.
+        let c = unsafe { *(scratch as *const u8).add(i) };
+        if c != PATH_PREFIX.get(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn count_lost(kind: EventKind) {
+    if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs (no preemption).
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Filters, reserves, fills and submits one cgroup event. Returns the error the verifier-friendly
+/// callers ignore (the number is only for aya-log).
+#[inline(always)]
+pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
+    let cfg = config();
+    if !hierarchy_passes(&cfg, info.hierarchy_id) || !prefix_passes(&cfg, info.path) {
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        count_lost(kind);
+        return Err(-1);
+    };
+    let ev = entry.as_mut_ptr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let mut ev_flags = flags::HAS_CGROUP;
+    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
+    // program writes until submit; the string helper writes at most PATH_CAP bytes into `path`.
+    let len = unsafe {
+        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).cgroup_id = info.cgroup_id;
+        (*ev).css = 0;
+        (*ev).memory_pages = 0;
+        (*ev).kmem_pages = 0;
+        (*ev).memsw_pages = 0;
+        (*ev).hierarchy_id = info.hierarchy_id;
+        (*ev).level = info.level;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).tid = pid_tgid as u32;
+        (*ev).memcg_id = 0;
+        (*ev).kind = kind as u8;
+        (*ev).comm = comm;
+        bpf_probe_read_kernel_str(
+            (*ev).path.as_mut_ptr().cast(),
+            PATH_CAP as u32,
+            info.path.cast(),
+        )
+    };
+    let path_len = if len <= 0 {
+        ev_flags |= flags::PATH_READ_FAILED;
+        0
+    } else {
+        let n = (len - 1) as u16;
+        // A full buffer means the path may go on: look at the byte after the last one kept.
+        if n as usize == PATH_CAP - 1 {
+            // SAFETY: reads one byte of the kernel string, checked by the helper.
+            let next: u8 =
+                unsafe { bpf_probe_read_kernel(info.path.wrapping_add(PATH_CAP - 1)) }.unwrap_or(0);
+            if next != 0 {
+                ev_flags |= flags::PATH_TRUNCATED;
+            }
+        }
+        n
+    };
+    // SAFETY: as above, the slot is ours until submit.
+    unsafe {
+        (*ev).path_len = path_len;
+        (*ev).flags = ev_flags;
+    }
+    let wake = if cfg.wakeup_bytes == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wake);
+    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
+        return Err(ev_flags as i64);
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Kernel struct offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`), resolved at
+//! load time and handed to the programs as load-time globals: CO-RE done by the loader.
+//!
+//! Members are found by name, descending into anonymous structs and unions; renamed fields are
+//! tried under each known spelling. A field this kernel lacks is `None`, never 0.
+use std::{collections::HashMap, fs, path::Path};
+
+use btf::types::{Btf, BtfType};
+use cgtrace_common::KernelOffsets;
+use thiserror::Error;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, Error)]
+pub enum BtfError {
+    #[error("failed to read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse BTF from {path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+/// Parsed kernel BTF, with an index of named structs, unions and enums.
+pub struct KernelBtf<'a> {
+    btf: Btf<'a>,
+    by_name: HashMap<String, Vec<u32>>,
+}
+
+/// A member's place: byte offset from the start of the outer struct, and its type id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub offset: u32,
+    pub type_id: u32,
+}
+
+impl<'a> KernelBtf<'a> {
+    pub fn parse(data: &'a [u8], path: &str) -> Result<KernelBtf<'a>, BtfError> {
+        let btf = Btf::load_raw(data).map_err(|e| BtfError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
+        for (id, t) in btf.types().iter().enumerate() {
+            let name = match t {
+                BtfType::Struct(c) | BtfType::Union(c) => c.name,
+                BtfType::Enum(e) => e.name,
+                _ => continue,
+            };
+            if !name.is_empty() {
+                by_name.entry(name.to_string()).or_default().push(id as u32);
+            }
+        }
+        Ok(KernelBtf { btf, by_name })
+    }
+
+    fn strip(&self, mut id: u32) -> u32 {
+        // Skip typedefs and qualifiers (bounded: BTF chains are short).
+        for _ in 0..32 {
+            id = match self.btf.type_by_id(id) {
+                BtfType::Typedef(t) => t.type_id,
+                BtfType::Volatile(t) => t.type_id,
+                BtfType::Const(t) => t.type_id,
+                BtfType::Restrict(t) => t.type_id,
+                BtfType::TypeTag(t) => t.type_id,
+                _ => return id,
+            };
+        }
+        id
+    }
+
+    /// The id of the struct (with a body) called `name`.
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name)?.iter().copied().find(|&id| {
+            matches!(self.btf.type_by_id(id), BtfType::Struct(c) | BtfType::Union(c) if !c.members.is_empty())
+        })
+    }
+
+    /// Finds member `name` of composite `id`, descending into anonymous members.
+    fn member(&self, id: u32, name: &str, depth: u32) -> Option<Place> {
+        if depth > 8 {
+            return None;
+        }
+        let (BtfType::Struct(c) | BtfType::Union(c)) = self.btf.type_by_id(self.strip(id)) else {
+            return None;
+        };
+        for m in &c.members {
+            if m.name == name {
+                return Some(Place {
+                    offset: m.bit_offset / 8,
+                    type_id: m.type_id,
+                });
+            }
+        }
+        for m in c.members.iter().filter(|m| m.name.is_empty()) {
+            if let Some(p) = self.member(m.type_id, name, depth + 1) {
+                return Some(Place {
+                    offset: m.bit_offset / 8 + p.offset,
+                    type_id: p.type_id,
+                });
+            }
+        }
+        None
+    }
+
+    /// Offset of a (possibly nested) member: `path` is a list of segments, each a list of the
+    /// spellings the field has had (e.g. `&["__parent", "parent"]`).
+    pub fn offset_of(&self, strukt: &str, path: &[&[&str]]) -> Option<u32> {
+        let mut id = self.struct_id(strukt)?;
+        let mut offset = 0;
+        for names in path {
+            let p = names.iter().find_map(|n| self.member(id, n, 0))?;
+            offset += p.offset;
+            id = p.type_id;
+        }
+        Some(offset)
+    }
+
+    /// Value of an enumerator (e.g. `memory_cgrp_id` of `enum cgroup_subsys_id`).
+    pub fn enum_value(&self, enum_name: &str, value_name: &str) -> Option<i64> {
+        self.by_name
+            .get(enum_name)?
+            .iter()
+            .find_map(|&id| match self.btf.type_by_id(id) {
+                BtfType::Enum(e) => e
+                    .values
+                    .iter()
+                    .find(|v| v.name == value_name)
+                    .map(|v| i64::from(v.value)),
+                _ => None,
+            })
+    }
+}
+
+/// Reads the kernel's BTF blob.
+pub fn read_vmlinux(path: &Path) -> Result<Vec<u8>, BtfError> {
+    fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Offsets the cgroup tracepoint programs need to read `struct cgroup`.
+pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
+    let u = |o: Option<u32>| o.unwrap_or(KernelOffsets::UNKNOWN);
+    KernelOffsets {
+        cgroup_kn: u(btf.offset_of("cgroup", &[&["kn"]])),
+        kn_id: u(btf.offset_of("kernfs_node", &[&["id"]])),
+        cgroup_level: u(btf.offset_of("cgroup", &[&["level"]])),
+        cgroup_root: u(btf.offset_of("cgroup", &[&["root"]])),
+        root_hierarchy_id: u(btf.offset_of("cgroup_root", &[&["hierarchy_id"]])),
+        _pad: 0,
+    }
+}
+
+/// Names of the `KernelOffsets` fields that are unknown on this kernel.
+pub fn missing(o: &KernelOffsets) -> Vec<&'static str> {
+    [
+        ("cgroup.kn", o.cgroup_kn),
+        ("kernfs_node.id", o.kn_id),
+        ("cgroup.level", o.cgroup_level),
+        ("cgroup.root", o.cgroup_root),
+        ("cgroup_root.hierarchy_id", o.root_hierarchy_id),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v == KernelOffsets::UNKNOWN)
+    .map(|(n, _)| n)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// `bpftool btf dump` is the independent oracle for the offsets on this host.
+    fn bpftool_offset(strukt: &str, member: &str) -> Option<u32> {
+        let out = Command::new("bpftool")
+            .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let header = format!("STRUCT '{strukt}' size=");
+        let mut in_struct = false;
+        for line in text.lines() {
+            if line.contains(&header) {
+                in_struct = true;
+                continue;
+            }
+            if in_struct {
+                let l = line.trim();
+                if !l.starts_with('\'') {
+                    in_struct = false;
+                    continue;
+                }
+                if l.starts_with(&format!("'{member}' ")) {
+                    let bits = l.split("bits_offset=").nth(1)?;
+                    let bits: u32 = bits.split_whitespace().next()?.parse().ok()?;
+                    return Some(bits / 8);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn offsets_match_bpftool() {
+        let Ok(data) = read_vmlinux(Path::new(VMLINUX)) else {
+            eprintln!("skipping: {VMLINUX} not readable");
+            return;
+        };
+        let btf = KernelBtf::parse(&data, VMLINUX).expect("vmlinux BTF parses");
+        let o = cgroup_offsets(&btf);
+        assert!(missing(&o).is_empty(), "missing {:?}", missing(&o));
+        if Command::new("bpftool").arg("version").output().is_err() {
+            assert!(std::env::var("CI").is_err(), "bpftool missing in CI");
+            eprintln!("skipping the bpftool comparison: bpftool not installed");
+            return;
+        }
+        for (s, m, got) in [
+            ("cgroup", "kn", o.cgroup_kn),
+            ("cgroup", "level", o.cgroup_level),
+            ("cgroup", "root", o.cgroup_root),
+            ("cgroup_root", "hierarchy_id", o.root_hierarchy_id),
+            ("kernfs_node", "id", o.kn_id),
+        ] {
+            assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
+        }
+    }
+
+    #[test]
+    fn anonymous_members_and_renames() {
+        let Ok(data) = read_vmlinux(Path::new(VMLINUX)) else {
+            return;
+        };
+        let btf = KernelBtf::parse(&data, VMLINUX).expect("vmlinux BTF parses");
+        // kernfs_node's parent was renamed __parent in 6.15: one of the spellings resolves.
+        assert!(
+            btf.offset_of("kernfs_node", &[&["__parent", "parent"]])
+                .is_some()
+        );
+        // mem_cgroup.memsw lives in an anonymous union.
+        if btf.struct_id("mem_cgroup").is_some() {
+            assert!(btf.offset_of("mem_cgroup", &[&["memsw", "swap"]]).is_some());
+        }
+        assert!(btf.offset_of("cgroup", &[&["no_such_field"]]).is_none());
+        assert!(btf.offset_of("no_such_struct", &[&["x"]]).is_none());
+        assert!(
+            btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+                .is_some()
+        );
+    }
+}

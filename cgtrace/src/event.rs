@@ -1,0 +1,189 @@
+//! Decoding ring buffer records into [`Event`]s: a borrowed view, no allocation per event.
+use cgtrace_common::{EventKind, PATH_CAP, RawEvent, flags};
+use thiserror::Error;
+
+pub const PAGE_SIZE: u64 = 4096;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes, expected at least {want}")]
+    Short { got: usize, want: usize },
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+    #[error("path length {0} exceeds the record's path buffer")]
+    PathLen(u16),
+}
+
+/// One cgroup lifecycle event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub ts_ns: u64,
+    pub kind: EventKind,
+    pub hierarchy_id: u32,
+    pub cgroup_id: u64,
+    pub level: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: &'a [u8],
+    pub path: &'a [u8],
+    pub path_truncated: bool,
+    /// The cgroup fields (`hierarchy_id`, `cgroup_id`, `level`, `path`) are known.
+    pub has_cgroup: bool,
+    pub css: u64,
+    pub memcg_id: Option<u32>,
+    pub usage_bytes: Option<u64>,
+    pub kmem_bytes: Option<u64>,
+    pub memsw_bytes: Option<u64>,
+}
+
+fn until_nul(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == 0) {
+        Some(n) => &b[..n],
+        None => b,
+    }
+}
+
+impl<'a> Event<'a> {
+    /// Decodes a record as the eBPF programs wrote it.
+    pub fn decode(buf: &'a [u8]) -> Result<Event<'a>, DecodeError> {
+        let want = size_of::<RawEvent>();
+        if buf.len() < want {
+            return Err(DecodeError::Short {
+                got: buf.len(),
+                want,
+            });
+        }
+        let raw = &buf[..want];
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw[o..o + 8]);
+            u64::from_ne_bytes(b)
+        };
+        let u32_at = |o: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&raw[o..o + 4]);
+            u32::from_ne_bytes(b)
+        };
+        // Offsets of RawEvent's fields (checked against the struct in the tests).
+        let path_len = u16::from_ne_bytes([raw[68], raw[69]]);
+        let kind = raw[70];
+        let fl = raw[71];
+        let kind = EventKind::from_u8(kind).ok_or(DecodeError::Kind(kind))?;
+        if path_len as usize >= PATH_CAP {
+            return Err(DecodeError::PathLen(path_len));
+        }
+        let comm = until_nul(&raw[72..88]);
+        let path = &raw[88..88 + path_len as usize];
+        let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(PAGE_SIZE));
+        Ok(Event {
+            ts_ns: u64_at(0),
+            cgroup_id: u64_at(8),
+            css: u64_at(16),
+            usage_bytes: pages(flags::HAS_MEMORY, u64_at(24)),
+            kmem_bytes: pages(flags::HAS_KMEM, u64_at(32)),
+            memsw_bytes: pages(flags::HAS_MEMSW, u64_at(40)),
+            hierarchy_id: u32_at(48),
+            level: u32_at(52),
+            pid: u32_at(56),
+            tid: u32_at(60),
+            memcg_id: (fl & flags::HAS_MEMCG_ID != 0).then(|| u32_at(64)),
+            kind,
+            comm,
+            path,
+            path_truncated: fl & flags::PATH_TRUNCATED != 0,
+            has_cgroup: fl & flags::HAS_CGROUP != 0,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use cgtrace_common::COMM_LEN;
+    use std::mem::offset_of;
+
+    #[test]
+    fn offsets_match_the_struct() {
+        assert_eq!(offset_of!(RawEvent, ts_ns), 0);
+        assert_eq!(offset_of!(RawEvent, cgroup_id), 8);
+        assert_eq!(offset_of!(RawEvent, css), 16);
+        assert_eq!(offset_of!(RawEvent, memory_pages), 24);
+        assert_eq!(offset_of!(RawEvent, kmem_pages), 32);
+        assert_eq!(offset_of!(RawEvent, memsw_pages), 40);
+        assert_eq!(offset_of!(RawEvent, hierarchy_id), 48);
+        assert_eq!(offset_of!(RawEvent, level), 52);
+        assert_eq!(offset_of!(RawEvent, tgid), 56);
+        assert_eq!(offset_of!(RawEvent, tid), 60);
+        assert_eq!(offset_of!(RawEvent, memcg_id), 64);
+        assert_eq!(offset_of!(RawEvent, path_len), 68);
+        assert_eq!(offset_of!(RawEvent, kind), 70);
+        assert_eq!(offset_of!(RawEvent, flags), 71);
+        assert_eq!(offset_of!(RawEvent, comm), 72);
+        assert_eq!(offset_of!(RawEvent, path), 72 + COMM_LEN);
+    }
+
+    /// Builds the bytes of a record the way the eBPF side does.
+    pub(crate) fn raw_bytes(kind: u8, path: &[u8], fl: u8) -> Vec<u8> {
+        let mut ev = RawEvent {
+            ts_ns: 1_000_000_123,
+            cgroup_id: 0x1_0000_0042,
+            css: 0,
+            memory_pages: 3,
+            kmem_pages: 1,
+            memsw_pages: 4,
+            hierarchy_id: 7,
+            level: 2,
+            tgid: 4242,
+            tid: 4243,
+            memcg_id: 17,
+            path_len: path.len() as u16,
+            kind,
+            flags: fl,
+            comm: [0; COMM_LEN],
+            path: [0xAA; PATH_CAP],
+        };
+        ev.comm[..4].copy_from_slice(b"runc");
+        ev.path[..path.len()].copy_from_slice(path);
+        ev.path[path.len()] = 0;
+        let p = &ev as *const RawEvent as *const u8;
+        // SAFETY: RawEvent is repr(C) plain data without implicit padding; we read exactly its bytes.
+        unsafe { std::slice::from_raw_parts(p, size_of::<RawEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_record() {
+        let b = raw_bytes(
+            1,
+            b"/a/b",
+            flags::HAS_CGROUP | flags::HAS_MEMCG_ID | flags::HAS_MEMORY,
+        );
+        let e = Event::decode(&b).expect("decodes");
+        assert_eq!(e.kind, EventKind::Mkdir);
+        assert_eq!(e.path, b"/a/b");
+        assert_eq!(e.comm, b"runc");
+        assert_eq!((e.pid, e.tid, e.level, e.hierarchy_id), (4242, 4243, 2, 7));
+        assert_eq!(e.cgroup_id, 0x1_0000_0042);
+        assert_eq!(e.memcg_id, Some(17));
+        assert_eq!(e.usage_bytes, Some(3 * 4096));
+        assert_eq!(e.kmem_bytes, None);
+        assert!(e.has_cgroup && !e.path_truncated);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert!(matches!(
+            Event::decode(&[0u8; 10]),
+            Err(DecodeError::Short { .. })
+        ));
+        assert_eq!(
+            Event::decode(&raw_bytes(99, b"/", 0)),
+            Err(DecodeError::Kind(99))
+        );
+        let mut b = raw_bytes(1, b"/", 0);
+        b[68..70].copy_from_slice(&(PATH_CAP as u16).to_ne_bytes());
+        assert_eq!(
+            Event::decode(&b),
+            Err(DecodeError::PathLen(PATH_CAP as u16))
+        );
+    }
+}

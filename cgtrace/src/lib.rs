@@ -1,0 +1,15 @@
+//! cgtrace: trace the life of every cgroup on a Linux node with eBPF.
+//!
+//! Data flows one way: probes → ring buffer → [`event`] decoding → sinks ([`output`]).
+pub mod btf;
+pub mod clock;
+pub mod escape;
+pub mod event;
+pub mod hierarchy;
+pub mod k8s;
+pub mod kernel;
+pub mod live;
+pub mod output;
+pub mod probes;
+pub mod tracefs;
+pub mod units;

@@ -1,0 +1,213 @@
+//! `cgtrace live`: stream every cgroup event of this node to stdout until Ctrl-C.
+use std::{
+    io::{self, BufWriter},
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use cgtrace_common::EventKind;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    clock::ClockRef,
+    event::Event,
+    hierarchy::Hierarchies,
+    output::{Counts, JsonSink, RenderContext, Sink, Summary, TextSink},
+    probes::{ProbeOptions, Probes},
+};
+
+/// Records handled per drain batch before yielding to signals and timers.
+pub const DRAIN_BATCH: usize = 4096;
+/// Bounded drain interval: with no-wake-up submits, this is how late an event can be.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the per-CPU lost counters are read.
+const LOST_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Clone, Debug, Default)]
+pub struct LiveOptions {
+    pub json: bool,
+    pub duration: Option<Duration>,
+    pub probe: ProbeOptions,
+}
+
+/// Events → counts → sink.
+pub struct Pipeline {
+    pub sink: Box<dyn Sink>,
+    pub counts: Counts,
+    pub decode_errors: u64,
+    error: Option<io::Error>,
+}
+
+impl Pipeline {
+    pub fn new(sink: Box<dyn Sink>) -> Pipeline {
+        Pipeline {
+            sink,
+            counts: Counts::default(),
+            decode_errors: 0,
+            error: None,
+        }
+    }
+
+    /// Handles one ring buffer record. Output errors are kept and returned by [`Self::check`].
+    pub fn record(&mut self, bytes: &[u8]) {
+        match Event::decode(bytes) {
+            Ok(ev) => {
+                self.counts.seen[ev.kind as usize] += 1;
+                if self.error.is_none()
+                    && let Err(e) = self.sink.event(&ev)
+                {
+                    self.error = Some(e);
+                }
+            }
+            Err(e) => {
+                self.decode_errors += 1;
+                if self.decode_errors <= 10 {
+                    log::warn!("undecodable ring buffer record: {e}");
+                }
+            }
+        }
+    }
+
+    pub fn check(&mut self) -> io::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+struct RingFd(Probes);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.ring.as_raw_fd()
+    }
+}
+
+/// Runs `cgtrace live` on a single-threaded tokio runtime.
+pub fn run(opts: &LiveOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
+    rt.block_on(live(opts))
+}
+
+fn reason_list(p: &Probes) -> String {
+    if p.fallbacks.is_empty() {
+        String::new()
+    } else {
+        format!("; not used: {}", p.fallbacks.join("; "))
+    }
+}
+
+async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
+    let hierarchies = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
+    let probes = Probes::load(&opts.probe)?;
+    let clock = ClockRef::now();
+    let started = Instant::now();
+    let tier = "tracepoint";
+    let attach = probes.attached.name();
+    eprintln!(
+        "cgtrace: attached: tier {tier} ({attach}s on cgroup_mkdir, cgroup_rmdir, cgroup_release), kernel {}, ring {} KiB{}",
+        probes.kernel_release,
+        opts.probe.ring_size / 1024,
+        reason_list(&probes)
+    );
+    let out = BufWriter::with_capacity(1 << 16, io::stdout());
+    let ctx = RenderContext::new(hierarchies, clock);
+    let sink: Box<dyn Sink> = if opts.json {
+        Box::new(JsonSink::new(out, ctx))
+    } else {
+        Box::new(TextSink::new(out, ctx))
+    };
+    let mut pipe = Pipeline::new(sink);
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
+    // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(RingFd(probes), Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("registering the ring buffer with epoll")?;
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut last_lost_poll = Instant::now();
+    let mut reported_lost = [0u64; EventKind::SLOTS];
+
+    loop {
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = until => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {}
+        }
+        // Drain in bounded batches, yielding between them so signals are never starved.
+        loop {
+            let n = ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b));
+            pipe.check()?;
+            if n < DRAIN_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        pipe.sink.flush()?;
+        if let Some(logger) = ring.get_mut().0.logger.as_mut() {
+            logger.flush();
+        }
+        if last_lost_poll.elapsed() >= LOST_POLL {
+            last_lost_poll = Instant::now();
+            poll_lost(&ring.get_ref().0, &mut pipe.counts, &mut reported_lost);
+        }
+    }
+    // Finish: everything still in the ring, the final lost counts, the summary.
+    while ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b)) > 0 {
+        pipe.check()?;
+    }
+    poll_lost(&ring.get_ref().0, &mut pipe.counts, &mut reported_lost);
+    let summary = Summary::new(
+        &pipe.counts,
+        tier,
+        attach,
+        started.elapsed().as_nanos() as u64,
+    );
+    pipe.sink.summary(&summary)?;
+    pipe.sink.flush()?;
+    Ok(())
+}
+
+/// Reads the lost counters and reports growth on stderr: nothing is lost silently.
+fn poll_lost(p: &Probes, counts: &mut Counts, reported: &mut [u64; EventKind::SLOTS]) {
+    match p.lost() {
+        Ok(lost) => {
+            for k in EventKind::ALL {
+                let i = k as usize;
+                if lost[i] > reported[i] {
+                    eprintln!(
+                        "cgtrace: lost {} {} event(s) (ring buffer full; try a larger --ring-size)",
+                        lost[i] - reported[i],
+                        k.name()
+                    );
+                    reported[i] = lost[i];
+                }
+            }
+            counts.lost = lost;
+        }
+        Err(e) => log::warn!("cannot read the lost-event counters: {e:#}"),
+    }
+}

@@ -1,0 +1,128 @@
+//! The `cgtrace` command.
+use std::{io, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use cgtrace::{
+    hierarchy::Hierarchies,
+    live::{self, LiveOptions},
+    probes::{self, AttachMode, ProbeOptions},
+    units,
+};
+use clap::{Args, Parser, Subcommand};
+
+/// Trace the life of every cgroup on this node with eBPF.
+///
+/// Needs root (or CAP_BPF + CAP_PERFMON) to load its eBPF programs.
+#[derive(Parser, Debug)]
+#[command(name = "cgtrace", version, about, long_about = None)]
+struct Cli {
+    /// More diagnostics on stderr (-v: info, -vv: debug incl. BPF-side logs). RUST_LOG works too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print every cgroup mkdir/rmdir/release on this node as it happens.
+    Live(LiveArgs),
+}
+
+#[derive(Args, Debug)]
+struct FilterArgs {
+    /// Only hierarchies holding this controller (repeatable): memory, cpu, pids, systemd, unified…
+    #[arg(long = "controller", value_name = "NAME")]
+    controllers: Vec<String>,
+    /// Only cgroups whose path (relative to the hierarchy root) starts with this string,
+    /// e.g. /kubepods. Applied in the kernel.
+    #[arg(long, value_name = "PREFIX")]
+    path_prefix: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// How to attach the cgroup tracepoints: raw tracepoints falling back to classic ones (auto),
+    /// or one of them forced.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    attach: AttachMode,
+    /// Ring buffer size (rounded up to a power of two), e.g. 4M.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "4M")]
+    ring_size: u64,
+}
+
+#[derive(Args, Debug)]
+struct LiveArgs {
+    /// JSON lines: one object per event, a summary object at the end.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<ProbeOptions> {
+    let hierarchies = if f.controllers.is_empty() {
+        None
+    } else {
+        let h = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
+        Some(h.select(&f.controllers)?)
+    };
+    let path_prefix = f.path_prefix.as_ref().map(|p| p.as_bytes().to_vec());
+    Ok(ProbeOptions {
+        attach: p.attach,
+        ring_size: probes::ring_size(p.ring_size)?,
+        hierarchies,
+        path_prefix,
+        wakeup_bytes: None,
+        bpf_debug_log: verbose >= 2
+            || std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")),
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Live(a) => {
+            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
+            live::run(&LiveOptions {
+                json: a.json,
+                duration: a.duration,
+                probe,
+            })
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `cgtrace live | head` closes the pipe: exit quietly, like other Unix tools.
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("cgtrace: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

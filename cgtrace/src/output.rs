@@ -1,0 +1,355 @@
+//! Sinks that print events: one readable line per event, or JSON lines.
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
+
+use cgtrace_common::EventKind;
+use serde::Serialize;
+
+use crate::{
+    clock::ClockRef,
+    escape::{write_json_str, write_terminal},
+    event::Event,
+    hierarchy::Hierarchies,
+    k8s,
+};
+
+/// Totals printed when a run ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Events seen, by kind name, plus `total`.
+    pub events: std::collections::BTreeMap<&'static str, u64>,
+    /// Events lost because the ring buffer was full (all kinds).
+    pub lost: u64,
+    pub lost_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// Probe tier (`fentry`, `kprobe`, `tracepoint`).
+    pub tier: String,
+    /// How the cgroup tracepoints were attached (`raw_tracepoint` or `tracepoint`).
+    pub attach: String,
+    pub duration_ns: u64,
+}
+
+impl Summary {
+    pub fn new(counts: &Counts, tier: &str, attach: &str, duration_ns: u64) -> Summary {
+        let mut events = std::collections::BTreeMap::new();
+        let mut lost_by_kind = std::collections::BTreeMap::new();
+        for k in EventKind::ALL {
+            events.insert(k.name(), counts.seen[k as usize]);
+            if counts.lost[k as usize] > 0 {
+                lost_by_kind.insert(k.name(), counts.lost[k as usize]);
+            }
+        }
+        events.insert("total", counts.seen.iter().sum());
+        Summary {
+            events,
+            lost: counts.lost.iter().sum(),
+            lost_by_kind,
+            tier: tier.to_string(),
+            attach: attach.to_string(),
+            duration_ns,
+        }
+    }
+}
+
+/// Per-kind counters of seen and lost events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub seen: [u64; EventKind::SLOTS],
+    pub lost: [u64; EventKind::SLOTS],
+}
+
+/// What every sink needs to render an event.
+pub struct RenderContext {
+    pub clock: ClockRef,
+    labels: HashMap<u32, (String, String)>,
+    hierarchies: Hierarchies,
+}
+
+impl RenderContext {
+    pub fn new(hierarchies: Hierarchies, clock: ClockRef) -> RenderContext {
+        let labels = hierarchies
+            .by_id
+            .keys()
+            .map(|&id| (id, Self::render_labels(&hierarchies, id)))
+            .collect();
+        RenderContext {
+            clock,
+            labels,
+            hierarchies,
+        }
+    }
+
+    fn render_labels(h: &Hierarchies, id: u32) -> (String, String) {
+        let text = h.label(id);
+        let list: Vec<String> = match h.get(id) {
+            Some(x) if !x.controllers.is_empty() => x.controllers.clone(),
+            _ => vec![text.clone()],
+        };
+        let json = serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_string());
+        (text, json)
+    }
+
+    /// (text label, JSON array) of a hierarchy's controllers.
+    fn labels(&mut self, id: u32) -> &(String, String) {
+        let h = &self.hierarchies;
+        self.labels
+            .entry(id)
+            .or_insert_with(|| Self::render_labels(h, id))
+    }
+}
+
+/// Where events go.
+pub trait Sink {
+    fn event(&mut self, ev: &Event<'_>) -> io::Result<()>;
+    fn summary(&mut self, s: &Summary) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// `13:31:10.123456 mkdir    memory       /kubepods/burstable/pod…  runc[4242]`
+pub struct TextSink<W: Write> {
+    out: W,
+    ctx: RenderContext,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W, ctx: RenderContext) -> Self {
+        TextSink { out, ctx }
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn event(&mut self, ev: &Event<'_>) -> io::Result<()> {
+        let (h, m, s, us) = self.ctx.clock.utc_hms_us(ev.ts_ns);
+        let label = &self.ctx.labels(ev.hierarchy_id).0;
+        let w = &mut self.out;
+        write!(
+            w,
+            "{h:02}:{m:02}:{s:02}.{us:06} {:<12} {label:<14} ",
+            ev.kind.name()
+        )?;
+        write_terminal(w, ev.path)?;
+        if ev.path_truncated {
+            w.write_all("…[truncated]".as_bytes())?;
+        }
+        w.write_all(b"  ")?;
+        write_terminal(w, ev.comm)?;
+        writeln!(w, "[{}] id={}", ev.pid, ev.cgroup_id)
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        let w = &mut self.out;
+        writeln!(
+            w,
+            "-- {} events in {:.1}s (tier {}, {}); lost {}",
+            s.events.get("total").copied().unwrap_or(0),
+            s.duration_ns as f64 / 1e9,
+            s.tier,
+            s.attach,
+            s.lost
+        )?;
+        for (k, n) in s.events.iter().filter(|(k, n)| **n > 0 && **k != "total") {
+            write!(w, "   {k} {n}")?;
+            if let Some(l) = s.lost_by_kind.get(k) {
+                write!(w, " (+{l} lost)")?;
+            }
+            writeln!(w)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// JSON lines (`"type": "event"` / `"summary"`), valid JSON for any cgroup name.
+pub struct JsonSink<W: Write> {
+    out: W,
+    ctx: RenderContext,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W, ctx: RenderContext) -> Self {
+        JsonSink { out, ctx }
+    }
+}
+
+fn json_opt_str<W: Write>(w: &mut W, key: &str, v: Option<&str>) -> io::Result<()> {
+    if let Some(v) = v {
+        write!(w, ",\"{key}\":\"")?;
+        write_json_str(w, v.as_bytes())?;
+        w.write_all(b"\"")?;
+    }
+    Ok(())
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, ev: &Event<'_>) -> io::Result<()> {
+        let controllers = &self.ctx.labels(ev.hierarchy_id).1;
+        let w = &mut self.out;
+        write!(
+            w,
+            "{{\"type\":\"event\",\"ts_ns\":{},\"event\":\"{}\",\"hierarchy_id\":{},\"cgroup_id\":{},\"controllers\":{controllers},\"level\":{},\"pid\":{},\"tid\":{},\"comm\":\"",
+            ev.ts_ns,
+            ev.kind.name(),
+            ev.hierarchy_id,
+            ev.cgroup_id,
+            ev.level,
+            ev.pid,
+            ev.tid
+        )?;
+        write_json_str(w, ev.comm)?;
+        w.write_all(b"\",\"path\":\"")?;
+        let lossy = write_json_str(w, ev.path)?;
+        w.write_all(b"\"")?;
+        if lossy {
+            w.write_all(b",\"path_lossy\":true")?;
+        }
+        if ev.path_truncated {
+            w.write_all(b",\"path_truncated\":true")?;
+        }
+        if ev.css != 0 {
+            write!(w, ",\"css\":{}", ev.css)?;
+        }
+        for (k, v) in [
+            ("memcg_id", ev.memcg_id.map(u64::from)),
+            ("usage_bytes", ev.usage_bytes),
+            ("kmem_bytes", ev.kmem_bytes),
+            ("memsw_bytes", ev.memsw_bytes),
+        ] {
+            if let Some(v) = v {
+                write!(w, ",\"{k}\":{v}")?;
+            }
+        }
+        let pod = k8s::parse_path(ev.path);
+        if !pod.is_empty() {
+            json_opt_str(w, "pod_uid", pod.pod_uid.as_deref())?;
+            json_opt_str(w, "qos", pod.qos.map(k8s::Qos::as_str))?;
+            json_opt_str(w, "container_id", pod.container_id.as_deref())?;
+            json_opt_str(w, "runtime", pod.runtime)?;
+        }
+        w.write_all(b"}\n")
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            #[serde(flatten)]
+            s: &'a Summary,
+        }
+        serde_json::to_writer(&mut self.out, &Line { ty: "summary", s })
+            .map_err(io::Error::other)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::raw_bytes;
+    use cgtrace_common::flags;
+
+    fn ctx() -> RenderContext {
+        let h = Hierarchies::parse(
+            "7:memory:/\n0::/\n",
+            "33 25 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+        );
+        RenderContext::new(
+            h,
+            ClockRef {
+                mono_ns: 1_000_000_000,
+                realtime_ns: 3_600_000_000_000,
+            },
+        )
+    }
+
+    fn render(json: bool, path: &[u8], fl: u8) -> String {
+        let bytes = raw_bytes(1, path, flags::HAS_CGROUP | fl);
+        let ev = Event::decode(&bytes).expect("decodes");
+        let mut out = Vec::new();
+        if json {
+            JsonSink::new(&mut out, ctx()).event(&ev).expect("write");
+        } else {
+            TextSink::new(&mut out, ctx()).event(&ev).expect("write");
+        }
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn text_line() {
+        let line = render(false, b"/kubepods/x", 0);
+        // ts 1_000_000_123 is 123 ns after the monotonic reference, i.e. 01:00:00.000000 UTC.
+        assert!(line.starts_with("01:00:00.000000 mkdir"), "{line}");
+        assert!(
+            line.contains(" memory ")
+                && line.contains("/kubepods/x")
+                && line.contains("runc[4242]"),
+            "{line}"
+        );
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+    }
+
+    #[test]
+    fn text_escapes_hostile_names() {
+        let line = render(false, b"/a\x1b[2J\nb\xff", flags::PATH_TRUNCATED);
+        assert!(line.contains("/a\\x1b[2J\\nb\\xff…[truncated]"), "{line}");
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(!line.contains('\x1b'));
+    }
+
+    #[test]
+    fn json_line_is_valid_for_hostile_names() {
+        for p in [
+            &b"/plain"[..],
+            b"/q\"uote\\",
+            b"/nl\nesc\x1b",
+            b"/bad\xff\xfe",
+            b"/t\tab",
+        ] {
+            let line = render(true, p, 0);
+            assert_eq!(line.matches('\n').count(), 1);
+            let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+            assert_eq!(v["type"], "event");
+            assert_eq!(v["event"], "mkdir");
+            assert_eq!(v["pid"], 4242);
+            assert_eq!(v["controllers"], serde_json::json!(["memory"]));
+            assert_eq!(v["cgroup_id"], 0x1_0000_0042u64);
+            if let Ok(s) = std::str::from_utf8(p) {
+                assert_eq!(v["path"], s);
+            } else {
+                assert_eq!(v["path_lossy"], true);
+            }
+        }
+    }
+
+    #[test]
+    fn json_carries_pod_fields() {
+        let p = b"/kubepods/burstable/pod0a1b2c3d-0000-4000-8000-00000000abcd/0123456789abcdef0123";
+        let v: serde_json::Value = serde_json::from_str(&render(true, p, 0)).expect("json");
+        assert_eq!(v["pod_uid"], "0a1b2c3d-0000-4000-8000-00000000abcd");
+        assert_eq!(v["qos"], "burstable");
+    }
+
+    #[test]
+    fn summary_json() {
+        let mut c = Counts::default();
+        c.seen[EventKind::Mkdir as usize] = 3;
+        c.lost[EventKind::Rmdir as usize] = 2;
+        let s = Summary::new(&c, "tracepoint", "raw_tracepoint", 5);
+        let mut out = Vec::new();
+        JsonSink::new(&mut out, ctx()).summary(&s).expect("write");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["events"]["mkdir"], 3);
+        assert_eq!(v["events"]["total"], 3);
+        assert_eq!(v["lost"], 2);
+        assert_eq!(v["tier"], "tracepoint");
+    }
+}

@@ -1,0 +1,84 @@
+//! A deliberately tiny ring buffer and a burst: every event is either delivered or counted lost,
+//! per kind, exactly.
+use std::time::{Duration, Instant};
+
+use cgtrace::probes::{ProbeOptions, Probes};
+use cgtrace_common::EventKind;
+use integration_tests::{Layout, cgroup::TestParent, count, drain};
+
+const BURST: usize = 200;
+
+#[test]
+fn lost_events_are_counted_exactly() {
+    if !integration_tests::cgroup::privileged("lost_events_are_counted_exactly") {
+        return;
+    }
+    let layout = Layout::load();
+    let h = layout.memory_id;
+    let parent = TestParent::new("lost", &[&layout.memory_mount]).expect("create the test parent");
+    let mut probes = Probes::load(&ProbeOptions {
+        ring_size: 4096, // one page: room for about 11 events
+        hierarchies: Some(vec![h]),
+        path_prefix: Some(format!("{}/", parent.cgroup_path()).into_bytes()),
+        ..ProbeOptions::default()
+    })
+    .expect("load and attach");
+
+    // Burst without draining: the ring fills and the rest is counted lost.
+    for i in 0..BURST {
+        parent
+            .mkdir(&layout.memory_mount, format!("c{i}"))
+            .expect("mkdir");
+    }
+    let mut seen = Vec::new();
+    drain(&mut probes, &mut seen);
+    let lost = probes.lost().expect("read lost");
+    let mk_seen = count(&seen, EventKind::Mkdir, h);
+    let mk_lost = lost[EventKind::Mkdir as usize] as usize;
+    assert_eq!(
+        mk_seen + mk_lost,
+        BURST,
+        "mkdir: seen {mk_seen} + lost {mk_lost}"
+    );
+    assert!(
+        mk_lost > 0,
+        "a one-page ring must overflow with {BURST} events"
+    );
+
+    for i in 0..BURST {
+        parent
+            .rmdir(&layout.memory_mount, format!("c{i}"))
+            .expect("rmdir");
+    }
+    // rmdir events are written synchronously by the rmdir calls: all are in the ring or lost.
+    drain(&mut probes, &mut seen);
+    let lost = probes.lost().expect("read lost");
+    let rm_seen = count(&seen, EventKind::Rmdir, h);
+    let rm_lost = lost[EventKind::Rmdir as usize] as usize;
+    assert_eq!(
+        rm_seen + rm_lost,
+        BURST,
+        "rmdir: seen {rm_seen} + lost {rm_lost}"
+    );
+    assert!(rm_lost > 0);
+
+    // Releases come later, from a kernel worker: poll until seen + lost covers every cgroup.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (rel_seen, rel_lost) = loop {
+        drain(&mut probes, &mut seen);
+        let rel_lost = probes.lost().expect("read lost")[EventKind::Release as usize] as usize;
+        let rel_seen = count(&seen, EventKind::Release, h);
+        if rel_seen + rel_lost >= BURST || Instant::now() >= deadline {
+            break (rel_seen, rel_lost);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        rel_seen + rel_lost,
+        BURST,
+        "release: seen {rel_seen} + lost {rel_lost}"
+    );
+    // Nothing from outside the test's parent got in.
+    let prefix = format!("{}/", parent.cgroup_path());
+    assert!(seen.iter().all(|s| s.path_str().starts_with(&prefix)));
+}

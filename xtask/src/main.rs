@@ -1,0 +1,128 @@
+//! Project orchestration: `cargo xtask setup | live | test`.
+//!
+//! `live` and `test` run `setup` first, so on a fresh machine the README's two commands are all
+//! it takes. `setup` is idempotent: a second run changes nothing.
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "cgtrace's build and test orchestration")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh Debian machine lacks (LLVM 22 dev packages, bpf-linker, the nightly's
+    /// rust-src, test tools). Does nothing when all is in place.
+    Setup,
+    /// Set up if needed, build in release mode and run `cgtrace live` (extra arguments are passed on).
+    Live {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up if needed and run the whole test suite (extra arguments go to `cargo test`).
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn is_root() -> bool {
+    // `id -u` avoids a libc dependency for one call.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a command, failing with its description when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let desc = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {desc}"))?;
+    if !status.success() {
+        bail!("{desc} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c.env("PATH", setup::path_with_cargo_bin());
+    c
+}
+
+fn live(args: Vec<OsString>) -> Result<()> {
+    setup::ensure()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "cgtrace",
+        "--bin",
+        "cgtrace",
+    ]))?;
+    let bin = workspace_root().join("target/release/cgtrace");
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: cgtrace needs root to load eBPF programs; running it with sudo");
+        let mut c = Command::new("sudo");
+        c.arg(&bin);
+        c
+    };
+    cmd.arg("live").args(args);
+    let status = cmd.status().context("failed to start cgtrace")?;
+    if !status.success() {
+        bail!("cgtrace exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(args: Vec<OsString>) -> Result<()> {
+    setup::ensure()?;
+    if !is_root() {
+        eprintln!(
+            "xtask: not root: tests that load eBPF programs or create cgroups will skip (in CI they fail)"
+        );
+    }
+    run(cargo()
+        .args(["test", "--workspace", "--exclude", "cgtrace-ebpf"])
+        .args(args))
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Live { args } => live(args),
+        Cmd::Test { args } => test(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `cargo xtask setup`: what a fresh Debian 12 machine of this kind lacks, installed once.
+//!
+//! Each step checks first and does nothing when its result is already there.
+use std::{env, ffi::OsString, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{is_root, run};
+
+/// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and benchmarks use
+/// (bpftrace as a second tracer, bpftool as the BTF oracle, runc + busybox as a real container
+/// runtime, hyperfine for timings).
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftrace",
+    "bpftool",
+    "runc",
+    "busybox-static",
+    "hyperfine",
+];
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+fn cargo_bin() -> PathBuf {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    home.join("bin")
+}
+
+/// PATH with cargo's bin directory (where bpf-linker is installed) in it.
+pub fn path_with_cargo_bin() -> OsString {
+    let mut paths: Vec<PathBuf> = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let bin = cargo_bin();
+    if !paths.contains(&bin) {
+        paths.push(bin);
+    }
+    env::join_paths(paths).unwrap_or_default()
+}
+
+fn sudo(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        c
+    }
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn has_rust_src() -> bool {
+    Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
+        .unwrap_or(false)
+}
+
+/// bpf-linker present and linked against LLVM 22 (rustc's LLVM).
+fn has_bpf_linker() -> bool {
+    let bin = cargo_bin().join("bpf-linker");
+    if !bin.exists() {
+        return false;
+    }
+    Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("libLLVM.so.22"))
+        .unwrap_or(false)
+}
+
+/// Installs whatever is missing. Prints what it did, or that nothing was needed.
+pub fn ensure() -> Result<()> {
+    let mut did = Vec::new();
+
+    let missing = missing_packages();
+    if !missing.is_empty() {
+        eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+        run(sudo("apt-get").args(["update", "-qq"]))?;
+        run(sudo("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq"])
+            .args(&missing))?;
+        did.push("packages");
+    }
+
+    if !has_rust_src() {
+        eprintln!("setup: adding rust-src to the nightly toolchain (the eBPF build needs it)");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context(
+            "could not add rust-src to the preinstalled nightly toolchain; the eBPF programs \
+                 are built with `cargo +nightly -Z build-std=core` and need it",
+        )?;
+        did.push("rust-src");
+    }
+
+    if !has_bpf_linker() {
+        eprintln!("setup: building bpf-linker against LLVM 22 (about a minute)");
+        let mut path = OsString::from(format!("{LLVM_PREFIX}/bin:"));
+        path.push(path_with_cargo_bin());
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(Command::new(cargo)
+            .args(["install", "bpf-linker", "--version", "0.13.0", "--force"])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))?;
+        if !has_bpf_linker() {
+            bail!("bpf-linker was installed but is not linked against LLVM 22");
+        }
+        did.push("bpf-linker");
+    }
+
+    if did.is_empty() {
+        eprintln!("setup: everything is in place");
+    } else {
+        eprintln!("setup: done ({})", did.join(", "));
+    }
+    Ok(())
+}
