@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: probes → ring buffer → [`event`] decoding → sinks ([`output`]).
 pub mod btf;
+pub mod check;
 pub mod clock;
 pub mod escape;
 pub mod event;

@@ -3,6 +3,7 @@ use std::{io, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use cgtrace::{
+    check,
     hierarchy::Hierarchies,
     live::{self, LiveOptions},
     probes::{self, AttachMode, ProbeOptions},
@@ -27,6 +28,26 @@ struct Cli {
 enum Command {
     /// Print every cgroup mkdir/rmdir/release on this node as it happens.
     Live(LiveArgs),
+    /// One-shot health check without eBPF (for node-problem-detector and old kernels): dying
+    /// memcgs, memcg ID headroom, kmem accounting, the 3.10 kmem leak. Exit 0 ok, 1 problem,
+    /// 2 unknown; the first line of stdout is the message (≤ 80 characters).
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Full evidence as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Where the host's / is mounted (when running in a container).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    host_root: std::path::PathBuf,
+    /// Dying memcgs at or above this count are a problem when they hold IDs or kmem pins them.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    dying_warn: u64,
+    /// Free memcg IDs below this count are a problem.
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    headroom_warn: u64,
 }
 
 #[derive(Args, Debug)]
@@ -65,17 +86,42 @@ struct LiveArgs {
     probe: ProbeArgs,
 }
 
+/// A mistake in what the user typed: exit code 2, like clap's own usage errors.
+#[derive(Debug)]
+struct UsageError(anyhow::Error);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
+    r.map_err(|e| UsageError(e.into()).into())
+}
+
 fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<ProbeOptions> {
     let hierarchies = if f.controllers.is_empty() {
         None
     } else {
         let h = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
-        Some(h.select(&f.controllers)?)
+        Some(usage(h.select(&f.controllers))?)
     };
     let path_prefix = f.path_prefix.as_ref().map(|p| p.as_bytes().to_vec());
+    if let Some(p) = &path_prefix
+        && p.len() >= cgtrace_common::PATH_CAP
+    {
+        return usage(Err(anyhow::anyhow!(
+            "--path-prefix is {} bytes; at most {} are supported",
+            p.len(),
+            cgtrace_common::PATH_CAP - 1
+        )));
+    }
     Ok(ProbeOptions {
         attach: p.attach,
-        ring_size: probes::ring_size(p.ring_size)?,
+        ring_size: usage(probes::ring_size(p.ring_size))?,
         hierarchies,
         path_prefix,
         wakeup_bytes: None,
@@ -84,15 +130,43 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let opts = check::CheckOptions {
+        host_root: a.host_root.clone(),
+        dying_warn: a.dying_warn,
+        headroom_warn: a.headroom_warn,
+        ..check::CheckOptions::default()
+    };
+    match check::run_check(&opts) {
+        Ok(report) => {
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", check::render_text(&report));
+            }
+            Ok(ExitCode::from(report.status.exit_code()))
+        }
+        Err(e) => {
+            // The NPD protocol: first stdout line is the message, exit 2 = unknown.
+            let msg: String = format!("cgtrace: unknown: {e}").chars().take(80).collect();
+            println!("{msg}");
+            eprintln!("cgtrace: error: {:#}", anyhow::Error::from(e));
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Check(a) => check(&a),
         Command::Live(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             live::run(&LiveOptions {
                 json: a.json,
                 duration: a.duration,
                 probe,
-            })
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -112,7 +186,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // `cgtrace live | head` closes the pipe: exit quietly, like other Unix tools.
             if e.chain().any(|c| {
@@ -122,7 +196,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("cgtrace: error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
