@@ -150,6 +150,26 @@ pub struct KernelOffsets {
     pub cgroup_root: u32,
     /// `struct cgroup_root` → `hierarchy_id`.
     pub root_hierarchy_id: u32,
+    /// `struct cgroup` → `subsys` (array of `struct cgroup_subsys_state *`).
+    pub cgroup_subsys: u32,
+    /// Index of the memory controller in `subsys` (`memory_cgrp_id`).
+    pub memory_subsys_idx: u32,
+    /// `struct cgroup` → `ancestors` (6.0+, pointers) or `ancestor_ids` (older, u64 ids).
+    pub cgroup_ancestors: u32,
+    /// 1 when `cgroup_ancestors` holds `struct cgroup *`, 0 when it holds u64 ids.
+    pub ancestors_are_ptrs: u32,
+    /// `struct cgroup_subsys_state` → `cgroup`.
+    pub css_cgroup: u32,
+    /// `struct mem_cgroup` → `css` (the css is embedded; memcg = css - this).
+    pub memcg_css: u32,
+    /// `struct mem_cgroup` → `id.id` (the 16-bit memcg ID).
+    pub memcg_id: u32,
+    /// `struct mem_cgroup` → `memory.usage` (pages).
+    pub memcg_memory: u32,
+    /// `struct mem_cgroup` → `kmem.usage` (pages; v1 only, gone in newer kernels).
+    pub memcg_kmem: u32,
+    /// `struct mem_cgroup` → `memsw.usage` (pages; memory + swap on v1).
+    pub memcg_memsw: u32,
     pub _pad: u32,
 }
 
@@ -161,8 +181,29 @@ impl KernelOffsets {
         cgroup_level: Self::UNKNOWN,
         cgroup_root: Self::UNKNOWN,
         root_hierarchy_id: Self::UNKNOWN,
+        cgroup_subsys: Self::UNKNOWN,
+        memory_subsys_idx: Self::UNKNOWN,
+        cgroup_ancestors: Self::UNKNOWN,
+        ancestors_are_ptrs: 0,
+        css_cgroup: Self::UNKNOWN,
+        memcg_css: Self::UNKNOWN,
+        memcg_id: Self::UNKNOWN,
+        memcg_memory: Self::UNKNOWN,
+        memcg_kmem: Self::UNKNOWN,
+        memcg_memsw: Self::UNKNOWN,
         _pad: 0,
     };
+}
+
+/// An in-kernel subtree filter for one hierarchy: only cgroups at or below the cgroup with id
+/// `cgroup_id` at depth `level` pass. Entry `h` of the `SUBTREES` map is hierarchy `h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Subtree {
+    pub cgroup_id: u64,
+    pub level: u32,
+    /// 1 when this entry is set.
+    pub enabled: u32,
 }
 
 /// Load-time configuration of the programs (a read-only global, so the verifier prunes the
@@ -177,10 +218,12 @@ pub struct Config {
     pub filter_hierarchies: u32,
     /// Length of `path_prefix`; 0 = no path filter.
     pub path_prefix_len: u32,
+    /// 1: only cgroups inside the `SUBTREES` entries pass (hierarchies without one: none).
+    pub filter_subtree: u32,
+    pub _pad: u32,
     /// Submit with a forced wake-up once this many bytes wait in the ring (else no wake-up: the
     /// user side drains on a short timer).
     pub wakeup_bytes: u64,
-    pub path_prefix: [u8; PATH_CAP],
 }
 
 impl Config {
@@ -199,8 +242,9 @@ impl Config {
         hierarchy_mask: 0,
         filter_hierarchies: 0,
         path_prefix_len: 0,
+        filter_subtree: 0,
+        _pad: 0,
         wakeup_bytes: 0,
-        path_prefix: [0; PATH_CAP],
     };
 }
 
@@ -215,6 +259,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TracepointLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Subtree {}
 }
 
 // Layout checks: the eBPF and user sides must agree, and no implicit padding may hide anywhere.
@@ -222,5 +268,6 @@ const _: () =
     assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + COMM_LEN + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24);
-const _: () = assert!(core::mem::size_of::<Config>() == 24 + 32 + 8 + 4 + 4 + 8 + PATH_CAP);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 64 + 32 + 8 + 4 + 4 + 4 + 4 + 8);

@@ -8,32 +8,37 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use cgtrace_common::{EventKind, flags};
 
-use crate::event::{CgroupInfo, config, emit, read_field};
+use crate::event::{CgroupInfo, Memcg, cgroup_ids, config, emit, memory_css, read_memcg};
 
 /// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
+///
+/// At mkdir and rmdir the cgroup still points at its memcg (offline, which runs after rmdir,
+/// clears it): read the memcg there, never at release.
 fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
-    let cfg = config();
-    let off = cfg.offsets;
     let cgrp: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
-    let root: *const u8 = read_field::<u64>(cgrp, off.cgroup_root).unwrap_or(0) as *const u8;
-    let kn: *const u8 = read_field::<u64>(cgrp, off.cgroup_kn).unwrap_or(0) as *const u8;
-    let (Some(hierarchy_id), Some(cgroup_id), Some(level)) = (
-        read_field::<i32>(root, off.root_hierarchy_id),
-        read_field::<u64>(kn, off.kn_id),
-        read_field::<i32>(cgrp, off.cgroup_level),
-    ) else {
+    let Some((hierarchy_id, cgroup_id, level)) = cgroup_ids(cgrp) else {
         debug!(
             ctx,
             "cgtrace: failed to read struct cgroup fields for a {} event", kind as u8
         );
         return Err(1);
     };
+    let (css, memcg) = if kind == EventKind::Release {
+        (core::ptr::null(), Memcg::default())
+    } else {
+        let css = memory_css(cgrp);
+        (css, read_memcg(css))
+    };
     let info = CgroupInfo {
-        hierarchy_id: hierarchy_id as u32,
+        hierarchy_id,
         cgroup_id,
-        level: level as u32,
+        level,
+        has_cgroup: true,
         path,
+        cgrp,
+        css: css as u64,
+        memcg,
     };
     report(ctx, kind, &info)
 }
@@ -62,13 +67,17 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         hierarchy_id: root as u32,
         cgroup_id: id,
         level: level as u32,
+        has_cgroup: true,
         path,
+        cgrp: core::ptr::null(),
+        css: 0,
+        memcg: Memcg::default(),
     };
     report(ctx, kind, &info)
 }
 
 #[inline(always)]
-fn report<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<u32, u32> {
+pub fn report<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<u32, u32> {
     match emit(kind, info) {
         Ok(()) => Ok(0),
         Err(-1) => Err(1),

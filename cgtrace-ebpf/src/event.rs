@@ -9,9 +9,11 @@ use aya_ebpf::{
         generated::bpf_probe_read_kernel_str,
     },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
-use cgtrace_common::{Config, EventKind, KernelOffsets, PATH_CAP, RawEvent, flags};
+use cgtrace_common::{
+    Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, RawEvent, Subtree, flags,
+};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -48,6 +50,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::SLOTS as u32, 0);
 
+/// Subtree filter per hierarchy id, written by the loader before attaching.
+#[map]
+static SUBTREES: Array<Subtree> = Array::with_max_entries(MAX_HIERARCHIES as u32, 0);
+
 /// Per-CPU room to read a path into before deciding whether the event passes the prefix filter.
 #[map]
 static SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
@@ -57,13 +63,103 @@ pub fn config() -> Config {
     CONFIG.load()
 }
 
+/// Figures read from a memcg (pages), each `None` where this kernel lacks the field.
+#[derive(Clone, Copy, Default)]
+pub struct Memcg {
+    pub id: Option<u32>,
+    pub memory: Option<u64>,
+    pub kmem: Option<u64>,
+    pub memsw: Option<u64>,
+}
+
 /// What a hook learned about the cgroup before the event is built.
 pub struct CgroupInfo {
     pub hierarchy_id: u32,
     pub cgroup_id: u64,
     pub level: u32,
-    /// Kernel pointer to the NUL-terminated path.
+    /// Whether `hierarchy_id`, `cgroup_id` and `level` are known (css_alloc: only the css).
+    pub has_cgroup: bool,
+    /// Kernel pointer to the NUL-terminated path; null when the hook has none (css events).
     pub path: *const u8,
+    /// The `struct cgroup *` when the hook has one (raw tracepoints, css events after alloc);
+    /// null otherwise. Used by the subtree filter.
+    pub cgrp: *const u8,
+    /// The memory css pointer, 0 when none.
+    pub css: u64,
+    pub memcg: Memcg,
+}
+
+/// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
+#[inline(always)]
+pub fn cgroup_ids(cgrp: *const u8) -> Option<(u32, u64, u32)> {
+    let off = config().offsets;
+    let root = read_field::<u64>(cgrp, off.cgroup_root)? as *const u8;
+    let kn = read_field::<u64>(cgrp, off.cgroup_kn)? as *const u8;
+    let h = read_field::<i32>(root, off.root_hierarchy_id)?;
+    let id = read_field::<u64>(kn, off.kn_id)?;
+    let level = read_field::<i32>(cgrp, off.cgroup_level)?;
+    Some((h as u32, id, level as u32))
+}
+
+/// The memory controller's css of a cgroup (`cgrp->subsys[memory_cgrp_id]`), null when the
+/// cgroup has none (other hierarchies; v2 cgroups whose parent does not enable memory).
+#[inline(always)]
+pub fn memory_css(cgrp: *const u8) -> *const u8 {
+    let off = config().offsets;
+    if off.cgroup_subsys == KernelOffsets::UNKNOWN
+        || off.memory_subsys_idx == KernelOffsets::UNKNOWN
+        || off.memory_subsys_idx >= 64
+    {
+        return core::ptr::null();
+    }
+    let slot = off.cgroup_subsys + 8 * off.memory_subsys_idx;
+    read_field::<u64>(cgrp, slot).unwrap_or(0) as *const u8
+}
+
+/// Reads the memcg that embeds `css`.
+#[inline(always)]
+pub fn read_memcg(css: *const u8) -> Memcg {
+    let off = config().offsets;
+    if css.is_null() || off.memcg_css == KernelOffsets::UNKNOWN {
+        return Memcg::default();
+    }
+    let memcg = css.wrapping_sub(off.memcg_css as usize);
+    Memcg {
+        id: read_field::<i32>(memcg, off.memcg_id).map(|v| v as u32),
+        memory: read_field::<u64>(memcg, off.memcg_memory),
+        kmem: read_field::<u64>(memcg, off.memcg_kmem),
+        memsw: read_field::<u64>(memcg, off.memcg_memsw),
+    }
+}
+
+/// Whether the cgroup is at or below the configured subtree of its hierarchy.
+#[inline(always)]
+fn subtree_passes(cfg: &Config, info: &CgroupInfo) -> bool {
+    if cfg.filter_subtree == 0 {
+        return true;
+    }
+    if info.cgrp.is_null() || info.hierarchy_id as usize >= MAX_HIERARCHIES {
+        return false;
+    }
+    let Some(s) = SUBTREES.get(info.hierarchy_id) else {
+        return false;
+    };
+    if s.enabled == 0 || info.level < s.level || s.level >= 64 {
+        return false;
+    }
+    let off = cfg.offsets;
+    if off.cgroup_ancestors == KernelOffsets::UNKNOWN {
+        return false;
+    }
+    let slot = off.cgroup_ancestors + 8 * s.level;
+    let id = if off.ancestors_are_ptrs == 1 {
+        let anc = read_field::<u64>(info.cgrp, slot).unwrap_or(0) as *const u8;
+        let kn = read_field::<u64>(anc, off.cgroup_kn).unwrap_or(0) as *const u8;
+        read_field::<u64>(kn, off.kn_id)
+    } else {
+        read_field::<u64>(info.cgrp, slot)
+    };
+    id == Some(s.cgroup_id)
 }
 
 /// Reads a `T` at `base + off`; `None` when the field is unknown on this kernel or the read fails.
@@ -131,7 +227,10 @@ fn count_lost(kind: EventKind) {
 #[inline(always)]
 pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
-    if !hierarchy_passes(&cfg, info.hierarchy_id) || !prefix_passes(&cfg, info.path) {
+    if !hierarchy_passes(&cfg, info.hierarchy_id)
+        || (!info.path.is_null() && !prefix_passes(&cfg, info.path))
+        || !subtree_passes(&cfg, info)
+    {
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
@@ -141,28 +240,48 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let ev = entry.as_mut_ptr();
     let pid_tgid = bpf_get_current_pid_tgid();
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let mut ev_flags = flags::HAS_CGROUP;
+    let m = info.memcg;
+    let mut ev_flags = if info.has_cgroup {
+        flags::HAS_CGROUP
+    } else {
+        0
+    };
+    for (present, flag) in [
+        (m.id.is_some(), flags::HAS_MEMCG_ID),
+        (m.memory.is_some(), flags::HAS_MEMORY),
+        (m.kmem.is_some(), flags::HAS_KMEM),
+        (m.memsw.is_some(), flags::HAS_MEMSW),
+    ] {
+        if present {
+            ev_flags |= flag;
+        }
+    }
     // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
     // program writes until submit; the string helper writes at most PATH_CAP bytes into `path`.
     let len = unsafe {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).cgroup_id = info.cgroup_id;
-        (*ev).css = 0;
-        (*ev).memory_pages = 0;
-        (*ev).kmem_pages = 0;
-        (*ev).memsw_pages = 0;
+        (*ev).css = info.css;
+        (*ev).memory_pages = m.memory.unwrap_or(0);
+        (*ev).kmem_pages = m.kmem.unwrap_or(0);
+        (*ev).memsw_pages = m.memsw.unwrap_or(0);
         (*ev).hierarchy_id = info.hierarchy_id;
         (*ev).level = info.level;
         (*ev).tgid = (pid_tgid >> 32) as u32;
         (*ev).tid = pid_tgid as u32;
-        (*ev).memcg_id = 0;
+        (*ev).memcg_id = m.id.unwrap_or(0);
         (*ev).kind = kind as u8;
         (*ev).comm = comm;
-        bpf_probe_read_kernel_str(
-            (*ev).path.as_mut_ptr().cast(),
-            PATH_CAP as u32,
-            info.path.cast(),
-        )
+        if info.path.is_null() {
+            (*ev).path[0] = 0;
+            1
+        } else {
+            bpf_probe_read_kernel_str(
+                (*ev).path.as_mut_ptr().cast(),
+                PATH_CAP as u32,
+                info.path.cast(),
+            )
+        }
     };
     let path_len = if len <= 0 {
         ev_flags |= flags::PATH_READ_FAILED;

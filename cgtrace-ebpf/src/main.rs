@@ -3,6 +3,7 @@
 #![no_main]
 
 mod cgroup_tp;
+mod css;
 mod event;
 
 #[cfg(not(test))]

@@ -142,32 +142,64 @@ pub fn read_vmlinux(path: &Path) -> Result<Vec<u8>, BtfError> {
     })
 }
 
-/// Offsets the cgroup tracepoint programs need to read `struct cgroup`.
+/// Offsets the programs need to read `struct cgroup`, its memcg, and css → cgroup.
 pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
     let u = |o: Option<u32>| o.unwrap_or(KernelOffsets::UNKNOWN);
+    // `ancestors` (6.0+) holds `struct cgroup *`; `ancestor_ids` before held u64 ids.
+    let (ancestors, ptrs) = match btf.offset_of("cgroup", &[&["ancestors"]]) {
+        Some(o) => (Some(o), 1),
+        None => (btf.offset_of("cgroup", &[&["ancestor_ids"]]), 0),
+    };
+    let memory_idx = btf
+        .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+        .and_then(|v| u32::try_from(v).ok());
     KernelOffsets {
         cgroup_kn: u(btf.offset_of("cgroup", &[&["kn"]])),
         kn_id: u(btf.offset_of("kernfs_node", &[&["id"]])),
         cgroup_level: u(btf.offset_of("cgroup", &[&["level"]])),
         cgroup_root: u(btf.offset_of("cgroup", &[&["root"]])),
         root_hierarchy_id: u(btf.offset_of("cgroup_root", &[&["hierarchy_id"]])),
+        cgroup_subsys: u(btf.offset_of("cgroup", &[&["subsys"]])),
+        memory_subsys_idx: u(memory_idx),
+        cgroup_ancestors: u(ancestors),
+        ancestors_are_ptrs: ptrs,
+        css_cgroup: u(btf.offset_of("cgroup_subsys_state", &[&["cgroup"]])),
+        memcg_css: u(btf.offset_of("mem_cgroup", &[&["css"]])),
+        memcg_id: u(btf.offset_of("mem_cgroup", &[&["id"], &["id"]])),
+        memcg_memory: u(btf.offset_of("mem_cgroup", &[&["memory"], &["usage"]])),
+        memcg_kmem: u(btf.offset_of("mem_cgroup", &[&["kmem"], &["usage"]])),
+        memcg_memsw: u(btf.offset_of("mem_cgroup", &[&["memsw"], &["usage"]])),
         _pad: 0,
     }
 }
 
-/// Names of the `KernelOffsets` fields that are unknown on this kernel.
-pub fn missing(o: &KernelOffsets) -> Vec<&'static str> {
+/// Every offset with its name, for `doctor` and tests.
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 14] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
         ("cgroup.level", o.cgroup_level),
         ("cgroup.root", o.cgroup_root),
         ("cgroup_root.hierarchy_id", o.root_hierarchy_id),
+        ("cgroup.subsys", o.cgroup_subsys),
+        ("memory_cgrp_id", o.memory_subsys_idx),
+        ("cgroup.ancestors", o.cgroup_ancestors),
+        ("cgroup_subsys_state.cgroup", o.css_cgroup),
+        ("mem_cgroup.css", o.memcg_css),
+        ("mem_cgroup.id.id", o.memcg_id),
+        ("mem_cgroup.memory.usage", o.memcg_memory),
+        ("mem_cgroup.kmem.usage", o.memcg_kmem),
+        ("mem_cgroup.memsw.usage", o.memcg_memsw),
     ]
-    .into_iter()
-    .filter(|(_, v)| *v == KernelOffsets::UNKNOWN)
-    .map(|(n, _)| n)
-    .collect()
+}
+
+/// Names of the fields the raw tracepoint programs cannot do without, unknown on this kernel.
+pub fn missing(o: &KernelOffsets) -> Vec<&'static str> {
+    named(o)[..5]
+        .iter()
+        .filter(|(_, v)| *v == KernelOffsets::UNKNOWN)
+        .map(|(n, _)| *n)
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,9 +257,27 @@ mod tests {
             ("cgroup", "root", o.cgroup_root),
             ("cgroup_root", "hierarchy_id", o.root_hierarchy_id),
             ("kernfs_node", "id", o.kn_id),
+            ("cgroup", "subsys", o.cgroup_subsys),
+            ("cgroup_subsys_state", "cgroup", o.css_cgroup),
+            ("mem_cgroup", "css", o.memcg_css),
         ] {
             assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
         }
+        // Nested members: outer offset (bpftool) + inner offset (bpftool) = resolved offset.
+        let memory = bpftool_offset("mem_cgroup", "memory").expect("mem_cgroup.memory");
+        let usage = bpftool_offset("page_counter", "usage").expect("page_counter.usage");
+        assert_eq!(o.memcg_memory, memory + usage);
+        let id = bpftool_offset("mem_cgroup", "id").expect("mem_cgroup.id");
+        let id_id = bpftool_offset("mem_cgroup_id", "id").expect("mem_cgroup_id.id");
+        assert_eq!(o.memcg_id, id + id_id);
+        // kmem exists on this v1-capable kernel; memsw sits in an anonymous union (bpftool
+        // lists it under the union, not the struct), so only check it resolved.
+        assert_eq!(
+            Some(o.memcg_kmem),
+            bpftool_offset("mem_cgroup", "kmem").map(|k| k + usage)
+        );
+        assert_ne!(o.memcg_memsw, KernelOffsets::UNKNOWN);
+        assert_ne!(o.cgroup_ancestors, KernelOffsets::UNKNOWN);
     }
 
     #[test]

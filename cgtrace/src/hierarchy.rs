@@ -23,6 +23,8 @@ pub enum HierarchyError {
     },
     #[error("unknown controller {name:?}; this node has: {known}")]
     UnknownController { name: String, known: String },
+    #[error("no cgroup {path:?} in any mounted hierarchy")]
+    NoSubtree { path: String },
 }
 
 /// One mounted hierarchy.
@@ -163,6 +165,30 @@ impl Hierarchies {
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// Resolves a cgroup path (relative to the hierarchy roots, e.g. `/kubepods`) in every
+    /// mounted hierarchy where that directory exists: (hierarchy id, cgroup id, level). On
+    /// 64-bit kernels the cgroup id is the directory's inode number.
+    pub fn resolve_subtree(&self, path: &str) -> Result<Vec<(u32, u64, u32)>, HierarchyError> {
+        use std::os::unix::fs::MetadataExt;
+        let rel = path.trim_matches('/');
+        let level = rel.split('/').filter(|c| !c.is_empty()).count() as u32;
+        let found: Vec<(u32, u64, u32)> = self
+            .by_id
+            .values()
+            .filter_map(|h| {
+                let dir = h.mount.as_ref()?.join(rel);
+                let md = fs::metadata(&dir).ok().filter(|m| m.is_dir())?;
+                Some((h.id, md.ino(), level))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(HierarchyError::NoSubtree {
+                path: path.to_string(),
+            });
+        }
+        Ok(found)
     }
 
     /// Label of a hierarchy id, `hierarchy-<id>` when unknown (e.g. mounted after start).

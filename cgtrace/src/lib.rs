@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod check;
 pub mod clock;
+pub mod doctor;
 pub mod escape;
 pub mod event;
 pub mod hierarchy;

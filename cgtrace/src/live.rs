@@ -97,12 +97,14 @@ pub fn run(opts: &LiveOptions) -> anyhow::Result<()> {
     rt.block_on(live(opts))
 }
 
-fn reason_list(p: &Probes) -> String {
-    if p.fallbacks.is_empty() {
-        String::new()
-    } else {
-        format!("; not used: {}", p.fallbacks.join("; "))
-    }
+/// "fentry: EPERM …; kprobe: kernel built without CONFIG_KPROBES" — why better tiers lost.
+pub fn rejected_list(p: &Probes) -> String {
+    p.rejected
+        .iter()
+        .map(|(t, why)| format!("{}: {why}", t.name()))
+        .chain(p.fallbacks.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
@@ -110,13 +112,23 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let probes = Probes::load(&opts.probe)?;
     let clock = ClockRef::now();
     let started = Instant::now();
-    let tier = "tracepoint";
+    let tier = probes.tier.name();
     let attach = probes.attached.name();
+    let rejected = rejected_list(&probes);
     eprintln!(
-        "cgtrace: attached: tier {tier} ({attach}s on cgroup_mkdir, cgroup_rmdir, cgroup_release), kernel {}, ring {} KiB{}",
+        "cgtrace: attached: tier {tier} ({attach}s on the cgroup tracepoints{}), kernel {}, ring {} KiB{}",
+        if probes.tier == crate::probes::Tier::Tracepoint {
+            ""
+        } else {
+            " + memcg css hooks"
+        },
         probes.kernel_release,
         opts.probe.ring_size / 1024,
-        reason_list(&probes)
+        if rejected.is_empty() {
+            String::new()
+        } else {
+            format!("; not used: {rejected}")
+        }
     );
     let out = BufWriter::with_capacity(1 << 16, io::stdout());
     let ctx = RenderContext::new(hierarchies, clock);
@@ -180,12 +192,19 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         pipe.check()?;
     }
     poll_lost(&ring.get_ref().0, &mut pipe.counts, &mut reported_lost);
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         &pipe.counts,
         tier,
         attach,
         started.elapsed().as_nanos() as u64,
     );
+    summary.tier_rejected = ring
+        .get_ref()
+        .0
+        .rejected
+        .iter()
+        .map(|(t, why)| (t.name(), why.clone()))
+        .collect();
     pipe.sink.summary(&summary)?;
     pipe.sink.flush()?;
     Ok(())

@@ -3,10 +3,10 @@ use std::{io, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use cgtrace::{
-    check,
+    check, doctor,
     hierarchy::Hierarchies,
     live::{self, LiveOptions},
-    probes::{self, AttachMode, ProbeOptions},
+    probes::{self, AttachMode, ProbeOptions, SubtreeFilter, Tier},
     units,
 };
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +32,16 @@ enum Command {
     /// memcgs, memcg ID headroom, kmem accounting, the 3.10 kmem leak. Exit 0 ok, 1 problem,
     /// 2 unknown; the first line of stdout is the message (≤ 80 characters).
     Check(CheckArgs),
+    /// What this kernel allows: BTF, tracefs, ring buffer, each probe tier tried for real, the
+    /// cgroup layout and driver. Exit 0 when `cgtrace live` can run here, 1 otherwise.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -59,10 +69,18 @@ struct FilterArgs {
     /// e.g. /kubepods. Applied in the kernel.
     #[arg(long, value_name = "PREFIX")]
     path_prefix: Option<String>,
+    /// Only cgroups at or below this cgroup (a path relative to the hierarchy roots, e.g.
+    /// /kubepods), in every hierarchy where it exists. Applied in the kernel, css events too.
+    #[arg(long, value_name = "PATH")]
+    subtree: Option<String>,
 }
 
 #[derive(Args, Debug)]
 struct ProbeArgs {
+    /// Force a probe tier instead of the best one the kernel accepts (fentry → kprobe →
+    /// tracepoint); forcing one the kernel refuses is an error saying why.
+    #[arg(long, value_enum)]
+    tier: Option<Tier>,
     /// How to attach the cgroup tracepoints: raw tracepoints falling back to classic ones (auto),
     /// or one of them forced.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
@@ -103,11 +121,15 @@ fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
 }
 
 fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<ProbeOptions> {
+    let h = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
     let hierarchies = if f.controllers.is_empty() {
         None
     } else {
-        let h = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
         Some(usage(h.select(&f.controllers))?)
+    };
+    let subtree = match &f.subtree {
+        Some(p) => Some(usage(SubtreeFilter::resolve(&h, p))?),
+        None => None,
     };
     let path_prefix = f.path_prefix.as_ref().map(|p| p.as_bytes().to_vec());
     if let Some(p) = &path_prefix
@@ -120,6 +142,8 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         )));
     }
     Ok(ProbeOptions {
+        tier: p.tier,
+        subtree,
         attach: p.attach,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         hierarchies,
@@ -159,6 +183,19 @@ fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check(&a),
+        Command::Doctor(a) => {
+            let r = doctor::run();
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", doctor::render(&r));
+            }
+            Ok(if r.can_run_live() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Live(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             live::run(&LiveOptions {

@@ -25,6 +25,8 @@ pub struct Summary {
     pub lost_by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Probe tier (`fentry`, `kprobe`, `tracepoint`).
     pub tier: String,
+    /// Why each better tier was not used.
+    pub tier_rejected: std::collections::BTreeMap<&'static str, String>,
     /// How the cgroup tracepoints were attached (`raw_tracepoint` or `tracepoint`).
     pub attach: String,
     pub duration_ns: u64,
@@ -46,6 +48,7 @@ impl Summary {
             lost: counts.lost.iter().sum(),
             lost_by_kind,
             tier: tier.to_string(),
+            tier_rejected: std::collections::BTreeMap::new(),
             attach: attach.to_string(),
             duration_ns,
         }

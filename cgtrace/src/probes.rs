@@ -5,12 +5,12 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP};
+use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree};
 
 use crate::{btf, kernel, tracefs};
 
@@ -24,7 +24,55 @@ const CGROUP_HOOKS: [(&str, &str, &str); 3] = [
     ("cgroup_release", "raw_cgroup_release", "tp_cgroup_release"),
 ];
 
+/// The memcg css lifecycle hooks: (kernel function, fentry/fexit program, kprobe program).
+const CSS_HOOKS: [(&str, &str, &str); 5] = [
+    (
+        "mem_cgroup_css_alloc",
+        "fexit_css_alloc",
+        "kretprobe_css_alloc",
+    ),
+    (
+        "mem_cgroup_css_online",
+        "fentry_css_online",
+        "kprobe_css_online",
+    ),
+    (
+        "mem_cgroup_css_offline",
+        "fentry_css_offline",
+        "kprobe_css_offline",
+    ),
+    (
+        "mem_cgroup_css_released",
+        "fentry_css_released",
+        "kprobe_css_released",
+    ),
+    ("mem_cgroup_css_free", "fentry_css_free", "kprobe_css_free"),
+];
+
 pub const DEFAULT_RING_SIZE: u32 = 4 << 20;
+
+/// The probe ladder: the best tier the kernel accepts is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Tier {
+    /// fentry/fexit on the memcg css functions (needs BTF and BPF tracing programs).
+    Fentry,
+    /// kprobe/kretprobe on the same functions (needs CONFIG_KPROBES).
+    Kprobe,
+    /// The cgroup tracepoints only; the memcg lifecycle is derived from them.
+    Tracepoint,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Fentry, Tier::Kprobe, Tier::Tracepoint];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Fentry => "fentry",
+            Tier::Kprobe => "kprobe",
+            Tier::Tracepoint => "tracepoint",
+        }
+    }
+}
 
 /// How to attach the cgroup tracepoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -36,6 +84,37 @@ pub enum AttachMode {
     Raw,
     /// Classic tracepoints only (needs tracefs).
     Classic,
+}
+
+/// `--subtree`: the path and, per hierarchy, the cgroup it names.
+#[derive(Clone, Debug)]
+pub struct SubtreeFilter {
+    pub path: String,
+    pub entries: Vec<(u32, Subtree)>,
+}
+
+impl SubtreeFilter {
+    /// Resolves `path` in every mounted hierarchy where it exists.
+    pub fn resolve(h: &crate::hierarchy::Hierarchies, path: &str) -> anyhow::Result<SubtreeFilter> {
+        let entries = h
+            .resolve_subtree(path)?
+            .into_iter()
+            .map(|(hid, cgroup_id, level)| {
+                (
+                    hid,
+                    Subtree {
+                        cgroup_id,
+                        level,
+                        enabled: 1,
+                    },
+                )
+            })
+            .collect();
+        Ok(SubtreeFilter {
+            path: path.to_string(),
+            entries,
+        })
+    }
 }
 
 /// What was attached.
@@ -56,7 +135,11 @@ impl Attached {
 
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
+    /// Force a tier (None: the best the kernel accepts).
+    pub tier: Option<Tier>,
     pub attach: AttachMode,
+    /// Only cgroups at or below a cgroup path, in the hierarchies where it exists.
+    pub subtree: Option<SubtreeFilter>,
     /// Ring buffer bytes (a power of two, multiple of the page size).
     pub ring_size: u32,
     /// Only these hierarchy ids (None = all).
@@ -73,7 +156,9 @@ pub struct ProbeOptions {
 impl Default for ProbeOptions {
     fn default() -> Self {
         ProbeOptions {
+            tier: None,
             attach: AttachMode::Auto,
+            subtree: None,
             ring_size: DEFAULT_RING_SIZE,
             hierarchies: None,
             path_prefix: None,
@@ -94,6 +179,11 @@ pub struct Probes {
     /// Why a better attach mode was not used.
     pub fallbacks: Vec<String>,
     pub kernel_release: String,
+    /// The tier in use, and why each better one was rejected.
+    pub tier: Tier,
+    pub rejected: Vec<(Tier, String)>,
+    /// Offsets resolved from BTF (None when BTF is unavailable).
+    pub offsets: Option<KernelOffsets>,
 }
 
 /// Rounds a requested ring size to what the kernel accepts.
@@ -129,19 +219,107 @@ fn base_config(opts: &ProbeOptions) -> anyhow::Result<(Config, [u8; PATH_CAP])> 
         prefix[..p.len()].copy_from_slice(p);
         cfg.path_prefix_len = p.len() as u32;
     }
+    if opts.subtree.is_some() {
+        cfg.filter_subtree = 1;
+    }
     cfg.wakeup_bytes = opts.wakeup_bytes.unwrap_or(u64::from(opts.ring_size) / 8);
     Ok((cfg, prefix))
 }
 
 fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> anyhow::Result<Ebpf> {
     let level: u8 = if opts.bpf_debug_log { 4 } else { 0 };
-    EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", cfg, true)
         .override_global("PATH_PREFIX", prefix, true)
         .override_global(aya_log::LEVEL, &level, false)
         .map_max_entries("EVENTS", opts.ring_size)
         .load(EBPF_OBJECT)
-        .context("failed to load the eBPF object")
+        .context("failed to load the eBPF object")?;
+    // Filled before any program is attached: until then, a subtree filter passes nothing.
+    if let Some(subtree) = &opts.subtree {
+        let mut map: Array<_, Subtree> = Array::try_from(
+            ebpf.map_mut("SUBTREES")
+                .ok_or_else(|| anyhow!("map SUBTREES missing from the object"))?,
+        )?;
+        for (h, s) in &subtree.entries {
+            map.set(*h, s, 0)
+                .with_context(|| format!("setting the subtree filter of hierarchy {h}"))?;
+        }
+    }
+    Ok(ebpf)
+}
+
+/// Attaches the memcg css programs of `tier`, or says why the kernel would not have them.
+/// On failure nothing of the tier stays attached.
+fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<()> {
+        match tier {
+            Tier::Tracepoint => Ok(()),
+            Tier::Fentry => {
+                let btf = btf.ok_or_else(|| anyhow!("no kernel BTF ({})", btf::VMLINUX))?;
+                for (func, prog, _) in CSS_HOOKS {
+                    let p = ebpf
+                        .program_mut(prog)
+                        .ok_or_else(|| anyhow!("program {prog} missing from the object"))?;
+                    if prog.starts_with("fexit") {
+                        let p: &mut FExit = p.try_into()?;
+                        p.load(func, btf).map_err(load_error)?;
+                        p.attach()
+                            .with_context(|| format!("attaching fexit {func}"))?;
+                    } else {
+                        let p: &mut FEntry = p.try_into()?;
+                        p.load(func, btf).map_err(load_error)?;
+                        p.attach()
+                            .with_context(|| format!("attaching fentry {func}"))?;
+                    }
+                }
+                Ok(())
+            }
+            Tier::Kprobe => {
+                if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+                    bail!(
+                        "kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices)"
+                    );
+                }
+                for (func, _, prog) in CSS_HOOKS {
+                    let p: &mut KProbe = ebpf
+                        .program_mut(prog)
+                        .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
+                        .try_into()?;
+                    p.load().map_err(load_error)?;
+                    p.attach(func, 0)
+                        .with_context(|| format!("attaching {prog} to {func}"))?;
+                }
+                Ok(())
+            }
+        }
+    })();
+    if result.is_err() {
+        for (_, fprog, kprog) in CSS_HOOKS {
+            for prog in [fprog, kprog] {
+                if let Some(p) = ebpf.program_mut(prog) {
+                    let _ = match p {
+                        aya::programs::Program::FEntry(p) => p.unload(),
+                        aya::programs::Program::FExit(p) => p.unload(),
+                        aya::programs::Program::KProbe(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                }
+            }
+        }
+    }
+    result
+}
+
+/// Names the usual refusal: EPERM from BPF_PROG_LOAD (e.g. BPF tracing programs disallowed).
+fn load_error(e: aya::programs::ProgramError) -> anyhow::Error {
+    let e = anyhow::Error::from(e);
+    if is_permission_error(&e) {
+        log::debug!("BPF_PROG_LOAD refused: {e:#}");
+        anyhow!("EPERM from BPF_PROG_LOAD (this kernel refuses the program type)")
+    } else {
+        e.context("BPF_PROG_LOAD failed")
+    }
 }
 
 fn attach_raw(ebpf: &mut Ebpf) -> anyhow::Result<()> {
@@ -170,11 +348,19 @@ fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Offsets for the raw tracepoint programs, or why they cannot be had.
-fn raw_offsets() -> anyhow::Result<KernelOffsets> {
+/// Offsets from the running kernel's BTF.
+pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
     let data = btf::read_vmlinux(Path::new(btf::VMLINUX))?;
     let kbtf = btf::KernelBtf::parse(&data, btf::VMLINUX)?;
-    let off = btf::cgroup_offsets(&kbtf);
+    Ok(btf::cgroup_offsets(&kbtf))
+}
+
+/// The offsets, if the raw tracepoint programs can use them.
+fn raw_offsets(offsets: &anyhow::Result<KernelOffsets>) -> anyhow::Result<KernelOffsets> {
+    let off = match offsets {
+        Ok(o) => *o,
+        Err(e) => bail!("raw tracepoints need kernel BTF: {e:#}"),
+    };
     let missing = btf::missing(&off);
     if !missing.is_empty() {
         bail!("kernel BTF lacks {}", missing.join(", "));
@@ -203,10 +389,14 @@ impl Probes {
         kernel::raise_memlock();
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
+        let offsets = kernel_offsets();
+        if let Err(e) = &offsets {
+            log::info!("no kernel BTF: {e:#}");
+        }
 
         let mut attached = None;
         if opts.attach != AttachMode::Classic {
-            let raw = raw_offsets().and_then(|off| {
+            let raw = raw_offsets(&offsets).and_then(|off| {
                 cfg.offsets = off;
                 let mut ebpf = load_object(opts, &cfg, &prefix)?;
                 attach_raw(&mut ebpf)?;
@@ -229,13 +419,53 @@ impl Probes {
         let (mut ebpf, attached) = match attached {
             Some(a) => a,
             None => {
-                cfg.offsets = KernelOffsets::NONE;
+                // css programs still read structs through BTF offsets where there are some.
+                cfg.offsets = offsets.as_ref().copied().unwrap_or(KernelOffsets::NONE);
                 cfg.tracepoint = classic_layout()?;
+                // Classic records carry no struct cgroup *: a subtree becomes a path prefix.
+                let mut prefix = prefix;
+                if let Some(sub) = &opts.subtree {
+                    if cfg.path_prefix_len > 0 {
+                        bail!("--subtree together with --path-prefix needs raw tracepoints");
+                    }
+                    let p = sub.path.trim_end_matches('/').as_bytes();
+                    if p.len() >= PATH_CAP {
+                        bail!("--subtree path is longer than {} bytes", PATH_CAP - 1);
+                    }
+                    prefix[..p.len()].copy_from_slice(p);
+                    cfg.path_prefix_len = p.len() as u32;
+                    cfg.filter_subtree = 0;
+                }
                 let mut ebpf = load_object(opts, &cfg, &prefix)?;
                 attach_classic(&mut ebpf)?;
                 (ebpf, Attached::Tracepoint)
             }
         };
+
+        // The probe ladder, tried for real: the first tier the kernel accepts wins.
+        let aya_btf = Btf::from_sys_fs().ok();
+        let mut rejected = Vec::new();
+        let mut tier = None;
+        let candidates: Vec<Tier> = match opts.tier {
+            Some(t) => vec![t],
+            None => Tier::ALL.to_vec(),
+        };
+        for t in candidates {
+            match attach_css(&mut ebpf, t, aya_btf.as_ref()) {
+                Ok(()) => {
+                    tier = Some(t);
+                    break;
+                }
+                Err(e) if opts.tier.is_some() => {
+                    return Err(e.context(format!("tier {} (forced with --tier)", t.name())));
+                }
+                Err(e) => {
+                    log::info!("tier {} unavailable: {e:#}", t.name());
+                    rejected.push((t, format!("{e:#}")));
+                }
+            }
+        }
+        let tier = tier.ok_or_else(|| anyhow!("no probe tier could be attached"))?;
 
         let logger = if opts.bpf_debug_log {
             match EbpfLogger::init(&mut ebpf) {
@@ -264,6 +494,9 @@ impl Probes {
             attached,
             fallbacks,
             kernel_release,
+            tier,
+            rejected,
+            offsets: offsets.ok(),
         })
     }
 

@@ -21,11 +21,28 @@ pub struct Seen {
     pub comm: Vec<u8>,
     pub path: Vec<u8>,
     pub truncated: bool,
+    pub css: u64,
+    pub memcg_id: Option<u32>,
+    pub usage_bytes: Option<u64>,
+    pub kmem_bytes: Option<u64>,
+    pub memsw_bytes: Option<u64>,
+    pub has_cgroup: bool,
 }
 
 impl Seen {
     pub fn path_str(&self) -> String {
         String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+/// The probe tier a test should force: `CGTRACE_TIER` (set by the VM runner), else None (auto).
+pub fn tier_from_env() -> Option<cgtrace::probes::Tier> {
+    use cgtrace::probes::Tier;
+    match std::env::var("CGTRACE_TIER").ok()?.as_str() {
+        "fentry" => Some(Tier::Fentry),
+        "kprobe" => Some(Tier::Kprobe),
+        "tracepoint" => Some(Tier::Tracepoint),
+        other => panic!("unknown CGTRACE_TIER {other:?}"),
     }
 }
 
@@ -91,6 +108,12 @@ pub fn drain(probes: &mut Probes, out: &mut Vec<Seen>) {
             comm: e.comm.to_vec(),
             path: e.path.to_vec(),
             truncated: e.path_truncated,
+            css: e.css,
+            memcg_id: e.memcg_id,
+            usage_bytes: e.usage_bytes,
+            kmem_bytes: e.kmem_bytes,
+            memsw_bytes: e.memsw_bytes,
+            has_cgroup: e.has_cgroup,
         });
     }) > 0
     {}

@@ -1,0 +1,125 @@
+//! The memcg css lifecycle: `mem_cgroup_css_{alloc,online,offline,released,free}` through
+//! fentry/fexit where the kernel allows BPF tracing programs, else kprobe/kretprobe. The loader
+//! attaches one family or neither (tracepoints-only tier).
+use aya_ebpf::{
+    EbpfContext,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use cgtrace_common::EventKind;
+
+use crate::{
+    cgroup_tp::report,
+    event::{CgroupInfo, Memcg, cgroup_ids, config, read_field, read_memcg},
+};
+
+/// The cgroup a css belongs to (`css->cgroup`), null when unknown.
+#[inline(always)]
+fn css_cgroup(css: *const u8) -> *const u8 {
+    read_field::<u64>(css, config().offsets.css_cgroup).unwrap_or(0) as *const u8
+}
+
+/// online/offline/released/free: the css is linked to its cgroup.
+fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u32, u32> {
+    if css.is_null() {
+        return Err(1);
+    }
+    let cgrp = css_cgroup(css);
+    let (hierarchy_id, cgroup_id, level, has_cgroup) = match cgroup_ids(cgrp) {
+        Some((h, id, l)) => (h, id, l, true),
+        None => (0, 0, 0, false),
+    };
+    let info = CgroupInfo {
+        hierarchy_id,
+        cgroup_id,
+        level,
+        has_cgroup,
+        path: core::ptr::null(),
+        cgrp,
+        css: css as u64,
+        memcg: read_memcg(css),
+    };
+    report(ctx, kind, &info)
+}
+
+/// alloc: the new css is not linked to its cgroup yet; the parent's cgroup decides the filters.
+fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Result<u32, u32> {
+    // NULL or ERR_PTR(-errno): allocation failed, nothing was created.
+    if css == 0 || css >= (-4095i64) as u64 {
+        return Err(1);
+    }
+    let parent = css_cgroup(parent_css);
+    let (hierarchy_id, level) = match cgroup_ids(parent) {
+        Some((h, _, l)) => (h, l),
+        None => (0, 0),
+    };
+    let info = CgroupInfo {
+        hierarchy_id,
+        cgroup_id: 0,
+        level,
+        has_cgroup: false,
+        path: core::ptr::null(),
+        cgrp: parent,
+        css,
+        memcg: Memcg::default(),
+    };
+    report(ctx, EventKind::CssAlloc, &info)
+}
+
+#[fexit(function = "mem_cgroup_css_alloc")]
+pub fn fexit_css_alloc(ctx: FExitContext) -> i32 {
+    // fexit arguments: the function's arguments, then its return value.
+    let parent: *const u8 = ctx.arg(0);
+    let css: u64 = ctx.arg(1);
+    try_css_alloc(&ctx, css, parent).map_or(0, |_| 0)
+}
+
+#[fentry(function = "mem_cgroup_css_online")]
+pub fn fentry_css_online(ctx: FEntryContext) -> i32 {
+    try_css(&ctx, ctx.arg(0), EventKind::CssOnline).map_or(0, |_| 0)
+}
+
+#[fentry(function = "mem_cgroup_css_offline")]
+pub fn fentry_css_offline(ctx: FEntryContext) -> i32 {
+    try_css(&ctx, ctx.arg(0), EventKind::CssOffline).map_or(0, |_| 0)
+}
+
+#[fentry(function = "mem_cgroup_css_released")]
+pub fn fentry_css_released(ctx: FEntryContext) -> i32 {
+    try_css(&ctx, ctx.arg(0), EventKind::CssReleased).map_or(0, |_| 0)
+}
+
+#[fentry(function = "mem_cgroup_css_free")]
+pub fn fentry_css_free(ctx: FEntryContext) -> i32 {
+    try_css(&ctx, ctx.arg(0), EventKind::CssFree).map_or(0, |_| 0)
+}
+
+#[kretprobe]
+pub fn kretprobe_css_alloc(ctx: RetProbeContext) -> u32 {
+    let css: u64 = ctx.ret();
+    try_css_alloc(&ctx, css, core::ptr::null()).map_or(0, |_| 0)
+}
+
+#[kprobe]
+pub fn kprobe_css_online(ctx: ProbeContext) -> u32 {
+    let css: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    try_css(&ctx, css, EventKind::CssOnline).map_or(0, |_| 0)
+}
+
+#[kprobe]
+pub fn kprobe_css_offline(ctx: ProbeContext) -> u32 {
+    let css: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    try_css(&ctx, css, EventKind::CssOffline).map_or(0, |_| 0)
+}
+
+#[kprobe]
+pub fn kprobe_css_released(ctx: ProbeContext) -> u32 {
+    let css: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    try_css(&ctx, css, EventKind::CssReleased).map_or(0, |_| 0)
+}
+
+#[kprobe]
+pub fn kprobe_css_free(ctx: ProbeContext) -> u32 {
+    let css: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    try_css(&ctx, css, EventKind::CssFree).map_or(0, |_| 0)
+}

@@ -1,0 +1,289 @@
+//! The memcg lifecycle on every probe tier: the order of events for a plain memcg, a memcg pinned
+//! by page cache until its pages go, and the CO-RE reads against the kernel's own files.
+//!
+//! Runs on this host (the tier it picks, or `CGTRACE_TIER`) and inside the kernel-matrix VMs
+//! (`cargo xtask vm-test` sets `CGTRACE_TIER` to fentry, kprobe and tracepoint in turn).
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use cgtrace::{
+    hierarchy::Hierarchies,
+    probes::{ProbeOptions, Probes, SubtreeFilter, Tier},
+};
+use cgtrace_common::{EventKind, KernelOffsets};
+use integration_tests::{Seen, cgroup::TestParent, collect_until, drain, tier_from_env};
+
+/// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
+struct MemHier {
+    id: u32,
+    mount: PathBuf,
+    v2: bool,
+}
+
+fn mem_hierarchy(h: &Hierarchies) -> MemHier {
+    if let Some(m) = h.with_controller("memory").filter(|m| m.id != 0)
+        && let Some(mount) = &m.mount
+    {
+        return MemHier {
+            id: m.id,
+            mount: mount.clone(),
+            v2: false,
+        };
+    }
+    let v2 = h
+        .get(0)
+        .and_then(|x| x.mount.clone())
+        .expect("a cgroup v2 mount");
+    MemHier {
+        id: 0,
+        mount: v2,
+        v2: true,
+    }
+}
+
+struct Fixture {
+    mem: MemHier,
+    parent: TestParent,
+    probes: Probes,
+    offsets: KernelOffsets,
+}
+
+fn setup(tag: &str) -> Option<Fixture> {
+    if !integration_tests::cgroup::privileged(tag) {
+        return None;
+    }
+    let h = Hierarchies::load().expect("hierarchies");
+    let mem = mem_hierarchy(&h);
+    let parent = TestParent::new(tag, &[&mem.mount]).expect("test parent");
+    if mem.v2 {
+        // Children of the parent get a memcg only when the parent enables memory for them.
+        fs::write(
+            parent.dir(&mem.mount).join("cgroup.subtree_control"),
+            "+memory",
+        )
+        .expect("enable +memory in the test parent (is memory in the v2 root's subtree_control?)");
+    }
+    let subtree = SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve the parent");
+    let probes = Probes::load(&ProbeOptions {
+        tier: tier_from_env(),
+        hierarchies: Some(vec![mem.id]),
+        subtree: Some(subtree),
+        ..ProbeOptions::default()
+    })
+    .expect("load and attach");
+    eprintln!(
+        "tier {} ({}) on kernel {}",
+        probes.tier.name(),
+        probes.attached.name(),
+        probes.kernel_release
+    );
+    let offsets = probes.offsets.expect("kernel BTF offsets");
+    Some(Fixture {
+        mem,
+        parent,
+        probes,
+        offsets,
+    })
+}
+
+fn usage_file(f: &Fixture, name: &str) -> PathBuf {
+    let dir = f.parent.dir(&f.mem.mount).join(name);
+    dir.join(if f.mem.v2 {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    })
+}
+
+/// The events of one memcg: joined by cgroup id for cgroup events, by css pointer for css ones.
+fn events_of(seen: &[Seen], cgroup_id: u64, css: u64) -> Vec<EventKind> {
+    seen.iter()
+        .filter(|s| (s.has_cgroup && s.cgroup_id == cgroup_id) || (css != 0 && s.css == css))
+        .map(|s| s.kind)
+        .collect()
+}
+
+fn is_css_tier(t: Tier) -> bool {
+    t != Tier::Tracepoint
+}
+
+#[test]
+fn plain_memcg_lifecycle_in_order_with_kernel_values() {
+    let Some(mut f) = setup("lifecycle") else {
+        return;
+    };
+    let ino = f.parent.mkdir(&f.mem.mount, "m").expect("mkdir");
+    let usage_before: u64 = fs::read_to_string(usage_file(&f, "m"))
+        .expect("read usage")
+        .trim()
+        .parse()
+        .expect("usage is a number");
+    f.parent.rmdir(&f.mem.mount, "m").expect("rmdir");
+
+    let mut seen = Vec::new();
+    let tier = f.probes.tier;
+    let done = collect_until(&mut f.probes, &mut seen, Duration::from_secs(30), |s| {
+        s.iter()
+            .any(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
+    });
+    assert!(done, "no release for the memcg within 30 s: {seen:#?}");
+    let mkdir = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Mkdir && e.cgroup_id == ino)
+        .expect("mkdir event");
+    let rmdir = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Rmdir && e.cgroup_id == ino)
+        .expect("rmdir event");
+    // CO-RE reads against the kernel's own values.
+    assert!(mkdir.memcg_id.is_some_and(|id| id > 0), "{mkdir:?}");
+    assert_ne!(mkdir.css, 0);
+    assert_eq!(rmdir.css, mkdir.css);
+    let usage = rmdir.usage_bytes.expect("usage at rmdir");
+    assert!(
+        usage.abs_diff(usage_before) <= 2 * 4096,
+        "usage {usage} vs kernel {usage_before}"
+    );
+    let kernel_has_kmem = f.offsets.memcg_kmem != KernelOffsets::UNKNOWN;
+    assert_eq!(rmdir.kmem_bytes.is_some(), kernel_has_kmem, "{rmdir:?}");
+    let release = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
+        .expect("release event");
+    assert_eq!(release.memcg_id, None, "release must not read the memcg");
+
+    let order = events_of(&seen, ino, mkdir.css);
+    if is_css_tier(tier) {
+        use EventKind::*;
+        assert_eq!(
+            order,
+            [
+                CssAlloc,
+                CssOnline,
+                Mkdir,
+                Rmdir,
+                CssOffline,
+                CssReleased,
+                CssFree,
+                Release
+            ],
+            "{seen:#?}"
+        );
+        let offline = seen
+            .iter()
+            .find(|e| e.kind == CssOffline && e.css == mkdir.css)
+            .expect("css_offline");
+        assert_eq!(offline.cgroup_id, ino);
+        assert!(offline.usage_bytes.is_some());
+        let free = seen
+            .iter()
+            .find(|e| e.kind == CssFree && e.css == mkdir.css)
+            .expect("css_free");
+        assert_eq!(free.memcg_id, Some(0), "the memcg ID reads 0 at free");
+    } else {
+        assert_eq!(
+            order,
+            [EventKind::Mkdir, EventKind::Rmdir, EventKind::Release]
+        );
+    }
+    assert_eq!(f.probes.lost().expect("lost").iter().sum::<u64>(), 0);
+}
+
+/// A directory on a real filesystem for the page-cache file (not the cgroup tree).
+fn scratch_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf();
+    if fs::create_dir_all(&d).is_ok() {
+        d
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+#[test]
+fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
+    let Some(mut f) = setup("pagecache") else {
+        return;
+    };
+    let ino = f.parent.mkdir(&f.mem.mount, "pc").expect("mkdir");
+    let procs = f.parent.dir(&f.mem.mount).join("pc/cgroup.procs");
+    let file = scratch_dir().join(format!("cgtrace-pagecache-{}-{ino}", std::process::id()));
+    // A shell joins the memcg, writes 4 MiB of file pages (charged to the memcg), exits.
+    let script = format!(
+        "echo $$ > '{}' && head -c 4194304 /dev/zero > '{}' && sync",
+        procs.display(),
+        file.display()
+    );
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .expect("run sh");
+    assert!(st.success());
+    let usage: u64 = fs::read_to_string(usage_file(&f, "pc"))
+        .expect("read usage")
+        .trim()
+        .parse()
+        .expect("number");
+    assert!(
+        usage >= 4 << 20,
+        "the file's pages are charged: usage {usage}"
+    );
+    // rmdir may see the exiting shell for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = f.parent.rmdir(&f.mem.mount, "pc") {
+        assert!(Instant::now() < deadline, "rmdir: {e}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tier = f.probes.tier;
+    let mut seen = Vec::new();
+    // Dying: offline (css tiers) happens, free/release do not while the pages stay.
+    collect_until(&mut f.probes, &mut seen, Duration::from_secs(3), |_| false);
+    let rmdir = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Rmdir && e.cgroup_id == ino)
+        .expect("rmdir event")
+        .clone();
+    assert!(rmdir.usage_bytes.is_some_and(|u| u >= 4 << 20), "{rmdir:?}");
+    let css = rmdir.css;
+    let before = events_of(&seen, ino, css);
+    assert!(
+        !before.contains(&EventKind::Release),
+        "released while pinned: {before:?}"
+    );
+    if is_css_tier(tier) {
+        assert!(before.contains(&EventKind::CssOffline), "{before:?}");
+        assert!(!before.contains(&EventKind::CssFree), "{before:?}");
+    }
+    // Drop the pages: remove the file, write back and drop caches (metadata pages of the
+    // filesystem charged to the memcg go too). The memcg is freed, then released.
+    fs::remove_file(&file).expect("remove the file");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut freed = false;
+    while !freed && Instant::now() < deadline {
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+        freed = collect_until(&mut f.probes, &mut seen, Duration::from_secs(2), |s| {
+            s.iter()
+                .any(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
+        });
+    }
+    drain(&mut f.probes, &mut seen);
+    assert!(freed, "not released after its pages were dropped");
+    let after = events_of(&seen, ino, css);
+    if is_css_tier(tier) {
+        let free = after
+            .iter()
+            .position(|k| *k == EventKind::CssFree)
+            .expect("css_free");
+        let rel = after
+            .iter()
+            .position(|k| *k == EventKind::Release)
+            .expect("release");
+        assert!(free < rel, "{after:?}");
+    }
+}
