@@ -24,10 +24,12 @@ pub enum EventKind {
     CssOffline = 6,
     CssReleased = 7,
     CssFree = 8,
+    /// A mkdir/mkdirat in cgroupfs that failed (errno in `RawEvent::errno`).
+    MkdirFailed = 9,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Mkdir,
         EventKind::Rmdir,
         EventKind::Release,
@@ -36,9 +38,10 @@ impl EventKind {
         EventKind::CssOffline,
         EventKind::CssReleased,
         EventKind::CssFree,
+        EventKind::MkdirFailed,
     ];
     /// Slots in per-kind counters (index = kind number).
-    pub const SLOTS: usize = 9;
+    pub const SLOTS: usize = 10;
 
     pub const fn from_u8(v: u8) -> Option<EventKind> {
         Some(match v {
@@ -50,6 +53,7 @@ impl EventKind {
             6 => EventKind::CssOffline,
             7 => EventKind::CssReleased,
             8 => EventKind::CssFree,
+            9 => EventKind::MkdirFailed,
             _ => return None,
         })
     }
@@ -64,6 +68,7 @@ impl EventKind {
             EventKind::CssOffline => "css_offline",
             EventKind::CssReleased => "css_released",
             EventKind::CssFree => "css_free",
+            EventKind::MkdirFailed => "mkdir_failed",
         }
     }
 }
@@ -115,6 +120,9 @@ pub struct RawEvent {
     pub kind: u8,
     /// Bits from [`flags`].
     pub flags: u8,
+    /// `MkdirFailed`: the errno (positive); else 0.
+    pub errno: i32,
+    pub _pad: u32,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_CAP],
 }
@@ -206,6 +214,18 @@ pub struct Subtree {
     pub enabled: u32,
 }
 
+/// Where the `syscalls:sys_{enter,exit}_mkdir{,at}` records keep `pathname` and `ret`, from
+/// their tracefs `format` files.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallLayout {
+    pub mkdir_path_off: u32,
+    pub mkdirat_path_off: u32,
+    pub exit_ret_off: u32,
+    /// Length of the cgroupfs mount prefix (`CGROUPFS_PREFIX`) failed mkdirs must start with.
+    pub cgroupfs_prefix_len: u32,
+}
+
 /// Load-time configuration of the programs (a read-only global, so the verifier prunes the
 /// branches a configuration does not take).
 #[repr(C)]
@@ -213,6 +233,7 @@ pub struct Subtree {
 pub struct Config {
     pub offsets: KernelOffsets,
     pub tracepoint: TracepointLayout,
+    pub syscalls: SyscallLayout,
     /// Bit `h` set: events of hierarchy `h` pass. Only consulted when `filter_hierarchies` is 1.
     pub hierarchy_mask: u64,
     pub filter_hierarchies: u32,
@@ -239,6 +260,12 @@ impl Config {
             path_off: 0,
             _pad: 0,
         },
+        syscalls: SyscallLayout {
+            mkdir_path_off: 0,
+            mkdirat_path_off: 0,
+            exit_ret_off: 0,
+            cgroupfs_prefix_len: 0,
+        },
         hierarchy_mask: 0,
         filter_hierarchies: 0,
         path_prefix_len: 0,
@@ -261,13 +288,15 @@ mod pod {
     unsafe impl aya::Pod for super::TracepointLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Subtree {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SyscallLayout {}
 }
 
 // Layout checks: the eBPF and user sides must agree, and no implicit padding may hide anywhere.
 const _: () =
-    assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + COMM_LEN + PATH_CAP);
+    assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + 8 + COMM_LEN + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 64 + 32 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 64 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);

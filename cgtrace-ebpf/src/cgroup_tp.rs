@@ -39,6 +39,8 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         cgrp,
         css: css as u64,
         memcg,
+        user_path: false,
+        errno: 0,
     };
     report(ctx, kind, &info)
 }
@@ -72,6 +74,8 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         cgrp: core::ptr::null(),
         css: 0,
         memcg: Memcg::default(),
+        user_path: false,
+        errno: 0,
     };
     report(ctx, kind, &info)
 }

@@ -38,6 +38,8 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         cgrp,
         css: css as u64,
         memcg: read_memcg(css),
+        user_path: false,
+        errno: 0,
     };
     report(ctx, kind, &info)
 }
@@ -62,6 +64,8 @@ fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Re
         cgrp: parent,
         css,
         memcg: Memcg::default(),
+        user_path: false,
+        errno: 0,
     };
     report(ctx, EventKind::CssAlloc, &info)
 }

@@ -6,7 +6,8 @@ use aya_ebpf::{
     Global,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::bpf_probe_read_kernel_str,
+        bpf_probe_read_user, generated::bpf_probe_read_kernel_str,
+        generated::bpf_probe_read_user_str,
     },
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
@@ -87,6 +88,10 @@ pub struct CgroupInfo {
     /// The memory css pointer, 0 when none.
     pub css: u64,
     pub memcg: Memcg,
+    /// `path` points to user memory (a failed mkdir's argument), not kernel memory.
+    pub user_path: bool,
+    /// `mkdir_failed`: the errno.
+    pub errno: i32,
 }
 
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
@@ -227,9 +232,11 @@ fn count_lost(kind: EventKind) {
 #[inline(always)]
 pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
-    if !hierarchy_passes(&cfg, info.hierarchy_id)
-        || (!info.path.is_null() && !prefix_passes(&cfg, info.path))
-        || !subtree_passes(&cfg, info)
+    // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
+    if kind != EventKind::MkdirFailed
+        && (!hierarchy_passes(&cfg, info.hierarchy_id)
+            || (!info.path.is_null() && !prefix_passes(&cfg, info.path))
+            || !subtree_passes(&cfg, info))
     {
         return Ok(());
     }
@@ -271,10 +278,18 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
         (*ev).tid = pid_tgid as u32;
         (*ev).memcg_id = m.id.unwrap_or(0);
         (*ev).kind = kind as u8;
+        (*ev).errno = info.errno;
+        (*ev)._pad = 0;
         (*ev).comm = comm;
         if info.path.is_null() {
             (*ev).path[0] = 0;
             1
+        } else if info.user_path {
+            bpf_probe_read_user_str(
+                (*ev).path.as_mut_ptr().cast(),
+                PATH_CAP as u32,
+                info.path.cast(),
+            )
         } else {
             bpf_probe_read_kernel_str(
                 (*ev).path.as_mut_ptr().cast(),
@@ -290,9 +305,14 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
         let n = (len - 1) as u16;
         // A full buffer means the path may go on: look at the byte after the last one kept.
         if n as usize == PATH_CAP - 1 {
-            // SAFETY: reads one byte of the kernel string, checked by the helper.
-            let next: u8 =
-                unsafe { bpf_probe_read_kernel(info.path.wrapping_add(PATH_CAP - 1)) }.unwrap_or(0);
+            let at = info.path.wrapping_add(PATH_CAP - 1);
+            // SAFETY: reads one byte of the string; the helpers check the address.
+            let next: u8 = if info.user_path {
+                unsafe { bpf_probe_read_user(at) }
+            } else {
+                unsafe { bpf_probe_read_kernel(at) }
+            }
+            .unwrap_or(0);
             if next != 0 {
                 ev_flags |= flags::PATH_TRUNCATED;
             }

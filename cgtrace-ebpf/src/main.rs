@@ -5,6 +5,7 @@
 mod cgroup_tp;
 mod css;
 mod event;
+mod mkdir_fail;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -34,6 +34,28 @@ pub struct Event<'a> {
     pub usage_bytes: Option<u64>,
     pub kmem_bytes: Option<u64>,
     pub memsw_bytes: Option<u64>,
+    /// `mkdir_failed`: the errno.
+    pub errno: Option<i32>,
+}
+
+/// The symbolic name of an errno a failed mkdir returns.
+pub fn errno_name(e: i32) -> String {
+    match e {
+        1 => "EPERM".into(),
+        2 => "ENOENT".into(),
+        11 => "EAGAIN".into(),
+        12 => "ENOMEM".into(),
+        13 => "EACCES".into(),
+        16 => "EBUSY".into(),
+        17 => "EEXIST".into(),
+        20 => "ENOTDIR".into(),
+        22 => "EINVAL".into(),
+        28 => "ENOSPC".into(),
+        30 => "EROFS".into(),
+        36 => "ENAMETOOLONG".into(),
+        122 => "EDQUOT".into(),
+        n => format!("E{n}"),
+    }
 }
 
 fn until_nul(b: &[u8]) -> &[u8] {
@@ -72,8 +94,9 @@ impl<'a> Event<'a> {
         if path_len as usize >= PATH_CAP {
             return Err(DecodeError::PathLen(path_len));
         }
-        let comm = until_nul(&raw[72..88]);
-        let path = &raw[88..88 + path_len as usize];
+        let errno = u32_at(72) as i32;
+        let comm = until_nul(&raw[80..96]);
+        let path = &raw[96..96 + path_len as usize];
         let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(PAGE_SIZE));
         Ok(Event {
             ts_ns: u64_at(0),
@@ -92,6 +115,7 @@ impl<'a> Event<'a> {
             path,
             path_truncated: fl & flags::PATH_TRUNCATED != 0,
             has_cgroup: fl & flags::HAS_CGROUP != 0,
+            errno: (kind == EventKind::MkdirFailed).then_some(errno),
         })
     }
 }
@@ -118,8 +142,9 @@ pub(crate) mod tests {
         assert_eq!(offset_of!(RawEvent, path_len), 68);
         assert_eq!(offset_of!(RawEvent, kind), 70);
         assert_eq!(offset_of!(RawEvent, flags), 71);
-        assert_eq!(offset_of!(RawEvent, comm), 72);
-        assert_eq!(offset_of!(RawEvent, path), 72 + COMM_LEN);
+        assert_eq!(offset_of!(RawEvent, errno), 72);
+        assert_eq!(offset_of!(RawEvent, comm), 80);
+        assert_eq!(offset_of!(RawEvent, path), 80 + COMM_LEN);
     }
 
     /// Builds the bytes of a record the way the eBPF side does.
@@ -139,6 +164,8 @@ pub(crate) mod tests {
             path_len: path.len() as u16,
             kind,
             flags: fl,
+            errno: if kind == 9 { 28 } else { 0 },
+            _pad: 0,
             comm: [0; COMM_LEN],
             path: [0xAA; PATH_CAP],
         };

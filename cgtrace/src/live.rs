@@ -2,6 +2,7 @@
 use std::{
     io::{self, BufWriter},
     os::fd::{AsRawFd, RawFd},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -13,10 +14,11 @@ use tokio::{
 };
 
 use crate::{
-    clock::ClockRef,
-    event::Event,
+    baseline,
+    clock::{ClockRef, monotonic_ns},
     hierarchy::Hierarchies,
-    output::{Counts, JsonSink, RenderContext, Sink, Summary, TextSink},
+    output::{JsonSink, RenderContext, Sink, TextSink},
+    pipeline::{Pipeline, PodNames},
     probes::{ProbeOptions, Probes},
 };
 
@@ -32,52 +34,6 @@ pub struct LiveOptions {
     pub json: bool,
     pub duration: Option<Duration>,
     pub probe: ProbeOptions,
-}
-
-/// Events → counts → sink.
-pub struct Pipeline {
-    pub sink: Box<dyn Sink>,
-    pub counts: Counts,
-    pub decode_errors: u64,
-    error: Option<io::Error>,
-}
-
-impl Pipeline {
-    pub fn new(sink: Box<dyn Sink>) -> Pipeline {
-        Pipeline {
-            sink,
-            counts: Counts::default(),
-            decode_errors: 0,
-            error: None,
-        }
-    }
-
-    /// Handles one ring buffer record. Output errors are kept and returned by [`Self::check`].
-    pub fn record(&mut self, bytes: &[u8]) {
-        match Event::decode(bytes) {
-            Ok(ev) => {
-                self.counts.seen[ev.kind as usize] += 1;
-                if self.error.is_none()
-                    && let Err(e) = self.sink.event(&ev)
-                {
-                    self.error = Some(e);
-                }
-            }
-            Err(e) => {
-                self.decode_errors += 1;
-                if self.decode_errors <= 10 {
-                    log::warn!("undecodable ring buffer record: {e}");
-                }
-            }
-        }
-    }
-
-    pub fn check(&mut self) -> io::Result<()> {
-        match self.error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
 }
 
 struct RingFd(Probes);
@@ -130,6 +86,9 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             format!("; not used: {rejected}")
         }
     );
+    // The baseline is taken after attaching: nothing created meanwhile is missed.
+    let baseline = baseline::take(&hierarchies, monotonic_ns());
+    let memory_hierarchy = hierarchies.with_controller("memory").map(|h| h.id);
     let out = BufWriter::with_capacity(1 << 16, io::stdout());
     let ctx = RenderContext::new(hierarchies, clock);
     let sink: Box<dyn Sink> = if opts.json {
@@ -137,7 +96,12 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     } else {
         Box::new(TextSink::new(out, ctx))
     };
-    let mut pipe = Pipeline::new(sink);
+    let mut pipe = Pipeline::new(
+        memory_hierarchy,
+        &baseline,
+        vec![sink],
+        Some(PodNames::new(PathBuf::from("/var/log/pods"))),
+    );
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -178,26 +142,21 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             }
             tokio::task::yield_now().await;
         }
-        pipe.sink.flush()?;
+        pipe.flush()?;
         if let Some(logger) = ring.get_mut().0.logger.as_mut() {
             logger.flush();
         }
         if last_lost_poll.elapsed() >= LOST_POLL {
             last_lost_poll = Instant::now();
-            poll_lost(&ring.get_ref().0, &mut pipe.counts, &mut reported_lost);
+            poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
         }
     }
     // Finish: everything still in the ring, the final lost counts, the summary.
     while ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b)) > 0 {
         pipe.check()?;
     }
-    poll_lost(&ring.get_ref().0, &mut pipe.counts, &mut reported_lost);
-    let mut summary = Summary::new(
-        &pipe.counts,
-        tier,
-        attach,
-        started.elapsed().as_nanos() as u64,
-    );
+    poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
+    let mut summary = pipe.summary(tier, attach, started.elapsed().as_nanos() as u64);
     summary.tier_rejected = ring
         .get_ref()
         .0
@@ -205,13 +164,12 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         .iter()
         .map(|(t, why)| (t.name(), why.clone()))
         .collect();
-    pipe.sink.summary(&summary)?;
-    pipe.sink.flush()?;
+    pipe.finish(&summary)?;
     Ok(())
 }
 
 /// Reads the lost counters and reports growth on stderr: nothing is lost silently.
-fn poll_lost(p: &Probes, counts: &mut Counts, reported: &mut [u64; EventKind::SLOTS]) {
+fn poll_lost(p: &Probes, pipe: &mut Pipeline, reported: &mut [u64; EventKind::SLOTS]) {
     match p.lost() {
         Ok(lost) => {
             for k in EventKind::ALL {
@@ -225,7 +183,7 @@ fn poll_lost(p: &Probes, counts: &mut Counts, reported: &mut [u64; EventKind::SL
                     reported[i] = lost[i];
                 }
             }
-            counts.lost = lost;
+            pipe.lost_totals(monotonic_ns(), &lost);
         }
         Err(e) => log::warn!("cannot read the lost-event counters: {e:#}"),
     }

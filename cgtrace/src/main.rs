@@ -88,6 +88,9 @@ struct ProbeArgs {
     /// Ring buffer size (rounded up to a power of two), e.g. 4M.
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "4M")]
     ring_size: u64,
+    /// Do not trace failed mkdirs in cgroupfs (syscall tracepoints).
+    #[arg(long)]
+    no_mkdir_failures: bool,
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +147,7 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
     Ok(ProbeOptions {
         tier: p.tier,
         subtree,
+        mkdir_failures: !p.no_mkdir_failures,
         attach: p.attach,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         hierarchies,

@@ -13,10 +13,11 @@ use crate::{
     event::Event,
     hierarchy::Hierarchies,
     k8s,
+    tracker::{PodStats, PodSummary, Totals},
 };
 
 /// Totals printed when a run ends.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     /// Events seen, by kind name, plus `total`.
     pub events: std::collections::BTreeMap<&'static str, u64>,
@@ -30,6 +31,11 @@ pub struct Summary {
     /// How the cgroup tracepoints were attached (`raw_tracepoint` or `tracepoint`).
     pub attach: String,
     pub duration_ns: u64,
+    /// Memcgs (on the hierarchy holding memory) by state, and the kernel's dying count at start.
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Pods with memcgs, most dying first.
+    pub pods: Vec<PodSummary>,
 }
 
 impl Summary {
@@ -51,6 +57,8 @@ impl Summary {
             tier_rejected: std::collections::BTreeMap::new(),
             attach: attach.to_string(),
             duration_ns,
+            totals: Totals::default(),
+            pods: Vec::new(),
         }
     }
 }
@@ -104,7 +112,16 @@ impl RenderContext {
 
 /// Where events go.
 pub trait Sink {
-    fn event(&mut self, ev: &Event<'_>) -> io::Result<()>;
+    /// One event, with the pod its cgroup belongs to (when the tracker knows one).
+    fn event(&mut self, ev: &Event<'_>, pod: Option<&PodStats>) -> io::Result<()>;
+    /// Events lost since the last call (ring buffer full).
+    fn lost(&mut self, _ts_ns: u64, _kind: EventKind, _count: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// A pod's name was looked up (recorded so replays need no lookups).
+    fn pod_name(&mut self, _uid: &str, _namespace: &str, _name: &str) -> io::Result<()> {
+        Ok(())
+    }
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }
@@ -122,7 +139,7 @@ impl<W: Write> TextSink<W> {
 }
 
 impl<W: Write> Sink for TextSink<W> {
-    fn event(&mut self, ev: &Event<'_>) -> io::Result<()> {
+    fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
         let (h, m, s, us) = self.ctx.clock.utc_hms_us(ev.ts_ns);
         let label = &self.ctx.labels(ev.hierarchy_id).0;
         let w = &mut self.out;
@@ -158,6 +175,31 @@ impl<W: Write> Sink for TextSink<W> {
             }
             writeln!(w)?;
         }
+        let t = &s.totals;
+        writeln!(
+            w,
+            "-- memcgs: {} live, {} dying, {} freed during the run; {} were dying before start ({} of them freed since)",
+            t.live, t.dying, t.freed, t.dying_before_start, t.freed_before_start
+        )?;
+        for p in s.pods.iter().filter(|p| p.stats.dying > 0).take(10) {
+            write!(w, "   pod {}", p.stats.pod_uid)?;
+            if let (Some(ns), Some(name)) = (&p.stats.namespace, &p.stats.name) {
+                w.write_all(b" (")?;
+                write_terminal(w, ns.as_bytes())?;
+                w.write_all(b"/")?;
+                write_terminal(w, name.as_bytes())?;
+                w.write_all(b")")?;
+            }
+            write!(
+                w,
+                ": {} dying, {} live, {} freed",
+                p.stats.dying, p.stats.live, p.stats.freed
+            )?;
+            if let Some(age) = p.oldest_dying_age_s {
+                write!(w, ", oldest dying {age:.0}s")?;
+            }
+            writeln!(w)?;
+        }
         Ok(())
     }
 
@@ -188,8 +230,12 @@ fn json_opt_str<W: Write>(w: &mut W, key: &str, v: Option<&str>) -> io::Result<(
 }
 
 impl<W: Write> Sink for JsonSink<W> {
-    fn event(&mut self, ev: &Event<'_>) -> io::Result<()> {
-        let controllers = &self.ctx.labels(ev.hierarchy_id).1;
+    fn event(&mut self, ev: &Event<'_>, pod_stats: Option<&PodStats>) -> io::Result<()> {
+        let controllers: &str = if ev.has_cgroup {
+            &self.ctx.labels(ev.hierarchy_id).1
+        } else {
+            "[]"
+        };
         let w = &mut self.out;
         write!(
             w,
@@ -215,6 +261,13 @@ impl<W: Write> Sink for JsonSink<W> {
         if ev.css != 0 {
             write!(w, ",\"css\":{}", ev.css)?;
         }
+        if let Some(e) = ev.errno {
+            write!(
+                w,
+                ",\"errno\":{e},\"error\":\"{}\"",
+                crate::event::errno_name(e)
+            )?;
+        }
         for (k, v) in [
             ("memcg_id", ev.memcg_id.map(u64::from)),
             ("usage_bytes", ev.usage_bytes),
@@ -231,6 +284,10 @@ impl<W: Write> Sink for JsonSink<W> {
             json_opt_str(w, "qos", pod.qos.map(k8s::Qos::as_str))?;
             json_opt_str(w, "container_id", pod.container_id.as_deref())?;
             json_opt_str(w, "runtime", pod.runtime)?;
+        }
+        if let Some(p) = pod_stats {
+            json_opt_str(w, "pod_name", p.name.as_deref())?;
+            json_opt_str(w, "namespace", p.namespace.as_deref())?;
         }
         w.write_all(b"}\n")
     }
@@ -278,9 +335,13 @@ mod tests {
         let ev = Event::decode(&bytes).expect("decodes");
         let mut out = Vec::new();
         if json {
-            JsonSink::new(&mut out, ctx()).event(&ev).expect("write");
+            JsonSink::new(&mut out, ctx())
+                .event(&ev, None)
+                .expect("write");
         } else {
-            TextSink::new(&mut out, ctx()).event(&ev).expect("write");
+            TextSink::new(&mut out, ctx())
+                .event(&ev, None)
+                .expect("write");
         }
         String::from_utf8(out).expect("utf8")
     }

@@ -49,6 +49,17 @@ const CSS_HOOKS: [(&str, &str, &str); 5] = [
     ("mem_cgroup_css_free", "fentry_css_free", "kprobe_css_free"),
 ];
 
+/// Failed mkdirs: (tracepoint, program).
+const MKDIR_FAIL_HOOKS: [(&str, &str); 4] = [
+    ("sys_enter_mkdir", "sys_enter_mkdir"),
+    ("sys_enter_mkdirat", "sys_enter_mkdirat"),
+    ("sys_exit_mkdir", "sys_exit_mkdir"),
+    ("sys_exit_mkdirat", "sys_exit_mkdirat"),
+];
+
+/// Failed mkdirs are reported when their path starts with this.
+pub const CGROUPFS_PREFIX: &str = "/sys/fs/cgroup/";
+
 pub const DEFAULT_RING_SIZE: u32 = 4 << 20;
 
 /// The probe ladder: the best tier the kernel accepts is used.
@@ -151,6 +162,8 @@ pub struct ProbeOptions {
     pub wakeup_bytes: Option<u64>,
     /// Enable BPF-side debug logs (aya-log).
     pub bpf_debug_log: bool,
+    /// Trace failed mkdirs in cgroupfs (syscall tracepoints; needs tracefs).
+    pub mkdir_failures: bool,
 }
 
 impl Default for ProbeOptions {
@@ -164,6 +177,7 @@ impl Default for ProbeOptions {
             path_prefix: None,
             wakeup_bytes: None,
             bpf_debug_log: false,
+            mkdir_failures: true,
         }
     }
 }
@@ -184,6 +198,8 @@ pub struct Probes {
     pub rejected: Vec<(Tier, String)>,
     /// Offsets resolved from BTF (None when BTF is unavailable).
     pub offsets: Option<KernelOffsets>,
+    /// Why failed mkdirs are not traced (None: they are).
+    pub mkdir_failures_off: Option<String>,
 }
 
 /// Rounds a requested ring size to what the kernel accepts.
@@ -228,9 +244,12 @@ fn base_config(opts: &ProbeOptions) -> anyhow::Result<(Config, [u8; PATH_CAP])> 
 
 fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> anyhow::Result<Ebpf> {
     let level: u8 = if opts.bpf_debug_log { 4 } else { 0 };
+    let mut cgroupfs = [0u8; 64];
+    cgroupfs[..CGROUPFS_PREFIX.len()].copy_from_slice(CGROUPFS_PREFIX.as_bytes());
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", cfg, true)
         .override_global("PATH_PREFIX", prefix, true)
+        .override_global("CGROUPFS_PREFIX", &cgroupfs, true)
         .override_global(aya_log::LEVEL, &level, false)
         .map_max_entries("EVENTS", opts.ring_size)
         .load(EBPF_OBJECT)
@@ -348,6 +367,19 @@ fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn attach_mkdir_failures(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for (tp, prog) in MKDIR_FAIL_HOOKS {
+        let p: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
+            .try_into()?;
+        p.load().with_context(|| format!("loading {prog}"))?;
+        p.attach("syscalls", tp)
+            .with_context(|| format!("attaching tracepoint syscalls:{tp}"))?;
+    }
+    Ok(())
+}
+
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
     let data = btf::read_vmlinux(Path::new(btf::VMLINUX))?;
@@ -390,6 +422,22 @@ impl Probes {
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
         let offsets = kernel_offsets();
+        // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
+        let mut mkdir_failures_off = None;
+        if opts.mkdir_failures {
+            match tracefs::find_or_mount()
+                .map_err(anyhow::Error::from)
+                .and_then(|root| Ok(tracefs::syscall_layout(&root)?))
+            {
+                Ok(l) => {
+                    cfg.syscalls = l;
+                    cfg.syscalls.cgroupfs_prefix_len = CGROUPFS_PREFIX.len() as u32;
+                }
+                Err(e) => mkdir_failures_off = Some(format!("{e:#}")),
+            }
+        } else {
+            mkdir_failures_off = Some("disabled".to_string());
+        }
         if let Err(e) = &offsets {
             log::info!("no kernel BTF: {e:#}");
         }
@@ -467,6 +515,13 @@ impl Probes {
         }
         let tier = tier.ok_or_else(|| anyhow!("no probe tier could be attached"))?;
 
+        if mkdir_failures_off.is_none()
+            && let Err(e) = attach_mkdir_failures(&mut ebpf)
+        {
+            log::info!("failed mkdirs are not traced: {e:#}");
+            mkdir_failures_off = Some(format!("{e:#}"));
+        }
+
         let logger = if opts.bpf_debug_log {
             match EbpfLogger::init(&mut ebpf) {
                 Ok(l) => Some(l),
@@ -497,6 +552,7 @@ impl Probes {
             tier,
             rejected,
             offsets: offsets.ok(),
+            mkdir_failures_off,
         })
     }
 

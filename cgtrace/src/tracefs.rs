@@ -184,6 +184,30 @@ pub fn read_cgroup_layout(root: &Path, event: &str) -> Result<TracepointLayout, 
     cgroup_layout(&text, &path)
 }
 
+/// Offset of `field` in the record of tracepoint `event` (e.g. `syscalls/sys_exit_mkdir`).
+pub fn field_offset(root: &Path, event: &str, field: &'static str) -> Result<u32, TracefsError> {
+    let path = root.join("events").join(event).join("format");
+    let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse_format(&text)
+        .into_iter()
+        .find(|f| f.name == field)
+        .map(|f| f.offset)
+        .ok_or(TracefsError::MissingField { path, field })
+}
+
+/// The syscall tracepoint layout the failed-mkdir programs need.
+pub fn syscall_layout(root: &Path) -> Result<cgtrace_common::SyscallLayout, TracefsError> {
+    Ok(cgtrace_common::SyscallLayout {
+        mkdir_path_off: field_offset(root, "syscalls/sys_enter_mkdir", "pathname")?,
+        mkdirat_path_off: field_offset(root, "syscalls/sys_enter_mkdirat", "pathname")?,
+        exit_ret_off: field_offset(root, "syscalls/sys_exit_mkdirat", "ret")?,
+        cgroupfs_prefix_len: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

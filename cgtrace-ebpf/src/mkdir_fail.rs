@@ -1,0 +1,123 @@
+//! Failed `mkdir`/`mkdirat` in cgroupfs — the error an operator starts from (`mkdir
+//! /sys/fs/cgroup/memory/kubepods/...: no space left on device`) — through the syscall
+//! tracepoints: enter remembers the path argument per thread, exit reports failures whose
+//! path starts with the cgroupfs mount prefix.
+use core::{mem::MaybeUninit, ptr};
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use cgtrace_common::EventKind;
+
+use crate::{
+    cgroup_tp::report,
+    event::{CgroupInfo, Memcg, config},
+};
+
+/// Thread id → user pointer of the path being created.
+#[map]
+static MKDIR_ARGS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static PREFIX_SCRATCH: PerCpuArray<[u8; 64]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The cgroupfs mount prefix (e.g. `/sys/fs/cgroup/`), set by the loader.
+#[repr(transparent)]
+pub struct Prefix(MaybeUninit<[u8; 64]>);
+
+impl Prefix {
+    #[inline(always)]
+    fn get(&self, i: usize) -> u8 {
+        // SAFETY: callers keep i < 64; volatile so the loader's value is read, not the default.
+        unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
+    }
+}
+
+#[unsafe(no_mangle)]
+static CGROUPFS_PREFIX: Prefix = Prefix(MaybeUninit::new([0xff; 64]));
+
+fn tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+fn try_enter(ctx: &TracePointContext, path_off: u32) -> Result<u32, u32> {
+    // SAFETY: the offset comes from the tracepoint's format file; read_at checks the address.
+    let path: u64 = unsafe { ctx.read_at(path_off as usize) }.map_err(|_| 1u32)?;
+    MKDIR_ARGS.insert(&tid(), &path, 0).map_err(|_| 1u32)?;
+    Ok(0)
+}
+
+/// Whether the user string at `path` starts with the cgroupfs prefix.
+fn in_cgroupfs(path: *const u8, want: usize) -> bool {
+    let Some(buf) = PREFIX_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: buf is this CPU's 64-byte map value; the helper writes at most 64 bytes.
+    let got = unsafe { bpf_probe_read_user_str(buf.cast(), 64, path.cast()) };
+    if got <= 0 || ((got - 1) as usize) < want {
+        return false;
+    }
+    let mut i = 0usize;
+    while i < 64 {
+        if i >= want {
+            return true;
+        }
+        // SAFETY: i < 64, the size of the scratch value.
+        if unsafe { *(buf as *const u8).add(i) } != CGROUPFS_PREFIX.get(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<u32, u32> {
+    let cfg = config().syscalls;
+    let tid = tid();
+    // SAFETY: a plain hash lookup; the value is copied out before removal.
+    let path = unsafe { MKDIR_ARGS.get(&tid) }.copied();
+    let _ = MKDIR_ARGS.remove(&tid);
+    let path = path.ok_or(1u32)? as *const u8;
+    // SAFETY: offset from the format file; read_at checks the address.
+    let ret: i64 = unsafe { ctx.read_at(cfg.exit_ret_off as usize) }.map_err(|_| 1u32)?;
+    let want = cfg.cgroupfs_prefix_len as usize;
+    if ret >= 0 || want == 0 || want > 64 || !in_cgroupfs(path, want) {
+        return Ok(0);
+    }
+    let info = CgroupInfo {
+        hierarchy_id: 0,
+        cgroup_id: 0,
+        level: 0,
+        has_cgroup: false,
+        path,
+        cgrp: core::ptr::null(),
+        css: 0,
+        memcg: Memcg::default(),
+        user_path: true,
+        errno: (-ret) as i32,
+    };
+    report(ctx, EventKind::MkdirFailed, &info)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdir")]
+pub fn sys_enter_mkdir(ctx: TracePointContext) -> u32 {
+    try_enter(&ctx, config().syscalls.mkdir_path_off).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdirat")]
+pub fn sys_enter_mkdirat(ctx: TracePointContext) -> u32 {
+    try_enter(&ctx, config().syscalls.mkdirat_path_off).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdir")]
+pub fn sys_exit_mkdir(ctx: TracePointContext) -> u32 {
+    try_exit(&ctx).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
+pub fn sys_exit_mkdirat(ctx: TracePointContext) -> u32 {
+    try_exit(&ctx).unwrap_or_else(|e| e)
+}

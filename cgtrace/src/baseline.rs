@@ -1,0 +1,156 @@
+//! The state before start: every cgroup that exists (walking the memory hierarchy and the v2
+//! tree) and how many dying memcgs the kernel already holds.
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use crate::hierarchy::{Hierarchies, V2_HIERARCHY};
+
+/// One cgroup that existed at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaselineCgroup {
+    pub hierarchy_id: u32,
+    pub cgroup_id: u64,
+    pub level: u32,
+    /// Relative to the hierarchy root, `/` for the root.
+    pub path: Vec<u8>,
+}
+
+/// The start-up state a tracker begins from (recorded in sessions so a replay starts the same).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Baseline {
+    pub cgroups: Vec<BaselineCgroup>,
+    /// Dying memcgs the kernel held at start, per hierarchy (the one holding memory).
+    pub dying_before_start: Vec<(u32, u64)>,
+    /// CLOCK_MONOTONIC time of the walk.
+    pub taken_at_ns: u64,
+}
+
+impl Baseline {
+    pub fn dying_before_start_total(&self) -> u64 {
+        self.dying_before_start.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Walks `root` (a hierarchy mount) depth-first without following symlinks; bounded depth.
+fn walk(hierarchy_id: u32, root: &Path, out: &mut Vec<BaselineCgroup>) -> u64 {
+    let mut count = 0;
+    let mut stack: Vec<(PathBuf, Vec<u8>, u32)> = vec![(root.to_path_buf(), b"/".to_vec(), 0)];
+    while let Some((dir, rel, level)) = stack.pop() {
+        // Cgroups vanish while we walk: skip what is gone.
+        let Ok(md) = fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !md.is_dir() {
+            continue;
+        }
+        count += 1;
+        out.push(BaselineCgroup {
+            hierarchy_id,
+            cgroup_id: md.ino(),
+            level,
+            path: rel.clone(),
+        });
+        if level >= 64 {
+            continue;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name();
+            let mut child = if rel == b"/" { Vec::new() } else { rel.clone() };
+            child.push(b'/');
+            child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()));
+            stack.push((e.path(), child, level + 1));
+        }
+    }
+    count
+}
+
+/// `num_cgroups` of the memory row of `/proc/cgroups` text.
+pub fn memory_num_cgroups(proc_cgroups: &str) -> Option<u64> {
+    proc_cgroups.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == "memory").then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+/// A key of a `cgroup.stat` file.
+pub fn cgroup_stat(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Takes the baseline: walks the memory hierarchy (v1) and the v2 tree, and counts the dying
+/// memcgs the kernel holds (v1: `/proc/cgroups` minus visible memcg directories; v2:
+/// `nr_dying_subsys_memory`, else `nr_dying_descendants`).
+pub fn take(h: &Hierarchies, now_ns: u64) -> Baseline {
+    let mut b = Baseline {
+        taken_at_ns: now_ns,
+        ..Baseline::default()
+    };
+    let mem = h.with_controller("memory");
+    let mut visible_memcgs = None;
+    if let Some(m) = mem.filter(|m| m.id != V2_HIERARCHY)
+        && let Some(mount) = &m.mount
+    {
+        visible_memcgs = Some(walk(m.id, mount, &mut b.cgroups));
+    }
+    if let Some(v2) = h.get(V2_HIERARCHY)
+        && let Some(mount) = &v2.mount
+    {
+        walk(V2_HIERARCHY, mount, &mut b.cgroups);
+        if mem.is_some_and(|m| m.id == V2_HIERARCHY)
+            && let Ok(stat) = fs::read_to_string(mount.join("cgroup.stat"))
+            && let Some(d) = cgroup_stat(&stat, "nr_dying_subsys_memory")
+                .or_else(|| cgroup_stat(&stat, "nr_dying_descendants"))
+        {
+            b.dying_before_start.push((V2_HIERARCHY, d));
+        }
+    }
+    if let (Some(m), Some(visible)) = (mem, visible_memcgs)
+        && let Some(n) = fs::read_to_string("/proc/cgroups")
+            .ok()
+            .and_then(|t| memory_num_cgroups(&t))
+    {
+        b.dying_before_start.push((m.id, n.saturating_sub(visible)));
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_counters() {
+        let pc = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t40\t1\nmemory\t4\t57\t1\n";
+        assert_eq!(memory_num_cgroups(pc), Some(57));
+        assert_eq!(memory_num_cgroups("cpu 1 2 1\n"), None);
+        let st = "nr_descendants 12\nnr_subsys_memory 9\nnr_dying_descendants 3\nnr_dying_subsys_memory 2\n";
+        assert_eq!(cgroup_stat(st, "nr_dying_descendants"), Some(3));
+        assert_eq!(cgroup_stat(st, "nr_dying_subsys_memory"), Some(2));
+        assert_eq!(cgroup_stat(st, "nr_x"), None);
+    }
+
+    #[test]
+    fn walks_this_machine() {
+        let h = Hierarchies::load().expect("hierarchies");
+        let b = take(&h, 0);
+        if let Some(m) = h.with_controller("memory").filter(|m| m.mount.is_some()) {
+            assert!(
+                b.cgroups
+                    .iter()
+                    .any(|c| c.hierarchy_id == m.id && c.path == b"/" && c.level == 0)
+            );
+            assert!(b.dying_before_start.iter().any(|(id, _)| *id == m.id));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The one pipeline `live`, `record`, `replay` and `attach` share: decoded events → tracker →
+//! sinks. Only the source and the sinks differ, so a replay gives the output of the live run.
+use std::{
+    io,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use cgtrace_common::EventKind;
+
+use crate::{
+    baseline::Baseline,
+    event::Event,
+    k8s::PodLogIndex,
+    output::{Counts, Sink, Summary},
+    tracker::Tracker,
+};
+
+/// Pod name lookups in `/var/log/pods` (live runs only; sessions record the answers).
+pub struct PodNames {
+    dir: PathBuf,
+    index: PodLogIndex,
+    loaded: Instant,
+}
+
+impl PodNames {
+    pub fn new(dir: PathBuf) -> PodNames {
+        let index = PodLogIndex::load(&dir).unwrap_or_default();
+        PodNames {
+            dir,
+            index,
+            loaded: Instant::now(),
+        }
+    }
+
+    /// (namespace, name) of a pod; rereads the directory (at most every 2 s) on a miss.
+    fn lookup(&mut self, uid: &str) -> Option<(String, String)> {
+        if self.index.lookup(uid).is_none() && self.loaded.elapsed() > Duration::from_secs(2) {
+            self.index = PodLogIndex::load(&self.dir).unwrap_or_default();
+            self.loaded = Instant::now();
+        }
+        self.index
+            .lookup(uid)
+            .map(|(ns, n)| (ns.to_string(), n.to_string()))
+    }
+}
+
+pub struct Pipeline {
+    pub tracker: Tracker,
+    pub counts: Counts,
+    pub decode_errors: u64,
+    sinks: Vec<Box<dyn Sink>>,
+    pod_names: Option<PodNames>,
+    error: Option<io::Error>,
+}
+
+impl Pipeline {
+    pub fn new(
+        memory_hierarchy: Option<u32>,
+        baseline: &Baseline,
+        sinks: Vec<Box<dyn Sink>>,
+        pod_names: Option<PodNames>,
+    ) -> Pipeline {
+        let mut tracker = Tracker::new(memory_hierarchy);
+        tracker.load_baseline(baseline);
+        Pipeline {
+            tracker,
+            counts: Counts::default(),
+            decode_errors: 0,
+            sinks,
+            pod_names,
+            error: None,
+        }
+    }
+
+    fn keep<T>(&mut self, r: io::Result<T>) {
+        if let Err(e) = r
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// Handles one ring buffer record.
+    pub fn record(&mut self, bytes: &[u8]) {
+        match Event::decode(bytes) {
+            Ok(ev) => self.event(&ev),
+            Err(e) => {
+                self.decode_errors += 1;
+                if self.decode_errors <= 10 {
+                    log::warn!("undecodable ring buffer record: {e}");
+                }
+            }
+        }
+    }
+
+    /// Handles one event.
+    pub fn event(&mut self, ev: &Event<'_>) {
+        self.counts.seen[ev.kind as usize] += 1;
+        let obs = self.tracker.observe(ev);
+        if let (Some(i), Some(names)) = (obs.new_pod, self.pod_names.as_mut())
+            && let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone())
+            && let Some((ns, name)) = names.lookup(&uid)
+        {
+            self.tracker.set_pod_name(&uid, &ns, &name);
+            for i in 0..self.sinks.len() {
+                let r = self.sinks[i].pod_name(&uid, &ns, &name);
+                self.keep(r);
+            }
+        }
+        let pod = obs.pod.and_then(|i| self.tracker.pod(i));
+        let mut err = None;
+        for s in &mut self.sinks {
+            if let Err(e) = s.event(ev, pod) {
+                err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = err {
+            self.keep(Err::<(), _>(e));
+        }
+    }
+
+    /// A pod name from a recorded session.
+    pub fn pod_name(&mut self, uid: &str, namespace: &str, name: &str) {
+        self.tracker.set_pod_name(uid, namespace, name);
+        for i in 0..self.sinks.len() {
+            let r = self.sinks[i].pod_name(uid, namespace, name);
+            self.keep(r);
+        }
+    }
+
+    /// New totals of lost events (per kind): the growth goes to the sinks.
+    pub fn lost_totals(&mut self, ts_ns: u64, lost: &[u64; EventKind::SLOTS]) {
+        for k in EventKind::ALL {
+            let i = k as usize;
+            if lost[i] > self.counts.lost[i] {
+                let n = lost[i] - self.counts.lost[i];
+                self.counts.lost[i] = lost[i];
+                for j in 0..self.sinks.len() {
+                    let r = self.sinks[j].lost(ts_ns, k, n);
+                    self.keep(r);
+                }
+            }
+        }
+    }
+
+    /// The first output error since the last call.
+    pub fn check(&mut self) -> io::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        for s in &mut self.sinks {
+            s.flush()?;
+        }
+        self.check()
+    }
+
+    pub fn summary(&self, tier: &str, attach: &str, duration_ns: u64) -> Summary {
+        let mut s = Summary::new(&self.counts, tier, attach, duration_ns);
+        s.totals = self.tracker.totals();
+        s.pods = self.tracker.pods(self.tracker.now_ns());
+        s
+    }
+
+    /// Writes the summary to every sink and flushes.
+    pub fn finish(&mut self, summary: &Summary) -> io::Result<()> {
+        for s in &mut self.sinks {
+            s.summary(summary)?;
+            s.flush()?;
+        }
+        self.check()
+    }
+}

@@ -1,0 +1,750 @@
+//! The tracker: the state of every cgroup (live → dying → freed) and of every pod.
+//!
+//! Cgroups are keyed by (hierarchy id, cgroup id): ids are per hierarchy, and a runtime makes the
+//! same path in a dozen v1 hierarchies. css events are joined by css pointer. What "dying" counts
+//! lives on the hierarchy that holds the memory controller. The tracker uses event time only,
+//! never the wall clock, so a replay gives exactly the live result.
+//!
+//! Memory stays bounded: a freed cgroup leaves only its contribution to the counters and the
+//! lifetimes handed back to the caller (for histograms); paths are interned as a shared parent
+//! directory plus the leaf name.
+use std::collections::HashMap;
+
+use cgtrace_common::EventKind;
+use serde::Serialize;
+
+use crate::{
+    baseline::Baseline,
+    event::Event,
+    k8s::{self, Qos},
+};
+
+/// (hierarchy id, cgroup id).
+pub type Key = (u32, u64);
+
+/// Lifecycle state of a tracked cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Live,
+    Dying,
+}
+
+const F_BASELINE: u8 = 1;
+const F_MEMCG: u8 = 2;
+const F_HAS_USAGE: u8 = 4;
+const F_HAS_KMEM: u8 = 8;
+const F_HAS_MEMSW: u8 = 16;
+const F_FREED: u8 = 32;
+const F_CONTAINER: u8 = 64;
+const NO_POD: u32 = u32::MAX;
+
+/// One tracked cgroup.
+#[derive(Clone, Debug)]
+struct Entry {
+    parent: u32,
+    leaf: Box<[u8]>,
+    pod: u32,
+    mkdir_ns: u64,
+    rmdir_ns: u64,
+    usage: u64,
+    kmem: u64,
+    memsw: u64,
+    css: u64,
+    memcg_id: u32,
+    flags: u8,
+    truncated: bool,
+}
+
+impl Entry {
+    fn state(&self) -> State {
+        if self.rmdir_ns == 0 {
+            State::Live
+        } else {
+            State::Dying
+        }
+    }
+}
+
+/// Interned parent directories (refcounted).
+#[derive(Default)]
+struct Dirs {
+    ids: HashMap<Box<[u8]>, u32>,
+    slots: Vec<(Box<[u8]>, u32)>,
+    free: Vec<u32>,
+}
+
+impl Dirs {
+    fn intern(&mut self, dir: &[u8]) -> u32 {
+        if let Some(&id) = self.ids.get(dir) {
+            self.slots[id as usize].1 += 1;
+            return id;
+        }
+        let b: Box<[u8]> = dir.into();
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = (b.clone(), 1);
+                id
+            }
+            None => {
+                self.slots.push((b.clone(), 1));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.ids.insert(b, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            let name = std::mem::take(&mut slot.0);
+            self.ids.remove(&name);
+            self.free.push(id);
+        }
+    }
+
+    fn get(&self, id: u32) -> &[u8] {
+        self.slots.get(id as usize).map(|s| &*s.0).unwrap_or(b"")
+    }
+}
+
+fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
+/// Per-pod counters (memcgs on the memory hierarchy).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PodStats {
+    pub pod_uid: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub qos: Option<Qos>,
+    pub live: u64,
+    pub dying: u64,
+    pub freed: u64,
+    /// Container cgroups created (all hierarchies count once: memory hierarchy only).
+    pub containers_created: u64,
+}
+
+/// What one event changed, for histograms and detectors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The cgroup is a memcg on the memory hierarchy.
+    pub memcg: bool,
+    /// A pod seen for the first time (index for [`Tracker::pod`]): look its name up.
+    pub new_pod: Option<u32>,
+    /// mkdir → rmdir, on rmdir.
+    pub live_ns: Option<u64>,
+    /// rmdir → freed, when the memcg was freed.
+    pub dying_ns: Option<u64>,
+    /// A dying memcg that existed before start was freed now.
+    pub freed_before_start: bool,
+    pub qos: Option<Qos>,
+    /// The pod of the cgroup, if any.
+    pub pod: Option<u32>,
+    /// The cgroup is a container (the path names a container id).
+    pub container: bool,
+}
+
+/// One dying memcg, for reports and detectors.
+#[derive(Clone, Debug, Serialize)]
+pub struct DyingMemcg {
+    pub hierarchy_id: u32,
+    pub cgroup_id: u64,
+    pub path: String,
+    pub pod_uid: Option<String>,
+    pub rmdir_ns: u64,
+    pub usage_bytes: Option<u64>,
+    pub kmem_bytes: Option<u64>,
+    pub memsw_bytes: Option<u64>,
+    /// The path was cut to the event's buffer.
+    pub path_truncated: bool,
+}
+
+/// Totals for the summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Memcgs alive now (baseline + created − removed).
+    pub live: u64,
+    /// Memcgs removed but not freed: seen removed during the run plus those dying before start
+    /// that were not freed since.
+    pub dying: u64,
+    /// Memcgs freed during the run.
+    pub freed: u64,
+    /// Dying memcgs the kernel held at start.
+    pub dying_before_start: u64,
+    /// Of those, freed during the run (attributed by their release event's path).
+    pub freed_before_start: u64,
+}
+
+/// The tracker. Feed it every event in order with [`Tracker::observe`].
+pub struct Tracker {
+    memory_hierarchy: Option<u32>,
+    cgroups: HashMap<Key, Entry>,
+    css: HashMap<u64, Key>,
+    dirs: Dirs,
+    pods: Vec<PodStats>,
+    pod_ids: HashMap<Box<str>, u32>,
+    totals: Totals,
+    last_ts: u64,
+}
+
+impl Tracker {
+    /// `memory_hierarchy`: the hierarchy id holding the memory controller (None: no memcgs).
+    pub fn new(memory_hierarchy: Option<u32>) -> Tracker {
+        Tracker {
+            memory_hierarchy,
+            cgroups: HashMap::new(),
+            css: HashMap::new(),
+            dirs: Dirs::default(),
+            pods: Vec::new(),
+            pod_ids: HashMap::new(),
+            totals: Totals::default(),
+            last_ts: 0,
+        }
+    }
+
+    pub fn memory_hierarchy(&self) -> Option<u32> {
+        self.memory_hierarchy
+    }
+
+    /// Starts from what existed before: every cgroup live, the kernel's dying count.
+    pub fn load_baseline(&mut self, b: &Baseline) {
+        for c in &b.cgroups {
+            let key = (c.hierarchy_id, c.cgroup_id);
+            let (entry, _) = self.new_entry(c.hierarchy_id, &c.path, 0, false);
+            let mut entry = entry;
+            entry.flags |= F_BASELINE;
+            if entry.flags & F_MEMCG != 0 {
+                self.totals.live += 1;
+                if entry.pod != NO_POD {
+                    self.pods[entry.pod as usize].live += 1;
+                }
+            }
+            if let Some(old) = self.cgroups.insert(key, entry) {
+                self.forget(old);
+            }
+        }
+        self.totals.dying_before_start = b
+            .dying_before_start
+            .iter()
+            .filter(|(h, _)| Some(*h) == self.memory_hierarchy)
+            .map(|(_, n)| n)
+            .sum();
+        self.last_ts = b.taken_at_ns;
+    }
+
+    fn pod_index(&mut self, p: &k8s::PodRef) -> (u32, bool) {
+        let Some(uid) = &p.pod_uid else {
+            return (NO_POD, false);
+        };
+        if let Some(&i) = self.pod_ids.get(uid.as_str()) {
+            return (i, false);
+        }
+        let i = self.pods.len() as u32;
+        self.pods.push(PodStats {
+            pod_uid: uid.clone(),
+            qos: p.qos,
+            ..PodStats::default()
+        });
+        self.pod_ids.insert(uid.as_str().into(), i);
+        (i, true)
+    }
+
+    fn new_entry(
+        &mut self,
+        hierarchy_id: u32,
+        path: &[u8],
+        ts: u64,
+        truncated: bool,
+    ) -> (Entry, Option<u32>) {
+        let pod_ref = k8s::parse_path(path);
+        let memcg = Some(hierarchy_id) == self.memory_hierarchy;
+        let (pod, new_pod) = if memcg {
+            self.pod_index(&pod_ref)
+        } else {
+            (NO_POD, false)
+        };
+        let (dir, leaf) = split_path(path);
+        let parent = self.dirs.intern(dir);
+        (
+            Entry {
+                parent,
+                leaf: leaf.into(),
+                pod,
+                mkdir_ns: ts,
+                rmdir_ns: 0,
+                usage: 0,
+                kmem: 0,
+                memsw: 0,
+                css: 0,
+                memcg_id: 0,
+                flags: if memcg { F_MEMCG } else { 0 }
+                    | if pod_ref.container_id.is_some() {
+                        F_CONTAINER
+                    } else {
+                        0
+                    },
+                truncated,
+            },
+            new_pod.then_some(pod),
+        )
+    }
+
+    fn forget(&mut self, e: Entry) {
+        self.dirs.release(e.parent);
+        if e.css != 0 {
+            self.css.remove(&e.css);
+        }
+    }
+
+    fn capture(e: &mut Entry, ev: &Event<'_>) {
+        if let Some(u) = ev.usage_bytes {
+            e.usage = u;
+            e.flags |= F_HAS_USAGE;
+        }
+        if let Some(k) = ev.kmem_bytes {
+            e.kmem = k;
+            e.flags |= F_HAS_KMEM;
+        }
+        if let Some(m) = ev.memsw_bytes {
+            e.memsw = m;
+            e.flags |= F_HAS_MEMSW;
+        }
+        if let Some(id) = ev.memcg_id {
+            e.memcg_id = id;
+        }
+    }
+
+    /// Applies one event.
+    pub fn observe(&mut self, ev: &Event<'_>) -> Observed {
+        self.last_ts = self.last_ts.max(ev.ts_ns);
+        let mut out = Observed::default();
+        // css events before online carry only the css pointer; afterwards, join by css.
+        let key = if ev.has_cgroup {
+            Some((ev.hierarchy_id, ev.cgroup_id))
+        } else {
+            self.css.get(&ev.css).copied()
+        };
+        match ev.kind {
+            EventKind::Mkdir => {
+                let key = (ev.hierarchy_id, ev.cgroup_id);
+                let (mut e, new_pod) =
+                    self.new_entry(ev.hierarchy_id, ev.path, ev.ts_ns, ev.path_truncated);
+                Self::capture(&mut e, ev);
+                if ev.css != 0 {
+                    e.css = ev.css;
+                    self.css.insert(ev.css, key);
+                }
+                out.new_pod = new_pod;
+                self.fill(&mut out, &e);
+                if e.flags & F_MEMCG != 0 {
+                    self.totals.live += 1;
+                    if e.pod != NO_POD {
+                        let p = &mut self.pods[e.pod as usize];
+                        p.live += 1;
+                        if out.container {
+                            p.containers_created += 1;
+                        }
+                    }
+                }
+                if let Some(old) = self.cgroups.insert(key, e) {
+                    self.forget(old);
+                }
+            }
+            EventKind::CssOnline => {
+                if let (Some(key), true) = (key, ev.css != 0) {
+                    self.css.insert(ev.css, key);
+                    if let Some(e) = self.cgroups.get_mut(&key) {
+                        e.css = ev.css;
+                    }
+                }
+            }
+            EventKind::Rmdir => {
+                let key = (ev.hierarchy_id, ev.cgroup_id);
+                if !self.cgroups.contains_key(&key) {
+                    // Made before start and missed by the baseline walk: track it from here.
+                    let (e, new_pod) =
+                        self.new_entry(ev.hierarchy_id, ev.path, 0, ev.path_truncated);
+                    out.new_pod = new_pod;
+                    if e.flags & F_MEMCG != 0 {
+                        self.totals.live += 1;
+                        if e.pod != NO_POD {
+                            self.pods[e.pod as usize].live += 1;
+                        }
+                    }
+                    self.cgroups.insert(key, e);
+                }
+                let Some(e) = self.cgroups.get_mut(&key) else {
+                    return out;
+                };
+                if e.rmdir_ns != 0 {
+                    return out; // duplicate
+                }
+                e.rmdir_ns = ev.ts_ns.max(1);
+                Self::capture(e, ev);
+                if ev.css != 0 && e.css == 0 {
+                    e.css = ev.css;
+                    self.css.insert(ev.css, key);
+                }
+                let e = e.clone();
+                if e.mkdir_ns != 0 {
+                    out.live_ns = Some(ev.ts_ns.saturating_sub(e.mkdir_ns));
+                }
+                self.fill(&mut out, &e);
+                if e.flags & F_MEMCG != 0 {
+                    self.totals.live = self.totals.live.saturating_sub(1);
+                    self.totals.dying += 1;
+                    if e.pod != NO_POD {
+                        let p = &mut self.pods[e.pod as usize];
+                        p.live = p.live.saturating_sub(1);
+                        p.dying += 1;
+                    }
+                }
+            }
+            EventKind::CssOffline => {
+                if let Some(e) = key.and_then(|k| self.cgroups.get_mut(&k)) {
+                    Self::capture(e, ev);
+                }
+            }
+            // The memcg itself is freed (css tiers); the cgroup's release follows.
+            EventKind::CssFree => {
+                if let Some(key) = key {
+                    self.freed(key, ev.ts_ns, &mut out);
+                }
+            }
+            EventKind::Release => {
+                let key = (ev.hierarchy_id, ev.cgroup_id);
+                self.freed(key, ev.ts_ns, &mut out);
+                match self.cgroups.remove(&key) {
+                    Some(e) => self.forget(e),
+                    None => {
+                        // Not known: removed before start (dying before start) or unknown.
+                        if Some(ev.hierarchy_id) == self.memory_hierarchy {
+                            out.memcg = true;
+                            let pod = k8s::parse_path(ev.path);
+                            out.qos = pod.qos;
+                            if self.totals.freed_before_start < self.totals.dying_before_start {
+                                self.totals.freed_before_start += 1;
+                                out.freed_before_start = true;
+                            }
+                        }
+                    }
+                }
+            }
+            EventKind::CssAlloc | EventKind::CssReleased | EventKind::MkdirFailed => {}
+        }
+        out
+    }
+
+    fn fill(&self, out: &mut Observed, e: &Entry) {
+        out.memcg = e.flags & F_MEMCG != 0;
+        if e.pod != NO_POD {
+            out.pod = Some(e.pod);
+            out.qos = self.pods[e.pod as usize].qos;
+            out.container = e.flags & F_CONTAINER != 0;
+        }
+    }
+
+    /// Marks the memcg of `key` freed (once), counting the dying time.
+    fn freed(&mut self, key: Key, ts: u64, out: &mut Observed) {
+        let Some(e) = self.cgroups.get_mut(&key) else {
+            return;
+        };
+        if e.flags & F_FREED != 0 {
+            return;
+        }
+        e.flags |= F_FREED;
+        let e = e.clone();
+        self.fill(out, &e);
+        if e.rmdir_ns != 0 {
+            out.dying_ns = Some(ts.saturating_sub(e.rmdir_ns));
+        }
+        if e.flags & F_MEMCG == 0 {
+            return;
+        }
+        if e.rmdir_ns != 0 {
+            self.totals.dying = self.totals.dying.saturating_sub(1);
+            if e.pod != NO_POD {
+                let p = &mut self.pods[e.pod as usize];
+                p.dying = p.dying.saturating_sub(1);
+                p.freed += 1;
+            }
+        } else {
+            // Freed without an rmdir we saw (e.g. removed while we were not looking).
+            self.totals.live = self.totals.live.saturating_sub(1);
+            if e.pod != NO_POD {
+                let p = &mut self.pods[e.pod as usize];
+                p.live = p.live.saturating_sub(1);
+                p.freed += 1;
+            }
+        }
+        self.totals.freed += 1;
+    }
+
+    /// Records a pod's name and namespace (from `/var/log/pods`, or a session).
+    pub fn set_pod_name(&mut self, pod_uid: &str, namespace: &str, name: &str) {
+        if let Some(&i) = self.pod_ids.get(pod_uid) {
+            let p = &mut self.pods[i as usize];
+            p.namespace = Some(namespace.to_string());
+            p.name = Some(name.to_string());
+        }
+    }
+
+    pub fn pod(&self, i: u32) -> Option<&PodStats> {
+        self.pods.get(i as usize)
+    }
+
+    /// Totals; dying includes the dying-before-start memcgs not yet freed.
+    pub fn totals(&self) -> Totals {
+        let mut t = self.totals.clone();
+        t.dying += t.dying_before_start.saturating_sub(t.freed_before_start);
+        t
+    }
+
+    /// Latest event time seen (the tracker's "now").
+    pub fn now_ns(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// Number of cgroups held in memory (live and dying, all hierarchies).
+    pub fn tracked(&self) -> usize {
+        self.cgroups.len()
+    }
+
+    fn path_of(&self, e: &Entry) -> Vec<u8> {
+        let mut p = self.dirs.get(e.parent).to_vec();
+        p.push(b'/');
+        p.extend_from_slice(&e.leaf);
+        p
+    }
+
+    /// Dying memcgs seen removed during the run, oldest first.
+    pub fn dying_memcgs(&self) -> Vec<DyingMemcg> {
+        let mut v: Vec<DyingMemcg> = self
+            .cgroups
+            .iter()
+            .filter(|(_, e)| {
+                e.flags & F_MEMCG != 0 && e.state() == State::Dying && e.flags & F_FREED == 0
+            })
+            .map(|(k, e)| DyingMemcg {
+                hierarchy_id: k.0,
+                cgroup_id: k.1,
+                path: String::from_utf8_lossy(&self.path_of(e)).into_owned(),
+                pod_uid: (e.pod != NO_POD).then(|| self.pods[e.pod as usize].pod_uid.clone()),
+                rmdir_ns: e.rmdir_ns,
+                usage_bytes: (e.flags & F_HAS_USAGE != 0).then_some(e.usage),
+                kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(e.kmem),
+                memsw_bytes: (e.flags & F_HAS_MEMSW != 0).then_some(e.memsw),
+                path_truncated: e.truncated,
+            })
+            .collect();
+        v.sort_by_key(|d| (d.rmdir_ns, d.cgroup_id));
+        v
+    }
+
+    /// Pods with their counters and the age of their oldest dying memcg (at `now_ns`).
+    pub fn pods(&self, now_ns: u64) -> Vec<PodSummary> {
+        let mut oldest: HashMap<u32, u64> = HashMap::new();
+        for e in self.cgroups.values() {
+            if e.pod != NO_POD && e.state() == State::Dying && e.flags & F_FREED == 0 {
+                let o = oldest.entry(e.pod).or_insert(u64::MAX);
+                *o = (*o).min(e.rmdir_ns);
+            }
+        }
+        let mut v: Vec<PodSummary> = self
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PodSummary {
+                stats: p.clone(),
+                oldest_dying_age_s: oldest
+                    .get(&(i as u32))
+                    .map(|&t| now_ns.saturating_sub(t) as f64 / 1e9),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.stats
+                .dying
+                .cmp(&a.stats.dying)
+                .then_with(|| a.stats.pod_uid.cmp(&b.stats.pod_uid))
+        });
+        v
+    }
+}
+
+/// A pod in the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct PodSummary {
+    #[serde(flatten)]
+    pub stats: PodStats,
+    /// Age of the oldest dying memcg, seconds.
+    pub oldest_dying_age_s: Option<f64>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::baseline::BaselineCgroup;
+
+    pub(crate) const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
+
+    pub(crate) fn ev<'a>(kind: EventKind, ts: u64, h: u32, id: u64, path: &'a [u8]) -> Event<'a> {
+        Event {
+            ts_ns: ts,
+            kind,
+            hierarchy_id: h,
+            cgroup_id: id,
+            level: path.iter().filter(|&&c| c == b'/').count() as u32,
+            pid: 1,
+            tid: 1,
+            comm: b"runc",
+            path,
+            path_truncated: false,
+            has_cgroup: true,
+            css: 0,
+            memcg_id: None,
+            usage_bytes: None,
+            kmem_bytes: None,
+            memsw_bytes: None,
+            errno: None,
+        }
+    }
+
+    #[test]
+    fn lifecycle_per_pod() {
+        let mut t = Tracker::new(Some(4));
+        let pod = format!("/kubepods/burstable/pod{UID}");
+        let ctr = format!("{pod}/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        let o = t.observe(&ev(EventKind::Mkdir, 10, 4, 100, pod.as_bytes()));
+        assert!(o.memcg && o.new_pod.is_some());
+        let o = t.observe(&ev(EventKind::Mkdir, 20, 4, 101, ctr.as_bytes()));
+        assert!(o.container && o.new_pod.is_none());
+        // The same path in another hierarchy is a different cgroup and no memcg.
+        let o = t.observe(&ev(EventKind::Mkdir, 21, 2, 101, ctr.as_bytes()));
+        assert!(!o.memcg);
+        assert_eq!(t.totals().live, 2);
+        let mut rm = ev(EventKind::Rmdir, 50, 4, 101, ctr.as_bytes());
+        rm.usage_bytes = Some(8192);
+        let o = t.observe(&rm);
+        assert_eq!(o.live_ns, Some(30));
+        assert_eq!((t.totals().live, t.totals().dying), (1, 1));
+        let dying = t.dying_memcgs();
+        assert_eq!(dying.len(), 1);
+        assert_eq!(dying[0].path, ctr);
+        assert_eq!(dying[0].usage_bytes, Some(8192));
+        assert_eq!(dying[0].pod_uid.as_deref(), Some(UID));
+        let pods = t.pods(1_000_000_050);
+        assert_eq!(pods[0].stats.dying, 1);
+        assert_eq!(pods[0].stats.containers_created, 1);
+        assert_eq!(pods[0].oldest_dying_age_s, Some(1.0));
+        let o = t.observe(&ev(EventKind::Release, 90, 4, 101, ctr.as_bytes()));
+        assert_eq!(o.dying_ns, Some(40));
+        assert_eq!(
+            (t.totals().live, t.totals().dying, t.totals().freed),
+            (1, 0, 1)
+        );
+        assert_eq!(t.pods(100)[0].stats.freed, 1);
+        // Freed cgroups leave nothing behind but counters.
+        t.observe(&ev(EventKind::Release, 91, 2, 101, ctr.as_bytes()));
+        assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn css_events_join_by_pointer_and_free_counts_once() {
+        let mut t = Tracker::new(Some(0));
+        let mut alloc = ev(EventKind::CssAlloc, 1, 0, 0, b"");
+        alloc.has_cgroup = false;
+        alloc.css = 0xffff_8880_0000_1000;
+        t.observe(&alloc);
+        let mut online = ev(EventKind::CssOnline, 2, 0, 7, b"");
+        online.css = alloc.css;
+        t.observe(&online);
+        let mut mk = ev(EventKind::Mkdir, 3, 0, 7, b"/a");
+        mk.css = alloc.css;
+        t.observe(&mk);
+        t.observe(&ev(EventKind::Rmdir, 4, 0, 7, b"/a"));
+        let mut off = ev(EventKind::CssOffline, 5, 0, 7, b"");
+        off.css = alloc.css;
+        off.usage_bytes = Some(4096);
+        t.observe(&off);
+        assert_eq!(t.dying_memcgs()[0].usage_bytes, Some(4096));
+        let mut free = ev(EventKind::CssFree, 9, 0, 0, b"");
+        free.has_cgroup = false;
+        free.css = alloc.css;
+        let o = t.observe(&free);
+        assert_eq!(o.dying_ns, Some(5));
+        assert_eq!(t.totals().freed, 1);
+        let o = t.observe(&ev(EventKind::Release, 10, 0, 7, b"/a"));
+        assert_eq!(o.dying_ns, None, "freed once, at css_free");
+        assert_eq!(t.totals().freed, 1);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn baseline_and_dying_before_start() {
+        let mut t = Tracker::new(Some(4));
+        t.load_baseline(&Baseline {
+            cgroups: vec![
+                BaselineCgroup {
+                    hierarchy_id: 4,
+                    cgroup_id: 1,
+                    level: 0,
+                    path: b"/".to_vec(),
+                },
+                BaselineCgroup {
+                    hierarchy_id: 4,
+                    cgroup_id: 5,
+                    level: 1,
+                    path: b"/x".to_vec(),
+                },
+            ],
+            dying_before_start: vec![(4, 3)],
+            taken_at_ns: 5,
+        });
+        assert_eq!(
+            t.totals(),
+            Totals {
+                live: 2,
+                dying: 3,
+                freed: 0,
+                dying_before_start: 3,
+                freed_before_start: 0
+            }
+        );
+        // A release of a cgroup we never saw: one of the dying-before-start ones.
+        let o = t.observe(&ev(EventKind::Release, 9, 4, 77, b"/old/pod"));
+        assert!(o.freed_before_start);
+        assert_eq!(t.totals().dying, 2);
+        assert_eq!(t.totals().freed_before_start, 1);
+        // A baseline cgroup removed and freed.
+        t.observe(&ev(EventKind::Rmdir, 10, 4, 5, b"/x"));
+        let o = t.observe(&ev(EventKind::Release, 12, 4, 5, b"/x"));
+        assert_eq!((o.live_ns, o.dying_ns), (None, Some(2)));
+        assert_eq!(t.totals().live, 1);
+    }
+
+    #[test]
+    fn paths_are_interned_and_released() {
+        let mut t = Tracker::new(Some(1));
+        for i in 0..100u64 {
+            let p = format!("/kubepods/besteffort/pod{UID}/c{i}");
+            t.observe(&ev(EventKind::Mkdir, i, 1, i + 10, p.as_bytes()));
+        }
+        assert_eq!(t.dirs.ids.len(), 1);
+        for i in 0..100u64 {
+            let p = format!("/kubepods/besteffort/pod{UID}/c{i}");
+            t.observe(&ev(EventKind::Rmdir, 200 + i, 1, i + 10, p.as_bytes()));
+            t.observe(&ev(EventKind::Release, 400 + i, 1, i + 10, p.as_bytes()));
+        }
+        assert_eq!(t.dirs.ids.len(), 0);
+        assert_eq!(t.tracked(), 0);
+    }
+}
