@@ -27,6 +27,7 @@ pub struct Seen {
     pub kmem_bytes: Option<u64>,
     pub memsw_bytes: Option<u64>,
     pub has_cgroup: bool,
+    pub errno: Option<i32>,
 }
 
 impl Seen {
@@ -114,6 +115,7 @@ pub fn drain(probes: &mut Probes, out: &mut Vec<Seen>) {
             kmem_bytes: e.kmem_bytes,
             memsw_bytes: e.memsw_bytes,
             has_cgroup: e.has_cgroup,
+            errno: e.errno,
         });
     }) > 0
     {}

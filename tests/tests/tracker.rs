@@ -1,0 +1,369 @@
+//! The tracker on the real kernel: dying memcgs under pod-shaped paths, counted exactly as the
+//! kernel counts them, freed when their pages go; the start-up baseline; a real runtime (runc).
+//!
+//! One test binary, tests run one at a time (`serial`): they compare with machine-wide kernel
+//! counters, which concurrent tests in this binary would disturb.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use cgtrace::{
+    baseline,
+    clock::monotonic_ns,
+    hierarchy::Hierarchies,
+    pipeline::Pipeline,
+    probes::{ProbeOptions, Probes, SubtreeFilter},
+    tracker::Totals,
+};
+use integration_tests::cgroup::{TestParent, privileged};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const UID: &str = "5f0c6e1a-7b2d-4c3e-9f10-a1b2c3d4e5f6";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The kernel's count of dying memcgs on the v1 memory hierarchy.
+fn kernel_dying(h: &Hierarchies) -> u64 {
+    baseline::take(h, 0).dying_before_start_total()
+}
+
+/// Polls the kernel's dying count until it equals `want` or the deadline passes.
+fn poll_kernel_dying(h: &Hierarchies, want: u64, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = kernel_dying(h);
+        if got == want || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scratch() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tracker-{}", std::process::id()));
+    fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// Runs a shell inside the memcg `dir` that writes `file` (page cache charged to it) and exits.
+fn charge_page_cache(dir: &Path, file: &Path) {
+    let script = format!(
+        "echo $$ > '{}' && head -c 2097152 /dev/zero > '{}' && sync",
+        dir.join("cgroup.procs").display(),
+        file.display()
+    );
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .expect("sh");
+    assert!(st.success());
+}
+
+fn rmdir_retry(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = fs::remove_dir(dir) {
+        assert!(Instant::now() < deadline, "rmdir {}: {e}", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Write back and drop caches until `done` or the deadline (drives frees of page-cache zombies).
+fn drop_caches_until(mut done: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    done()
+}
+
+struct Live {
+    probes: Probes,
+    pipe: Pipeline,
+}
+
+impl Live {
+    fn start(h: &Hierarchies, parent: &TestParent, memory_id: u32) -> Live {
+        let probes = Probes::load(&ProbeOptions {
+            hierarchies: Some(vec![memory_id]),
+            subtree: Some(
+                SubtreeFilter::resolve(h, &parent.cgroup_path()).expect("resolve the parent"),
+            ),
+            ..ProbeOptions::default()
+        })
+        .expect("load and attach");
+        let baseline = baseline::take(h, monotonic_ns());
+        let pipe = Pipeline::new(Some(memory_id), &baseline, Vec::new(), None);
+        Live { probes, pipe }
+    }
+
+    fn pump(&mut self) {
+        let pipe = &mut self.pipe;
+        while self.probes.drain(4096, |b| pipe.record(b)) > 0 {}
+    }
+
+    fn totals(&mut self) -> Totals {
+        self.pump();
+        self.pipe.tracker.totals()
+    }
+
+    fn pod(&mut self) -> (u64, u64, u64) {
+        self.pump();
+        let now = self.pipe.tracker.now_ns();
+        self.pipe
+            .tracker
+            .pods(now)
+            .into_iter()
+            .find(|p| p.stats.pod_uid == UID)
+            .map(|p| (p.stats.live, p.stats.dying, p.stats.freed))
+            .unwrap_or((0, 0, 0))
+    }
+}
+
+#[test]
+fn dying_memcgs_per_pod_match_the_kernel() {
+    if !privileged("dying_memcgs_per_pod_match_the_kernel") {
+        return;
+    }
+    let _serial = serial();
+    let h = Hierarchies::load().expect("hierarchies");
+    let mem = h.with_controller("memory").expect("memory hierarchy");
+    let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
+    let parent = TestParent::new("zombies", &[&mount]).expect("test parent");
+    let pod_rel = format!("kubepods/burstable/pod{UID}");
+    fs::create_dir_all(parent.dir(&mount).join(&pod_rel)).expect("pod dir");
+    let mut live = Live::start(&h, &parent, memory_id);
+    let before = live.totals();
+    let kernel_before = kernel_dying(&h);
+
+    const K: usize = 3;
+    let scratch = scratch();
+    let files: Vec<PathBuf> = (0..K).map(|i| scratch.join(format!("f{i}"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        let ctr = format!("{pod_rel}/{:064x}", i + 1);
+        let dir = parent.dir(&mount).join(&ctr);
+        fs::create_dir(&dir).expect("container dir");
+        charge_page_cache(&dir, f);
+        rmdir_retry(&dir);
+    }
+    // The kernel: K more dying memcgs (its counters move asynchronously: poll).
+    let kernel_after = poll_kernel_dying(&h, kernel_before + K as u64, Duration::from_secs(10));
+    assert_eq!(
+        kernel_after,
+        kernel_before + K as u64,
+        "kernel dying count delta"
+    );
+    let t = live.totals();
+    assert_eq!(
+        t.dying,
+        before.dying + K as u64,
+        "tracker dying vs kernel: {t:?}"
+    );
+    assert_eq!(live.pod(), (1, K as u64, 0), "pod (live, dying, freed)");
+    let dying = live.pipe.tracker.dying_memcgs();
+    assert_eq!(dying.len(), K);
+    for d in &dying {
+        assert_eq!(d.pod_uid.as_deref(), Some(UID));
+        assert!(d.usage_bytes.is_some_and(|u| u >= 2 << 20), "{d:?}");
+    }
+
+    // Drop the pages: every one is freed, and the kernel agrees.
+    for f in &files {
+        fs::remove_file(f).expect("remove file");
+    }
+    let freed = drop_caches_until(|| live.pod().2 == K as u64, Duration::from_secs(60));
+    assert!(freed, "not all freed: pod {:?}", live.pod());
+    assert_eq!(live.pod(), (1, 0, K as u64));
+    let t = live.totals();
+    assert_eq!(t.freed, before.freed + K as u64);
+    assert_eq!(t.dying, before.dying);
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn baseline_counts_and_later_attributes_dying_before_start() {
+    if !privileged("baseline_counts_and_later_attributes_dying_before_start") {
+        return;
+    }
+    let _serial = serial();
+    let h = Hierarchies::load().expect("hierarchies");
+    let mem = h.with_controller("memory").expect("memory hierarchy");
+    let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
+    let parent = TestParent::new("before", &[&mount]).expect("test parent");
+    let kernel_before = kernel_dying(&h);
+    const K: usize = 2;
+    let scratch = scratch();
+    let files: Vec<PathBuf> = (0..K).map(|i| scratch.join(format!("b{i}"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        let dir = parent.dir(&mount).join(format!("z{i}"));
+        fs::create_dir(&dir).expect("mkdir");
+        charge_page_cache(&dir, f);
+        rmdir_retry(&dir);
+    }
+    let k = poll_kernel_dying(&h, kernel_before + K as u64, Duration::from_secs(10));
+    assert_eq!(k, kernel_before + K as u64);
+    // Start now: the zombies exist already.
+    let mut live = Live::start(&h, &parent, memory_id);
+    let t = live.totals();
+    assert_eq!(t.dying_before_start, kernel_before + K as u64, "{t:?}");
+    for f in &files {
+        fs::remove_file(f).expect("remove file");
+    }
+    let done = drop_caches_until(
+        || live.totals().freed_before_start == K as u64,
+        Duration::from_secs(60),
+    );
+    assert!(
+        done,
+        "releases of the dying-before-start memcgs: {:?}",
+        live.totals()
+    );
+    let t = live.totals();
+    assert_eq!(t.dying, t.dying_before_start - K as u64);
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+/// A minimal OCI bundle: busybox as the rootfs, the given command, a kubelet-style cgroupsPath.
+fn runc_bundle(dir: &Path, cgroups_path: &str, script: &str) {
+    let rootfs = dir.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox (busybox-static)");
+    let st = Command::new("runc")
+        .arg("spec")
+        .current_dir(dir)
+        .status()
+        .expect("runc spec (Debian's runc)");
+    assert!(st.success());
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(&cfg_path).expect("config.json")).expect("json");
+    cfg["process"]["terminal"] = false.into();
+    cfg["process"]["args"] = serde_json::json!(["/bin/busybox", "sh", "-c", script]);
+    cfg["root"]["readonly"] = false.into();
+    cfg["linux"]["cgroupsPath"] = cgroups_path.into();
+    fs::write(&cfg_path, serde_json::to_vec(&cfg).expect("json")).expect("write config");
+}
+
+#[test]
+fn a_real_runtime_container_memcg_goes_dying_for_its_pod() {
+    if !privileged("a_real_runtime_container_memcg_goes_dying_for_its_pod") {
+        return;
+    }
+    let _serial = serial();
+    let h = Hierarchies::load().expect("hierarchies");
+    let mem = h.with_controller("memory").expect("memory hierarchy");
+    let memory_id = mem.id;
+    // runc makes the container's cgroup in every hierarchy: the test parent exists in each.
+    let mounts: Vec<PathBuf> = h.by_id.values().filter_map(|x| x.mount.clone()).collect();
+    let mount_refs: Vec<&Path> = mounts.iter().map(PathBuf::as_path).collect();
+    let parent = TestParent::new("runc", &mount_refs).expect("test parent");
+    let mut live = Live::start(&h, &parent, memory_id);
+
+    let bundle = scratch().join("bundle");
+    let ctr = "c0ffee0000000000000000000000000000000000000000000000000000000001";
+    let cgroups_path = format!("{}/kubepods/burstable/pod{UID}/{ctr}", parent.cgroup_path());
+    runc_bundle(
+        &bundle,
+        &cgroups_path,
+        "/bin/busybox head -c 2097152 /dev/zero > /data && /bin/busybox sync",
+    );
+    let id = format!("cgtrace-test-{}", std::process::id());
+    let out = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .output()
+        .expect("runc run");
+    let _ = Command::new("runc")
+        .args(["delete", "--force", &id])
+        .status();
+    assert!(
+        out.status.success(),
+        "runc run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The container's memcg was created and removed by runc, and is dying (its rootfs pages).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live.pod().1 < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, dying, _) = live.pod();
+    assert_eq!(dying, 1, "the container memcg is dying for pod {UID}");
+    let d = live.pipe.tracker.dying_memcgs();
+    assert!(
+        d.iter()
+            .any(|d| d.path.ends_with(ctr) && d.pod_uid.as_deref() == Some(UID)),
+        "{d:?}"
+    );
+    assert!(!live.pipe.tracker.pods(0).is_empty());
+    // Clean up the pages so the memcg is freed.
+    let _ = fs::remove_dir_all(&bundle);
+    let freed = drop_caches_until(|| live.pod().2 >= 1, Duration::from_secs(60));
+    assert!(
+        freed,
+        "runc container memcg not freed after dropping its pages"
+    );
+}
+
+/// A failed mkdir in cgroupfs is reported with its path and errno (v2 `cgroup.max.descendants`
+/// makes it fail with EAGAIN deterministically).
+#[test]
+fn failed_mkdir_is_reported_with_path_and_errno() {
+    if !privileged("failed_mkdir_is_reported_with_path_and_errno") {
+        return;
+    }
+    let _serial = serial();
+    let h = Hierarchies::load().expect("hierarchies");
+    let v2 = h.get(0).and_then(|x| x.mount.clone()).expect("v2 mount");
+    let parent = TestParent::new("mkdirfail", &[&v2]).expect("test parent");
+    let mut probes = Probes::load(&ProbeOptions {
+        hierarchies: Some(vec![0]),
+        subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
+        ..ProbeOptions::default()
+    })
+    .expect("load");
+    assert_eq!(probes.mkdir_failures_off, None, "failed mkdirs are traced");
+    fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
+    let err = fs::create_dir(parent.dir(&v2).join("kubepods")).expect_err("mkdir must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+    let want = parent.dir(&v2).join("kubepods");
+    let mut seen = Vec::new();
+    let found =
+        integration_tests::collect_until(&mut probes, &mut seen, Duration::from_secs(5), |s| {
+            s.iter().any(|e| {
+                e.kind == cgtrace_common::EventKind::MkdirFailed
+                    && e.path == want.as_os_str().as_encoded_bytes()
+            })
+        });
+    assert!(
+        found,
+        "no mkdir_failed event for {}: {seen:#?}",
+        want.display()
+    );
+    let ev = seen
+        .iter()
+        .find(|e| {
+            e.kind == cgtrace_common::EventKind::MkdirFailed
+                && e.path == want.as_os_str().as_encoded_bytes()
+        })
+        .expect("the event");
+    assert_eq!(ev.errno, Some(libc::EAGAIN));
+    assert_eq!(ev.pid, std::process::id());
+}
