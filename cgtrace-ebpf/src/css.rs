@@ -3,7 +3,9 @@
 //! attaches one family or neither (tracepoints-only tier).
 use aya_ebpf::{
     EbpfContext,
-    macros::{fentry, fexit, kprobe, kretprobe},
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::HashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use cgtrace_common::EventKind;
@@ -98,10 +100,27 @@ pub fn fentry_css_free(ctx: FEntryContext) -> i32 {
     try_css(&ctx, ctx.arg(0), EventKind::CssFree).map_or(0, |_| 0)
 }
 
+/// kprobe tier: the parent css of an allocation in flight, per thread (a kretprobe only sees
+/// the return value; the filters need the parent).
+#[map]
+static ALLOC_PARENT: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+#[kprobe]
+pub fn kprobe_css_alloc_entry(ctx: ProbeContext) -> u32 {
+    let parent: u64 = ctx.arg(0).unwrap_or(0);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = ALLOC_PARENT.insert(&tid, &parent, 0);
+    0
+}
+
 #[kretprobe]
 pub fn kretprobe_css_alloc(ctx: RetProbeContext) -> u32 {
     let css: u64 = ctx.ret();
-    try_css_alloc(&ctx, css, core::ptr::null()).map_or(0, |_| 0)
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: a plain lookup; the value is copied before the entry is removed.
+    let parent = unsafe { ALLOC_PARENT.get(&tid) }.copied().unwrap_or(0);
+    let _ = ALLOC_PARENT.remove(&tid);
+    try_css_alloc(&ctx, css, parent as *const u8).map_or(0, |_| 0)
 }
 
 #[kprobe]

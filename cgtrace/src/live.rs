@@ -28,6 +28,38 @@ pub const DRAIN_BATCH: usize = 4096;
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the per-CPU lost counters are read.
 const LOST_POLL: Duration = Duration::from_millis(250);
+/// The status line (stderr, only on a terminal): memcgs by state and the top pods by dying count.
+pub fn status_line(pipe: &Pipeline, lost: u64) -> String {
+    let t = pipe.tracker.totals();
+    let mut line = format!(
+        "live {} · dying {} · freed {} · events {} · lost {}",
+        t.live,
+        t.dying,
+        t.freed,
+        pipe.counts.seen.iter().sum::<u64>(),
+        lost
+    );
+    let pods = pipe.tracker.pods(pipe.tracker.now_ns());
+    let top: Vec<String> = pods
+        .iter()
+        .filter(|p| p.stats.dying > 0)
+        .take(3)
+        .map(|p| {
+            let name = match (&p.stats.namespace, &p.stats.name) {
+                (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                _ => p.stats.pod_uid.chars().take(8).collect(),
+            };
+            // Names come from directory names: keep control characters off the terminal.
+            let name: String = name.chars().filter(|c| !c.is_control()).collect();
+            format!("{name} {}", p.stats.dying)
+        })
+        .collect();
+    if !top.is_empty() {
+        line.push_str(" · top dying: ");
+        line.push_str(&top.join(", "));
+    }
+    line
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct LiveOptions {
@@ -114,6 +146,10 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_lost_poll = Instant::now();
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = unsafe { libc::isatty(2) } == 1;
+    let mut status = String::new();
+    let mut status_at: Option<Instant> = None;
     let mut reported_lost = [0u64; EventKind::SLOTS];
 
     loop {
@@ -142,7 +178,19 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             }
             tokio::task::yield_now().await;
         }
+        // Events and the status line share the terminal: clear it, print, redraw.
+        if tty {
+            eprint!("\r\x1b[K");
+        }
         pipe.flush()?;
+        if tty {
+            // Recomputed about once a second (it walks the pods), redrawn after every batch.
+            if status_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                status = status_line(&pipe, pipe.counts.lost.iter().sum());
+                status_at = Some(Instant::now());
+            }
+            eprint!("{status}");
+        }
         if let Some(logger) = ring.get_mut().0.logger.as_mut() {
             logger.flush();
         }
@@ -150,6 +198,9 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             last_lost_poll = Instant::now();
             poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
         }
+    }
+    if tty {
+        eprint!("\r\x1b[K");
     }
     // Finish: everything still in the ring, the final lost counts, the summary.
     while ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b)) > 0 {

@@ -300,7 +300,10 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
                         "kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices)"
                     );
                 }
-                for (func, _, prog) in CSS_HOOKS {
+                // The allocation's parent, remembered at entry for the kretprobe's filters.
+                let hooks = std::iter::once(("mem_cgroup_css_alloc", "", "kprobe_css_alloc_entry"))
+                    .chain(CSS_HOOKS);
+                for (func, _, prog) in hooks {
                     let p: &mut KProbe = ebpf
                         .program_mut(prog)
                         .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
@@ -314,8 +317,9 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
         }
     })();
     if result.is_err() {
-        for (_, fprog, kprog) in CSS_HOOKS {
-            for prog in [fprog, kprog] {
+        let extra = [("", "", "kprobe_css_alloc_entry")];
+        for (_, fprog, kprog) in CSS_HOOKS.iter().chain(extra.iter()) {
+            for prog in [*fprog, *kprog] {
                 if let Some(p) = ebpf.program_mut(prog) {
                     let _ = match p {
                         aya::programs::Program::FEntry(p) => p.unload(),

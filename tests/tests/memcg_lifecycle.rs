@@ -287,3 +287,35 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         assert!(free < rel, "{after:?}");
     }
 }
+
+/// The offsets resolved from this kernel's own BTF: the core ones always, the memcg counters
+/// where the kernel has them (6.12 without CONFIG_MEMCG_V1 has no `kmem`: reported unknown).
+#[test]
+fn offsets_resolve_from_this_kernels_btf() {
+    let data = match cgtrace::btf::read_vmlinux(Path::new(cgtrace::btf::VMLINUX)) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "no BTF in CI: {e}");
+            return;
+        }
+    };
+    let btf = cgtrace::btf::KernelBtf::parse(&data, cgtrace::btf::VMLINUX).expect("parse BTF");
+    let o = cgtrace::btf::cgroup_offsets(&btf);
+    assert!(cgtrace::btf::missing(&o).is_empty(), "{o:?}");
+    for (name, v) in cgtrace::btf::named(&o) {
+        if name == "mem_cgroup.kmem.usage" {
+            // Present exactly when the struct has the member.
+            assert_eq!(
+                v != KernelOffsets::UNKNOWN,
+                btf.offset_of("mem_cgroup", &[&["kmem"]]).is_some(),
+                "{name}"
+            );
+        } else {
+            assert_ne!(v, KernelOffsets::UNKNOWN, "{name} unresolved");
+        }
+    }
+    eprintln!(
+        "kmem counter on this kernel: {}",
+        o.memcg_kmem != KernelOffsets::UNKNOWN
+    );
+}

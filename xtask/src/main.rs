@@ -1,4 +1,4 @@
-//! Project orchestration: `cargo xtask setup | live | test`.
+//! Project orchestration: `cargo xtask setup | live | test | vm-test`.
 //!
 //! `live` and `test` run `setup` first, so on a fresh machine the README's two commands are all
 //! it takes. `setup` is idempotent: a second run changes nothing.
@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod setup;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "cgtrace's build and test orchestration")]
@@ -36,6 +37,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run the memcg lifecycle tests on every
+    /// probe tier (fentry, kprobe, tracepoint) there.
+    VmTest(vm::VmTestArgs),
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -109,7 +113,14 @@ fn test(args: Vec<OsString>) -> Result<()> {
     }
     run(cargo()
         .args(["test", "--workspace", "--exclude", "cgtrace-ebpf"])
-        .args(args))
+        .args(args))?;
+    // The kernel matrix: the fentry and kprobe tiers only exist in the VMs' kernels.
+    let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if !ci && env::var("CGTRACE_SKIP_VM").is_ok_and(|v| v == "1") {
+        eprintln!("xtask: CGTRACE_SKIP_VM=1: skipping the kernel-matrix VM tests");
+        return Ok(());
+    }
+    vm::run(vm::VmTestArgs::default())
 }
 
 fn main() -> ExitCode {
@@ -117,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::ensure(),
         Cmd::Live { args } => live(args),
         Cmd::Test { args } => test(args),
+        Cmd::VmTest(args) => vm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

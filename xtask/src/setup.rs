@@ -9,7 +9,7 @@ use crate::{is_root, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and benchmarks use
 /// (bpftrace as a second tracer, bpftool as the BTF oracle, runc + busybox as a real container
-/// runtime, hyperfine for timings).
+/// runtime, hyperfine for timings, qemu to boot Debian's kernels for `cargo xtask vm-test`).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,6 +20,7 @@ const PACKAGES: &[&str] = &[
     "runc",
     "busybox-static",
     "hyperfine",
+    "qemu-system-x86",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
