@@ -26,10 +26,13 @@ pub enum EventKind {
     CssFree = 8,
     /// A mkdir/mkdirat in cgroupfs that failed (errno in `RawEvent::errno`).
     MkdirFailed = 9,
+    /// Start-up walk: a memcg found dying before cgtrace started. `path` is its leaf name,
+    /// `css` the cgroup id of its parent; memcg figures as read now.
+    DyingAtStart = 10,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Mkdir,
         EventKind::Rmdir,
         EventKind::Release,
@@ -39,9 +42,10 @@ impl EventKind {
         EventKind::CssReleased,
         EventKind::CssFree,
         EventKind::MkdirFailed,
+        EventKind::DyingAtStart,
     ];
     /// Slots in per-kind counters (index = kind number).
-    pub const SLOTS: usize = 10;
+    pub const SLOTS: usize = 11;
 
     pub const fn from_u8(v: u8) -> Option<EventKind> {
         Some(match v {
@@ -54,6 +58,7 @@ impl EventKind {
             7 => EventKind::CssReleased,
             8 => EventKind::CssFree,
             9 => EventKind::MkdirFailed,
+            10 => EventKind::DyingAtStart,
             _ => return None,
         })
     }
@@ -69,6 +74,7 @@ impl EventKind {
             EventKind::CssReleased => "css_released",
             EventKind::CssFree => "css_free",
             EventKind::MkdirFailed => "mkdir_failed",
+            EventKind::DyingAtStart => "dying_at_start",
         }
     }
 }
@@ -178,7 +184,13 @@ pub struct KernelOffsets {
     pub memcg_kmem: u32,
     /// `struct mem_cgroup` → `memsw.usage` (pages; memory + swap on v1).
     pub memcg_memsw: u32,
-    pub _pad: u32,
+    /// `struct cgroup_subsys_state` → `children`, `sibling` (list heads), `parent`, `flags`.
+    pub css_children: u32,
+    pub css_sibling: u32,
+    pub css_parent: u32,
+    pub css_flags: u32,
+    /// `struct kernfs_node` → `name`.
+    pub kn_name: u32,
 }
 
 impl KernelOffsets {
@@ -199,7 +211,11 @@ impl KernelOffsets {
         memcg_memory: Self::UNKNOWN,
         memcg_kmem: Self::UNKNOWN,
         memcg_memsw: Self::UNKNOWN,
-        _pad: 0,
+        css_children: Self::UNKNOWN,
+        css_sibling: Self::UNKNOWN,
+        css_parent: Self::UNKNOWN,
+        css_flags: Self::UNKNOWN,
+        kn_name: Self::UNKNOWN,
     };
 }
 
@@ -226,6 +242,22 @@ pub struct SyscallLayout {
     pub cgroupfs_prefix_len: u32,
 }
 
+/// Progress of the start-up walk for dying memcgs (one map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkState {
+    /// Where the walk stands (0: not started).
+    pub cursor: u64,
+    /// 1 when the walk reached its end.
+    pub done: u32,
+    pub visited: u32,
+    pub found: u32,
+    /// 0: visit `cursor` then go down; 1: go to its next sibling, or up.
+    pub mode: u32,
+    pub started: u32,
+    pub _pad: u32,
+}
+
 /// Load-time configuration of the programs (a read-only global, so the verifier prunes the
 /// branches a configuration does not take).
 #[repr(C)]
@@ -241,7 +273,8 @@ pub struct Config {
     pub path_prefix_len: u32,
     /// 1: only cgroups inside the `SUBTREES` entries pass (hierarchies without one: none).
     pub filter_subtree: u32,
-    pub _pad: u32,
+    /// Length of the walk trigger name prefix (`WALK_NAME`).
+    pub walk_name_len: u32,
     /// Submit with a forced wake-up once this many bytes wait in the ring (else no wake-up: the
     /// user side drains on a short timer).
     pub wakeup_bytes: u64,
@@ -270,7 +303,7 @@ impl Config {
         filter_hierarchies: 0,
         path_prefix_len: 0,
         filter_subtree: 0,
-        _pad: 0,
+        walk_name_len: 0,
         wakeup_bytes: 0,
     };
 }
@@ -290,6 +323,8 @@ mod pod {
     unsafe impl aya::Pod for super::Subtree {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SyscallLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WalkState {}
 }
 
 // Layout checks: the eBPF and user sides must agree, and no implicit padding may hide anywhere.
@@ -297,6 +332,7 @@ const _: () =
     assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + 8 + COMM_LEN + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 64 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<WalkState>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 80 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);

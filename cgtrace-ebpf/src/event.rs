@@ -233,9 +233,12 @@ fn count_lost(kind: EventKind) {
 pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
     // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
+    // Start-up walk records carry a leaf name, not a path: no prefix check for them.
     if kind != EventKind::MkdirFailed
         && (!hierarchy_passes(&cfg, info.hierarchy_id)
-            || (!info.path.is_null() && !prefix_passes(&cfg, info.path))
+            || (kind != EventKind::DyingAtStart
+                && !info.path.is_null()
+                && !prefix_passes(&cfg, info.path))
             || !subtree_passes(&cfg, info))
     {
         return Ok(());

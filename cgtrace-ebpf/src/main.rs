@@ -6,6 +6,7 @@ mod cgroup_tp;
 mod css;
 mod event;
 mod mkdir_fail;
+mod walk;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -169,12 +169,16 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
         memcg_memory: u(btf.offset_of("mem_cgroup", &[&["memory"], &["usage"]])),
         memcg_kmem: u(btf.offset_of("mem_cgroup", &[&["kmem"], &["usage"]])),
         memcg_memsw: u(btf.offset_of("mem_cgroup", &[&["memsw"], &["usage"]])),
-        _pad: 0,
+        css_children: u(btf.offset_of("cgroup_subsys_state", &[&["children"]])),
+        css_sibling: u(btf.offset_of("cgroup_subsys_state", &[&["sibling"]])),
+        css_parent: u(btf.offset_of("cgroup_subsys_state", &[&["parent"]])),
+        css_flags: u(btf.offset_of("cgroup_subsys_state", &[&["flags"]])),
+        kn_name: u(btf.offset_of("kernfs_node", &[&["name"]])),
     }
 }
 
 /// Every offset with its name, for `doctor` and tests.
-pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 14] {
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 19] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
@@ -190,6 +194,11 @@ pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 14] {
         ("mem_cgroup.memory.usage", o.memcg_memory),
         ("mem_cgroup.kmem.usage", o.memcg_kmem),
         ("mem_cgroup.memsw.usage", o.memcg_memsw),
+        ("cgroup_subsys_state.children", o.css_children),
+        ("cgroup_subsys_state.sibling", o.css_sibling),
+        ("cgroup_subsys_state.parent", o.css_parent),
+        ("cgroup_subsys_state.flags", o.css_flags),
+        ("kernfs_node.name", o.kn_name),
     ]
 }
 

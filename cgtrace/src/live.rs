@@ -120,6 +120,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     );
     // The baseline is taken after attaching: nothing created meanwhile is missed.
     let baseline = baseline::take(&hierarchies, monotonic_ns());
+    let hierarchies_for_walk = hierarchies.clone();
     let memory_hierarchy = hierarchies.with_controller("memory").map(|h| h.id);
     let out = BufWriter::with_capacity(1 << 16, io::stdout());
     let ctx = RenderContext::new(hierarchies, clock);
@@ -134,6 +135,11 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         vec![sink],
         Some(PodNames::new(PathBuf::from("/var/log/pods"))),
     );
+    pipe.ignore_paths_with_prefix(
+        format!("/{}", crate::probes::walk_trigger_prefix()).into_bytes(),
+    );
+    let mut probes = probes;
+    name_dying_before_start(&mut probes, &hierarchies_for_walk, &baseline);
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -217,6 +223,35 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         .collect();
     pipe.finish(&summary)?;
     Ok(())
+}
+
+/// Runs the start-up walk that names the memcgs already dying (where the kernel lets us).
+pub fn name_dying_before_start(
+    probes: &mut Probes,
+    h: &Hierarchies,
+    baseline: &baseline::Baseline,
+) {
+    if baseline.dying_before_start_total() == 0 {
+        return;
+    }
+    let Some(mount) = h.with_controller("memory").and_then(|m| m.mount.clone()) else {
+        return;
+    };
+    let t0 = Instant::now();
+    match probes.walk_dying(&mount) {
+        Ok(r) => log::info!(
+            "start-up walk: {} memcgs visited, {} found dying in {} ms{}",
+            r.visited,
+            r.found,
+            t0.elapsed().as_millis(),
+            if r.done {
+                ""
+            } else {
+                " (stopped before the end)"
+            }
+        ),
+        Err(e) => log::info!("dying memcgs before start are counted, not named: {e:#}"),
+    }
 }
 
 /// Reads the lost counters and reports growth on stderr: nothing is lost silently.

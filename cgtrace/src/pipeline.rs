@@ -52,6 +52,8 @@ pub struct Pipeline {
     sinks: Vec<Box<dyn Sink>>,
     pod_names: Option<PodNames>,
     error: Option<io::Error>,
+    /// Events of cgroups whose path starts with this are cgtrace's own (walk triggers): dropped.
+    ignore_prefix: Option<Vec<u8>>,
 }
 
 impl Pipeline {
@@ -70,7 +72,13 @@ impl Pipeline {
             sinks,
             pod_names,
             error: None,
+            ignore_prefix: None,
         }
+    }
+
+    /// Drops events of cgroups whose path starts with `prefix` (cgtrace's own).
+    pub fn ignore_paths_with_prefix(&mut self, prefix: Vec<u8>) {
+        self.ignore_prefix = Some(prefix);
     }
 
     fn keep<T>(&mut self, r: io::Result<T>) {
@@ -96,6 +104,12 @@ impl Pipeline {
 
     /// Handles one event.
     pub fn event(&mut self, ev: &Event<'_>) {
+        if let Some(p) = &self.ignore_prefix
+            && ev.kind != EventKind::DyingAtStart
+            && ev.path.starts_with(p)
+        {
+            return;
+        }
         self.counts.seen[ev.kind as usize] += 1;
         let obs = self.tracker.observe(ev);
         if let (Some(i), Some(names)) = (obs.new_pod, self.pod_names.as_mut())
@@ -108,6 +122,19 @@ impl Pipeline {
                 self.keep(r);
             }
         }
+        // The walk reports a leaf name: show the path the tracker resolved.
+        let resolved;
+        let ev = if ev.kind == EventKind::DyingAtStart
+            && let Some(p) = self.tracker.path((ev.hierarchy_id, ev.cgroup_id))
+        {
+            resolved = p;
+            &Event {
+                path: &resolved,
+                ..*ev
+            }
+        } else {
+            ev
+        };
         let pod = obs.pod.and_then(|i| self.tracker.pod(i));
         let mut err = None;
         for s in &mut self.sinks {

@@ -49,6 +49,19 @@ const CSS_HOOKS: [(&str, &str, &str); 5] = [
     ("mem_cgroup_css_free", "fentry_css_free", "kprobe_css_free"),
 ];
 
+/// Name prefix of the cgroups cgtrace makes at start to run the dying-memcg walk.
+pub fn walk_trigger_prefix() -> String {
+    format!("cgtrace-walk-{}-", std::process::id())
+}
+
+/// What the start-up walk for dying memcgs did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WalkReport {
+    pub visited: u32,
+    pub found: u32,
+    pub done: bool,
+}
+
 /// Failed mkdirs: (tracepoint, program).
 const MKDIR_FAIL_HOOKS: [(&str, &str); 4] = [
     ("sys_enter_mkdir", "sys_enter_mkdir"),
@@ -246,7 +259,14 @@ fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> an
     let level: u8 = if opts.bpf_debug_log { 4 } else { 0 };
     let mut cgroupfs = [0u8; 64];
     cgroupfs[..CGROUPFS_PREFIX.len()].copy_from_slice(CGROUPFS_PREFIX.as_bytes());
+    let mut walk_name = [0u8; 32];
+    let trigger = walk_trigger_prefix();
+    walk_name[..trigger.len()].copy_from_slice(trigger.as_bytes());
+    let mut cfg = *cfg;
+    cfg.walk_name_len = trigger.len() as u32;
+    let cfg = &cfg;
     let mut ebpf = EbpfLoader::new()
+        .override_global("WALK_NAME", &walk_name, true)
         .override_global("CONFIG", cfg, true)
         .override_global("PATH_PREFIX", prefix, true)
         .override_global("CGROUPFS_PREFIX", &cgroupfs, true)
@@ -568,6 +588,71 @@ impl Probes {
             *slot = values.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Names the memcgs that were dying before start: runs the walk program on mkdirs of
+    /// `cgtrace-walk-*` cgroups made at the root of `mount` (the hierarchy holding memory) until
+    /// the walk is done. The records arrive in the ring as `dying_at_start` events; the trigger
+    /// cgroups' own events start with [`walk_trigger_prefix`] and are to be ignored.
+    pub fn walk_dying(&mut self, mount: &Path) -> anyhow::Result<WalkReport> {
+        if self.attached != Attached::RawTracepoint {
+            bail!("the walk needs raw tracepoints");
+        }
+        let off = self
+            .offsets
+            .ok_or_else(|| anyhow!("no kernel BTF offsets"))?;
+        for (name, v) in [
+            ("cgroup_subsys_state.children", off.css_children),
+            ("cgroup_subsys_state.sibling", off.css_sibling),
+            ("cgroup_subsys_state.parent", off.css_parent),
+            ("cgroup_subsys_state.flags", off.css_flags),
+            ("kernfs_node.name", off.kn_name),
+        ] {
+            if v == KernelOffsets::UNKNOWN {
+                bail!("kernel BTF lacks {name}");
+            }
+        }
+        let prog: &mut RawTracePoint = self
+            ._ebpf
+            .program_mut("raw_walk_dying")
+            .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+            .try_into()?;
+        prog.load().context("loading raw_walk_dying")?;
+        let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
+        let prefix = walk_trigger_prefix();
+        let mut report = WalkReport::default();
+        let result = (|| -> anyhow::Result<()> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            for n in 0u32.. {
+                let dir = mount.join(format!("{prefix}{n}"));
+                std::fs::create_dir(&dir)
+                    .with_context(|| format!("making the walk trigger {}", dir.display()))?;
+                let _ = std::fs::remove_dir(&dir);
+                let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
+                    self._ebpf
+                        .map("WALK")
+                        .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
+                )?;
+                let st = state.get(&0, 0)?;
+                report = WalkReport {
+                    visited: st.visited,
+                    found: st.found,
+                    done: st.done != 0,
+                };
+                if report.done || std::time::Instant::now() > deadline {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        if let Some(p) = self._ebpf.program_mut("raw_walk_dying")
+            && let Ok(p) = <&mut RawTracePoint>::try_from(p)
+        {
+            let _ = p.detach(link);
+            let _ = p.unload();
+        }
+        result?;
+        Ok(report)
     }
 
     /// Drains up to `max` records without blocking, calling `f` with each record's bytes.

@@ -37,6 +37,8 @@ const F_HAS_KMEM: u8 = 8;
 const F_HAS_MEMSW: u8 = 16;
 const F_FREED: u8 = 32;
 const F_CONTAINER: u8 = 64;
+/// Found dying by the start-up walk.
+const F_FOUND_DYING: u8 = 128;
 const NO_POD: u32 = u32::MAX;
 
 /// One tracked cgroup.
@@ -166,6 +168,8 @@ pub struct DyingMemcg {
     pub memsw_bytes: Option<u64>,
     /// The path was cut to the event's buffer.
     pub path_truncated: bool,
+    /// Found dying by the start-up walk: `rmdir_ns` is when it was found, not when removed.
+    pub before_start: bool,
 }
 
 /// Totals for the summary.
@@ -439,9 +443,37 @@ impl Tracker {
                     }
                 }
             }
+            EventKind::DyingAtStart => self.dying_at_start(ev, &mut out),
             EventKind::CssAlloc | EventKind::CssReleased | EventKind::MkdirFailed => {}
         }
         out
+    }
+
+    /// A memcg the start-up walk found dying: named now, counted in `dying_before_start`.
+    fn dying_at_start(&mut self, ev: &Event<'_>, out: &mut Observed) {
+        let key = (ev.hierarchy_id, ev.cgroup_id);
+        if self.cgroups.contains_key(&key) {
+            return;
+        }
+        // The walk is pre-order: the parent is known (baseline, or found just before).
+        let mut path = match self.cgroups.get(&(ev.hierarchy_id, ev.css)) {
+            Some(p) => self.path_of(p),
+            None => b"/?".to_vec(),
+        };
+        if path != b"/" {
+            path.push(b'/');
+        }
+        path.extend_from_slice(ev.path);
+        let (mut e, new_pod) = self.new_entry(ev.hierarchy_id, &path, 0, ev.path_truncated);
+        e.rmdir_ns = ev.ts_ns.max(1);
+        e.flags |= F_BASELINE | F_FOUND_DYING;
+        Self::capture(&mut e, ev);
+        out.new_pod = new_pod;
+        self.fill(out, &e);
+        if e.flags & F_MEMCG != 0 && e.pod != NO_POD {
+            self.pods[e.pod as usize].dying += 1;
+        }
+        self.cgroups.insert(key, e);
     }
 
     fn fill(&self, out: &mut Observed, e: &Entry) {
@@ -468,6 +500,20 @@ impl Tracker {
             out.dying_ns = Some(ts.saturating_sub(e.rmdir_ns));
         }
         if e.flags & F_MEMCG == 0 {
+            return;
+        }
+        if e.flags & F_FOUND_DYING != 0 {
+            // Found dying by the start-up walk: one of the dying-before-start memcgs.
+            out.dying_ns = None;
+            out.freed_before_start = true;
+            if self.totals.freed_before_start < self.totals.dying_before_start {
+                self.totals.freed_before_start += 1;
+            }
+            if e.pod != NO_POD {
+                let p = &mut self.pods[e.pod as usize];
+                p.dying = p.dying.saturating_sub(1);
+                p.freed += 1;
+            }
             return;
         }
         if e.rmdir_ns != 0 {
@@ -526,6 +572,11 @@ impl Tracker {
         p
     }
 
+    /// The path of a tracked cgroup.
+    pub fn path(&self, key: Key) -> Option<Vec<u8>> {
+        self.cgroups.get(&key).map(|e| self.path_of(e))
+    }
+
     /// Dying memcgs seen removed during the run, oldest first.
     pub fn dying_memcgs(&self) -> Vec<DyingMemcg> {
         let mut v: Vec<DyingMemcg> = self
@@ -544,6 +595,7 @@ impl Tracker {
                 kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(e.kmem),
                 memsw_bytes: (e.flags & F_HAS_MEMSW != 0).then_some(e.memsw),
                 path_truncated: e.truncated,
+                before_start: e.flags & F_FOUND_DYING != 0,
             })
             .collect();
         v.sort_by_key(|d| (d.rmdir_ns, d.cgroup_id));

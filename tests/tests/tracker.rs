@@ -271,6 +271,74 @@ fn baseline_counts_and_later_attributes_dying_before_start() {
     let _ = fs::remove_dir_all(&scratch);
 }
 
+/// Dying memcgs that existed before start are named (path, pod) by the start-up walk of the
+/// memory controller's css tree, and their count matches the kernel's.
+#[test]
+fn start_up_walk_names_dying_memcgs_of_pods() {
+    if !privileged("start_up_walk_names_dying_memcgs_of_pods") {
+        return;
+    }
+    let _serial = serial();
+    let h = Hierarchies::load().expect("hierarchies");
+    let mem = h.with_controller("memory").expect("memory hierarchy");
+    let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
+    let parent = TestParent::new("walk", &[&mount]).expect("test parent");
+    let pod_rel = format!("kubepods/besteffort/pod{UID}");
+    fs::create_dir_all(parent.dir(&mount).join(&pod_rel)).expect("pod dir");
+    settle(&h);
+    const K: usize = 3;
+    let scratch = scratch();
+    let files: Vec<PathBuf> = (0..K).map(|i| scratch.join(format!("w{i}"))).collect();
+    let mut paths = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let rel = format!("{pod_rel}/{:064x}", 0xabc0 + i);
+        let dir = parent.dir(&mount).join(&rel);
+        fs::create_dir(&dir).expect("mkdir");
+        charge_page_cache(&dir, f);
+        rmdir_retry(&dir);
+        paths.push(format!("{}/{rel}", parent.cgroup_path()));
+    }
+    let mut live = Live::start(&h, &parent, memory_id);
+    let k1 = kernel_dying(&h);
+    let report = live
+        .probes
+        .walk_dying(&mount)
+        .expect("the walk runs on raw tracepoints");
+    let k2 = kernel_dying(&h);
+    assert!(report.done, "{report:?}");
+    // The walk sees every dying memcg of the machine (the filter only keeps ours): the same
+    // number the kernel counts, when nothing changed meanwhile.
+    if k1 == k2 {
+        assert_eq!(u64::from(report.found), k1, "walk vs /proc/cgroups excess");
+    }
+    assert!(report.found as usize >= K);
+    live.pipe.ignore_paths_with_prefix(
+        format!("/{}", cgtrace::probes::walk_trigger_prefix()).into_bytes(),
+    );
+    live.pump();
+    let named = live.pipe.tracker.dying_memcgs();
+    for p in &paths {
+        let d = named
+            .iter()
+            .find(|d| &d.path == p)
+            .unwrap_or_else(|| panic!("{p} not named: {named:#?}"));
+        assert!(d.before_start);
+        assert_eq!(d.pod_uid.as_deref(), Some(UID));
+        assert!(d.usage_bytes.is_some_and(|u| u >= 2 << 20), "{d:?}");
+    }
+    assert_eq!(
+        live.pod().1,
+        K as u64,
+        "pod dying count includes the named ones"
+    );
+    for f in &files {
+        fs::remove_file(f).expect("remove");
+    }
+    let freed = drop_caches_until(|| live.pod().2 == K as u64, Duration::from_secs(60));
+    assert!(freed, "named memcgs freed: pod {:?}", live.pod());
+    assert_eq!(live.totals().freed_before_start, K as u64);
+}
+
 /// A minimal OCI bundle: busybox as the rootfs, the given command, a kubelet-style cgroupsPath.
 fn runc_bundle(dir: &Path, cgroups_path: &str, script: &str) {
     let rootfs = dir.join("rootfs");

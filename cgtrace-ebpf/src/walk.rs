@@ -1,0 +1,197 @@
+//! Naming the memcgs that were already dying when cgtrace started. Removed cgroups stay on their
+//! parent's list of children until they are released, so a pre-order walk of the memory
+//! controller's css tree finds every one of them. The walk runs in bounded chunks on the raw
+//! tracepoint of mkdirs that cgtrace itself makes (`cgtrace-walk-*` at the hierarchy root), and
+//! resumes from a cursor kept in a map until it is done.
+use core::{mem::MaybeUninit, ptr};
+
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::Array,
+    programs::RawTracePointContext,
+};
+use cgtrace_common::{EventKind, KernelOffsets, WalkState};
+
+use crate::{
+    cgroup_tp::report,
+    event::{CgroupInfo, cgroup_ids, config, memory_css, read_field, read_memcg},
+};
+
+/// `CSS_ONLINE` in `cgroup_subsys_state.flags`.
+const CSS_ONLINE: u32 = 1 << 1;
+/// Steps (one move in the tree each) per trigger. One flat loop, no nesting: the verifier's
+/// work stays linear.
+const STEPS_PER_RUN: u32 = 32;
+/// Dying memcgs reported per trigger (reported after the walk loop, not inside it).
+const FOUND_PER_RUN: usize = 4;
+/// `WalkState::mode`: visit `cursor` and go down / go right or up from `cursor`.
+const DOWN: u32 = 0;
+const UP: u32 = 1;
+
+#[map]
+static WALK: Array<WalkState> = Array::with_max_entries(1, 0);
+
+/// Name prefix of the trigger cgroups, set by the loader (length in `Config::walk_name_len`).
+#[repr(transparent)]
+pub struct Name(MaybeUninit<[u8; 32]>);
+
+impl Name {
+    #[inline(always)]
+    fn get(&self, i: usize) -> u8 {
+        // SAFETY: callers keep i < 32; volatile so the loader's value is read.
+        unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
+    }
+}
+
+#[unsafe(no_mangle)]
+static WALK_NAME: Name = Name(MaybeUninit::new([0xff; 32]));
+
+/// The address of a list head inside a css.
+#[inline(always)]
+fn at(css: u64, off: u32) -> u64 {
+    css.wrapping_add(off as u64)
+}
+
+/// Whether the new cgroup is one of our triggers: level 1, name starting with WALK_NAME.
+#[inline(always)]
+fn is_trigger(cgrp: *const u8, off: &KernelOffsets, name_len: u32) -> bool {
+    if name_len == 0 || name_len > 32 {
+        return false;
+    }
+    let kn = read_field::<u64>(cgrp, off.cgroup_kn).unwrap_or(0) as *const u8;
+    let name = read_field::<u64>(kn, off.kn_name).unwrap_or(0) as *const u8;
+    if name.is_null() {
+        return false;
+    }
+    let mut i = 0usize;
+    while i < 32 {
+        if i >= name_len as usize {
+            return true;
+        }
+        let c: u8 = read_field(name, i as u32).unwrap_or(0);
+        if c != WALK_NAME.get(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
+    let cfg = config();
+    let off = cfg.offsets;
+    let cgrp: *const u8 = ctx.arg(0);
+    if read_field::<i32>(cgrp, off.cgroup_level) != Some(1)
+        || !is_trigger(cgrp, &off, cfg.walk_name_len)
+    {
+        return Ok(0);
+    }
+    let Some(state) = WALK.get_ptr_mut(0) else {
+        return Err(1);
+    };
+    // SAFETY: the single map value, only written by this program (triggers are serial).
+    let st = unsafe { &mut *state };
+    if st.done != 0 {
+        return Ok(0);
+    }
+    let mine = memory_css(cgrp) as u64;
+    if mine == 0 {
+        return Err(1);
+    }
+    let root = read_field::<u64>(mine as *const u8, off.css_parent).unwrap_or(0);
+    if root == 0 {
+        return Err(1);
+    }
+    if st.cursor == 0 {
+        st.cursor = root;
+        st.mode = DOWN;
+        st.started = 1;
+    }
+    let mut pos = st.cursor;
+    let mut mode = st.mode;
+    let mut found = [0u64; FOUND_PER_RUN];
+    let mut nfound = 0usize;
+    let mut n = 0;
+    while n < STEPS_PER_RUN && nfound < FOUND_PER_RUN {
+        n += 1;
+        if mode == DOWN {
+            if pos != root {
+                let flags =
+                    read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
+                if flags & CSS_ONLINE == 0 {
+                    found[nfound & (FOUND_PER_RUN - 1)] = pos;
+                    nfound += 1;
+                }
+                st.visited += 1;
+            }
+            let children = at(pos, off.css_children);
+            let first = read_field::<u64>(children as *const u8, 0).unwrap_or(children);
+            if first != children && first != 0 {
+                pos = first.wrapping_sub(off.css_sibling as u64);
+            } else {
+                mode = UP;
+            }
+        } else {
+            if pos == root || pos == 0 {
+                st.done = 1;
+                break;
+            }
+            let sib = read_field::<u64>(at(pos, off.css_sibling) as *const u8, 0).unwrap_or(0);
+            let parent = read_field::<u64>(pos as *const u8, off.css_parent).unwrap_or(0);
+            if parent == 0 {
+                st.done = 1;
+                break;
+            }
+            if sib != at(parent, off.css_children) && sib != 0 {
+                pos = sib.wrapping_sub(off.css_sibling as u64);
+                mode = DOWN;
+            } else {
+                pos = parent;
+            }
+        }
+    }
+    st.cursor = pos;
+    st.mode = mode;
+    st.found += nfound as u32;
+    let mut i = 0;
+    while i < FOUND_PER_RUN {
+        if i < nfound {
+            visit(ctx, found[i]);
+        }
+        i += 1;
+    }
+    Ok(0)
+}
+
+/// Reports one dying memcg: its cgroup, leaf name, parent's cgroup id and current figures.
+#[inline(never)]
+fn visit(ctx: &RawTracePointContext, css: u64) {
+    let off = &config().offsets;
+    let cgrp = read_field::<u64>(css as *const u8, off.css_cgroup).unwrap_or(0) as *const u8;
+    let Some((hierarchy_id, cgroup_id, level)) = cgroup_ids(cgrp) else {
+        return;
+    };
+    let kn = read_field::<u64>(cgrp, off.cgroup_kn).unwrap_or(0) as *const u8;
+    let name = read_field::<u64>(kn, off.kn_name).unwrap_or(0) as *const u8;
+    let parent_css = read_field::<u64>(css as *const u8, off.css_parent).unwrap_or(0) as *const u8;
+    let parent_cgrp = read_field::<u64>(parent_css, off.css_cgroup).unwrap_or(0) as *const u8;
+    let parent_id = cgroup_ids(parent_cgrp).map(|(_, id, _)| id).unwrap_or(0);
+    let info = CgroupInfo {
+        hierarchy_id,
+        cgroup_id,
+        level,
+        has_cgroup: true,
+        path: name,
+        cgrp,
+        css: parent_id,
+        memcg: read_memcg(css as *const u8),
+        user_path: false,
+        errno: 0,
+    };
+    let _ = report(ctx, EventKind::DyingAtStart, &info);
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_mkdir")]
+pub fn raw_walk_dying(ctx: RawTracePointContext) -> u32 {
+    try_walk(&ctx).unwrap_or_else(|e| e)
+}
