@@ -21,9 +21,9 @@ use crate::{
 const CSS_ONLINE: u32 = 1 << 1;
 /// Steps (one move in the tree each) per trigger. One flat loop, no nesting: the verifier's
 /// work stays linear.
-const STEPS_PER_RUN: u32 = 32;
+const STEPS_PER_RUN: u32 = 16;
 /// Dying memcgs reported per trigger (reported after the walk loop, not inside it).
-const FOUND_PER_RUN: usize = 4;
+const FOUND_PER_RUN: usize = 1;
 /// `WalkState::mode`: visit `cursor` and go down / go right or up from `cursor`.
 const DOWN: u32 = 0;
 const UP: u32 = 1;

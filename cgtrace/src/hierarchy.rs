@@ -70,6 +70,21 @@ impl Hierarchies {
         )
     }
 
+    /// The host's hierarchies when the host's `/` is mounted at `root` (in a container with
+    /// hostPID: the host's init's view, mount points under `root`). `root` = `/`: [`Self::load`].
+    pub fn load_host(root: &Path) -> Result<Hierarchies, HierarchyError> {
+        if root == Path::new("/") {
+            return Self::load();
+        }
+        let mut h = Self::load_from(&root.join("proc/1/cgroup"), &root.join("proc/1/mountinfo"))?;
+        for x in h.by_id.values_mut() {
+            if let Some(m) = &x.mount {
+                x.mount = Some(root.join(m.strip_prefix("/").unwrap_or(m)));
+            }
+        }
+        Ok(h)
+    }
+
     pub fn load_from(cgroup: &Path, mountinfo: &Path) -> Result<Hierarchies, HierarchyError> {
         let read = |p: &Path| {
             fs::read_to_string(p).map_err(|source| HierarchyError::Read {

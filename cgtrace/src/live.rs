@@ -1,8 +1,10 @@
 //! `cgtrace live`: stream every cgroup event of this node to stdout until Ctrl-C.
 use std::{
-    io::{self, BufWriter},
+    collections::HashMap,
+    io::{self, BufWriter, Write},
     os::fd::{AsRawFd, RawFd},
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -17,7 +19,10 @@ use crate::{
     baseline,
     clock::{ClockRef, monotonic_ns},
     hierarchy::Hierarchies,
+    histogram::{HdrLogWriter, Lifetimes},
+    metrics::{Metrics, MetricsState},
     output::{JsonSink, RenderContext, Sink, TextSink},
+    pipeline::NodeMode,
     pipeline::{Pipeline, PodNames},
     probes::{ProbeOptions, Probes},
 };
@@ -61,11 +66,47 @@ pub fn status_line(pipe: &Pipeline, lost: u64) -> String {
     line
 }
 
+/// What a traced run does with the events.
 #[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// `live`: one line per event.
+    #[default]
+    Text,
+    /// `live --json`: JSON lines.
+    Json,
+    /// `attach`: no per-event output; histograms, verdicts, metrics.
+    Attach(AttachOptions),
+}
+
+/// `cgtrace attach`.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Histograms and verdicts are printed this often.
+    pub interval: Duration,
+    /// Serve `/metrics` and `/healthz` here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Write the histograms in the HdrHistogram interval-log format here.
+    pub hdr_log: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
 pub struct LiveOptions {
-    pub json: bool,
+    pub mode: Mode,
     pub duration: Option<Duration>,
     pub probe: ProbeOptions,
+    /// Where the host's `/` is (in a container); `/` normally.
+    pub host_root: PathBuf,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            mode: Mode::Text,
+            duration: None,
+            probe: ProbeOptions::default(),
+            host_root: PathBuf::from("/"),
+        }
+    }
 }
 
 struct RingFd(Probes);
@@ -96,15 +137,125 @@ pub fn rejected_list(p: &Probes) -> String {
 }
 
 async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
-    let hierarchies = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
-    let probes = Probes::load(&opts.probe)?;
+    // Signals first: Ctrl-C during start-up still ends with a summary, not a kill.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let hierarchies =
+        Hierarchies::load_host(&opts.host_root).context("failed to read the cgroup hierarchies")?;
+    // Node mode: bind the metrics port first, so a port in use is a clear error at once.
+    let mut node_state = None;
+    if let Mode::Attach(a) = &opts.mode
+        && let Some(addr) = a.metrics
+    {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            crate::UsageError(anyhow::anyhow!(
+                "cannot listen on {addr} for --metrics: {e}"
+            ))
+        })?;
+        let state = Arc::new(Mutex::new(MetricsState::new(Metrics::new())));
+        let serving = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve_listener(listener, serving).await {
+                log::error!("metrics server stopped: {e}");
+            }
+        });
+        node_state = Some(state);
+    }
+    let mut probe_opts = opts.probe.clone();
+    // Dying memcgs already there: name them with the start-up walk (it costs a program load).
+    if probe_opts.walk_dying_in.is_none()
+        && baseline::take(&hierarchies, 0).dying_before_start_total() > 0
+    {
+        probe_opts.walk_dying_in = hierarchies
+            .with_controller("memory")
+            .and_then(|m| m.mount.clone());
+    }
+    let probes = Probes::load(&probe_opts)?;
+    match &probes.walk {
+        Some(Ok(r)) => log::info!(
+            "start-up walk: {} memcgs visited, {} found dying{}",
+            r.visited,
+            r.found,
+            if r.done {
+                ""
+            } else {
+                " (stopped before the end)"
+            }
+        ),
+        Some(Err(e)) => log::info!("dying memcgs before start are counted, not named: {e}"),
+        None => {}
+    }
     let clock = ClockRef::now();
     let started = Instant::now();
     let tier = probes.tier.name();
-    let attach = probes.attached.name();
+    let attach_kind = probes.attached.name();
     let rejected = rejected_list(&probes);
+    // The baseline is taken after attaching: nothing created meanwhile is missed.
+    let baseline = baseline::take(&hierarchies, monotonic_ns());
+
+    let memory_hierarchy = hierarchies.with_controller("memory").map(|h| h.id);
+    let labels: HashMap<u32, String> = hierarchies
+        .by_id
+        .keys()
+        .map(|&id| (id, hierarchies.label(id)))
+        .collect();
+    let out = BufWriter::with_capacity(1 << 16, io::stdout());
+    let ctx = RenderContext::new(hierarchies, clock);
+    let sinks: Vec<Box<dyn Sink>> = match &opts.mode {
+        Mode::Json => vec![Box::new(JsonSink::new(out, ctx))],
+        Mode::Text => vec![Box::new(TextSink::new(out, ctx))],
+        // attach prints histograms and the summary itself, no events.
+        Mode::Attach(_) => vec![Box::new(crate::output::SummarySink::new(out, ctx))],
+    };
+    let mut pipe = Pipeline::new(
+        memory_hierarchy,
+        &probes.kernel_release,
+        &baseline,
+        sinks,
+        Some(PodNames::new(opts.host_root.join("var/log/pods"))),
+    );
+    let mut attach = None;
+    if let Mode::Attach(a) = &opts.mode {
+        pipe.node = Some(NodeMode {
+            lifetimes: Lifetimes::new(memory_hierarchy),
+            metrics: node_state.clone(),
+            labels: labels.clone(),
+        });
+        let hdr = match &a.hdr_log {
+            Some(p) => {
+                let f = std::fs::File::create(p)
+                    .with_context(|| format!("creating --hdr-log {}", p.display()))?;
+                let l = labels.clone();
+                Some(HdrLogWriter::new(
+                    BufWriter::new(f),
+                    std::time::SystemTime::now(),
+                    move |h| {
+                        l.get(&h)
+                            .cloned()
+                            .unwrap_or_else(|| format!("hierarchy-{h}"))
+                    },
+                )?)
+            }
+            None => None,
+        };
+        attach = Some(AttachState {
+            opts: a.clone(),
+            hdr,
+            last_report: Instant::now(),
+            last_metrics: Instant::now() - Duration::from_secs(10),
+            started: Instant::now(),
+            labels: labels.clone(),
+        });
+    }
+    pipe.path_prefix(opts.probe.path_prefix.clone());
+    pipe.ignore_paths_with_prefix(
+        format!("/{}", crate::probes::walk_trigger_prefix()).into_bytes(),
+    );
+
+    // Attached, baseline taken: from here every event is streamed.
     eprintln!(
-        "cgtrace: attached: tier {tier} ({attach}s on the cgroup tracepoints{}), kernel {}, ring {} KiB{}",
+        "cgtrace: attached: tier {tier} ({attach_kind}s on the cgroup tracepoints{}), kernel {}, ring {} KiB{}",
         if probes.tier == crate::probes::Tier::Tracepoint {
             ""
         } else {
@@ -118,31 +269,6 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             format!("; not used: {rejected}")
         }
     );
-    // The baseline is taken after attaching: nothing created meanwhile is missed.
-    let baseline = baseline::take(&hierarchies, monotonic_ns());
-    let hierarchies_for_walk = hierarchies.clone();
-    let memory_hierarchy = hierarchies.with_controller("memory").map(|h| h.id);
-    let out = BufWriter::with_capacity(1 << 16, io::stdout());
-    let ctx = RenderContext::new(hierarchies, clock);
-    let sink: Box<dyn Sink> = if opts.json {
-        Box::new(JsonSink::new(out, ctx))
-    } else {
-        Box::new(TextSink::new(out, ctx))
-    };
-    let mut pipe = Pipeline::new(
-        memory_hierarchy,
-        &baseline,
-        vec![sink],
-        Some(PodNames::new(PathBuf::from("/var/log/pods"))),
-    );
-    pipe.ignore_paths_with_prefix(
-        format!("/{}", crate::probes::walk_trigger_prefix()).into_bytes(),
-    );
-    let mut probes = probes;
-    name_dying_before_start(&mut probes, &hierarchies_for_walk, &baseline);
-
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
     // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(RingFd(probes), Interest::READABLE) }
@@ -153,7 +279,15 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut last_lost_poll = Instant::now();
     // SAFETY: isatty only inspects the descriptor.
-    let tty = unsafe { libc::isatty(2) } == 1;
+    let tty = unsafe { libc::isatty(2) } == 1 && !matches!(opts.mode, Mode::Attach(_));
+    if let Some(m) = &node_state
+        && let Ok(mut m) = m.lock()
+    {
+        m.attached = true;
+        m.last_drain = Instant::now();
+        m.metrics
+            .set_attached_info(&[("tier", tier), ("attach", attach_kind)]);
+    }
     let mut status = String::new();
     let mut status_at: Option<Instant> = None;
     let mut reported_lost = [0u64; EventKind::SLOTS];
@@ -169,6 +303,11 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = until => break,
+            _ = sighup.recv() => {
+                if let Some(a) = &mut attach {
+                    a.report(&mut pipe)?;
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 guard.clear_ready();
@@ -204,6 +343,9 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             last_lost_poll = Instant::now();
             poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
         }
+        if let Some(a) = &mut attach {
+            a.tick(&mut pipe)?;
+        }
     }
     if tty {
         eprint!("\r\x1b[K");
@@ -213,7 +355,10 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         pipe.check()?;
     }
     poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
-    let mut summary = pipe.summary(tier, attach, started.elapsed().as_nanos() as u64);
+    if let Some(a) = &mut attach {
+        a.report(&mut pipe)?;
+    }
+    let mut summary = pipe.summary(tier, attach_kind, started.elapsed().as_nanos() as u64);
     summary.tier_rejected = ring
         .get_ref()
         .0
@@ -225,32 +370,87 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the start-up walk that names the memcgs already dying (where the kernel lets us).
-pub fn name_dying_before_start(
-    probes: &mut Probes,
-    h: &Hierarchies,
-    baseline: &baseline::Baseline,
-) {
-    if baseline.dying_before_start_total() == 0 {
-        return;
-    }
-    let Some(mount) = h.with_controller("memory").and_then(|m| m.mount.clone()) else {
-        return;
-    };
-    let t0 = Instant::now();
-    match probes.walk_dying(&mount) {
-        Ok(r) => log::info!(
-            "start-up walk: {} memcgs visited, {} found dying in {} ms{}",
-            r.visited,
-            r.found,
-            t0.elapsed().as_millis(),
-            if r.done {
-                ""
+/// `attach`'s periodic work: metrics about once a second, histograms and verdicts every interval.
+struct AttachState {
+    opts: AttachOptions,
+    hdr: Option<HdrLogWriter<BufWriter<std::fs::File>>>,
+    last_report: Instant,
+    last_metrics: Instant,
+    started: Instant,
+    labels: HashMap<u32, String>,
+}
+
+impl AttachState {
+    fn tick(&mut self, pipe: &mut Pipeline) -> anyhow::Result<()> {
+        if self.last_metrics.elapsed() >= Duration::from_secs(1) {
+            self.last_metrics = Instant::now();
+            let verdicts = pipe.verdicts();
+            let levels: Vec<(&str, u8)> = verdicts
+                .iter()
+                .map(|v| (v.detector, v.severity as u8 + 1))
+                .collect();
+            let t = pipe.tracker.totals();
+            let held = if pipe.detectors.kernel().ids_held_by_dying() {
+                t.dying
             } else {
-                " (stopped before the end)"
+                0
+            };
+            let headroom = crate::detectors::MEMCG_ID_MAX.saturating_sub(t.live + held);
+            if let Some(node) = &mut pipe.node {
+                node.lifetimes.update_pods(&pipe.tracker);
+                if let Some(m) = &node.metrics
+                    && let Ok(mut m) = m.lock()
+                {
+                    m.last_drain = Instant::now();
+                    m.metrics.update(&pipe.tracker, Some(headroom), &levels);
+                }
             }
-        ),
-        Err(e) => log::info!("dying memcgs before start are counted, not named: {e:#}"),
+        }
+        if self.last_report.elapsed() >= self.opts.interval {
+            self.report(pipe)?;
+        }
+        Ok(())
+    }
+
+    /// Prints the histograms and the current verdicts; writes an HdrHistogram log interval.
+    fn report(&mut self, pipe: &mut Pipeline) -> anyhow::Result<()> {
+        let interval = self.last_report.elapsed();
+        self.last_report = Instant::now();
+        let Some(node) = &mut pipe.node else {
+            return Ok(());
+        };
+        node.lifetimes.update_pods(&pipe.tracker);
+        let labels = &self.labels;
+        let text = node.lifetimes.render_terminal(&|h| {
+            labels
+                .get(&h)
+                .cloned()
+                .unwrap_or_else(|| format!("hierarchy-{h}"))
+        });
+        let t = pipe.tracker.totals();
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "== cgtrace attach: {:.0}s: memcgs {} live, {} dying, {} freed; {} dying before start; events {}, lost {}",
+            self.started.elapsed().as_secs_f64(),
+            t.live,
+            t.dying,
+            t.freed,
+            t.dying_before_start,
+            pipe.counts.seen.iter().sum::<u64>(),
+            pipe.counts.lost.iter().sum::<u64>()
+        )?;
+        out.write_all(text.as_bytes())?;
+        for v in pipe.detectors.verdicts(&pipe.tracker) {
+            writeln!(out, "{}", crate::detectors::render_verdict(&v))?;
+        }
+        out.flush()?;
+        if let Some(h) = &mut self.hdr {
+            let start = (self.started.elapsed() - interval).as_secs_f64();
+            h.write_interval(start, interval.as_secs_f64(), &node.lifetimes)?;
+            h.flush()?;
+        }
+        Ok(())
     }
 }
 

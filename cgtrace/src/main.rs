@@ -1,11 +1,11 @@
 //! The `cgtrace` command.
-use std::{io, process::ExitCode, time::Duration};
+use std::{io, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use cgtrace::{
-    check, doctor,
+    UsageError, check, doctor,
     hierarchy::Hierarchies,
-    live::{self, LiveOptions},
+    live::{self, AttachOptions, LiveOptions, Mode},
     probes::{self, AttachMode, ProbeOptions, SubtreeFilter, Tier},
     units,
 };
@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Print every cgroup mkdir/rmdir/release on this node as it happens.
     Live(LiveArgs),
+    /// Stay attached (node mode): lifetime histograms and verdicts every --interval, Prometheus
+    /// metrics with --metrics. SIGHUP prints the histograms now; SIGTERM exits cleanly.
+    Attach(AttachArgs),
     /// One-shot health check without eBPF (for node-problem-detector and old kernels): dying
     /// memcgs, memcg ID headroom, kmem accounting, the 3.10 kmem leak. Exit 0 ok, 1 problem,
     /// 2 unknown; the first line of stdout is the message (≤ 80 characters).
@@ -42,6 +45,30 @@ struct DoctorArgs {
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct AttachArgs {
+    /// How often histograms and verdicts are printed (e.g. 60s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, default_value = "60s")]
+    interval: Duration,
+    /// Serve Prometheus /metrics and /healthz at ADDR (`9101` or `:9101` bind 127.0.0.1;
+    /// `0.0.0.0:9101` for all interfaces). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Write the lifetime histograms to FILE in the HdrHistogram interval-log format.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// Where the host's / is mounted when cgtrace runs in a container (e.g. /host).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    host_root: PathBuf,
+    /// Stop after this long; default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -107,18 +134,6 @@ struct LiveArgs {
     probe: ProbeArgs,
 }
 
-/// A mistake in what the user typed: exit code 2, like clap's own usage errors.
-#[derive(Debug)]
-struct UsageError(anyhow::Error);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
 fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
     r.map_err(|e| UsageError(e.into()).into())
 }
@@ -148,6 +163,7 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         tier: p.tier,
         subtree,
         mkdir_failures: !p.no_mkdir_failures,
+        walk_dying_in: None,
         attach: p.attach,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         hierarchies,
@@ -203,9 +219,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Live(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             live::run(&LiveOptions {
-                json: a.json,
+                mode: if a.json { Mode::Json } else { Mode::Text },
                 duration: a.duration,
                 probe,
+                host_root: PathBuf::from("/"),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attach(a) => {
+            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
+            let metrics = match &a.metrics {
+                Some(s) => Some(usage(
+                    cgtrace::metrics::parse_listen_addr(s)
+                        .map_err(|e| anyhow::anyhow!("--metrics: {e}")),
+                )?),
+                None => None,
+            };
+            if !a.host_root.is_dir() {
+                return usage(Err(anyhow::anyhow!(
+                    "--host-root {} is not a directory",
+                    a.host_root.display()
+                )));
+            }
+            live::run(&LiveOptions {
+                mode: Mode::Attach(AttachOptions {
+                    interval: a.interval,
+                    metrics,
+                    hdr_log: a.hdr_log.clone(),
+                }),
+                duration: a.duration,
+                probe,
+                host_root: a.host_root.clone(),
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::{
     clock::ClockRef,
+    detectors::Verdict,
     escape::{write_json_str, write_terminal},
     event::Event,
     hierarchy::Hierarchies,
@@ -122,6 +123,10 @@ pub trait Sink {
     fn pod_name(&mut self, _uid: &str, _namespace: &str, _name: &str) -> io::Result<()> {
         Ok(())
     }
+    /// The detectors' verdicts at the end of a run (before the summary).
+    fn verdicts(&mut self, _v: &[Verdict]) -> io::Result<()> {
+        Ok(())
+    }
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }
@@ -139,6 +144,13 @@ impl<W: Write> TextSink<W> {
 }
 
 impl<W: Write> Sink for TextSink<W> {
+    fn verdicts(&mut self, v: &[Verdict]) -> io::Result<()> {
+        for x in v {
+            writeln!(self.out, "{}", crate::detectors::render_verdict(x))?;
+        }
+        Ok(())
+    }
+
     fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
         let (h, m, s, us) = self.ctx.clock.utc_hms_us(ev.ts_ns);
         let label = &self.ctx.labels(ev.hierarchy_id).0;
@@ -208,6 +220,27 @@ impl<W: Write> Sink for TextSink<W> {
     }
 }
 
+/// Only the verdicts and the summary, as text (for `attach`).
+pub struct SummarySink<W: Write>(TextSink<W>);
+
+impl<W: Write> SummarySink<W> {
+    pub fn new(out: W, ctx: RenderContext) -> Self {
+        SummarySink(TextSink::new(out, ctx))
+    }
+}
+
+impl<W: Write> Sink for SummarySink<W> {
+    fn event(&mut self, _ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+        Ok(())
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.0.summary(s)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// JSON lines (`"type": "event"` / `"summary"`), valid JSON for any cgroup name.
 pub struct JsonSink<W: Write> {
     out: W,
@@ -230,6 +263,28 @@ fn json_opt_str<W: Write>(w: &mut W, key: &str, v: Option<&str>) -> io::Result<(
 }
 
 impl<W: Write> Sink for JsonSink<W> {
+    fn verdicts(&mut self, v: &[Verdict]) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            #[serde(flatten)]
+            v: &'a Verdict,
+        }
+        for x in v {
+            serde_json::to_writer(
+                &mut self.out,
+                &Line {
+                    ty: "verdict",
+                    v: x,
+                },
+            )
+            .map_err(io::Error::other)?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
     fn event(&mut self, ev: &Event<'_>, pod_stats: Option<&PodStats>) -> io::Result<()> {
         let controllers: &str = if ev.has_cgroup {
             &self.ctx.labels(ev.hierarchy_id).1

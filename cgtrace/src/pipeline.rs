@@ -1,8 +1,10 @@
 //! The one pipeline `live`, `record`, `replay` and `attach` share: decoded events → tracker →
 //! sinks. Only the source and the sinks differ, so a replay gives the output of the live run.
 use std::{
+    collections::HashMap,
     io,
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -10,11 +12,22 @@ use cgtrace_common::EventKind;
 
 use crate::{
     baseline::Baseline,
+    detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
     event::Event,
+    histogram::Lifetimes,
     k8s::PodLogIndex,
+    metrics::MetricsState,
     output::{Counts, Sink, Summary},
     tracker::Tracker,
 };
+
+/// Node mode: lifetime histograms and Prometheus metrics fed from the same events.
+pub struct NodeMode {
+    pub lifetimes: Lifetimes,
+    pub metrics: Option<Arc<Mutex<MetricsState>>>,
+    /// Hierarchy id → label for metrics ("memory", "cpu,cpuacct", "unified").
+    pub labels: HashMap<u32, String>,
+}
 
 /// Pod name lookups in `/var/log/pods` (live runs only; sessions record the answers).
 pub struct PodNames {
@@ -47,6 +60,8 @@ impl PodNames {
 
 pub struct Pipeline {
     pub tracker: Tracker,
+    pub detectors: Detectors,
+    pub node: Option<NodeMode>,
     pub counts: Counts,
     pub decode_errors: u64,
     sinks: Vec<Box<dyn Sink>>,
@@ -54,11 +69,15 @@ pub struct Pipeline {
     error: Option<io::Error>,
     /// Events of cgroups whose path starts with this are cgtrace's own (walk triggers): dropped.
     ignore_prefix: Option<Vec<u8>>,
+    /// `--path-prefix`, for the start-up walk's records (the kernel sees only their leaf name).
+    path_prefix: Option<Vec<u8>>,
 }
 
 impl Pipeline {
+    /// `kernel_release`: of the kernel the events come from (the session's, in a replay).
     pub fn new(
         memory_hierarchy: Option<u32>,
+        kernel_release: &str,
         baseline: &Baseline,
         sinks: Vec<Box<dyn Sink>>,
         pod_names: Option<PodNames>,
@@ -67,13 +86,25 @@ impl Pipeline {
         tracker.load_baseline(baseline);
         Pipeline {
             tracker,
+            detectors: Detectors::new(
+                DetectorConfig::default(),
+                KernelFacts::from_release(kernel_release),
+            ),
+            node: None,
             counts: Counts::default(),
             decode_errors: 0,
             sinks,
             pod_names,
             error: None,
             ignore_prefix: None,
+            path_prefix: None,
         }
+    }
+
+    /// Applies `--path-prefix` to the start-up walk's records too (in user space: the kernel
+    /// only had their leaf name).
+    pub fn path_prefix(&mut self, prefix: Option<Vec<u8>>) {
+        self.path_prefix = prefix;
     }
 
     /// Drops events of cgroups whose path starts with `prefix` (cgtrace's own).
@@ -110,8 +141,36 @@ impl Pipeline {
         {
             return;
         }
+        if ev.kind == EventKind::DyingAtStart
+            && let Some(p) = &self.path_prefix
+            && !self
+                .tracker
+                .child_path(ev.hierarchy_id, ev.css, ev.path)
+                .starts_with(p)
+        {
+            return;
+        }
         self.counts.seen[ev.kind as usize] += 1;
         let obs = self.tracker.observe(ev);
+        self.detectors.observe(ev, &obs, &self.tracker);
+        if let Some(node) = &mut self.node {
+            // Memcg lifetimes belong to the memory hierarchy (css_free has no cgroup fields).
+            let h = if obs.memcg {
+                self.tracker.memory_hierarchy().unwrap_or(ev.hierarchy_id)
+            } else {
+                ev.hierarchy_id
+            };
+            node.lifetimes.record(h, &obs);
+            if let Some(m) = &node.metrics
+                && let Ok(mut m) = m.lock()
+            {
+                m.metrics.on_event(ev.kind.name());
+                if obs.live_ns.is_some() || obs.dying_ns.is_some() {
+                    let label = node.labels.get(&h).map(String::as_str).unwrap_or("unknown");
+                    m.metrics.on_observed(label, &obs);
+                }
+            }
+        }
         if let (Some(i), Some(names)) = (obs.new_pod, self.pod_names.as_mut())
             && let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone())
             && let Some((ns, name)) = names.lookup(&uid)
@@ -163,6 +222,11 @@ impl Pipeline {
             if lost[i] > self.counts.lost[i] {
                 let n = lost[i] - self.counts.lost[i];
                 self.counts.lost[i] = lost[i];
+                if let Some(m) = self.node.as_ref().and_then(|n| n.metrics.as_ref())
+                    && let Ok(mut m) = m.lock()
+                {
+                    m.metrics.on_lost(k.name(), n);
+                }
                 for j in 0..self.sinks.len() {
                     let r = self.sinks[j].lost(ts_ns, k, n);
                     self.keep(r);
@@ -193,9 +257,16 @@ impl Pipeline {
         s
     }
 
-    /// Writes the summary to every sink and flushes.
+    /// The detectors' current verdicts.
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        self.detectors.verdicts(&self.tracker)
+    }
+
+    /// Writes the verdicts and the summary to every sink and flushes.
     pub fn finish(&mut self, summary: &Summary) -> io::Result<()> {
+        let verdicts = self.verdicts();
         for s in &mut self.sinks {
+            s.verdicts(&verdicts)?;
             s.summary(summary)?;
             s.flush()?;
         }

@@ -177,6 +177,8 @@ pub struct ProbeOptions {
     pub bpf_debug_log: bool,
     /// Trace failed mkdirs in cgroupfs (syscall tracepoints; needs tracefs).
     pub mkdir_failures: bool,
+    /// Run the start-up walk naming dying memcgs, triggered in this hierarchy root (memory).
+    pub walk_dying_in: Option<std::path::PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -191,6 +193,7 @@ impl Default for ProbeOptions {
             wakeup_bytes: None,
             bpf_debug_log: false,
             mkdir_failures: true,
+            walk_dying_in: None,
         }
     }
 }
@@ -213,6 +216,8 @@ pub struct Probes {
     pub offsets: Option<KernelOffsets>,
     /// Why failed mkdirs are not traced (None: they are).
     pub mkdir_failures_off: Option<String>,
+    /// The start-up walk for dying memcgs, when one was asked for.
+    pub walk: Option<Result<WalkReport, String>>,
 }
 
 /// Rounds a requested ring size to what the kernel accepts.
@@ -404,6 +409,65 @@ fn attach_mkdir_failures(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Names the memcgs that were dying before start: runs the walk program on mkdirs of
+/// `cgtrace-walk-*` cgroups made at the root of `mount` (the hierarchy holding memory) until the
+/// walk is done. The records arrive in the ring as `dying_at_start` events; the trigger cgroups'
+/// own events start with [`walk_trigger_prefix`] and are to be ignored.
+pub fn run_walk(ebpf: &mut Ebpf, off: &KernelOffsets, mount: &Path) -> anyhow::Result<WalkReport> {
+    for (name, v) in [
+        ("cgroup_subsys_state.children", off.css_children),
+        ("cgroup_subsys_state.sibling", off.css_sibling),
+        ("cgroup_subsys_state.parent", off.css_parent),
+        ("cgroup_subsys_state.flags", off.css_flags),
+        ("kernfs_node.name", off.kn_name),
+    ] {
+        if v == KernelOffsets::UNKNOWN {
+            bail!("kernel BTF lacks {name}");
+        }
+    }
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut("raw_walk_dying")
+        .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+        .try_into()?;
+    let t0 = std::time::Instant::now();
+    prog.load().context("loading raw_walk_dying")?;
+    log::debug!("raw_walk_dying verified and loaded in {:?}", t0.elapsed());
+    let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
+    let prefix = walk_trigger_prefix();
+    let mut report = WalkReport::default();
+    let result = (|| -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for n in 0u32.. {
+            let dir = mount.join(format!("{prefix}{n}"));
+            std::fs::create_dir(&dir)
+                .with_context(|| format!("making the walk trigger {}", dir.display()))?;
+            let _ = std::fs::remove_dir(&dir);
+            let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
+                ebpf.map("WALK")
+                    .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
+            )?;
+            let st = state.get(&0, 0)?;
+            report = WalkReport {
+                visited: st.visited,
+                found: st.found,
+                done: st.done != 0,
+            };
+            if report.done || std::time::Instant::now() > deadline {
+                break;
+            }
+        }
+        Ok(())
+    })();
+    if let Some(p) = ebpf.program_mut("raw_walk_dying")
+        && let Ok(p) = <&mut RawTracePoint>::try_from(p)
+    {
+        let _ = p.detach(link);
+        let _ = p.unload();
+    }
+    result?;
+    Ok(report)
+}
+
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
     let data = btf::read_vmlinux(Path::new(btf::VMLINUX))?;
@@ -467,10 +531,16 @@ impl Probes {
         }
 
         let mut attached = None;
+        let mut walk = None;
         if opts.attach != AttachMode::Classic {
             let raw = raw_offsets(&offsets).and_then(|off| {
                 cfg.offsets = off;
                 let mut ebpf = load_object(opts, &cfg, &prefix)?;
+                // Before the cgroup programs attach: the ring holds only the walk's records,
+                // and nothing waits on a full ring while the walk program is verified.
+                if let Some(mount) = &opts.walk_dying_in {
+                    walk = Some(run_walk(&mut ebpf, &off, mount).map_err(|e| format!("{e:#}")));
+                }
                 attach_raw(&mut ebpf)?;
                 Ok(ebpf)
             });
@@ -577,6 +647,7 @@ impl Probes {
             rejected,
             offsets: offsets.ok(),
             mkdir_failures_off,
+            walk,
         })
     }
 
@@ -590,10 +661,7 @@ impl Probes {
         Ok(out)
     }
 
-    /// Names the memcgs that were dying before start: runs the walk program on mkdirs of
-    /// `cgtrace-walk-*` cgroups made at the root of `mount` (the hierarchy holding memory) until
-    /// the walk is done. The records arrive in the ring as `dying_at_start` events; the trigger
-    /// cgroups' own events start with [`walk_trigger_prefix`] and are to be ignored.
+    /// Names the memcgs that were dying before start (see [`run_walk`]).
     pub fn walk_dying(&mut self, mount: &Path) -> anyhow::Result<WalkReport> {
         if self.attached != Attached::RawTracepoint {
             bail!("the walk needs raw tracepoints");
@@ -601,58 +669,7 @@ impl Probes {
         let off = self
             .offsets
             .ok_or_else(|| anyhow!("no kernel BTF offsets"))?;
-        for (name, v) in [
-            ("cgroup_subsys_state.children", off.css_children),
-            ("cgroup_subsys_state.sibling", off.css_sibling),
-            ("cgroup_subsys_state.parent", off.css_parent),
-            ("cgroup_subsys_state.flags", off.css_flags),
-            ("kernfs_node.name", off.kn_name),
-        ] {
-            if v == KernelOffsets::UNKNOWN {
-                bail!("kernel BTF lacks {name}");
-            }
-        }
-        let prog: &mut RawTracePoint = self
-            ._ebpf
-            .program_mut("raw_walk_dying")
-            .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
-            .try_into()?;
-        prog.load().context("loading raw_walk_dying")?;
-        let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
-        let prefix = walk_trigger_prefix();
-        let mut report = WalkReport::default();
-        let result = (|| -> anyhow::Result<()> {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            for n in 0u32.. {
-                let dir = mount.join(format!("{prefix}{n}"));
-                std::fs::create_dir(&dir)
-                    .with_context(|| format!("making the walk trigger {}", dir.display()))?;
-                let _ = std::fs::remove_dir(&dir);
-                let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
-                    self._ebpf
-                        .map("WALK")
-                        .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
-                )?;
-                let st = state.get(&0, 0)?;
-                report = WalkReport {
-                    visited: st.visited,
-                    found: st.found,
-                    done: st.done != 0,
-                };
-                if report.done || std::time::Instant::now() > deadline {
-                    break;
-                }
-            }
-            Ok(())
-        })();
-        if let Some(p) = self._ebpf.program_mut("raw_walk_dying")
-            && let Ok(p) = <&mut RawTracePoint>::try_from(p)
-        {
-            let _ = p.detach(link);
-            let _ = p.unload();
-        }
-        result?;
-        Ok(report)
+        run_walk(&mut self._ebpf, &off, mount)
     }
 
     /// Drains up to `max` records without blocking, calling `f` with each record's bytes.

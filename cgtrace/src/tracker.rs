@@ -455,15 +455,7 @@ impl Tracker {
         if self.cgroups.contains_key(&key) {
             return;
         }
-        // The walk is pre-order: the parent is known (baseline, or found just before).
-        let mut path = match self.cgroups.get(&(ev.hierarchy_id, ev.css)) {
-            Some(p) => self.path_of(p),
-            None => b"/?".to_vec(),
-        };
-        if path != b"/" {
-            path.push(b'/');
-        }
-        path.extend_from_slice(ev.path);
+        let path = self.child_path(ev.hierarchy_id, ev.css, ev.path);
         let (mut e, new_pod) = self.new_entry(ev.hierarchy_id, &path, 0, ev.path_truncated);
         e.rmdir_ns = ev.ts_ns.max(1);
         e.flags |= F_BASELINE | F_FOUND_DYING;
@@ -570,6 +562,20 @@ impl Tracker {
         p.push(b'/');
         p.extend_from_slice(&e.leaf);
         p
+    }
+
+    /// The path of `leaf` below the tracked cgroup `parent_id` (the start-up walk is pre-order:
+    /// parents are known — baseline, or found just before).
+    pub fn child_path(&self, hierarchy_id: u32, parent_id: u64, leaf: &[u8]) -> Vec<u8> {
+        let mut path = match self.cgroups.get(&(hierarchy_id, parent_id)) {
+            Some(p) => self.path_of(p),
+            None => b"/?".to_vec(),
+        };
+        if path != b"/" {
+            path.push(b'/');
+        }
+        path.extend_from_slice(leaf);
+        path
     }
 
     /// The path of a tracked cgroup.

@@ -1,5 +1,6 @@
 //! The `cgtrace` binary end to end: JSON lines against cgroups the test makes, signals, the
 //! summary, usage errors, missing privileges, a closed pipe.
+#[allow(dead_code)]
 #[path = "../../tests/src/cgroup.rs"]
 mod cgroup;
 

@@ -128,7 +128,13 @@ impl Live {
         })
         .expect("load and attach");
         let baseline = baseline::take(h, monotonic_ns());
-        let pipe = Pipeline::new(Some(memory_id), &baseline, Vec::new(), None);
+        let pipe = Pipeline::new(
+            Some(memory_id),
+            &probes.kernel_release,
+            &baseline,
+            Vec::new(),
+            None,
+        );
         Live { probes, pipe }
     }
 

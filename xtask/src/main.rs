@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod setup;
 mod vm;
 
@@ -40,6 +41,10 @@ enum Cmd {
     /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run the memcg lifecycle tests on every
     /// probe tier (fentry, kprobe, tracepoint) there.
     VmTest(vm::VmTestArgs),
+    /// Measure cgtrace on this machine (as root): churn overhead against no tracer and bpftrace,
+    /// loss and ring size, the user-space pipeline, memory per dying memcg, start-up. Prints a
+    /// table and writes it to target/bench/latest.md.
+    Bench(bench::BenchArgs),
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
         Cmd::Live { args } => live(args),
         Cmd::Test { args } => test(args),
         Cmd::VmTest(args) => vm::run(args),
+        Cmd::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,431 @@
+//! The user-space pipeline on a synthetic kubelet-like stream, and the tracker's memory per
+//! dying cgroup. `cargo bench -p cgtrace --bench pipeline` (what `cargo xtask bench` runs).
+//!
+//! Prints one machine-readable line per figure (`<key> <values…>`), which `cargo xtask bench`
+//! parses:
+//!
+//! - `pipeline_round <track|histograms> <events> <seconds> <decode_seconds>`: one round of
+//!   decode (`Event::decode`) → track (`Tracker::observe`) → with `histograms`, the lifetime
+//!   histograms (`Lifetimes::record`), over raw ring-buffer records on this thread only (one
+//!   core); and the time of decoding the same records alone. Rounds of both kinds alternate;
+//! - `memory_dying <n> <rss_before_bytes> <rss_after_bytes> <tracked> <dying>`: a fresh process
+//!   fed mkdir + rmdir (no release) of `n` memcgs with kubelet-length paths;
+//! - `note <text>`: what was not measured, and why.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it does a quick smoke run instead.
+use std::{
+    collections::VecDeque,
+    env,
+    hint::black_box,
+    process::{Command, ExitCode},
+    time::{Duration, Instant},
+};
+
+use cgtrace::{event::Event, histogram::Lifetimes, tracker::Tracker};
+use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
+
+/// Hierarchy ids of a hybrid node like this one: memory first (the one that holds memcgs),
+/// then the other v1 controllers the kubelet's cgroupfs driver also creates every cgroup in,
+/// then the v2 tree.
+const HIERARCHIES: [u32; 9] = [4, 1, 2, 3, 5, 6, 7, 8, 0];
+const MEMORY_HIERARCHY: u32 = 4;
+/// Pods alive at once in the churn stream.
+const WINDOW: usize = 64;
+/// Containers per pod (the pause container and one app container).
+const CONTAINERS: usize = 2;
+/// Records per generated chunk (about 24 MiB of records, as a busy ring would hand over).
+const CHUNK_RECORDS: usize = 65_536;
+const RECORD: usize = size_of::<RawEvent>();
+/// Set in the environment of the child process that measures memory: the cgroup count.
+const MEMORY_CHILD_ENV: &str = "CGTRACE_BENCH_MEMORY_CHILD";
+
+/// A small deterministic generator (SplitMix64): the same stream every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn push_hex(out: &mut Vec<u8>, mut v: u64, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let start = out.len();
+    out.resize(start + digits, b'0');
+    for i in (0..digits).rev() {
+        out[start + i] = HEX[(v & 15) as usize];
+        v >>= 4;
+    }
+}
+
+/// `/kubepods/<qos>/pod<uuid>` for a pod drawn from `rng`.
+fn pod_path(rng: &mut Rng) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.extend_from_slice(match rng.next() % 4 {
+        0 => b"/kubepods/pod".as_slice(),
+        1 => b"/kubepods/besteffort/pod".as_slice(),
+        _ => b"/kubepods/burstable/pod".as_slice(),
+    });
+    let (a, b) = (rng.next(), rng.next());
+    push_hex(&mut p, a >> 32, 8);
+    p.push(b'-');
+    push_hex(&mut p, a >> 16, 4);
+    p.push(b'-');
+    push_hex(&mut p, 0x4000 | (a & 0x0fff), 4);
+    p.push(b'-');
+    push_hex(&mut p, 0x8000 | (b >> 48 & 0x3fff), 4);
+    p.push(b'-');
+    push_hex(&mut p, b, 12);
+    p
+}
+
+/// `<pod path>/<64 hex digits>`: a container cgroup as the cgroupfs driver names it.
+fn container_path(pod: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut p = Vec::with_capacity(pod.len() + 65);
+    p.extend_from_slice(pod);
+    p.push(b'/');
+    for _ in 0..4 {
+        push_hex(&mut p, rng.next(), 16);
+    }
+    p
+}
+
+/// The bytes of one ring buffer record, as the eBPF programs write it.
+fn record(
+    kind: EventKind,
+    ts_ns: u64,
+    hierarchy_id: u32,
+    cgroup_id: u64,
+    path: &[u8],
+    comm: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let memcg = hierarchy_id == MEMORY_HIERARCHY && kind != EventKind::Release;
+    let mut fl = flags::HAS_CGROUP;
+    if memcg {
+        fl |= flags::HAS_MEMCG_ID | flags::HAS_MEMORY | flags::HAS_KMEM | flags::HAS_MEMSW;
+    }
+    let path_len = path.len().min(PATH_CAP - 1);
+    if path_len < path.len() {
+        fl |= flags::PATH_TRUNCATED;
+    }
+    let mut ev = RawEvent {
+        ts_ns,
+        cgroup_id,
+        css: 0,
+        memory_pages: 12,
+        kmem_pages: 3,
+        memsw_pages: 12,
+        hierarchy_id,
+        level: path.iter().filter(|&&c| c == b'/').count() as u32,
+        tgid: 4242,
+        tid: 4242,
+        memcg_id: (cgroup_id & 0xffff) as u32,
+        path_len: path_len as u16,
+        kind: kind as u8,
+        flags: fl,
+        errno: 0,
+        _pad: 0,
+        comm: [0; COMM_LEN],
+        path: [0; PATH_CAP],
+    };
+    let c = comm.len().min(COMM_LEN - 1);
+    ev.comm[..c].copy_from_slice(&comm[..c]);
+    ev.path[..path_len].copy_from_slice(&path[..path_len]);
+    let p = (&ev as *const RawEvent).cast::<u8>();
+    // SAFETY: RawEvent is `#[repr(C)]` plain integers and byte arrays with explicit padding
+    // fields (checked in cgtrace-common), so all of its `size_of` bytes are initialized.
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts(p, RECORD) });
+}
+
+/// One cgroup of a pod: its path and its id in each hierarchy.
+struct Cg {
+    path: Vec<u8>,
+    id: u64,
+}
+
+/// The kubelet-like churn stream: pods come and go with `WINDOW` alive at once; every cgroup
+/// is made, removed and released in every hierarchy; releases lag one pod behind (they come
+/// from a kernel worker after the rmdir).
+struct KubeStream {
+    rng: Rng,
+    ts: u64,
+    next_id: u64,
+    alive: VecDeque<Vec<Cg>>,
+    releasing: Vec<Cg>,
+}
+
+impl KubeStream {
+    fn new() -> KubeStream {
+        KubeStream {
+            rng: Rng(0x5EED),
+            ts: 1_000_000_000,
+            next_id: 1000,
+            alive: VecDeque::new(),
+            releasing: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind, cg: &Cg, comm: &[u8], out: &mut Vec<u8>) -> usize {
+        for (i, &h) in HIERARCHIES.iter().enumerate() {
+            self.ts += 1_500;
+            // Ids are per hierarchy: the same cgroup has a different id in each.
+            let id = cg.id + i as u64;
+            record(kind, self.ts, h, id, &cg.path, comm, out);
+        }
+        HIERARCHIES.len()
+    }
+
+    fn new_cg(&mut self, path: Vec<u8>) -> Cg {
+        let id = self.next_id;
+        self.next_id += HIERARCHIES.len() as u64;
+        Cg { path, id }
+    }
+
+    /// Appends the records of one step (a pod starts, the oldest stops); returns their number.
+    fn step(&mut self, out: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        let pod = pod_path(&mut self.rng);
+        let mut cgs = vec![self.new_cg(pod.clone())];
+        for _ in 0..CONTAINERS {
+            let p = container_path(&pod, &mut self.rng);
+            cgs.push(self.new_cg(p));
+        }
+        for cg in &cgs {
+            n += self.emit(EventKind::Mkdir, cg, b"runc:[2:INIT]", out);
+        }
+        self.alive.push_back(cgs);
+        for cg in std::mem::take(&mut self.releasing) {
+            n += self.emit(EventKind::Release, &cg, b"kworker/1:2", out);
+        }
+        if self.alive.len() > WINDOW
+            && let Some(old) = self.alive.pop_front()
+        {
+            // Containers first, then the pod.
+            for cg in old.iter().rev() {
+                n += self.emit(EventKind::Rmdir, cg, b"runc", out);
+            }
+            self.releasing = old;
+        }
+        n
+    }
+
+    /// Refills `out` with at least `records` records; returns how many.
+    fn chunk(&mut self, records: usize, out: &mut Vec<u8>) -> usize {
+        out.clear();
+        let mut n = 0;
+        while n < records {
+            n += self.step(out);
+        }
+        n
+    }
+}
+
+/// Decode → track (→ lifetime histograms) over every record of `buf`; returns the events
+/// handled.
+fn decode_and_track(
+    buf: &[u8],
+    tracker: &mut Tracker,
+    mut lifetimes: Option<&mut Lifetimes>,
+) -> u64 {
+    let mut n = 0;
+    for rec in buf.chunks_exact(RECORD) {
+        match Event::decode(rec) {
+            Ok(ev) => {
+                let obs = tracker.observe(&ev);
+                if let Some(l) = lifetimes.as_deref_mut() {
+                    l.record(ev.hierarchy_id, &obs);
+                }
+                black_box(obs);
+                n += 1;
+            }
+            Err(e) => panic!("the synthetic stream must decode: {e}"),
+        }
+    }
+    n
+}
+
+/// Decode alone over every record of `buf` (what the tracker adds is the difference).
+fn decode_only(buf: &[u8]) -> u64 {
+    let mut n = 0;
+    for rec in buf.chunks_exact(RECORD) {
+        if black_box(Event::decode(rec)).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// One round: at least `min_events` events through decode → track (→ lifetime histograms when
+/// `histograms`), and the same records through decode alone. Generating the records is not
+/// timed. Returns (events, pipeline time, decode time).
+fn pipeline_round(min_events: u64, histograms: bool) -> (u64, Duration, Duration) {
+    let mut stream = KubeStream::new();
+    let mut tracker = Tracker::new(Some(MEMORY_HIERARCHY));
+    let mut lifetimes = histograms.then(|| Lifetimes::new(Some(MEMORY_HIERARCHY)));
+    let mut buf = Vec::with_capacity((CHUNK_RECORDS + 64) * RECORD);
+    let (mut events, mut track, mut decode) = (0u64, Duration::ZERO, Duration::ZERO);
+    while events < min_events {
+        stream.chunk(CHUNK_RECORDS, &mut buf);
+        let t = Instant::now();
+        black_box(decode_only(black_box(&buf)));
+        decode += t.elapsed();
+        let t = Instant::now();
+        events += decode_and_track(black_box(&buf), &mut tracker, lifetimes.as_mut());
+        track += t.elapsed();
+    }
+    black_box(tracker.totals());
+    black_box(lifetimes);
+    (events, track, decode)
+}
+
+/// Resident set size of this process, from `/proc/self/statm`.
+fn rss_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if page > 0 { page as u64 } else { 4096 };
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let resident: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    resident * page
+}
+
+/// The cgroups of the memory test: pods of one pod cgroup and 3 containers, each with a
+/// kubelet-length path, generated again (not stored) for the rmdir pass.
+fn memory_cgroup(i: u64, path: &mut Vec<u8>) {
+    let pod = i / 4;
+    let mut rng = Rng(0xD1E5 ^ pod.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    path.clear();
+    path.extend_from_slice(&pod_path(&mut rng));
+    let which = i % 4;
+    if which > 0 {
+        let mut c = Rng(rng.next() ^ which);
+        let p = container_path(b"", &mut c);
+        path.extend_from_slice(&p);
+    }
+}
+
+/// In a fresh process: RSS before and after tracking `n` dying memcgs.
+fn memory_child(n: u64) {
+    let mut tracker = Tracker::new(Some(MEMORY_HIERARCHY));
+    let mut path = Vec::with_capacity(PATH_CAP);
+    let mut rec = Vec::with_capacity(RECORD);
+    let mut feed = |kind: EventKind, i: u64, tracker: &mut Tracker| {
+        memory_cgroup(i, &mut path);
+        rec.clear();
+        record(
+            kind,
+            1_000_000 + i * 1000 + kind as u64,
+            MEMORY_HIERARCHY,
+            10_000 + i,
+            &path,
+            b"runc",
+            &mut rec,
+        );
+        match Event::decode(&rec) {
+            Ok(ev) => {
+                tracker.observe(&ev);
+            }
+            Err(e) => panic!("the synthetic record must decode: {e}"),
+        }
+    };
+    // Warm the allocator and the code paths on another tracker, so the first allocations of
+    // the process do not count.
+    {
+        let mut warm = Tracker::new(Some(MEMORY_HIERARCHY));
+        for i in 0..64 {
+            feed(EventKind::Mkdir, 1_000_000_000 + i, &mut warm);
+        }
+    }
+    let before = rss_bytes();
+    // Pods are made, then their cgroups removed, in the order a kubelet would; nothing is freed.
+    for i in 0..n {
+        feed(EventKind::Mkdir, i, &mut tracker);
+    }
+    for i in (0..n).rev() {
+        feed(EventKind::Rmdir, i, &mut tracker);
+    }
+    let after = rss_bytes();
+    let t = tracker.totals();
+    println!(
+        "memory_dying {n} {before} {after} {} {}",
+        tracker.tracked(),
+        t.dying
+    );
+    black_box(&tracker);
+}
+
+/// Runs the memory measure for `n` cgroups in a child process (a clean heap).
+fn memory(n: u64) -> Result<(), String> {
+    let exe = env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
+    let out = Command::new(&exe)
+        .env(MEMORY_CHILD_ENV, n.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "memory child for {n} cgroups failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    if let Ok(n) = env::var(MEMORY_CHILD_ENV) {
+        match n.parse() {
+            Ok(n) => {
+                memory_child(n);
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("{MEMORY_CHILD_ENV}={n}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // `cargo bench` passes `--bench`; anything else (`cargo test --all-targets`) is a smoke run.
+    let full = env::args().any(|a| a == "--bench");
+    let (rounds, min_events, sizes): (usize, u64, &[u64]) = if full {
+        (5, 5_000_000, &[10_000, 65_535])
+    } else {
+        (1, 20_000, &[1_000])
+    };
+    println!("record_bytes {RECORD}");
+    println!(
+        "stream hierarchies={} window_pods={WINDOW} containers_per_pod={CONTAINERS}",
+        HIERARCHIES.len()
+    );
+    // One untimed round first: page in the code and warm the allocator.
+    black_box(pipeline_round(min_events.min(500_000), true));
+    // Alternating rounds: decode → track, then decode → track → lifetime histograms.
+    for round in 0..2 * rounds {
+        let histograms = round % 2 == 1;
+        let (events, track, decode) = pipeline_round(min_events, histograms);
+        println!(
+            "pipeline_round {} {events} {:.6} {:.6}",
+            if histograms { "histograms" } else { "track" },
+            track.as_secs_f64(),
+            decode.as_secs_f64()
+        );
+    }
+    println!(
+        "note session: cgtrace::session (SessionWriter/SessionReader) is not part of this bench (it did not exist when the bench was written)"
+    );
+    for &n in sizes {
+        if let Err(e) = memory(n) {
+            eprintln!("pipeline bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
