@@ -4,10 +4,11 @@
 //! Prints one machine-readable line per figure (`<key> <values…>`), which `cargo xtask bench`
 //! parses:
 //!
-//! - `pipeline_round <track|histograms> <events> <seconds> <decode_seconds>`: one round of
+//! - `pipeline_round <track|histograms> <events> <cpu_s> <decode_cpu_s> <wall_s>`: one round of
 //!   decode (`Event::decode`) → track (`Tracker::observe`) → with `histograms`, the lifetime
 //!   histograms (`Lifetimes::record`), over raw ring-buffer records on this thread only (one
-//!   core); and the time of decoding the same records alone. Rounds of both kinds alternate;
+//!   core): its thread CPU time, that of decoding the same records alone, and its wall time.
+//!   Rounds of both kinds alternate;
 //! - `memory_dying <n> <rss_before_bytes> <rss_after_bytes> <tracked> <dying>`: a fresh process
 //!   fed mkdir + rmdir (no release) of `n` memcgs with kubelet-length paths;
 //! - `note <text>`: what was not measured, and why.
@@ -20,6 +21,38 @@ use std::{
     process::{Command, ExitCode},
     time::{Duration, Instant},
 };
+
+/// Time spent on the CPU by this thread: on a shared machine, time the thread waited for a CPU
+/// does not count against the pipeline.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the pointer, which is valid for writes.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall and thread-CPU time of a piece of work.
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Spent {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let (w, c) = (Instant::now(), thread_cpu());
+        let r = f();
+        self.cpu += thread_cpu().saturating_sub(c);
+        self.wall += w.elapsed();
+        r
+    }
+}
 
 use cgtrace::{event::Event, histogram::Lifetimes, tracker::Tracker};
 use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
@@ -263,20 +296,17 @@ fn decode_only(buf: &[u8]) -> u64 {
 /// One round: at least `min_events` events through decode → track (→ lifetime histograms when
 /// `histograms`), and the same records through decode alone. Generating the records is not
 /// timed. Returns (events, pipeline time, decode time).
-fn pipeline_round(min_events: u64, histograms: bool) -> (u64, Duration, Duration) {
+fn pipeline_round(min_events: u64, histograms: bool) -> (u64, Spent, Spent) {
     let mut stream = KubeStream::new();
     let mut tracker = Tracker::new(Some(MEMORY_HIERARCHY));
     let mut lifetimes = histograms.then(|| Lifetimes::new(Some(MEMORY_HIERARCHY)));
     let mut buf = Vec::with_capacity((CHUNK_RECORDS + 64) * RECORD);
-    let (mut events, mut track, mut decode) = (0u64, Duration::ZERO, Duration::ZERO);
+    let (mut events, mut track, mut decode) = (0u64, Spent::default(), Spent::default());
     while events < min_events {
         stream.chunk(CHUNK_RECORDS, &mut buf);
-        let t = Instant::now();
-        black_box(decode_only(black_box(&buf)));
-        decode += t.elapsed();
-        let t = Instant::now();
-        events += decode_and_track(black_box(&buf), &mut tracker, lifetimes.as_mut());
-        track += t.elapsed();
+        decode.time(|| black_box(decode_only(black_box(&buf))));
+        events +=
+            track.time(|| decode_and_track(black_box(&buf), &mut tracker, lifetimes.as_mut()));
     }
     black_box(tracker.totals());
     black_box(lifetimes);
@@ -412,10 +442,11 @@ fn main() -> ExitCode {
         let histograms = round % 2 == 1;
         let (events, track, decode) = pipeline_round(min_events, histograms);
         println!(
-            "pipeline_round {} {events} {:.6} {:.6}",
+            "pipeline_round {} {events} {:.6} {:.6} {:.6}",
             if histograms { "histograms" } else { "track" },
-            track.as_secs_f64(),
-            decode.as_secs_f64()
+            track.cpu.as_secs_f64(),
+            decode.cpu.as_secs_f64(),
+            track.wall.as_secs_f64()
         );
     }
     println!(

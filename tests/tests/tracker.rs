@@ -14,6 +14,7 @@ use std::{
 use cgtrace::{
     baseline,
     clock::monotonic_ns,
+    detectors::{DetectorConfig, Detectors, KernelFacts},
     hierarchy::Hierarchies,
     pipeline::Pipeline,
     probes::{ProbeOptions, Probes, SubtreeFilter},
@@ -128,12 +129,21 @@ impl Live {
         })
         .expect("load and attach");
         let baseline = baseline::take(h, monotonic_ns());
-        let pipe = Pipeline::new(
+        let mut pipe = Pipeline::new(
             Some(memory_id),
             &probes.kernel_release,
             &baseline,
             Vec::new(),
             None,
+        );
+        // Thresholds for a test: any dying memcg with pages counts, at once.
+        pipe.detectors = Detectors::new(
+            DetectorConfig {
+                page_cache_min_age: Duration::ZERO,
+                page_cache_min_count: 1,
+                ..DetectorConfig::default()
+            },
+            KernelFacts::from_release(&probes.kernel_release),
         );
         Live { probes, pipe }
     }
@@ -204,6 +214,21 @@ fn dying_memcgs_per_pod_match_the_kernel() {
     assert_eq!(live.pod(), (1, K as u64, 0), "pod (live, dying, freed)");
     let dying = live.pipe.tracker.dying_memcgs();
     assert_eq!(dying.len(), K);
+    // Detector 2 (page cache), not detector 1 (kmem), names them: this kernel reparents slab.
+    let verdicts = live.pipe.verdicts();
+    let pc = verdicts
+        .iter()
+        .find(|v| v.detector == "page_cache_pinning")
+        .unwrap_or_else(|| panic!("no page_cache_pinning verdict: {verdicts:#?}"));
+    assert!(
+        pc.summary.contains("page cache or shmem")
+            || pc.recommendation.contains("page cache or shmem"),
+        "{pc:#?}"
+    );
+    assert!(
+        !verdicts.iter().any(|v| v.detector == "kmem_leak"),
+        "{verdicts:#?}"
+    );
     for d in &dying {
         assert_eq!(d.pod_uid.as_deref(), Some(UID));
         assert!(d.usage_bytes.is_some_and(|u| u >= 2 << 20), "{d:?}");

@@ -712,16 +712,28 @@ impl Tracer {
         }
     }
 
+    fn join_readers(&mut self) {
+        for h in self.readers.drain(..) {
+            let _ = h.join();
+        }
+    }
+
     /// SIGINT, then waits for a clean exit (status 0).
     fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
         let pid = child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .context("running kill -INT");
+        let sent = Command::new("kill").args(["-INT", &pid]).status();
+        if !matches!(&sent, Ok(st) if st.success()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.join_readers();
+            return match sent {
+                Err(e) => Err(e).context("running kill -INT"),
+                Ok(st) => Err(anyhow!("kill -INT {pid} failed with {st}")),
+            };
+        }
         let deadline = Instant::now() + EXIT_TIMEOUT;
         let status: Option<ExitStatus> = loop {
             match child.try_wait() {
@@ -730,28 +742,17 @@ impl Tracer {
                 Ok(None) | Err(_) => break None,
             }
         };
-        let status = match status {
-            Some(st) => st,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                for h in self.readers.drain(..) {
-                    let _ = h.join();
-                }
-                bail!(
-                    "{} did not exit within {EXIT_TIMEOUT:?} of SIGINT (killed); stderr: {}",
-                    self.what,
-                    self.stderr_tail()
-                );
-            }
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.join_readers();
+            bail!(
+                "{} did not exit within {EXIT_TIMEOUT:?} of SIGINT (killed); stderr: {}",
+                self.what,
+                self.stderr_tail()
+            );
         };
-        for h in self.readers.drain(..) {
-            let _ = h.join();
-        }
-        let sent = sent?;
-        if !sent.success() {
-            bail!("kill -INT {pid} failed with {sent}");
-        }
+        self.join_readers();
         if !status.success() {
             bail!(
                 "{} did not exit cleanly after SIGINT ({status}); stderr: {}",
@@ -1139,6 +1140,8 @@ struct PipelineResults {
     /// events/s per round: decode → track, decode → track → lifetime histograms, decode alone.
     track_eps: Vec<f64>,
     histogram_eps: Vec<f64>,
+    /// Thread CPU time ÷ wall time of the pipeline rounds (how much the machine let it run).
+    cpu_share: Vec<f64>,
     decode_eps: Vec<f64>,
     /// (n, bytes per dying cgroup, tracked, dying)
     memory: Vec<(u64, f64, u64, u64)>,
@@ -1159,10 +1162,14 @@ fn parse_pipeline(text: &str) -> Result<PipelineResults> {
             .collect();
         match key {
             "pipeline_round" => {
-                let (Some(variant), [events, secs, decode_s]) = (f.next(), &nums[..]) else {
+                let (Some(variant), [events, secs, decode_s, wall_s]) = (f.next(), &nums[..])
+                else {
                     bail!("unexpected bench line: {line}");
                 };
                 let (events, secs, decode_s) = (*events, *secs, *decode_s);
+                if *wall_s > 0.0 && secs > 0.0 {
+                    p.cpu_share.push(secs / wall_s);
+                }
                 if secs > 0.0 {
                     match variant {
                         "track" => p.track_eps.push(events / secs),
@@ -1439,11 +1446,11 @@ fn measure(
         Ok(p) => {
             for (figure, v) in [
                 (
-                    "pipeline: decode → track, kubelet-like stream (events/s, one core)",
+                    "pipeline: decode → track, kubelet-like stream (events per CPU-second, one thread)",
                     &p.track_eps,
                 ),
                 (
-                    "pipeline: decode → track → lifetime histograms (events/s, one core)",
+                    "pipeline: decode → track → lifetime histograms (events per CPU-second, one thread)",
                     &p.histogram_eps,
                 ),
             ] {
@@ -1456,7 +1463,7 @@ fn measure(
             }
             if let Some(s) = stats(&p.decode_eps) {
                 rows.push(Row::measured(
-                    "pipeline: decode alone (events/s, one core)",
+                    "pipeline: decode alone (events per CPU-second, one thread)",
                     s,
                     events_per_s,
                 ));
@@ -1499,7 +1506,16 @@ fn measure(
             if let (Some(b), Some(st)) = (p.record_bytes, &p.stream) {
                 let _ = writeln!(
                     details,
-                    "- pipeline stream: raw records of {b} bytes; {st}; mkdir, rmdir and release of `/kubepods/<qos>/pod<uuid>[/<64 hex>]` in every hierarchy; ≥ 5 M events per round, record generation not timed"
+                    "- pipeline stream: raw records of {b} bytes; {st}; mkdir, rmdir and release of `/kubepods/<qos>/pod<uuid>[/<64 hex>]` in every hierarchy; ≥ 5 M events per round, record generation not timed; rates are per second of the thread's CPU time"
+                );
+            }
+            if let Some(s) = stats(&p.cpu_share) {
+                let _ = writeln!(
+                    details,
+                    "- pipeline rounds got {:.0}% (median; {:.0}–{:.0}%) of a CPU in wall time",
+                    s.median * 100.0,
+                    s.min * 100.0,
+                    s.max * 100.0
                 );
             }
         }
@@ -1645,7 +1661,7 @@ mod tests {
     #[test]
     fn parses_the_pipeline_output() {
         let p = parse_pipeline(
-            "record_bytes 352\nstream hierarchies=9\npipeline_round track 1000 0.5 0.1\npipeline_round histograms 1000 1 0.1\nmemory_dying 10 1000 3000 10 10\nnote session: absent\n",
+            "record_bytes 352\nstream hierarchies=9\npipeline_round track 1000 0.5 0.1 0.5\npipeline_round histograms 1000 1 0.1 2\nmemory_dying 10 1000 3000 10 10\nnote session: absent\n",
         )
         .expect("parses");
         assert_eq!(p.track_eps, vec![2000.0]);
@@ -1654,7 +1670,8 @@ mod tests {
         assert_eq!(p.memory, vec![(10, 200.0, 10, 10)]);
         assert_eq!(p.notes, vec!["session: absent".to_string()]);
         assert!(parse_pipeline("nothing\n").is_err());
-        assert!(parse_pipeline("pipeline_round 1000 0.5 0.1\n").is_err());
+        assert!(parse_pipeline("pipeline_round 1000 0.5 0.1 0.5\n").is_err());
+        assert!(parse_pipeline("pipeline_round track 1000 0.5 0.1\n").is_err());
     }
 
     #[test]
