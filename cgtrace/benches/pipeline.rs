@@ -8,7 +8,10 @@
 //!   decode (`Event::decode`) → track (`Tracker::observe`) → with `histograms`, the lifetime
 //!   histograms (`Lifetimes::record`), over raw ring-buffer records on this thread only (one
 //!   core): its thread CPU time, that of decoding the same records alone, and its wall time.
-//!   Rounds of both kinds alternate;
+//!   Rounds of both kinds alternate with session rounds;
+//! - `session_round <events> <write_cpu_s> <replay_cpu_s> <session_bytes>`: the same stream
+//!   decoded and written with `SessionWriter` to memory, then read back with `SessionReader`
+//!   and tracked;
 //! - `memory_dying <n> <rss_before_bytes> <rss_after_bytes> <tracked> <dying>`: a fresh process
 //!   fed mkdir + rmdir (no release) of `n` memcgs with kubelet-length paths;
 //! - `note <text>`: what was not measured, and why.
@@ -54,7 +57,15 @@ impl Spent {
     }
 }
 
-use cgtrace::{event::Event, histogram::Lifetimes, tracker::Tracker};
+use cgtrace::{
+    baseline::Baseline,
+    clock::ClockRef,
+    event::Event,
+    hierarchy::Hierarchies,
+    histogram::Lifetimes,
+    session::{Header, Item, SessionReader, SessionWriter},
+    tracker::Tracker,
+};
 use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
 
 /// Hierarchy ids of a hybrid node like this one: memory first (the one that holds memcgs),
@@ -313,6 +324,74 @@ fn pipeline_round(min_events: u64, histograms: bool) -> (u64, Spent, Spent) {
     (events, track, decode)
 }
 
+/// A session header like `cgtrace record` writes (content does not matter for throughput).
+fn session_header() -> Header {
+    Header {
+        cgtrace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: "6.18.0-bench".into(),
+        hostname: "bench".into(),
+        boot_id: "00000000-0000-4000-8000-000000000000".into(),
+        clock: ClockRef {
+            mono_ns: 1_000_000_000,
+            realtime_ns: 1_700_000_000_000_000_000,
+        },
+        tier: "tracepoint".into(),
+        attach: "raw_tracepoint".into(),
+        hierarchies: Hierarchies::default(),
+        options: String::new(),
+    }
+}
+
+/// One session round: at least `min_events` events decoded and written to an in-memory session
+/// (what `cgtrace record` does per record), then the session read back and tracked (what a
+/// replay does). Returns (events, write time, replay time, session bytes).
+fn session_round(min_events: u64) -> Result<(u64, Spent, Spent, usize), String> {
+    let mut stream = KubeStream::new();
+    let mut buf = Vec::with_capacity((CHUNK_RECORDS + 64) * RECORD);
+    let baseline = Baseline::default();
+    let mut writer = SessionWriter::new(Vec::new(), &session_header(), &baseline)
+        .map_err(|e| format!("session writer: {e}"))?;
+    let (mut events, mut write) = (0u64, Spent::default());
+    while events < min_events {
+        stream.chunk(CHUNK_RECORDS, &mut buf);
+        write.time(|| -> Result<(), String> {
+            for rec in buf.chunks_exact(RECORD) {
+                let ev = Event::decode(rec).map_err(|e| format!("decode: {e}"))?;
+                writer
+                    .event(&ev)
+                    .map_err(|e| format!("session write: {e}"))?;
+                events += 1;
+            }
+            Ok(())
+        })?;
+    }
+    let session = write.time(|| writer.finish_at(u64::MAX / 2));
+    let session = session.map_err(|e| format!("session finish: {e}"))?;
+    let mut replay = Spent::default();
+    let replayed = replay.time(|| -> Result<u64, String> {
+        let mut reader =
+            SessionReader::new(session.as_slice()).map_err(|e| format!("session reader: {e}"))?;
+        let mut tracker = Tracker::new(Some(MEMORY_HIERARCHY));
+        let mut n = 0u64;
+        while let Some(item) = reader.next().map_err(|e| format!("session read: {e}"))? {
+            match item {
+                Item::Event(ev) => {
+                    black_box(tracker.observe(&ev));
+                    n += 1;
+                }
+                Item::Baseline(b) => tracker.load_baseline(&b),
+                _ => {}
+            }
+        }
+        black_box(tracker.totals());
+        Ok(n)
+    })?;
+    if replayed != events {
+        return Err(format!("wrote {events} events, replayed {replayed}"));
+    }
+    Ok((events, write, replay, session.len()))
+}
+
 /// Resident set size of this process, from `/proc/self/statm`.
 fn rss_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -437,21 +516,31 @@ fn main() -> ExitCode {
     );
     // One untimed round first: page in the code and warm the allocator.
     black_box(pipeline_round(min_events.min(500_000), true));
-    // Alternating rounds: decode → track, then decode → track → lifetime histograms.
-    for round in 0..2 * rounds {
-        let histograms = round % 2 == 1;
-        let (events, track, decode) = pipeline_round(min_events, histograms);
-        println!(
-            "pipeline_round {} {events} {:.6} {:.6} {:.6}",
-            if histograms { "histograms" } else { "track" },
-            track.cpu.as_secs_f64(),
-            decode.cpu.as_secs_f64(),
-            track.wall.as_secs_f64()
-        );
+    // Alternating rounds: decode → track; decode → track → lifetime histograms; a session
+    // written and replayed.
+    for _ in 0..rounds {
+        for histograms in [false, true] {
+            let (events, track, decode) = pipeline_round(min_events, histograms);
+            println!(
+                "pipeline_round {} {events} {:.6} {:.6} {:.6}",
+                if histograms { "histograms" } else { "track" },
+                track.cpu.as_secs_f64(),
+                decode.cpu.as_secs_f64(),
+                track.wall.as_secs_f64()
+            );
+        }
+        match session_round(min_events) {
+            Ok((events, write, replay, bytes)) => println!(
+                "session_round {events} {:.6} {:.6} {bytes}",
+                write.cpu.as_secs_f64(),
+                replay.cpu.as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("pipeline bench: session round: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
-    println!(
-        "note session: cgtrace::session (SessionWriter/SessionReader) is not part of this bench (it did not exist when the bench was written)"
-    );
     for &n in sizes {
         if let Err(e) = memory(n) {
             eprintln!("pipeline bench: {e}");

@@ -22,9 +22,11 @@ use crate::{
     histogram::{HdrLogWriter, Lifetimes},
     metrics::{Metrics, MetricsState},
     output::{JsonSink, RenderContext, Sink, TextSink},
-    pipeline::NodeMode,
-    pipeline::{Pipeline, PodNames},
+    pipeline::{NodeMode, Pipeline, PodNames},
     probes::{ProbeOptions, Probes},
+    record::{self, RecordOptions, SessionSink},
+    replay::RecordedOptions,
+    session::{Header, SessionWriter},
 };
 
 /// Records handled per drain batch before yielding to signals and timers.
@@ -76,6 +78,8 @@ pub enum Mode {
     Json,
     /// `attach`: no per-event output; histograms, verdicts, metrics.
     Attach(AttachOptions),
+    /// `record`: every input of the pipeline to a session file.
+    Record(RecordOptions),
 }
 
 /// `cgtrace attach`.
@@ -201,12 +205,50 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         .map(|&id| (id, hierarchies.label(id)))
         .collect();
     let out = BufWriter::with_capacity(1 << 16, io::stdout());
+    let ctx_hierarchies = hierarchies.clone();
     let ctx = RenderContext::new(hierarchies, clock);
+    let mut recording = None;
     let sinks: Vec<Box<dyn Sink>> = match &opts.mode {
         Mode::Json => vec![Box::new(JsonSink::new(out, ctx))],
         Mode::Text => vec![Box::new(TextSink::new(out, ctx))],
         // attach prints histograms and the summary itself, no events.
         Mode::Attach(_) => vec![Box::new(crate::output::SummarySink::new(out, ctx))],
+        Mode::Record(r) => {
+            let file = record::create(&r.path, r.force)?;
+            let header = Header {
+                cgtrace_version: env!("CARGO_PKG_VERSION").to_string(),
+                kernel_release: probes.kernel_release.clone(),
+                hostname: record::hostname(),
+                boot_id: record::boot_id(),
+                clock,
+                tier: tier.to_string(),
+                attach: attach_kind.to_string(),
+                hierarchies: ctx_hierarchies.clone(),
+                options: serde_json::to_string(&RecordedOptions {
+                    filters: format!(
+                        "{:?}",
+                        opts.probe
+                            .path_prefix
+                            .as_ref()
+                            .map(|p| String::from_utf8_lossy(p).into_owned())
+                    ),
+                    tier_rejected: probes
+                        .rejected
+                        .iter()
+                        .map(|(t, why)| (t.name().to_string(), why.clone()))
+                        .collect(),
+                })?,
+            };
+            let writer =
+                SessionWriter::new(BufWriter::with_capacity(1 << 16, file), &header, &baseline)
+                    .with_context(|| format!("writing {}", r.path.display()))?;
+            let sink = SessionSink::new(writer, r.path.clone());
+            recording = Some((sink.bytes.clone(), sink.end_ns.clone(), r.clone()));
+            vec![
+                Box::new(sink),
+                Box::new(crate::output::SummarySink::new(io::stderr(), ctx)),
+            ]
+        }
     };
     let mut pipe = Pipeline::new(
         memory_hierarchy,
@@ -280,6 +322,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let mut last_lost_poll = Instant::now();
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(2) } == 1 && !matches!(opts.mode, Mode::Attach(_));
+    let _ = started;
     if let Some(m) = &node_state
         && let Ok(mut m) = m.lock()
     {
@@ -331,7 +374,21 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         if tty {
             // Recomputed about once a second (it walks the pods), redrawn after every batch.
             if status_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                status = status_line(&pipe, pipe.counts.lost.iter().sum());
+                status = match &recording {
+                    Some((bytes, _, r)) => {
+                        let secs = started.elapsed().as_secs_f64();
+                        let n: u64 = pipe.counts.seen.iter().sum();
+                        format!(
+                            "recording {}: {secs:.0}s · {n} events ({:.0}/s) · lost {} · {} · dying memcgs {}",
+                            r.path.display(),
+                            n as f64 / secs.max(0.001),
+                            pipe.counts.lost.iter().sum::<u64>(),
+                            record::human_bytes(bytes.get()),
+                            pipe.tracker.totals().dying
+                        )
+                    }
+                    None => status_line(&pipe, pipe.counts.lost.iter().sum()),
+                };
                 status_at = Some(Instant::now());
             }
             eprint!("{status}");
@@ -346,6 +403,16 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         if let Some(a) = &mut attach {
             a.tick(&mut pipe)?;
         }
+        if let Some((bytes, _, r)) = &recording
+            && r.max_size.is_some_and(|m| bytes.get() >= m)
+        {
+            eprintln!(
+                "cgtrace: {} reached --max-size ({}): stopping",
+                r.path.display(),
+                record::human_bytes(bytes.get())
+            );
+            break;
+        }
     }
     if tty {
         eprint!("\r\x1b[K");
@@ -358,7 +425,12 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     if let Some(a) = &mut attach {
         a.report(&mut pipe)?;
     }
-    let mut summary = pipe.summary(tier, attach_kind, started.elapsed().as_nanos() as u64);
+    // Event time, not the wall clock: a replay of a recording prints the same duration.
+    let end_ns = monotonic_ns();
+    if let Some((_, end, _)) = &recording {
+        end.set(end_ns);
+    }
+    let mut summary = pipe.summary(tier, attach_kind, end_ns.saturating_sub(clock.mono_ns));
     summary.tier_rejected = ring
         .get_ref()
         .0

@@ -7,7 +7,8 @@ use cgtrace::{
     hierarchy::Hierarchies,
     live::{self, AttachOptions, LiveOptions, Mode},
     probes::{self, AttachMode, ProbeOptions, SubtreeFilter, Tier},
-    units,
+    record::RecordOptions,
+    replay, units,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +29,12 @@ struct Cli {
 enum Command {
     /// Print every cgroup mkdir/rmdir/release on this node as it happens.
     Live(LiveArgs),
+    /// Record the session to a file (to replay and analyse later, elsewhere).
+    Record(RecordArgs),
+    /// Replay a recorded session: the same output as the live run that recorded it.
+    Replay(ReplayArgs),
+    /// A recorded session's summary: pods, verdicts with evidence, lifetime percentiles.
+    Report(ReportArgs),
     /// Stay attached (node mode): lifetime histograms and verdicts every --interval, Prometheus
     /// metrics with --metrics. SIGHUP prints the histograms now; SIGTERM exits cleanly.
     Attach(AttachArgs),
@@ -45,6 +52,74 @@ struct DoctorArgs {
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// The session file to write (created mode 0600; never through a symlink).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Stop after this long (e.g. 10m); default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop cleanly once the file reaches this size (e.g. 512M).
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_size: Option<u64>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReplayFilterArgs {
+    /// Only hierarchies holding this controller (repeatable).
+    #[arg(long = "controller", value_name = "NAME")]
+    controllers: Vec<String>,
+    /// Only cgroups whose path starts with this string.
+    #[arg(long, value_name = "PREFIX")]
+    path_prefix: Option<String>,
+    /// Only cgroups at or below this cgroup path.
+    #[arg(long, value_name = "PATH")]
+    subtree: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// The session file.
+    file: PathBuf,
+    /// JSON lines, as `live --json` printed them.
+    #[arg(long)]
+    json: bool,
+    /// Replay speed: a multiple of real time (e.g. 10) or max.
+    #[arg(long, value_name = "N|max", value_parser = replay::parse_speed, default_value = "max")]
+    speed: replay::Speed,
+    #[command(flatten)]
+    filter: ReplayFilterArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The session file.
+    file: PathBuf,
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    filter: ReplayFilterArgs,
+}
+
+impl ReplayFilterArgs {
+    fn filters(&self) -> replay::Filters {
+        replay::Filters {
+            controllers: self.controllers.clone(),
+            path_prefix: self.path_prefix.clone(),
+            subtree: self.subtree.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +299,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probe,
                 host_root: PathBuf::from("/"),
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record(a) => {
+            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
+            if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return usage(Err(anyhow::anyhow!(
+                    "cannot write {}: {} is not a directory",
+                    a.output.display(),
+                    dir.display()
+                )));
+            }
+            live::run(&LiveOptions {
+                mode: Mode::Record(RecordOptions {
+                    path: a.output.clone(),
+                    max_size: a.max_size,
+                    force: a.force,
+                }),
+                duration: a.duration,
+                probe,
+                host_root: PathBuf::from("/"),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(a) => {
+            replay::replay(&a.file, a.json, a.speed, &a.filter.filters())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) => {
+            replay::report(&a.file, a.json, &a.filter.filters())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Attach(a) => {

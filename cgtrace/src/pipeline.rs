@@ -215,6 +215,13 @@ impl Pipeline {
         }
     }
 
+    /// `count` more lost events of `kind` (from a recorded session).
+    pub fn lost_delta(&mut self, ts_ns: u64, kind: EventKind, count: u64) {
+        let mut totals = self.counts.lost;
+        totals[kind as usize] += count;
+        self.lost_totals(ts_ns, &totals);
+    }
+
     /// New totals of lost events (per kind): the growth goes to the sinks.
     pub fn lost_totals(&mut self, ts_ns: u64, lost: &[u64; EventKind::SLOTS]) {
         for k in EventKind::ALL {

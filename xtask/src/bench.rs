@@ -193,6 +193,10 @@ fn bytes(v: f64) -> String {
     format!("{v:.0} B")
 }
 
+fn bytes_1(v: f64) -> String {
+    format!("{v:.1} B")
+}
+
 fn ms(v: f64) -> String {
     format!("{v:.0} ms")
 }
@@ -1140,6 +1144,11 @@ struct PipelineResults {
     /// events/s per round: decode → track, decode → track → lifetime histograms, decode alone.
     track_eps: Vec<f64>,
     histogram_eps: Vec<f64>,
+    /// Session rounds: events/s written (decode → SessionWriter), events/s replayed
+    /// (SessionReader → track), session bytes per event.
+    session_write_eps: Vec<f64>,
+    session_replay_eps: Vec<f64>,
+    session_bytes_per_event: Vec<f64>,
     /// Thread CPU time ÷ wall time of the pipeline rounds (how much the machine let it run).
     cpu_share: Vec<f64>,
     decode_eps: Vec<f64>,
@@ -1181,6 +1190,20 @@ fn parse_pipeline(text: &str) -> Result<PipelineResults> {
                     p.decode_eps.push(events / decode_s);
                 }
             }
+            "session_round" => {
+                let [events, write_s, replay_s, bytes] = nums[..] else {
+                    bail!("unexpected bench line: {line}");
+                };
+                if events > 0.0 {
+                    p.session_bytes_per_event.push(bytes / events);
+                }
+                if write_s > 0.0 {
+                    p.session_write_eps.push(events / write_s);
+                }
+                if replay_s > 0.0 {
+                    p.session_replay_eps.push(events / replay_s);
+                }
+            }
             "memory_dying" => {
                 let [n, before, after, tracked, dying] = nums[..] else {
                     bail!("unexpected bench line: {line}");
@@ -1216,12 +1239,6 @@ fn pipeline_bench() -> Result<PipelineResults> {
         );
     }
     parse_pipeline(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// Whether a module of the cgtrace crate defines an item (the bench reports what it skipped).
-fn crate_has(file: &str, needle: &str) -> bool {
-    fs::read_to_string(workspace_root().join("cgtrace/src").join(file))
-        .is_ok_and(|s| s.contains(needle))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1461,6 +1478,27 @@ fn measure(
                     );
                 }
             }
+            for (figure, v) in [
+                (
+                    "session: decode → `SessionWriter` to memory (events per CPU-second)",
+                    &p.session_write_eps,
+                ),
+                (
+                    "session replay: `SessionReader` → track (events per CPU-second)",
+                    &p.session_replay_eps,
+                ),
+            ] {
+                if let Some(s) = stats(v) {
+                    rows.push(Row::measured(figure, s, events_per_s));
+                }
+            }
+            if let Some(s) = stats(&p.session_bytes_per_event) {
+                rows.push(Row::measured(
+                    "session: bytes per event (kubelet-like stream)",
+                    s,
+                    bytes_1,
+                ));
+            }
             if let Some(s) = stats(&p.decode_eps) {
                 rows.push(Row::measured(
                     "pipeline: decode alone (events per CPU-second, one thread)",
@@ -1494,14 +1532,6 @@ fn measure(
             }
             for n in &p.notes {
                 notes.push(format!("pipeline bench: {n}"));
-            }
-            if (crate_has("session.rs", "SessionWriter")
-                || crate_has("session/mod.rs", "SessionWriter"))
-                && p.notes.iter().any(|n| n.starts_with("session"))
-            {
-                notes.push(
-                    "cgtrace::session exists now, but the pipeline bench does not measure replay yet".into(),
-                );
             }
             if let (Some(b), Some(st)) = (p.record_bytes, &p.stream) {
                 let _ = writeln!(
@@ -1661,11 +1691,14 @@ mod tests {
     #[test]
     fn parses_the_pipeline_output() {
         let p = parse_pipeline(
-            "record_bytes 352\nstream hierarchies=9\npipeline_round track 1000 0.5 0.1 0.5\npipeline_round histograms 1000 1 0.1 2\nmemory_dying 10 1000 3000 10 10\nnote session: absent\n",
+            "record_bytes 352\nstream hierarchies=9\npipeline_round track 1000 0.5 0.1 0.5\npipeline_round histograms 1000 1 0.1 2\nsession_round 1000 0.25 0.5 12000\nmemory_dying 10 1000 3000 10 10\nnote session: absent\n",
         )
         .expect("parses");
         assert_eq!(p.track_eps, vec![2000.0]);
         assert_eq!(p.histogram_eps, vec![1000.0]);
+        assert_eq!(p.session_write_eps, vec![4000.0]);
+        assert_eq!(p.session_replay_eps, vec![2000.0]);
+        assert_eq!(p.session_bytes_per_event, vec![12.0]);
         assert_eq!(p.decode_eps, vec![10000.0, 10000.0]);
         assert_eq!(p.memory, vec![(10, 200.0, 10, 10)]);
         assert_eq!(p.notes, vec!["session: absent".to_string()]);

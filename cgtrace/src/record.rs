@@ -1,0 +1,195 @@
+//! `cgtrace record`: the session file sink, created safely, flushed in batches, synced.
+use std::{
+    cell::Cell,
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use cgtrace_common::EventKind;
+
+use crate::{
+    event::Event,
+    output::{Sink, Summary},
+    session::SessionWriter,
+    tracker::PodStats,
+};
+
+/// `cgtrace record` options.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub path: PathBuf,
+    /// Stop cleanly once the file reaches this many bytes.
+    pub max_size: Option<u64>,
+    /// Overwrite an existing file (never through a symlink).
+    pub force: bool,
+}
+
+/// Creates the session file: mode 0600, never through a symlink, refusing an existing file
+/// unless `force`.
+pub fn create(path: &Path, force: bool) -> anyhow::Result<File> {
+    let mut oo = OpenOptions::new();
+    oo.write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if force {
+        oo.create(true).truncate(true);
+    } else {
+        oo.create_new(true);
+    }
+    let f = oo.open(path).map_err(|e| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EEXIST) => " (it exists; --force overwrites it)",
+            Some(libc::ELOOP) => " (it is a symlink: refusing to write through it)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot create {}: {e}{hint}", path.display())
+    })?;
+    // An existing file keeps its mode on truncation: make it private too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", path.display()))?;
+    Ok(f)
+}
+
+/// Writes every event, lost count and pod name to the session; the footer and an fsync at the
+/// end. Shares the bytes written with the run loop (for `--max-size` and the status line).
+pub struct SessionSink {
+    writer: Option<SessionWriter<BufWriter<File>>>,
+    pub bytes: Rc<Cell<u64>>,
+    /// CLOCK_MONOTONIC end of the run, for the footer (set by the run loop before finishing).
+    pub end_ns: Rc<Cell<u64>>,
+    last_sync: Instant,
+    path: PathBuf,
+}
+
+impl SessionSink {
+    pub fn new(writer: SessionWriter<BufWriter<File>>, path: PathBuf) -> SessionSink {
+        let bytes = Rc::new(Cell::new(writer.bytes_written()));
+        SessionSink {
+            writer: Some(writer),
+            bytes,
+            end_ns: Rc::new(Cell::new(0)),
+            last_sync: Instant::now(),
+            path,
+        }
+    }
+
+    fn w(&mut self) -> io::Result<&mut SessionWriter<BufWriter<File>>> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the session is already finished"))
+    }
+
+    fn context(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("writing {}: {e}", self.path.display()))
+    }
+}
+
+impl Sink for SessionSink {
+    fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+        let r = self.w()?.event(ev);
+        r.map_err(|e| self.context(e))
+    }
+
+    fn lost(&mut self, ts_ns: u64, kind: EventKind, count: u64) -> io::Result<()> {
+        let r = self.w()?.lost(ts_ns, kind, count);
+        r.map_err(|e| self.context(e))
+    }
+
+    fn pod_name(&mut self, uid: &str, namespace: &str, name: &str) -> io::Result<()> {
+        let r = self.w()?.pod_name(uid, namespace, name);
+        r.map_err(|e| self.context(e))
+    }
+
+    fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let end = self.end_ns.get();
+        let buf = w.finish_at(end).map_err(|e| self.context(e))?;
+        let file = buf.into_inner().map_err(|e| self.context(e.into_error()))?;
+        file.sync_all().map_err(|e| self.context(e))
+    }
+
+    /// Closes the current frame (a batch) and writes it; syncs about once a second so a power
+    /// loss costs at most that much.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let r = w.flush_batch().and_then(|()| w.get_mut().flush());
+        if let Err(e) = r {
+            return Err(self.context(e));
+        }
+        self.bytes.set(w.bytes_written());
+        if self.last_sync.elapsed() >= Duration::from_secs(1) {
+            self.last_sync = Instant::now();
+            let r = w.get_ref().get_ref().sync_data();
+            r.map_err(|e| self.context(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `12.3 MiB`.
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// The host name, the boot id: facts for the session header.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_private_files_and_refuses_symlinks_and_existing_files() {
+        let dir = std::env::temp_dir().join(format!("cgtrace-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("s.cgtrace");
+        let f = create(&p, false).expect("create");
+        drop(f);
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = create(&p, false).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("--force")));
+        assert!(create(&p, true).is_ok());
+        let target = dir.join("victim");
+        std::fs::write(&target, b"keep").expect("victim");
+        let link = dir.join("link.cgtrace");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        for force in [false, true] {
+            assert!(create(&link, force).is_err(), "force={force}");
+        }
+        assert_eq!(std::fs::read(&target).expect("read"), b"keep");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
