@@ -13,8 +13,7 @@
 //!   decoded and written with `SessionWriter` to memory, then read back with `SessionReader`
 //!   and tracked;
 //! - `memory_dying <n> <rss_before_bytes> <rss_after_bytes> <tracked> <dying>`: a fresh process
-//!   fed mkdir + rmdir (no release) of `n` memcgs with kubelet-length paths;
-//! - `note <text>`: what was not measured, and why.
+//!   fed mkdir + rmdir (no release) of `n` memcgs with kubelet-length paths.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does a quick smoke run instead.
 use std::{
@@ -24,6 +23,17 @@ use std::{
     process::{Command, ExitCode},
     time::{Duration, Instant},
 };
+
+use cgtrace::{
+    baseline::Baseline,
+    clock::ClockRef,
+    event::Event,
+    hierarchy::Hierarchies,
+    histogram::Lifetimes,
+    session::{Header, Item, SessionReader, SessionWriter},
+    tracker::Tracker,
+};
+use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
 
 /// Time spent on the CPU by this thread: on a shared machine, time the thread waited for a CPU
 /// does not count against the pipeline.
@@ -56,17 +66,6 @@ impl Spent {
         r
     }
 }
-
-use cgtrace::{
-    baseline::Baseline,
-    clock::ClockRef,
-    event::Event,
-    hierarchy::Hierarchies,
-    histogram::Lifetimes,
-    session::{Header, Item, SessionReader, SessionWriter},
-    tracker::Tracker,
-};
-use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
 
 /// Hierarchy ids of a hybrid node like this one: memory first (the one that holds memcgs),
 /// then the other v1 controllers the kubelet's cgroupfs driver also creates every cgroup in,

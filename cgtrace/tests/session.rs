@@ -273,10 +273,30 @@ fn record_onto_a_full_disk_is_a_clear_error_and_the_file_replays() {
     }
     let mount = memory_mount();
     let parent = TestParent::new("full", &[&mount]).expect("test parent");
+    // Room for the header and baseline (they grow with the machine's cgroups) plus 64 KiB.
+    let probe_file = tmp("full-probe.cgtrace");
+    let _ = fs::remove_file(&probe_file);
+    let out = cgtrace(&[
+        "record",
+        "-o",
+        &probe_file.to_string_lossy(),
+        "--subtree",
+        &parent.cgroup_path(),
+        "--duration",
+        "1s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = fs::metadata(&probe_file).expect("probe session").len();
+    let _ = fs::remove_file(&probe_file);
+    let size = (base + (64 << 10)).div_ceil(4096) * 4096;
     let dir = tmp("tinyfs");
     fs::create_dir_all(&dir).expect("dir");
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(&dir)
         .status()
         .expect("mount");
