@@ -167,10 +167,11 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         node_state = Some(state);
     }
     let mut probe_opts = opts.probe.clone();
+    // The start-up state, walked once. Taken just before attaching: a cgroup made in between
+    // shows up unknown at its rmdir, one removed in between is settled by its release.
+    let baseline = baseline::take(&hierarchies, monotonic_ns());
     // Dying memcgs already there: name them with the start-up walk (it costs a program load).
-    if probe_opts.walk_dying_in.is_none()
-        && baseline::take(&hierarchies, 0).dying_before_start_total() > 0
-    {
+    if probe_opts.walk_dying_in.is_none() && baseline.dying_before_start_total() > 0 {
         probe_opts.walk_dying_in = hierarchies
             .with_controller("memory")
             .and_then(|m| m.mount.clone());
@@ -195,8 +196,6 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let tier = probes.tier.name();
     let attach_kind = probes.attached.name();
     let rejected = rejected_list(&probes);
-    // The baseline is taken after attaching: nothing created meanwhile is missed.
-    let baseline = baseline::take(&hierarchies, monotonic_ns());
 
     let memory_hierarchy = hierarchies.with_controller("memory").map(|h| h.id);
     let labels: HashMap<u32, String> = hierarchies

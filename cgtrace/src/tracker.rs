@@ -41,21 +41,59 @@ const F_CONTAINER: u8 = 64;
 const F_FOUND_DYING: u8 = 128;
 const NO_POD: u32 = u32::MAX;
 
-/// One tracked cgroup.
+/// One tracked cgroup. Kept small (64 bytes): tens of thousands of dying memcgs stay in memory.
 #[derive(Clone, Debug)]
 struct Entry {
-    parent: u32,
-    leaf: Box<[u8]>,
-    pod: u32,
     mkdir_ns: u64,
     rmdir_ns: u64,
-    usage: u64,
-    kmem: u64,
-    memsw: u64,
     css: u64,
-    memcg_id: u32,
+    /// The leaf name; a long lowercase-hex name (a container id) is stored as its bytes.
+    leaf: Box<[u8]>,
+    /// Figures at rmdir/offline, in pages (saturating).
+    usage: u32,
+    kmem: u32,
+    memsw: u32,
+    parent: u32,
+    pod: u32,
+    memcg_id: u16,
     flags: u8,
-    truncated: bool,
+    flags2: u8,
+}
+
+const F2_TRUNCATED: u8 = 1;
+const F2_HEX_LEAF: u8 = 2;
+
+/// Packs a leaf: 32+ lowercase hex characters (container ids) become half as many bytes.
+fn pack_leaf(leaf: &[u8]) -> (Box<[u8]>, bool) {
+    let hex = leaf.len() >= 32
+        && leaf.len() % 2 == 0
+        && leaf.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex {
+        return (leaf.into(), false);
+    }
+    let nib = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
+    let packed: Vec<u8> = leaf.chunks(2).map(|p| nib(p[0]) << 4 | nib(p[1])).collect();
+    (packed.into_boxed_slice(), true)
+}
+
+fn unpack_leaf(e: &Entry, out: &mut Vec<u8>) {
+    if e.flags2 & F2_HEX_LEAF == 0 {
+        out.extend_from_slice(&e.leaf);
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in e.leaf.iter() {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+fn to_pages(bytes: u64) -> u32 {
+    (bytes / crate::event::PAGE_SIZE).min(u32::MAX as u64) as u32
+}
+
+fn from_pages(pages: u32) -> u64 {
+    u64::from(pages) * crate::event::PAGE_SIZE
 }
 
 impl Entry {
@@ -269,19 +307,22 @@ impl Tracker {
         ts: u64,
         truncated: bool,
     ) -> (Entry, Option<u32>) {
-        let pod_ref = k8s::parse_path(path);
         let memcg = Some(hierarchy_id) == self.memory_hierarchy;
-        let (pod, new_pod) = if memcg {
-            self.pod_index(&pod_ref)
+        // Pods are attributed on the memory hierarchy only: parse nothing elsewhere.
+        let (pod, new_pod, container) = if memcg {
+            let pod_ref = k8s::parse_path(path);
+            let (pod, new_pod) = self.pod_index(&pod_ref);
+            (pod, new_pod, pod_ref.container_id.is_some())
         } else {
-            (NO_POD, false)
+            (NO_POD, false, false)
         };
         let (dir, leaf) = split_path(path);
         let parent = self.dirs.intern(dir);
+        let (leaf, hex) = pack_leaf(leaf);
         (
             Entry {
                 parent,
-                leaf: leaf.into(),
+                leaf,
                 pod,
                 mkdir_ns: ts,
                 rmdir_ns: 0,
@@ -290,13 +331,9 @@ impl Tracker {
                 memsw: 0,
                 css: 0,
                 memcg_id: 0,
-                flags: if memcg { F_MEMCG } else { 0 }
-                    | if pod_ref.container_id.is_some() {
-                        F_CONTAINER
-                    } else {
-                        0
-                    },
-                truncated,
+                flags: if memcg { F_MEMCG } else { 0 } | if container { F_CONTAINER } else { 0 },
+                flags2: if truncated { F2_TRUNCATED } else { 0 }
+                    | if hex { F2_HEX_LEAF } else { 0 },
             },
             new_pod.then_some(pod),
         )
@@ -311,19 +348,19 @@ impl Tracker {
 
     fn capture(e: &mut Entry, ev: &Event<'_>) {
         if let Some(u) = ev.usage_bytes {
-            e.usage = u;
+            e.usage = to_pages(u);
             e.flags |= F_HAS_USAGE;
         }
         if let Some(k) = ev.kmem_bytes {
-            e.kmem = k;
+            e.kmem = to_pages(k);
             e.flags |= F_HAS_KMEM;
         }
         if let Some(m) = ev.memsw_bytes {
-            e.memsw = m;
+            e.memsw = to_pages(m);
             e.flags |= F_HAS_MEMSW;
         }
         if let Some(id) = ev.memcg_id {
-            e.memcg_id = id;
+            e.memcg_id = id.min(u16::MAX as u32) as u16;
         }
     }
 
@@ -560,7 +597,7 @@ impl Tracker {
     fn path_of(&self, e: &Entry) -> Vec<u8> {
         let mut p = self.dirs.get(e.parent).to_vec();
         p.push(b'/');
-        p.extend_from_slice(&e.leaf);
+        unpack_leaf(e, &mut p);
         p
     }
 
@@ -597,10 +634,10 @@ impl Tracker {
                 path: String::from_utf8_lossy(&self.path_of(e)).into_owned(),
                 pod_uid: (e.pod != NO_POD).then(|| self.pods[e.pod as usize].pod_uid.clone()),
                 rmdir_ns: e.rmdir_ns,
-                usage_bytes: (e.flags & F_HAS_USAGE != 0).then_some(e.usage),
-                kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(e.kmem),
-                memsw_bytes: (e.flags & F_HAS_MEMSW != 0).then_some(e.memsw),
-                path_truncated: e.truncated,
+                usage_bytes: (e.flags & F_HAS_USAGE != 0).then_some(from_pages(e.usage)),
+                kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(from_pages(e.kmem)),
+                memsw_bytes: (e.flags & F_HAS_MEMSW != 0).then_some(from_pages(e.memsw)),
+                path_truncated: e.flags2 & F2_TRUNCATED != 0,
                 before_start: e.flags & F_FOUND_DYING != 0,
             })
             .collect();
@@ -647,9 +684,25 @@ pub struct PodSummary {
     pub oldest_dying_age_s: Option<f64>,
 }
 
+const _: () = assert!(size_of::<Entry>() == 64);
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn container_id_leaves_are_packed_and_restored() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let (packed, hex) = pack_leaf(id.as_bytes());
+        assert!(hex && packed.len() == 32);
+        let (plain, hex) = pack_leaf(b"Upper0123456789abcdef0123456789abcdef");
+        assert!(!hex && plain.len() == 37);
+        let mut t = Tracker::new(Some(1));
+        let p = format!("/kubepods/pod{UID}/{id}");
+        t.observe(&ev(EventKind::Mkdir, 1, 1, 9, p.as_bytes()));
+        t.observe(&ev(EventKind::Rmdir, 2, 1, 9, p.as_bytes()));
+        assert_eq!(t.dying_memcgs()[0].path, p);
+    }
     use crate::baseline::BaselineCgroup;
 
     pub(crate) const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";

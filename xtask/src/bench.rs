@@ -455,11 +455,31 @@ impl Drop for BenchParent {
     }
 }
 
+/// This thread's time on a CPU and time waiting for one, in ns (`/proc/thread-self/schedstat`;
+/// None where the kernel does not provide it).
+fn sched_times() -> Option<(u64, u64)> {
+    let s = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
+/// What one churn run measured.
+#[derive(Clone, Copy, Debug, Default)]
+struct Churn {
+    /// Cycles per second of wall time.
+    rate: f64,
+    /// Cycles per second of the churn thread's own CPU time: what the probes add inside the
+    /// mkdir/rmdir system calls, without the noise of waiting for a CPU.
+    cpu_rate: Option<f64>,
+    /// Share of the run the thread spent waiting for a CPU.
+    waited: Option<f64>,
+}
+
 /// The churn: mkdir + rmdir of one child cgroup in a tight loop for `secs`, on this thread.
-/// Returns cycles per second.
-fn churn(parent: &Path, secs: f64) -> Result<f64> {
+fn churn(parent: &Path, secs: f64) -> Result<Churn> {
     let child = parent.join("c");
     let budget = Duration::from_secs_f64(secs);
+    let sched0 = sched_times();
     let start = Instant::now();
     let mut cycles: u64 = 0;
     loop {
@@ -472,7 +492,19 @@ fn churn(parent: &Path, secs: f64) -> Result<f64> {
             break;
         }
     }
-    Ok(cycles as f64 / start.elapsed().as_secs_f64())
+    let wall = start.elapsed().as_secs_f64();
+    let (cpu_rate, waited) = match (sched0, sched_times()) {
+        (Some((run0, wait0)), Some((run1, wait1))) if run1 > run0 => (
+            Some(cycles as f64 / ((run1 - run0) as f64 / 1e9)),
+            Some(wait1.saturating_sub(wait0) as f64 / 1e9 / wall),
+        ),
+        _ => (None, None),
+    };
+    Ok(Churn {
+        rate: cycles as f64 / wall,
+        cpu_rate,
+        waited,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -808,7 +840,7 @@ impl Mode {
 /// What one churn run under one mode gave.
 #[derive(Clone, Debug, Default)]
 struct RunResult {
-    rate: f64,
+    churn: Churn,
     /// `live --json > FILE`: `lost` and the events total from the summary line.
     lost: Option<u64>,
     events: Option<u64>,
@@ -893,7 +925,7 @@ fn cgtrace_tracer(
 fn run_mode(ctx: &Ctx, mode: Mode, tag: &str, ring: Option<u64>) -> Result<RunResult> {
     match mode {
         Mode::Untraced => Ok(RunResult {
-            rate: churn(&ctx.parent, ctx.round_secs)?,
+            churn: churn(&ctx.parent, ctx.round_secs)?,
             ..RunResult::default()
         }),
         Mode::Bpftrace => {
@@ -905,10 +937,10 @@ fn run_mode(ctx: &Ctx, mode: Mode, tag: &str, ring: Option<u64>) -> Result<RunRe
             )?;
             t.wait_bpftrace_attached()?;
             thread::sleep(SETTLE);
-            let rate = churn(&ctx.parent, ctx.round_secs)?;
+            let churn = churn(&ctx.parent, ctx.round_secs)?;
             t.stop()?;
             Ok(RunResult {
-                rate,
+                churn,
                 ..RunResult::default()
             })
         }
@@ -917,10 +949,10 @@ fn run_mode(ctx: &Ctx, mode: Mode, tag: &str, ring: Option<u64>) -> Result<RunRe
             let res = (|| -> Result<RunResult> {
                 t.wait_cgtrace_attached()?;
                 thread::sleep(SETTLE);
-                let rate = churn(&ctx.parent, ctx.round_secs)?;
+                let churn = churn(&ctx.parent, ctx.round_secs)?;
                 t.stop()?;
                 let mut r = RunResult {
-                    rate,
+                    churn,
                     ..RunResult::default()
                 };
                 if mode == Mode::LiveFile {
@@ -1016,7 +1048,7 @@ fn overhead_rounds(ctx: &Ctx, rounds: usize, modes: &[Mode]) -> Result<Rounds> {
         for mode in order {
             match run_mode(ctx, mode, &format!("round{round}-{mode:?}"), None) {
                 Ok(res) => {
-                    let _ = write!(line, " {mode:?} {:.0}/s", res.rate);
+                    let _ = write!(line, " {mode:?} {:.0}/s", res.churn.rate);
                     if let Some(l) = res.lost {
                         let _ = write!(line, " (lost {l})");
                     }
@@ -1044,13 +1076,15 @@ impl Rounds {
             .map(|(_, _, x)| x)
     }
 
-    fn ratios(&self, mode: Mode) -> Vec<f64> {
+    /// Per round: `rate(mode) ÷ rate(untraced)`, with `rate` picking a churn figure.
+    fn ratios(&self, mode: Mode, rate: impl Fn(&Churn) -> Option<f64>) -> Vec<f64> {
         self.results
             .iter()
             .filter(|(m, _, _)| *m == mode)
             .filter_map(|(_, round, res)| {
-                let base = self.get(Mode::Untraced, *round)?;
-                (base.rate > 0.0).then(|| res.rate / base.rate)
+                let base = rate(&self.get(Mode::Untraced, *round)?.churn)?;
+                let traced = rate(&res.churn)?;
+                (base > 0.0).then(|| traced / base)
             })
             .collect()
     }
@@ -1082,9 +1116,9 @@ fn ring_scan(ctx: &Ctx) -> Result<Vec<(u64, u64, f64)>> {
         eprintln!(
             "xtask bench: ring {}: lost {lost} at {:.0} cycles/s",
             size_name(size),
-            r.rate
+            r.churn.rate
         );
-        v.push((size, lost, r.rate));
+        v.push((size, lost, r.churn.rate));
         size *= 2;
     }
     Ok(v)
@@ -1350,7 +1384,7 @@ fn measure(
     }
 
     // The table.
-    let base = rounds.values(Mode::Untraced, |r| Some(r.rate));
+    let base = rounds.values(Mode::Untraced, |r| Some(r.churn.rate));
     if let Some(s) = stats(&base) {
         rows.push(Row::measured(
             "untraced memcg mkdir+rmdir rate (cycles/s, one thread)",
@@ -1378,7 +1412,10 @@ fn measure(
             ));
             continue;
         }
-        match (stats(&rounds.ratios(mode)), rounds.failure(mode)) {
+        match (
+            stats(&rounds.ratios(mode, |c| Some(c.rate))),
+            rounds.failure(mode),
+        ) {
             (_, Some(e)) => rows.push(Row::note(figure, format!("failed: {e}"))),
             (Some(s), None) => {
                 let row = Row::measured(figure, s, ratio);
@@ -1393,6 +1430,40 @@ fn measure(
             }
             (None, None) => rows.push(Row::note(figure, "no result")),
         }
+    }
+    // The same rounds per second of the churn thread's own CPU time: what the probes cost
+    // inside mkdir/rmdir, without the time the thread waited for a CPU (on a busy machine most
+    // of the spread of the wall-clock ratios).
+    for mode in [
+        Mode::Live,
+        Mode::LiveFile,
+        Mode::Record,
+        Mode::Attach,
+        Mode::Bpftrace,
+    ] {
+        if rounds.failure(mode).is_some() {
+            continue;
+        }
+        if let Some(s) = stats(&rounds.ratios(mode, |c| c.cpu_rate)) {
+            rows.push(Row::measured(
+                format!(
+                    "overhead inside the syscalls: {} (cycles per churn-thread CPU-second ÷ untraced)",
+                    mode.label()
+                ),
+                s,
+                ratio,
+            ));
+        }
+    }
+    let waited = rounds.values(Mode::Untraced, |r| r.churn.waited);
+    if let Some(s) = stats(&waited) {
+        let _ = writeln!(
+            details,
+            "- the untraced churn thread waited for a CPU {:.0}% of its rounds (median; {:.0}–{:.0}%): the machine was that busy",
+            s.median * 100.0,
+            s.min * 100.0,
+            s.max * 100.0
+        );
     }
     let lost = rounds.values(Mode::LiveFile, |r| r.lost.map(|l| l as f64));
     match (stats(&lost), rounds.failure(Mode::LiveFile)) {
@@ -1606,7 +1677,10 @@ fn measure(
             .iter()
             .filter_map(|&m| {
                 rounds.get(m, round).map(|r| {
-                    let mut s = format!("{m:?} {}", grouped(r.rate));
+                    let mut s = format!("{m:?} {}", grouped(r.churn.rate));
+                    if let (Some(c), Some(w)) = (r.churn.cpu_rate, r.churn.waited) {
+                        let _ = write!(s, " [{} per CPU-s, waited {:.0}%]", grouped(c), w * 100.0);
+                    }
                     if let (Some(l), Some(e)) = (r.lost, r.events) {
                         let _ = write!(s, " (lost {l}, seen {e})");
                     }
