@@ -66,7 +66,7 @@ const F2_HEX_LEAF: u8 = 2;
 /// Packs a leaf: 32+ lowercase hex characters (container ids) become half as many bytes.
 fn pack_leaf(leaf: &[u8]) -> (Box<[u8]>, bool) {
     let hex = leaf.len() >= 32
-        && leaf.len() % 2 == 0
+        && leaf.len().is_multiple_of(2)
         && leaf.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     if !hex {
         return (leaf.into(), false);
