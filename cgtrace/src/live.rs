@@ -333,6 +333,9 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let mut status = String::new();
     let mut status_at: Option<Instant> = None;
     let mut reported_lost = [0u64; EventKind::SLOTS];
+    let uses_tracefs = ring.get_ref().0.attached == crate::probes::Attached::Tracepoint
+        || ring.get_ref().0.mkdir_failures_off.is_none();
+    let mut tracefs_gone = false;
 
     loop {
         let until = async {
@@ -398,6 +401,13 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         if last_lost_poll.elapsed() >= LOST_POLL {
             last_lost_poll = Instant::now();
             poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
+            // Classic tracepoints came from tracefs: say so if it goes away under us.
+            if uses_tracefs && !tracefs_gone && crate::tracefs::find().is_none() {
+                tracefs_gone = true;
+                eprintln!(
+                    "cgtrace: warning: tracefs was unmounted while cgtrace runs: the attached tracepoints keep working, but a restart needs tracefs (mount -t tracefs nodev /sys/kernel/tracing)"
+                );
+            }
         }
         if let Some(a) = &mut attach {
             a.tick(&mut pipe)?;

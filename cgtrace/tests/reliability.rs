@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     ffi::OsStr,
     fs,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -384,4 +384,78 @@ fn hostile_names_are_escaped_valid_and_truncation_is_flagged() {
     assert!(text.contains("bad\\xff\\xfe\\xc3utf8"));
     let _ = fs::remove_file(&out);
     let _ = fs::remove_file(&text_out);
+}
+
+/// tracefs unmounted while cgtrace runs on classic tracepoints: reported, no hang, events go on.
+#[test]
+fn tracefs_unmounted_while_running_is_reported_not_a_hang() {
+    if !privileged("tracefs_unmounted_while_running_is_reported_not_a_hang") {
+        return;
+    }
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tracefs) = cgtrace::tracefs::find() else {
+        eprintln!("skipping: tracefs not mounted");
+        return;
+    };
+    /// Mounts tracefs back where it was, even after a panic.
+    struct Remount(PathBuf);
+    impl Drop for Remount {
+        fn drop(&mut self) {
+            if cgtrace::tracefs::find().is_none() {
+                let _ = Command::new("mount")
+                    .args(["-t", "tracefs", "nodev"])
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+    }
+    let (_, mount) = memory_mount();
+    let parent = TestParent::new("tracefs", &[&mount]).expect("test parent");
+    let mut child = Command::new(BIN)
+        .args([
+            "live",
+            "--json",
+            "--attach",
+            "classic",
+            "--subtree",
+            &parent.cgroup_path(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("attached");
+    assert!(line.starts_with("cgtrace: attached"), "{line}");
+    let _remount = Remount(tracefs.clone());
+    let st = Command::new("umount")
+        .arg("-l")
+        .arg(&tracefs)
+        .status()
+        .expect("umount");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(600));
+    fs::create_dir(parent.dir(&mount).join("after")).expect("mkdir");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut ev = String::new();
+    out.read_line(&mut ev).expect("an event after the unmount");
+    assert!(ev.contains("\"mkdir\"") && ev.contains("/after"), "{ev}");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "hang after tracefs went away"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    assert!(rest.contains("tracefs was unmounted"), "{rest}");
 }

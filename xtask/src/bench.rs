@@ -1447,7 +1447,7 @@ fn measure(
         if let Some(s) = stats(&rounds.ratios(mode, |c| c.cpu_rate)) {
             rows.push(Row::measured(
                 format!(
-                    "overhead inside the syscalls: {} (cycles per churn-thread CPU-second ÷ untraced)",
+                    "overhead per CPU-second of the churn thread: {} (÷ untraced)",
                     mode.label()
                 ),
                 s,
