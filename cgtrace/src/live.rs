@@ -289,6 +289,8 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             labels: labels.clone(),
         });
     }
+    pipe.tracker
+        .set_css_joins(probes.tier != crate::probes::Tier::Tracepoint);
     pipe.path_prefix(opts.probe.path_prefix.clone());
     pipe.ignore_paths_with_prefix(
         format!("/{}", crate::probes::walk_trigger_prefix()).into_bytes(),

@@ -163,6 +163,7 @@ fn open(
         sinks,
         None,
     );
+    pipe.tracker.set_css_joins(header.tier != "tracepoint");
     pipe.path_prefix(filters.path_prefix.as_ref().map(|p| p.as_bytes().to_vec()));
     let subtree = filters
         .subtree

@@ -8,7 +8,48 @@
 //! Memory stays bounded: a freed cgroup leaves only its contribution to the counters and the
 //! lifetimes handed back to the caller (for histograms); paths are interned as a shared parent
 //! directory plus the leaf name.
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    rc::Rc,
+};
+
+/// A fast hasher for the tracker's tables (keys are kernel ids and paths, not attacker-chosen
+/// in a way that matters: a collision costs time, never correctness).
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // Final avalanche (splitmix64).
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(23) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 use cgtrace_common::EventKind;
 use serde::Serialize;
@@ -107,10 +148,11 @@ impl Entry {
 }
 
 /// Interned parent directories (refcounted).
+/// (The name is stored once, shared by the index and the slot.)
 #[derive(Default)]
 struct Dirs {
-    ids: HashMap<Box<[u8]>, u32>,
-    slots: Vec<(Box<[u8]>, u32)>,
+    ids: FastMap<Rc<[u8]>, u32>,
+    slots: Vec<(Rc<[u8]>, u32)>,
     free: Vec<u32>,
 }
 
@@ -120,7 +162,7 @@ impl Dirs {
             self.slots[id as usize].1 += 1;
             return id;
         }
-        let b: Box<[u8]> = dir.into();
+        let b: Rc<[u8]> = dir.into();
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = (b.clone(), 1);
@@ -141,8 +183,8 @@ impl Dirs {
         };
         slot.1 -= 1;
         if slot.1 == 0 {
-            let name = std::mem::take(&mut slot.0);
-            self.ids.remove(&name);
+            let name = std::mem::replace(&mut slot.0, Rc::from(&b""[..]));
+            self.ids.remove(&*name);
             self.free.push(id);
         }
     }
@@ -229,11 +271,13 @@ pub struct Totals {
 /// The tracker. Feed it every event in order with [`Tracker::observe`].
 pub struct Tracker {
     memory_hierarchy: Option<u32>,
-    cgroups: HashMap<Key, Entry>,
-    css: HashMap<u64, Key>,
+    cgroups: FastMap<Key, Entry>,
+    css: FastMap<u64, Key>,
+    /// Keep css → cgroup joins (only the fentry/kprobe tiers send css events).
+    join_css: bool,
     dirs: Dirs,
     pods: Vec<PodStats>,
-    pod_ids: HashMap<Box<str>, u32>,
+    pod_ids: FastMap<Box<str>, u32>,
     totals: Totals,
     last_ts: u64,
 }
@@ -243,13 +287,23 @@ impl Tracker {
     pub fn new(memory_hierarchy: Option<u32>) -> Tracker {
         Tracker {
             memory_hierarchy,
-            cgroups: HashMap::new(),
-            css: HashMap::new(),
+            cgroups: FastMap::default(),
+            css: FastMap::default(),
+            join_css: true,
             dirs: Dirs::default(),
             pods: Vec::new(),
-            pod_ids: HashMap::new(),
+            pod_ids: FastMap::default(),
             totals: Totals::default(),
             last_ts: 0,
+        }
+    }
+
+    /// Whether css events will come (fentry/kprobe tiers): without them the css → cgroup
+    /// table is not kept, which saves memory per tracked memcg.
+    pub fn set_css_joins(&mut self, on: bool) {
+        self.join_css = on;
+        if !on {
+            self.css = FastMap::default();
         }
     }
 
@@ -382,7 +436,9 @@ impl Tracker {
                 Self::capture(&mut e, ev);
                 if ev.css != 0 {
                     e.css = ev.css;
-                    self.css.insert(ev.css, key);
+                    if self.join_css {
+                        self.css.insert(ev.css, key);
+                    }
                 }
                 out.new_pod = new_pod;
                 self.fill(&mut out, &e);
@@ -433,7 +489,9 @@ impl Tracker {
                 Self::capture(e, ev);
                 if ev.css != 0 && e.css == 0 {
                     e.css = ev.css;
-                    self.css.insert(ev.css, key);
+                    if self.join_css {
+                        self.css.insert(ev.css, key);
+                    }
                 }
                 let e = e.clone();
                 if e.mkdir_ns != 0 {
