@@ -81,6 +81,8 @@ const F_CONTAINER: u8 = 64;
 /// Found dying by the start-up walk.
 const F_FOUND_DYING: u8 = 128;
 const NO_POD: u32 = u32::MAX;
+/// `Entry::parent` of cgroups whose path is not kept (not on the memory hierarchy).
+const NO_DIR: u32 = u32::MAX;
 
 /// One tracked cgroup. Kept small (64 bytes): tens of thousands of dying memcgs stay in memory.
 #[derive(Clone, Debug)]
@@ -137,7 +139,25 @@ fn from_pages(pages: u32) -> u64 {
     u64::from(pages) * crate::event::PAGE_SIZE
 }
 
+/// The few fields of an entry the counters need (cheap to copy, unlike the entry).
+#[derive(Clone, Copy)]
+struct Brief {
+    mkdir_ns: u64,
+    rmdir_ns: u64,
+    flags: u8,
+    pod: u32,
+}
+
 impl Entry {
+    fn brief(&self) -> Brief {
+        Brief {
+            mkdir_ns: self.mkdir_ns,
+            rmdir_ns: self.rmdir_ns,
+            flags: self.flags,
+            pod: self.pod,
+        }
+    }
+
     fn state(&self) -> State {
         if self.rmdir_ns == 0 {
             State::Live
@@ -370,9 +390,14 @@ impl Tracker {
         } else {
             (NO_POD, false, false)
         };
-        let (dir, leaf) = split_path(path);
-        let parent = self.dirs.intern(dir);
-        let (leaf, hex) = pack_leaf(leaf);
+        // Paths are kept for memcgs (reports name them); other hierarchies only need times.
+        let (parent, leaf, hex) = if memcg {
+            let (dir, leaf) = split_path(path);
+            let (leaf, hex) = pack_leaf(leaf);
+            (self.dirs.intern(dir), leaf, hex)
+        } else {
+            (NO_DIR, Box::default(), false)
+        };
         (
             Entry {
                 parent,
@@ -394,7 +419,9 @@ impl Tracker {
     }
 
     fn forget(&mut self, e: Entry) {
-        self.dirs.release(e.parent);
+        if e.parent != NO_DIR {
+            self.dirs.release(e.parent);
+        }
         if e.css != 0 {
             self.css.remove(&e.css);
         }
@@ -441,7 +468,7 @@ impl Tracker {
                     }
                 }
                 out.new_pod = new_pod;
-                self.fill(&mut out, &e);
+                self.fill(&mut out, e.brief());
                 if e.flags & F_MEMCG != 0 {
                     self.totals.live += 1;
                     if e.pod != NO_POD {
@@ -493,11 +520,11 @@ impl Tracker {
                         self.css.insert(ev.css, key);
                     }
                 }
-                let e = e.clone();
+                let e = e.brief();
                 if e.mkdir_ns != 0 {
                     out.live_ns = Some(ev.ts_ns.saturating_sub(e.mkdir_ns));
                 }
-                self.fill(&mut out, &e);
+                self.fill(&mut out, e);
                 if e.flags & F_MEMCG != 0 {
                     self.totals.live = self.totals.live.saturating_sub(1);
                     self.totals.dying += 1;
@@ -556,14 +583,14 @@ impl Tracker {
         e.flags |= F_BASELINE | F_FOUND_DYING;
         Self::capture(&mut e, ev);
         out.new_pod = new_pod;
-        self.fill(out, &e);
+        self.fill(out, e.brief());
         if e.flags & F_MEMCG != 0 && e.pod != NO_POD {
             self.pods[e.pod as usize].dying += 1;
         }
         self.cgroups.insert(key, e);
     }
 
-    fn fill(&self, out: &mut Observed, e: &Entry) {
+    fn fill(&self, out: &mut Observed, e: Brief) {
         out.memcg = e.flags & F_MEMCG != 0;
         if e.pod != NO_POD {
             out.pod = Some(e.pod);
@@ -581,8 +608,8 @@ impl Tracker {
             return;
         }
         e.flags |= F_FREED;
-        let e = e.clone();
-        self.fill(out, &e);
+        let e = e.brief();
+        self.fill(out, e);
         if e.rmdir_ns != 0 {
             out.dying_ns = Some(ts.saturating_sub(e.rmdir_ns));
         }
