@@ -256,6 +256,8 @@ pub struct WalkState {
     pub mode: u32,
     pub started: u32,
     pub _pad: u32,
+    /// Cgroup id of the first trigger: cgroups from then on (ids grow) are not "before start".
+    pub first_id: u64,
 }
 
 /// Load-time configuration of the programs (a read-only global, so the verifier prunes the
@@ -334,5 +336,5 @@ const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
-const _: () = assert!(core::mem::size_of::<WalkState>() == 32);
+const _: () = assert!(core::mem::size_of::<WalkState>() == 40);
 const _: () = assert!(core::mem::size_of::<Config>() == 80 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);

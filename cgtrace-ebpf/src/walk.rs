@@ -52,6 +52,17 @@ fn at(css: u64, off: u32) -> u64 {
     css.wrapping_add(off as u64)
 }
 
+/// Whether the css's cgroup existed before the first trigger (cgroup ids only grow).
+#[inline(always)]
+fn made_before(css: u64, first_id: u64, off: &KernelOffsets) -> bool {
+    let cgrp = read_field::<u64>(css as *const u8, off.css_cgroup).unwrap_or(0) as *const u8;
+    let kn = read_field::<u64>(cgrp, off.cgroup_kn).unwrap_or(0) as *const u8;
+    match read_field::<u64>(kn, off.kn_id) {
+        Some(id) => first_id == 0 || id < first_id,
+        None => false,
+    }
+}
+
 /// Whether the new cgroup is one of our triggers: level 1, name starting with WALK_NAME.
 #[inline(always)]
 fn is_trigger(cgrp: *const u8, off: &KernelOffsets, name_len: u32) -> bool {
@@ -106,7 +117,9 @@ fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
         st.cursor = root;
         st.mode = DOWN;
         st.started = 1;
+        st.first_id = cgroup_ids(cgrp).map(|(_, id, _)| id).unwrap_or(0);
     }
+    let first_id = st.first_id;
     let mut pos = st.cursor;
     let mut mode = st.mode;
     let mut found = [0u64; FOUND_PER_RUN];
@@ -118,7 +131,8 @@ fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
             if pos != root {
                 let flags =
                     read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
-                if flags & CSS_ONLINE == 0 {
+                // Dying, and made before the walk began (our own triggers die too).
+                if flags & CSS_ONLINE == 0 && made_before(pos, first_id, &off) {
                     found[nfound & (FOUND_PER_RUN - 1)] = pos;
                     nfound += 1;
                 }

@@ -35,38 +35,38 @@ impl Baseline {
 }
 
 /// Walks `root` (a hierarchy mount) depth-first without following symlinks; bounded depth.
+/// Children's inode numbers (= cgroup ids) come from the directory entries: no stat per cgroup.
 fn walk(hierarchy_id: u32, root: &Path, out: &mut Vec<BaselineCgroup>) -> u64 {
+    use std::os::unix::fs::DirEntryExt;
+    let Ok(md) = fs::symlink_metadata(root) else {
+        return 0;
+    };
     let mut count = 0;
-    let mut stack: Vec<(PathBuf, Vec<u8>, u32)> = vec![(root.to_path_buf(), b"/".to_vec(), 0)];
-    while let Some((dir, rel, level)) = stack.pop() {
-        // Cgroups vanish while we walk: skip what is gone.
-        let Ok(md) = fs::symlink_metadata(&dir) else {
-            continue;
-        };
-        if !md.is_dir() {
-            continue;
-        }
+    let mut stack: Vec<(PathBuf, Vec<u8>, u32, u64)> =
+        vec![(root.to_path_buf(), b"/".to_vec(), 0, md.ino())];
+    while let Some((dir, rel, level, ino)) = stack.pop() {
         count += 1;
+        if level < 64
+            && let Ok(rd) = fs::read_dir(&dir)
+        {
+            // Cgroups vanish while we walk: what is gone is skipped.
+            for e in rd.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = e.file_name();
+                let mut child = if rel == b"/" { Vec::new() } else { rel.clone() };
+                child.push(b'/');
+                child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()));
+                stack.push((e.path(), child, level + 1, e.ino()));
+            }
+        }
         out.push(BaselineCgroup {
             hierarchy_id,
-            cgroup_id: md.ino(),
+            cgroup_id: ino,
             level,
-            path: rel.clone(),
+            path: rel,
         });
-        if level >= 64 {
-            continue;
-        }
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = e.file_name();
-            let mut child = if rel == b"/" { Vec::new() } else { rel.clone() };
-            child.push(b'/');
-            child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()));
-            stack.push((e.path(), child, level + 1));
-        }
     }
     count
 }

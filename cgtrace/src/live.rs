@@ -169,14 +169,25 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let mut probe_opts = opts.probe.clone();
     // The start-up state, walked once. Taken just before attaching: a cgroup made in between
     // shows up unknown at its rmdir, one removed in between is settled by its release.
+    let t0 = Instant::now();
     let baseline = baseline::take(&hierarchies, monotonic_ns());
+    log::debug!(
+        "baseline: {} cgroups walked in {} ms",
+        baseline.cgroups.len(),
+        t0.elapsed().as_millis()
+    );
     // Dying memcgs already there: name them with the start-up walk (it costs a program load).
     if probe_opts.walk_dying_in.is_none() && baseline.dying_before_start_total() > 0 {
         probe_opts.walk_dying_in = hierarchies
             .with_controller("memory")
             .and_then(|m| m.mount.clone());
     }
+    let t0 = Instant::now();
     let probes = Probes::load(&probe_opts)?;
+    log::debug!(
+        "probes loaded and attached in {} ms",
+        t0.elapsed().as_millis()
+    );
     match &probes.walk {
         Some(Ok(r)) => log::info!(
             "start-up walk: {} memcgs visited, {} found dying{}",
