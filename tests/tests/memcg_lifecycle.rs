@@ -116,6 +116,14 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
     let Some(mut f) = setup("lifecycle") else {
         return;
     };
+    // Siblings alive at the same time: their memcg IDs must differ (IDs name live memcgs).
+    let sib: Vec<u64> = (0..3)
+        .map(|i| {
+            f.parent
+                .mkdir(&f.mem.mount, format!("s{i}"))
+                .expect("mkdir sibling")
+        })
+        .collect();
     let ino = f.parent.mkdir(&f.mem.mount, "m").expect("mkdir");
     let usage_before: u64 = fs::read_to_string(usage_file(&f, "m"))
         .expect("read usage")
@@ -123,6 +131,11 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
         .parse()
         .expect("usage is a number");
     f.parent.rmdir(&f.mem.mount, "m").expect("rmdir");
+    for i in 0..3 {
+        f.parent
+            .rmdir(&f.mem.mount, format!("s{i}"))
+            .expect("rmdir sibling");
+    }
 
     let mut seen = Vec::new();
     let tier = f.probes.tier;
@@ -141,6 +154,23 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
         .expect("rmdir event");
     // CO-RE reads against the kernel's own values.
     assert!(mkdir.memcg_id.is_some_and(|id| id > 0), "{mkdir:?}");
+    let mut ids: Vec<u32> = sib
+        .iter()
+        .chain(std::iter::once(&ino))
+        .map(|id| {
+            seen.iter()
+                .find(|e| e.kind == EventKind::Mkdir && e.cgroup_id == *id)
+                .and_then(|e| e.memcg_id)
+                .expect("memcg ID at mkdir")
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        4,
+        "memcg IDs of live siblings are unique: {ids:?}"
+    );
     assert_ne!(mkdir.css, 0);
     assert_eq!(rmdir.css, mkdir.css);
     let usage = rmdir.usage_bytes.expect("usage at rmdir");
