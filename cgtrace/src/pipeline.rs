@@ -181,11 +181,20 @@ impl Pipeline {
                 self.keep(r);
             }
         }
-        // The walk reports a leaf name: show the path the tracker resolved.
+        // The walk reports a leaf name, css hooks no path: show the path the tracker knows
+        // (from the mkdir, or the baseline; at css_online of a new cgroup it is not known yet).
         let resolved;
-        let ev = if ev.kind == EventKind::DyingAtStart
-            && let Some(p) = self.tracker.path((ev.hierarchy_id, ev.cgroup_id))
-        {
+        let needs_path = ev.kind == EventKind::DyingAtStart
+            || (ev.has_cgroup
+                && ev.path.is_empty()
+                && matches!(
+                    ev.kind,
+                    EventKind::CssOnline
+                        | EventKind::CssOffline
+                        | EventKind::CssReleased
+                        | EventKind::CssFree
+                ));
+        let ev = if needs_path && let Some(p) = self.tracker.path((ev.hierarchy_id, ev.cgroup_id)) {
             resolved = p;
             &Event {
                 path: &resolved,
@@ -278,5 +287,75 @@ impl Pipeline {
             s.flush()?;
         }
         self.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, rc::Rc};
+
+    use super::*;
+    use crate::{tracker::PodStats, tracker::tests::ev};
+
+    /// Keeps (kind, path) of every event it gets.
+    struct Paths(Rc<RefCell<Vec<(EventKind, Vec<u8>)>>>);
+
+    impl Sink for Paths {
+        fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+            self.0.borrow_mut().push((ev.kind, ev.path.to_vec()));
+            Ok(())
+        }
+        fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn css_events_get_the_path_the_tracker_knows() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Pipeline::new(
+            Some(4),
+            "6.1.0",
+            &Baseline::default(),
+            vec![Box::new(Paths(seen.clone()))],
+            None,
+        );
+        let css = 0xffff_8880_0000_2000;
+        let mut online = ev(EventKind::CssOnline, 1, 4, 7, b"");
+        online.css = css;
+        p.event(&online);
+        let mut mk = ev(EventKind::Mkdir, 2, 4, 7, b"/kubepods/x");
+        mk.css = css;
+        p.event(&mk);
+        let mut off = ev(EventKind::CssOffline, 3, 4, 7, b"");
+        off.css = css;
+        p.event(&off);
+        let got = seen.borrow();
+        assert_eq!(
+            got[0],
+            (EventKind::CssOnline, Vec::new()),
+            "not known before the mkdir"
+        );
+        assert_eq!(got[2], (EventKind::CssOffline, b"/kubepods/x".to_vec()));
+    }
+
+    #[test]
+    fn own_walk_triggers_are_ignored() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut p = Pipeline::new(
+            None,
+            "6.1.0",
+            &Baseline::default(),
+            vec![Box::new(Paths(seen.clone()))],
+            None,
+        );
+        p.ignore_paths_with_prefix(b"/cgtrace-walk-1-".to_vec());
+        p.event(&ev(EventKind::Mkdir, 1, 4, 7, b"/cgtrace-walk-1-0"));
+        p.event(&ev(EventKind::Mkdir, 2, 4, 8, b"/other"));
+        assert_eq!(seen.borrow().len(), 1);
+        assert_eq!(p.counts.seen[EventKind::Mkdir as usize], 1);
     }
 }
