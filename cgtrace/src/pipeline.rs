@@ -297,8 +297,10 @@ mod tests {
     use super::*;
     use crate::{tracker::PodStats, tracker::tests::ev};
 
+    type Seen = Rc<RefCell<Vec<(EventKind, Vec<u8>)>>>;
+
     /// Keeps (kind, path) of every event it gets.
-    struct Paths(Rc<RefCell<Vec<(EventKind, Vec<u8>)>>>);
+    struct Paths(Seen);
 
     impl Sink for Paths {
         fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
