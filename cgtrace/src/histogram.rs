@@ -217,17 +217,7 @@ impl Lifetimes {
     /// Takes the pods with the most dying memcgs (at most [`TOP_PODS`], none with zero) from
     /// the tracker, for [`Lifetimes::render_terminal`].
     pub fn update_pods(&mut self, tracker: &Tracker) {
-        let mut pods: Vec<_> = tracker
-            .pods(tracker.now_ns())
-            .into_iter()
-            .filter(|p| p.stats.dying > 0)
-            .collect();
-        pods.sort_by(|a, b| {
-            b.stats
-                .dying
-                .cmp(&a.stats.dying)
-                .then_with(|| a.stats.pod_uid.cmp(&b.stats.pod_uid))
-        });
+        let pods = tracker.dying_pods();
         self.pods = pods
             .into_iter()
             .take(TOP_PODS)

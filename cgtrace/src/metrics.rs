@@ -411,17 +411,7 @@ impl Metrics {
         freed.set(to_i64(t.freed));
         self.dying_before_start.set(to_i64(t.dying_before_start));
 
-        let mut pods: Vec<_> = tracker
-            .pods(tracker.now_ns())
-            .into_iter()
-            .filter(|p| p.stats.dying > 0)
-            .collect();
-        pods.sort_by(|a, b| {
-            b.stats
-                .dying
-                .cmp(&a.stats.dying)
-                .then_with(|| a.stats.pod_uid.cmp(&b.stats.pod_uid))
-        });
+        let pods = tracker.dying_pods();
         self.pod_dying.clear();
         let mut other = 0u64;
         for (i, p) in pods.iter().enumerate() {

@@ -730,7 +730,15 @@ impl Tracker {
         v
     }
 
-    /// Pods with their counters and the age of their oldest dying memcg (at `now_ns`).
+    /// Pods that have dying memcgs, most first (ties by UID).
+    pub fn dying_pods(&self) -> Vec<PodSummary> {
+        let mut v = self.pods(self.now_ns());
+        v.retain(|p| p.stats.dying > 0);
+        v
+    }
+
+    /// Pods with their counters and the age of their oldest dying memcg (at `now_ns`), most
+    /// dying first (ties by UID).
     pub fn pods(&self, now_ns: u64) -> Vec<PodSummary> {
         let mut oldest: HashMap<u32, u64> = HashMap::new();
         for e in self.cgroups.values() {
