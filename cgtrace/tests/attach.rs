@@ -7,7 +7,7 @@ mod cgroup;
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -16,7 +16,9 @@ use std::{
 use cgroup::{TestParent, privileged};
 use cgtrace::hierarchy::Hierarchies;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgtrace");
+mod support;
+
+use support::BIN;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -53,21 +55,9 @@ fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
 }
 
 fn spawn_attach(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
-    let mut child = Command::new(BIN)
-        .arg("attach")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cgtrace attach");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    err.read_line(&mut line).expect("first stderr line");
-    assert!(line.starts_with("cgtrace: attached"), "{line}");
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = err.read_to_string(&mut rest);
-    });
+    let mut full = vec!["attach"];
+    full.extend_from_slice(args);
+    let (mut child, _err) = support::spawn_attached(&full, Stdio::piped());
     let mut out = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         let mut s = String::new();

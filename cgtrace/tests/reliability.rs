@@ -19,7 +19,9 @@ use std::{
 use cgroup::{TestParent, privileged};
 use cgtrace::hierarchy::Hierarchies;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgtrace");
+mod support;
+
+use support::BIN;
 
 /// One test at a time: the soak measures rates and memory.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -33,27 +35,9 @@ fn memory_mount() -> (u32, PathBuf) {
 /// `cgtrace live --json` with stdout to a file; returns once it is attached.
 fn start_live(args: &[&str], out: &Path) -> Child {
     let file = fs::File::create(out).expect("output file");
-    let mut child = Command::new(BIN)
-        .arg("live")
-        .arg("--json")
-        .args(args)
-        .stdout(file)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cgtrace");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    err.read_line(&mut line).expect("first stderr line");
-    assert!(line.starts_with("cgtrace: attached"), "{line}");
-    // Keep draining stderr so cgtrace never blocks on it.
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        while err.read_line(&mut rest).is_ok_and(|n| n > 0) {
-            eprint!("cgtrace stderr: {rest}");
-            rest.clear();
-        }
-    });
-    child
+    let mut full = vec!["live", "--json"];
+    full.extend_from_slice(args);
+    support::spawn_attached(&full, Stdio::from(file)).0
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -7,7 +7,6 @@ mod cgroup;
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -19,7 +18,9 @@ use cgtrace::{
     session::{Item, SessionReader},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgtrace");
+mod support;
+
+use support::BIN;
 
 fn tmp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()))
@@ -32,37 +33,12 @@ fn memory_mount() -> PathBuf {
         .expect("memory mount")
 }
 
-/// Spawns cgtrace and waits for its "attached" line; stderr is kept for the caller.
 fn spawn(args: &[&str], stdout: Stdio) -> (Child, std::thread::JoinHandle<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cgtrace");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    err.read_line(&mut first).expect("first stderr line");
-    assert!(first.starts_with("cgtrace: attached"), "{first}");
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    (child, rest)
+    support::spawn_attached(args, stdout)
 }
 
 fn stop(child: &mut Child, sig: i32) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "no exit after signal {sig}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::signal_and_wait(child, sig, Duration::from_secs(20))
 }
 
 fn churn(parent: &TestParent, mount: &Path, n: usize, tag: &str) {
