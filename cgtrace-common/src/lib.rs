@@ -191,6 +191,9 @@ pub struct KernelOffsets {
     pub css_flags: u32,
     /// `struct kernfs_node` → `name`.
     pub kn_name: u32,
+    /// `struct kernfs_node` → `__parent` (6.15+) or `parent`.
+    pub kn_parent: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -216,6 +219,8 @@ impl KernelOffsets {
         css_parent: Self::UNKNOWN,
         css_flags: Self::UNKNOWN,
         kn_name: Self::UNKNOWN,
+        kn_parent: Self::UNKNOWN,
+        _pad: 0,
     };
 }
 
@@ -334,7 +339,7 @@ const _: () =
     assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + 8 + COMM_LEN + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
 const _: () = assert!(core::mem::size_of::<WalkState>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 80 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 88 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);

@@ -41,6 +41,7 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         memcg,
         user_path: false,
         errno: 0,
+        truncated: false,
     };
     report(ctx, kind, &info)
 }
@@ -76,6 +77,7 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         memcg: Memcg::default(),
         user_path: false,
         errno: 0,
+        truncated: false,
     };
     report(ctx, kind, &info)
 }

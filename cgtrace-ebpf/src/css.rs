@@ -12,7 +12,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, Memcg, cgroup_ids, config, read_field, read_memcg},
+    event::{CgroupInfo, Memcg, cgroup_ids, compose_path, config, read_field, read_memcg},
 };
 
 /// The cgroup a css belongs to (`css->cgroup`), null when unknown.
@@ -31,17 +31,24 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         Some((h, id, l)) => (h, id, l, true),
         None => (0, 0, 0, false),
     };
+    // From css_online on, the css is linked to its cgroup: compose the cgroup's path.
+    let (path, truncated) = if has_cgroup {
+        compose_path(cgrp).unwrap_or((core::ptr::null(), false))
+    } else {
+        (core::ptr::null(), false)
+    };
     let info = CgroupInfo {
         hierarchy_id,
         cgroup_id,
         level,
         has_cgroup,
-        path: core::ptr::null(),
+        path,
         cgrp,
         css: css as u64,
         memcg: read_memcg(css),
         user_path: false,
         errno: 0,
+        truncated,
     };
     report(ctx, kind, &info)
 }
@@ -68,6 +75,7 @@ fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Re
         memcg: Memcg::default(),
         user_path: false,
         errno: 0,
+        truncated: false,
     };
     report(ctx, EventKind::CssAlloc, &info)
 }

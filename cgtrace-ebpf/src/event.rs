@@ -59,6 +59,87 @@ static SUBTREES: Array<Subtree> = Array::with_max_entries(MAX_HIERARCHIES as u32
 #[map]
 static SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU room to compose a path from kernfs names (twice the path size: every name is read
+/// at an offset below PATH_CAP with room for PATH_CAP bytes).
+#[map]
+static PATH_BUF: PerCpuArray<[u8; 2 * PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Deepest cgroup whose path is composed from kernfs names.
+const MAX_DEPTH: usize = 16;
+
+/// Composes the path of a cgroup (relative to its hierarchy root) from the kernfs names of
+/// its directory and its ancestors: for hooks that get a `struct cgroup *` but no path (the css
+/// hooks). Returns a pointer to the NUL-terminated path in a per-CPU buffer and whether it was
+/// cut; None when the fields are unknown.
+#[inline(always)]
+pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
+    let off = config().offsets;
+    if off.kn_parent == KernelOffsets::UNKNOWN || off.kn_name == KernelOffsets::UNKNOWN {
+        return None;
+    }
+    let buf = PATH_BUF.get_ptr_mut(0)?;
+    let buf = buf.cast::<u8>();
+    let mut kns = [0u64; MAX_DEPTH];
+    let mut kn = read_field::<u64>(cgrp, off.cgroup_kn)?;
+    let mut depth = 0usize;
+    // The hierarchy root's node has no parent: it is not part of the path.
+    while depth < MAX_DEPTH {
+        let parent = read_field::<u64>(kn as *const u8, off.kn_parent).unwrap_or(0);
+        if parent == 0 {
+            break;
+        }
+        if let Some(slot) = kns.get_mut(depth) {
+            *slot = kn;
+        }
+        depth += 1;
+        kn = parent;
+    }
+    let mut truncated =
+        depth == MAX_DEPTH && read_field::<u64>(kn as *const u8, off.kn_parent).unwrap_or(0) != 0;
+    let mut pos = 0usize;
+    // SAFETY: buf is this CPU's 2*PATH_CAP-byte value; every write is below PATH_CAP + PATH_CAP.
+    unsafe { *buf = b'/' };
+    let mut i = MAX_DEPTH;
+    while i > 0 {
+        i -= 1;
+        if i >= depth {
+            continue;
+        }
+        if pos >= PATH_CAP - 1 {
+            truncated = true;
+            break;
+        }
+        let node = kns.get(i).copied().unwrap_or(0);
+        let name = read_field::<u64>(node as *const u8, off.kn_name).unwrap_or(0) as *const u8;
+        // The volatile read keeps the mask in the program: the verifier needs it to bound `at`
+        // (the compiler would drop it, knowing pos < PATH_CAP - 1 from the check above).
+        // SAFETY: reading a local.
+        let at = unsafe { ptr::read_volatile(&pos) } & (PATH_CAP - 1);
+        // SAFETY: at < PATH_CAP, the helper writes at most PATH_CAP bytes: within 2*PATH_CAP.
+        unsafe { *buf.add(at) = b'/' };
+        let dst = (at + 1) & (PATH_CAP - 1);
+        // SAFETY: as above.
+        let n =
+            unsafe { bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, name.cast()) };
+        if n <= 0 {
+            return None;
+        }
+        pos = dst + (n as usize).min(PATH_CAP) - 1;
+    }
+    if depth == 0 {
+        pos = 1;
+    }
+    if pos >= PATH_CAP {
+        truncated = true;
+        pos = PATH_CAP - 1;
+    }
+    // SAFETY: reading a local; the masked index is < PATH_CAP.
+    let end = unsafe { ptr::read_volatile(&pos) } & (PATH_CAP - 1);
+    // SAFETY: end < PATH_CAP.
+    unsafe { *buf.add(end) = 0 };
+    Some((buf as *const u8, truncated))
+}
+
 #[inline(always)]
 pub fn config() -> Config {
     CONFIG.load()
@@ -92,6 +173,8 @@ pub struct CgroupInfo {
     pub user_path: bool,
     /// `mkdir_failed`: the errno.
     pub errno: i32,
+    /// The path was already cut when it was composed.
+    pub truncated: bool,
 }
 
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
@@ -301,6 +384,9 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
             )
         }
     };
+    if info.truncated {
+        ev_flags |= flags::PATH_TRUNCATED;
+    }
     let path_len = if len <= 0 {
         ev_flags |= flags::PATH_READ_FAILED;
         0

@@ -98,6 +98,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         memcg: Memcg::default(),
         user_path: true,
         errno: (-ret) as i32,
+        truncated: false,
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

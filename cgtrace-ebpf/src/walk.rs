@@ -201,6 +201,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         memcg: read_memcg(css as *const u8),
         user_path: false,
         errno: 0,
+        truncated: false,
     };
     let _ = report(ctx, EventKind::DyingAtStart, &info);
 }

@@ -174,11 +174,13 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
         css_parent: u(btf.offset_of("cgroup_subsys_state", &[&["parent"]])),
         css_flags: u(btf.offset_of("cgroup_subsys_state", &[&["flags"]])),
         kn_name: u(btf.offset_of("kernfs_node", &[&["name"]])),
+        kn_parent: u(btf.offset_of("kernfs_node", &[&["__parent", "parent"]])),
+        _pad: 0,
     }
 }
 
 /// Every offset with its name, for `doctor` and tests.
-pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 19] {
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 20] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
@@ -199,6 +201,7 @@ pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 19] {
         ("cgroup_subsys_state.parent", o.css_parent),
         ("cgroup_subsys_state.flags", o.css_flags),
         ("kernfs_node.name", o.kn_name),
+        ("kernfs_node.parent", o.kn_parent),
     ]
 }
 

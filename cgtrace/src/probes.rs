@@ -362,7 +362,13 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
 /// Names the usual refusal: EPERM from BPF_PROG_LOAD (e.g. BPF tracing programs disallowed).
 fn load_error(e: aya::programs::ProgramError) -> anyhow::Error {
     let e = anyhow::Error::from(e);
-    if is_permission_error(&e) {
+    // EPERM: the program type is refused; EACCES would be the verifier rejecting the program.
+    let eperm = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::EPERM)
+    });
+    if eperm {
         log::debug!("BPF_PROG_LOAD refused: {e:#}");
         anyhow!("EPERM from BPF_PROG_LOAD (this kernel refuses the program type)")
     } else {

@@ -203,10 +203,21 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
             ],
             "{seen:#?}"
         );
+        // From css_online on, css events carry the owning cgroup's path (composed in the kernel).
+        let online = seen
+            .iter()
+            .find(|e| e.kind == CssOnline && e.css == mkdir.css)
+            .expect("css_online");
+        assert_eq!(online.path, mkdir.path, "css_online path");
+        assert_eq!(
+            (online.hierarchy_id, online.cgroup_id),
+            (mkdir.hierarchy_id, ino)
+        );
         let offline = seen
             .iter()
             .find(|e| e.kind == CssOffline && e.css == mkdir.css)
             .expect("css_offline");
+        assert_eq!(offline.path, mkdir.path, "css_offline path");
         assert_eq!(offline.cgroup_id, ino);
         assert!(offline.usage_bytes.is_some());
         let free = seen
