@@ -334,7 +334,6 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let mut last_lost_poll = Instant::now();
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(2) } == 1 && !matches!(opts.mode, Mode::Attach(_));
-    let _ = started;
     if let Some(m) = &node_state
         && let Ok(mut m) = m.lock()
     {
