@@ -1804,23 +1804,9 @@ mod tests {
     /// An event the way the decoder hands it over.
     fn mk<'a>(kind: EventKind, ts: u64, h: u32, id: u64, path: &'a [u8]) -> Event<'a> {
         Event {
-            ts_ns: ts,
-            kind,
-            hierarchy_id: h,
-            cgroup_id: id,
-            level: path.iter().filter(|&&c| c == b'/').count() as u32,
             pid: 4242,
             tid: 4242,
-            comm: b"runc",
-            path,
-            path_truncated: false,
-            has_cgroup: true,
-            css: 0,
-            memcg_id: None,
-            usage_bytes: None,
-            kmem_bytes: None,
-            memsw_bytes: None,
-            errno: None,
+            ..crate::tracker::tests::ev(kind, ts, h, id, path)
         }
     }
 

@@ -75,19 +75,6 @@ struct RecordArgs {
 }
 
 #[derive(Args, Debug)]
-struct ReplayFilterArgs {
-    /// Only hierarchies holding this controller (repeatable).
-    #[arg(long = "controller", value_name = "NAME")]
-    controllers: Vec<String>,
-    /// Only cgroups whose path starts with this string.
-    #[arg(long, value_name = "PREFIX")]
-    path_prefix: Option<String>,
-    /// Only cgroups at or below this cgroup path.
-    #[arg(long, value_name = "PATH")]
-    subtree: Option<String>,
-}
-
-#[derive(Args, Debug)]
 struct ReplayArgs {
     /// The session file.
     file: PathBuf,
@@ -98,7 +85,7 @@ struct ReplayArgs {
     #[arg(long, value_name = "N|max", value_parser = replay::parse_speed, default_value = "max")]
     speed: replay::Speed,
     #[command(flatten)]
-    filter: ReplayFilterArgs,
+    filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -109,10 +96,11 @@ struct ReportArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    filter: ReplayFilterArgs,
+    filter: FilterArgs,
 }
 
-impl ReplayFilterArgs {
+impl FilterArgs {
+    /// The same filters, applied to a recorded stream.
     fn filters(&self) -> replay::Filters {
         replay::Filters {
             controllers: self.controllers.clone(),
@@ -168,11 +156,12 @@ struct FilterArgs {
     #[arg(long = "controller", value_name = "NAME")]
     controllers: Vec<String>,
     /// Only cgroups whose path (relative to the hierarchy root) starts with this string,
-    /// e.g. /kubepods. Applied in the kernel.
+    /// e.g. /kubepods. Applied in the kernel when tracing.
     #[arg(long, value_name = "PREFIX")]
     path_prefix: Option<String>,
     /// Only cgroups at or below this cgroup (a path relative to the hierarchy roots, e.g.
-    /// /kubepods), in every hierarchy where it exists. Applied in the kernel, css events too.
+    /// /kubepods), in every hierarchy where it exists. Applied in the kernel when tracing, css
+    /// events too.
     #[arg(long, value_name = "PATH")]
     subtree: Option<String>,
 }
