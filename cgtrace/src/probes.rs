@@ -515,7 +515,9 @@ impl Probes {
         kernel::raise_memlock();
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
+        let t0 = std::time::Instant::now();
         let offsets = kernel_offsets();
+        log::debug!("BTF offsets resolved in {} ms", t0.elapsed().as_millis());
         // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
         let mut mkdir_failures_off = None;
         if opts.mkdir_failures {
@@ -591,7 +593,12 @@ impl Probes {
         };
 
         // The probe ladder, tried for real: the first tier the kernel accepts wins.
+        let t0 = std::time::Instant::now();
         let aya_btf = Btf::from_sys_fs().ok();
+        log::debug!(
+            "kernel BTF parsed for fentry in {} ms",
+            t0.elapsed().as_millis()
+        );
         let mut rejected = Vec::new();
         let mut tier = None;
         let candidates: Vec<Tier> = match opts.tier {
