@@ -40,8 +40,7 @@ use crate::{
     tracker::{DyingMemcg, Observed, Totals, Tracker},
 };
 
-/// Number of memcg IDs: 16 bits, 0 is never handed out.
-pub const MEMCG_ID_MAX: u64 = 65_535;
+pub use crate::check::MEMCG_ID_MAX;
 
 /// Linux errno values the detectors treat specially.
 const ENOENT: i32 = 2;
@@ -682,6 +681,14 @@ impl Detectors {
         } else if w.recovering(&self.cfg) {
             self.leak_latched = false;
         }
+    }
+
+    /// Memcg ID headroom the way the running kernel uses IDs (what `kmem_leak` reports, and the
+    /// `cgtrace_memcg_id_headroom` metric); None without a memory hierarchy.
+    pub fn id_headroom(&self, tracker: &Tracker) -> Option<u64> {
+        tracker.memory_hierarchy()?;
+        let dying = tracker.dying_memcgs();
+        Some(self.id_picture(true, &tracker.totals(), &dying).headroom)
     }
 
     fn id_picture(&self, known: bool, totals: &Totals, dying: &[DyingMemcg]) -> IdPicture {

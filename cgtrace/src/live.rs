@@ -482,20 +482,14 @@ impl AttachState {
                 .iter()
                 .map(|v| (v.detector, v.severity as u8 + 1))
                 .collect();
-            let t = pipe.tracker.totals();
-            let held = if pipe.detectors.kernel().ids_held_by_dying() {
-                t.dying
-            } else {
-                0
-            };
-            let headroom = crate::detectors::MEMCG_ID_MAX.saturating_sub(t.live + held);
+            let headroom = pipe.detectors.id_headroom(&pipe.tracker);
             if let Some(node) = &mut pipe.node {
                 node.lifetimes.update_pods(&pipe.tracker);
                 if let Some(m) = &node.metrics
                     && let Ok(mut m) = m.lock()
                 {
                     m.last_drain = Instant::now();
-                    m.metrics.update(&pipe.tracker, Some(headroom), &levels);
+                    m.metrics.update(&pipe.tracker, headroom, &levels);
                 }
             }
         }

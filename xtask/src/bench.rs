@@ -1287,14 +1287,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if !args.no_build {
         setup::ensure()?;
-        crate::run(cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "cgtrace",
-            "--bin",
-            "cgtrace",
-        ]))?;
+        crate::build_release_cgtrace()?;
     }
     let bin = workspace_root().join("target/release/cgtrace");
     if !bin.is_file() {

@@ -82,8 +82,8 @@ fn cargo() -> Command {
     c
 }
 
-fn live(args: Vec<OsString>) -> Result<()> {
-    setup::ensure()?;
+/// Builds the release `cgtrace` binary and returns its path.
+pub fn build_release_cgtrace() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--release",
@@ -92,7 +92,12 @@ fn live(args: Vec<OsString>) -> Result<()> {
         "--bin",
         "cgtrace",
     ]))?;
-    let bin = workspace_root().join("target/release/cgtrace");
+    Ok(workspace_root().join("target/release/cgtrace"))
+}
+
+fn live(args: Vec<OsString>) -> Result<()> {
+    setup::ensure()?;
+    let bin = build_release_cgtrace()?;
     let mut cmd = if is_root() {
         Command::new(&bin)
     } else {
