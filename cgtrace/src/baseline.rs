@@ -34,10 +34,15 @@ impl Baseline {
     }
 }
 
-/// Walks `root` (a hierarchy mount) depth-first without following symlinks; bounded depth.
-/// Children's inode numbers (= cgroup ids) come from the directory entries: no stat per cgroup.
+/// Walks `root` (a hierarchy mount) depth-first, pre-order, without following symlinks;
+/// bounded depth. Children's inode numbers (= cgroup ids) come from the directory entries.
+///
+/// kernfs counts a directory's subdirectories in its link count, so a cgroup whose link count
+/// is 2 has no children: one `lstat` replaces listing its ~30 control files (on a node of pods,
+/// most cgroups are leaves; this is most of the start-up walk's time).
 fn walk(hierarchy_id: u32, root: &Path, out: &mut Vec<BaselineCgroup>) -> u64 {
     use std::os::unix::fs::DirEntryExt;
+    const MAX_LEVEL: u32 = 64;
     let Ok(md) = fs::symlink_metadata(root) else {
         return 0;
     };
@@ -46,27 +51,48 @@ fn walk(hierarchy_id: u32, root: &Path, out: &mut Vec<BaselineCgroup>) -> u64 {
         vec![(root.to_path_buf(), b"/".to_vec(), 0, md.ino())];
     while let Some((dir, rel, level, ino)) = stack.pop() {
         count += 1;
-        if level < 64
-            && let Ok(rd) = fs::read_dir(&dir)
-        {
-            // Cgroups vanish while we walk: what is gone is skipped.
-            for e in rd.flatten() {
-                if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
-                }
-                let name = e.file_name();
-                let mut child = if rel == b"/" { Vec::new() } else { rel.clone() };
-                child.push(b'/');
-                child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()));
-                stack.push((e.path(), child, level + 1, e.ino()));
-            }
-        }
+        let listed = if level < MAX_LEVEL {
+            fs::read_dir(&dir).ok()
+        } else {
+            None
+        };
         out.push(BaselineCgroup {
             hierarchy_id,
             cgroup_id: ino,
             level,
             path: rel,
         });
+        let Some(rd) = listed else { continue };
+        let rel_at = out.len() - 1;
+        // Cgroups vanish while we walk: what is gone is skipped.
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let parent = &out[rel_at].path;
+            let mut child = if parent == b"/" {
+                Vec::new()
+            } else {
+                parent.clone()
+            };
+            child.push(b'/');
+            child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
+                e.file_name().as_os_str(),
+            ));
+            let path = e.path();
+            let leaf = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.nlink() == 2);
+            if leaf {
+                count += 1;
+                out.push(BaselineCgroup {
+                    hierarchy_id,
+                    cgroup_id: e.ino(),
+                    level: level + 1,
+                    path: child,
+                });
+            } else {
+                stack.push((path, child, level + 1, e.ino()));
+            }
+        }
     }
     count
 }

@@ -5,6 +5,7 @@
 //! counters, which concurrent tests in this binary would disturb.
 use std::{
     fs,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
     sync::Mutex,
@@ -497,4 +498,99 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
         .expect("the event");
     assert_eq!(ev.errno, Some(libc::EAGAIN));
     assert_eq!(ev.pid, std::process::id());
+}
+
+/// The start-up baseline lists exactly the cgroups a test made, with their ids (directory
+/// inodes), levels and paths, in each hierarchy it walks (v1 memory, v2): leaves found by their
+/// link count and inner cgroups listed alike.
+#[test]
+fn baseline_lists_every_cgroup_of_a_tree() {
+    if !privileged("baseline_lists_every_cgroup_of_a_tree") {
+        return;
+    }
+    let h = Hierarchies::load().expect("hierarchies");
+    let mut mounts: Vec<(u32, PathBuf)> = Vec::new();
+    if let Some(m) = h.with_controller("memory")
+        && let Some(mount) = &m.mount
+    {
+        mounts.push((m.id, mount.clone()));
+    }
+    if let Some(v2) = h.get(0)
+        && let Some(mount) = &v2.mount
+        && !mounts.iter().any(|(id, _)| *id == 0)
+    {
+        mounts.push((0, mount.clone()));
+    }
+    assert!(!mounts.is_empty(), "no hierarchy to walk");
+    let paths: Vec<&Path> = mounts.iter().map(|(_, m)| m.as_path()).collect();
+    let parent = TestParent::new("baseline", &paths).expect("test parent");
+    // Inner cgroups at several depths, leaves beside them, an empty inner level.
+    let tree = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/leaf1",
+        "e",
+        "f",
+        "f/g",
+        "f/g/leaf2",
+        "h h",
+    ];
+    let mut made = Vec::new();
+    for (id, mount) in &mounts {
+        for rel in tree {
+            let ino = parent.mkdir(mount, rel).expect("mkdir");
+            made.push((*id, ino, format!("{}/{rel}", parent.cgroup_path())));
+        }
+        made.push((
+            *id,
+            fs::metadata(parent.dir(mount)).expect("stat").ino(),
+            parent.cgroup_path(),
+        ));
+    }
+    let b = baseline::take(&h, 0);
+    let prefix = parent.cgroup_path();
+    let mut seen: Vec<(u32, u64, String)> = b
+        .cgroups
+        .iter()
+        .map(|c| {
+            (
+                c.hierarchy_id,
+                c.cgroup_id,
+                String::from_utf8_lossy(&c.path).into_owned(),
+            )
+        })
+        .filter(|(_, _, p)| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    for c in b
+        .cgroups
+        .iter()
+        .filter(|c| c.path.starts_with(prefix.as_bytes()))
+    {
+        let depth = c.path.iter().filter(|&&b| b == b'/').count() as u32;
+        assert_eq!(
+            c.level,
+            depth,
+            "level of {:?}",
+            String::from_utf8_lossy(&c.path)
+        );
+    }
+    seen.sort();
+    made.sort();
+    assert_eq!(seen, made);
+    // Pre-order: a parent comes before its children.
+    let mut listed = std::collections::HashSet::new();
+    for c in &b.cgroups {
+        if let Some(cut) = c.path.iter().rposition(|&b| b == b'/')
+            && cut > 0
+        {
+            assert!(
+                listed.contains(&(c.hierarchy_id, &c.path[..cut])),
+                "parent of {:?} listed after it",
+                String::from_utf8_lossy(&c.path)
+            );
+        }
+        listed.insert((c.hierarchy_id, &c.path[..]));
+    }
 }
