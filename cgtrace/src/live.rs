@@ -166,41 +166,52 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         });
         node_state = Some(state);
     }
-    let mut probe_opts = opts.probe.clone();
-    // The start-up state, walked once. Taken just before attaching: a cgroup made in between
-    // shows up unknown at its rmdir, one removed in between is settled by its release.
+    // The start-up state, walked once, on a thread of its own while the programs are verified,
+    // and finished before they attach: a cgroup made in between shows up unknown at its rmdir,
+    // one removed in between is settled by its release.
     let t0 = Instant::now();
-    let baseline = baseline::take(&hierarchies, monotonic_ns());
-    log::debug!(
-        "baseline: {} cgroups walked in {} ms",
-        baseline.cgroups.len(),
-        t0.elapsed().as_millis()
-    );
-    // Dying memcgs already there: name them with the start-up walk (it costs a program load).
-    if probe_opts.walk_dying_in.is_none() && baseline.dying_before_start_total() > 0 {
-        probe_opts.walk_dying_in = hierarchies
-            .with_controller("memory")
-            .and_then(|m| m.mount.clone());
-    }
-    let t0 = Instant::now();
-    let probes = Probes::load(&probe_opts)?;
+    let (baseline, probes) = std::thread::scope(|s| {
+        let walker = s.spawn(|| {
+            let b = baseline::take(&hierarchies, monotonic_ns());
+            log::debug!(
+                "baseline: {} cgroups walked in {} ms",
+                b.cgroups.len(),
+                t0.elapsed().as_millis()
+            );
+            b
+        });
+        let mut walker = Some(walker);
+        let mut baseline = None;
+        let mut finish = || {
+            if let Some(w) = walker.take() {
+                baseline = Some(w.join());
+            }
+        };
+        let probes = Probes::load_with(&opts.probe, &mut finish);
+        finish();
+        (baseline, probes)
+    });
+    let probes = probes?;
+    let baseline = match baseline {
+        Some(Ok(b)) => b,
+        _ => anyhow::bail!("the start-up baseline walk failed"),
+    };
     log::debug!(
         "probes loaded and attached in {} ms",
         t0.elapsed().as_millis()
     );
-    match &probes.walk {
-        Some(Ok(r)) => log::info!(
-            "start-up walk: {} memcgs visited, {} found dying{}",
-            r.visited,
-            r.found,
-            if r.done {
-                ""
-            } else {
-                " (stopped before the end)"
-            }
-        ),
-        Some(Err(e)) => log::info!("dying memcgs before start are counted, not named: {e}"),
-        None => {}
+    // Dying memcgs already there: name them with the start-up walk, in the background (its
+    // program's verification and the walk itself would delay streaming).
+    let mut walk = None;
+    if baseline.dying_before_start_total() > 0
+        && let Some(mount) = hierarchies
+            .with_controller("memory")
+            .and_then(|m| m.mount.clone())
+    {
+        match probes.spawn_walk(&mount) {
+            Ok(w) => walk = Some(w),
+            Err(e) => log::info!("dying memcgs before start are counted, not named: {e:#}"),
+        }
     }
     let clock = ClockRef::now();
     let started = Instant::now();
@@ -371,6 +382,11 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {}
         }
+        if let Some(w) = &mut walk
+            && let Some(report) = w.poll(|b| pipe.record(b))
+        {
+            log_walk(&report);
+        }
         // Drain in bounded batches, yielding between them so signals are never starved.
         loop {
             let n = ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b));
@@ -438,7 +454,13 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     if tty {
         eprint!("\r\x1b[K");
     }
-    // Finish: everything still in the ring, the final lost counts, the summary.
+    // Finish: the walk's records (stopped if still running), everything still in the ring,
+    // the final lost counts, the summary.
+    if let Some(w) = &mut walk
+        && let Some(report) = w.finish(|b| pipe.record(b))
+    {
+        log_walk(&report);
+    }
     while ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b)) > 0 {
         pipe.check()?;
     }
@@ -461,6 +483,23 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         .collect();
     pipe.finish(&summary)?;
     Ok(())
+}
+
+fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
+    match report {
+        Ok(r) => log::info!(
+            "start-up walk: {} memcgs visited, {} found dying, {} triggers{}",
+            r.visited,
+            r.found,
+            r.triggers,
+            if r.done {
+                ""
+            } else {
+                " (stopped before the end)"
+            }
+        ),
+        Err(e) => log::info!("dying memcgs before start are counted, not named: {e}"),
+    }
 }
 
 /// `attach`'s periodic work: metrics about once a second, histograms and verdicts every interval.

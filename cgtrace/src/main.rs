@@ -227,7 +227,6 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         tier: p.tier,
         subtree,
         mkdir_failures: !p.no_mkdir_failures,
-        walk_dying_in: None,
         attach: p.attach,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         hierarchies,

@@ -1,13 +1,21 @@
 //! Loading and attaching the eBPF programs: the cgroup tracepoints as raw tracepoints (reading
 //! `struct cgroup` with BTF-resolved offsets) or, where those are missing, as classic tracepoints
 //! (field places from tracefs `format` files).
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
 use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree};
@@ -60,6 +68,8 @@ pub struct WalkReport {
     pub visited: u32,
     pub found: u32,
     pub done: bool,
+    /// Trigger cgroups made (one bounded run of the walk program each).
+    pub triggers: u32,
 }
 
 /// Failed mkdirs: (tracepoint, program).
@@ -177,8 +187,6 @@ pub struct ProbeOptions {
     pub bpf_debug_log: bool,
     /// Trace failed mkdirs in cgroupfs (syscall tracepoints; needs tracefs).
     pub mkdir_failures: bool,
-    /// Run the start-up walk naming dying memcgs, triggered in this hierarchy root (memory).
-    pub walk_dying_in: Option<std::path::PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -193,7 +201,6 @@ impl Default for ProbeOptions {
             wakeup_bytes: None,
             bpf_debug_log: false,
             mkdir_failures: true,
-            walk_dying_in: None,
         }
     }
 }
@@ -216,8 +223,16 @@ pub struct Probes {
     pub offsets: Option<KernelOffsets>,
     /// Why failed mkdirs are not traced (None: they are).
     pub mkdir_failures_off: Option<String>,
-    /// The start-up walk for dying memcgs, when one was asked for.
-    pub walk: Option<Result<WalkReport, String>>,
+    /// What the start-up walk's own instance of the object needs (raw tracepoints only).
+    walk_setup: Option<WalkSetup>,
+}
+
+/// The options, configuration and prefix the programs were loaded with, for the walk.
+#[derive(Clone)]
+struct WalkSetup {
+    opts: ProbeOptions,
+    cfg: Config,
+    prefix: [u8; PATH_CAP],
 }
 
 /// Rounds a requested ring size to what the kernel accepts.
@@ -376,26 +391,80 @@ fn load_error(e: aya::programs::ProgramError) -> anyhow::Error {
     }
 }
 
-fn attach_raw(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+/// Loads (verifies) the named tracepoint programs at once, one thread each: verifying the
+/// cgroup programs is most of start-up, and the kernel verifies in parallel.
+fn load_in_parallel(ebpf: &mut Ebpf, names: &[&str]) -> anyhow::Result<()> {
+    let progs: Vec<(&str, &mut Program)> = ebpf
+        .programs_mut()
+        .filter(|(n, _)| names.contains(n))
+        .collect();
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !progs.iter().any(|(have, _)| have == *n))
+    {
+        bail!("program {missing} missing from the object");
+    }
+    std::thread::scope(|s| {
+        let loads: Vec<_> = progs
+            .into_iter()
+            .map(|(name, p)| {
+                s.spawn(move || {
+                    match p {
+                        Program::RawTracePoint(p) => p.load(),
+                        Program::TracePoint(p) => p.load(),
+                        _ => bail!("program {name} is not a tracepoint program"),
+                    }
+                    .with_context(|| format!("loading {name}"))
+                })
+            })
+            .collect();
+        // Every thread is joined before an error is returned.
+        let results: Vec<anyhow::Result<()>> = loads
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a program-loading thread panicked")))
+            })
+            .collect();
+        results.into_iter().collect::<anyhow::Result<()>>()
+    })
+}
+
+/// Calls the caller's hook once, just before the first cgroup tracepoint is attached.
+struct BeforeAttach<'a>(Option<&'a mut dyn FnMut()>);
+
+impl BeforeAttach<'_> {
+    fn run(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+fn attach_raw(ebpf: &mut Ebpf, before: &mut BeforeAttach<'_>) -> anyhow::Result<()> {
+    let names: Vec<&str> = CGROUP_HOOKS.iter().map(|(_, raw, _)| *raw).collect();
+    load_in_parallel(ebpf, &names)?;
+    before.run();
     for (tp, prog, _) in CGROUP_HOOKS {
         let p: &mut RawTracePoint = ebpf
             .program_mut(prog)
             .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
             .try_into()?;
-        p.load().with_context(|| format!("loading {prog}"))?;
         p.attach(tp)
             .with_context(|| format!("attaching raw tracepoint {tp}"))?;
     }
     Ok(())
 }
 
-fn attach_classic(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+fn attach_classic(ebpf: &mut Ebpf, before: &mut BeforeAttach<'_>) -> anyhow::Result<()> {
+    let names: Vec<&str> = CGROUP_HOOKS.iter().map(|(_, _, tp)| *tp).collect();
+    load_in_parallel(ebpf, &names)?;
+    before.run();
     for (tp, _, prog) in CGROUP_HOOKS {
         let p: &mut TracePoint = ebpf
             .program_mut(prog)
             .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
             .try_into()?;
-        p.load().with_context(|| format!("loading {prog}"))?;
         p.attach("cgroup", tp)
             .with_context(|| format!("attaching tracepoint cgroup:{tp}"))?;
     }
@@ -417,9 +486,16 @@ fn attach_mkdir_failures(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 
 /// Names the memcgs that were dying before start: runs the walk program on mkdirs of
 /// `cgtrace-walk-*` cgroups made at the root of `mount` (the hierarchy holding memory) until the
-/// walk is done. The records arrive in the ring as `dying_at_start` events; the trigger cgroups'
-/// own events start with [`walk_trigger_prefix`] and are to be ignored.
-pub fn run_walk(ebpf: &mut Ebpf, off: &KernelOffsets, mount: &Path) -> anyhow::Result<WalkReport> {
+/// walk is done or `stop` is set. The records go to the object's ring as `dying_at_start`
+/// events; `after_trigger` runs after each trigger (to drain them). The trigger cgroups' own
+/// events start with [`walk_trigger_prefix`] and are to be ignored.
+fn run_walk(
+    ebpf: &mut Ebpf,
+    off: &KernelOffsets,
+    mount: &Path,
+    stop: &AtomicBool,
+    mut after_trigger: impl FnMut(),
+) -> anyhow::Result<WalkReport> {
     for (name, v) in [
         ("cgroup_subsys_state.children", off.css_children),
         ("cgroup_subsys_state.sibling", off.css_sibling),
@@ -435,19 +511,23 @@ pub fn run_walk(ebpf: &mut Ebpf, off: &KernelOffsets, mount: &Path) -> anyhow::R
         .program_mut("raw_walk_dying")
         .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
         .try_into()?;
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     prog.load().context("loading raw_walk_dying")?;
     log::debug!("raw_walk_dying verified and loaded in {:?}", t0.elapsed());
     let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
     let prefix = walk_trigger_prefix();
     let mut report = WalkReport::default();
     let result = (|| -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(20);
         for n in 0u32.. {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let dir = mount.join(format!("{prefix}{n}"));
             std::fs::create_dir(&dir)
                 .with_context(|| format!("making the walk trigger {}", dir.display()))?;
             let _ = std::fs::remove_dir(&dir);
+            after_trigger();
             let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
                 ebpf.map("WALK")
                     .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
@@ -457,8 +537,9 @@ pub fn run_walk(ebpf: &mut Ebpf, off: &KernelOffsets, mount: &Path) -> anyhow::R
                 visited: st.visited,
                 found: st.found,
                 done: st.done != 0,
+                triggers: n + 1,
             };
-            if report.done || std::time::Instant::now() > deadline {
+            if report.done || Instant::now() > deadline {
                 break;
             }
         }
@@ -473,6 +554,75 @@ pub fn run_walk(ebpf: &mut Ebpf, off: &KernelOffsets, mount: &Path) -> anyhow::R
     result?;
     Ok(report)
 }
+
+/// What the background walk sends: its records, then its report.
+enum WalkMsg {
+    Record(Vec<u8>),
+    Done(Result<WalkReport, String>),
+}
+
+/// The start-up walk naming dying memcgs, running on its own thread with its own instance of
+/// the object (and its own small ring): start-up does not wait for the walk program's
+/// verification nor for the walk. Dropping it stops the walk and waits for the thread, so no
+/// trigger cgroup is left behind.
+pub struct WalkTask {
+    rx: mpsc::Receiver<WalkMsg>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    report: Option<Result<WalkReport, String>>,
+}
+
+impl WalkTask {
+    /// Passes the records that arrived to `f`; returns the report once, when the walk ended.
+    pub fn poll(&mut self, mut f: impl FnMut(&[u8])) -> Option<Result<WalkReport, String>> {
+        if self.report.is_some() {
+            return None;
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(WalkMsg::Record(r)) => f(&r),
+                Ok(WalkMsg::Done(r)) => {
+                    self.report = Some(r.clone());
+                    return Some(r);
+                }
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let r = Err("the walk thread ended without a report".to_string());
+                    self.report = Some(r.clone());
+                    return Some(r);
+                }
+            }
+        }
+    }
+
+    /// Whether the walk ended (its report was returned by [`WalkTask::poll`]).
+    pub fn ended(&self) -> bool {
+        self.report.is_some()
+    }
+
+    /// Stops the walk (if still running) and waits for its thread; then passes the records it
+    /// sent to `f` and returns its report (None if that was already returned).
+    pub fn finish(&mut self, f: impl FnMut(&[u8])) -> Option<Result<WalkReport, String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.poll(f)
+    }
+}
+
+impl Drop for WalkTask {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Ring size of the walk's own instance: it reports one memcg per trigger and is drained after
+/// each, so a page would do.
+const WALK_RING_SIZE: u32 = 16 * 4096;
 
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
@@ -509,13 +659,28 @@ fn classic_layout() -> anyhow::Result<cgtrace_common::TracepointLayout> {
 impl Probes {
     /// Checks privileges and the kernel, loads the programs and attaches them.
     pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
+        Probes::load_with(opts, &mut || {})
+    }
+
+    /// [`Probes::load`], calling `before_attach` once the cgroup programs are verified, just
+    /// before they are attached (e.g. to finish a baseline taken meanwhile). It is called at
+    /// most once, and not at all when loading fails before that point.
+    pub fn load_with(
+        opts: &ProbeOptions,
+        before_attach: &mut dyn FnMut(),
+    ) -> anyhow::Result<Probes> {
+        let mut before = BeforeAttach(Some(before_attach));
         let kernel_release = kernel::release();
+        let started = Instant::now();
+        let phase =
+            |what: &str| log::debug!("load: {what} at {} ms", started.elapsed().as_millis());
         kernel::check_privileges()?;
         kernel::check_ring_buffer(&kernel_release)?;
         kernel::raise_memlock();
+        phase("privileges and ring buffer checked");
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let offsets = kernel_offsets();
         log::debug!("BTF offsets resolved in {} ms", t0.elapsed().as_millis());
         // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
@@ -537,19 +702,26 @@ impl Probes {
         if let Err(e) = &offsets {
             log::info!("no kernel BTF: {e:#}");
         }
+        phase("tracefs layouts read");
 
         let mut attached = None;
-        let mut walk = None;
+        let mut walk_setup = None;
         if opts.attach != AttachMode::Classic {
             let raw = raw_offsets(&offsets).and_then(|off| {
                 cfg.offsets = off;
                 let mut ebpf = load_object(opts, &cfg, &prefix)?;
-                // Before the cgroup programs attach: the ring holds only the walk's records,
-                // and nothing waits on a full ring while the walk program is verified.
-                if let Some(mount) = &opts.walk_dying_in {
-                    walk = Some(run_walk(&mut ebpf, &off, mount).map_err(|e| format!("{e:#}")));
-                }
-                attach_raw(&mut ebpf)?;
+                phase("object loaded");
+                attach_raw(&mut ebpf, &mut before)?;
+                phase("raw tracepoints attached");
+                walk_setup = Some(WalkSetup {
+                    opts: ProbeOptions {
+                        ring_size: WALK_RING_SIZE,
+                        bpf_debug_log: false,
+                        ..opts.clone()
+                    },
+                    cfg,
+                    prefix,
+                });
                 Ok(ebpf)
             });
             match raw {
@@ -587,13 +759,13 @@ impl Probes {
                     cfg.filter_subtree = 0;
                 }
                 let mut ebpf = load_object(opts, &cfg, &prefix)?;
-                attach_classic(&mut ebpf)?;
+                attach_classic(&mut ebpf, &mut before)?;
                 (ebpf, Attached::Tracepoint)
             }
         };
 
         // The probe ladder, tried for real: the first tier the kernel accepts wins.
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let aya_btf = Btf::from_sys_fs().ok();
         log::debug!(
             "kernel BTF parsed for fentry in {} ms",
@@ -621,6 +793,7 @@ impl Probes {
             }
         }
         let tier = tier.ok_or_else(|| anyhow!("no probe tier could be attached"))?;
+        phase("probe ladder done");
 
         if mkdir_failures_off.is_none()
             && let Err(e) = attach_mkdir_failures(&mut ebpf)
@@ -629,6 +802,7 @@ impl Probes {
             mkdir_failures_off = Some(format!("{e:#}"));
         }
 
+        phase("failed-mkdir tracepoints attached");
         let logger = if opts.bpf_debug_log {
             match EbpfLogger::init(&mut ebpf) {
                 Ok(l) => Some(l),
@@ -660,7 +834,7 @@ impl Probes {
             rejected,
             offsets: offsets.ok(),
             mkdir_failures_off,
-            walk,
+            walk_setup,
         })
     }
 
@@ -674,15 +848,55 @@ impl Probes {
         Ok(out)
     }
 
-    /// Names the memcgs that were dying before start (see [`run_walk`]).
-    pub fn walk_dying(&mut self, mount: &Path) -> anyhow::Result<WalkReport> {
-        if self.attached != Attached::RawTracepoint {
-            bail!("the walk needs raw tracepoints");
-        }
-        let off = self
-            .offsets
-            .ok_or_else(|| anyhow!("no kernel BTF offsets"))?;
-        run_walk(&mut self._ebpf, &off, mount)
+    /// Starts the walk naming the memcgs that were dying before start (see [`run_walk`]) on a
+    /// thread of its own, triggered at the root of `mount` (the hierarchy holding memory). Its
+    /// records come through [`WalkTask::poll`], beside the ring's events.
+    pub fn spawn_walk(&self, mount: &Path) -> anyhow::Result<WalkTask> {
+        let setup = self
+            .walk_setup
+            .clone()
+            .ok_or_else(|| anyhow!("the walk needs raw tracepoints"))?;
+        let mount = mount.to_path_buf();
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cgtrace-walk".to_string())
+            .spawn(move || {
+                let result = (|| -> anyhow::Result<WalkReport> {
+                    let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)
+                        .context("loading the walk's instance of the object")?;
+                    let mut ring = RingBuf::try_from(
+                        ebpf.take_map("EVENTS")
+                            .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
+                    )?;
+                    let report = run_walk(&mut ebpf, &setup.cfg.offsets, &mount, &stopped, || {
+                        while let Some(item) = ring.next() {
+                            let _ = tx.send(WalkMsg::Record(item.to_vec()));
+                        }
+                    })?;
+                    let lost = PerCpuArray::<_, u64>::try_from(
+                        ebpf.map("LOST")
+                            .ok_or_else(|| anyhow!("map LOST missing from the object"))?,
+                    )?
+                    .get(&(EventKind::DyingAtStart as u32), 0)
+                    .context("reading the walk's LOST")?
+                    .iter()
+                    .sum::<u64>();
+                    if lost > 0 {
+                        bail!("the walk lost {lost} records (its ring was full)");
+                    }
+                    Ok(report)
+                })();
+                let _ = tx.send(WalkMsg::Done(result.map_err(|e| format!("{e:#}"))));
+            })
+            .context("starting the walk thread")?;
+        Ok(WalkTask {
+            rx,
+            stop,
+            thread: Some(thread),
+            report: None,
+        })
     }
 
     /// Drains up to `max` records without blocking, calling `f` with each record's bytes.

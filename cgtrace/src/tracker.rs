@@ -300,6 +300,10 @@ pub struct Tracker {
     pod_ids: FastMap<Box<str>, u32>,
     totals: Totals,
     last_ts: u64,
+    /// Memcgs released before the start-up walk named them (at most `dying_before_start`):
+    /// the walk runs beside the events, so its record of a memcg can come after the memcg's
+    /// release, and is then to be dropped.
+    released_unnamed: std::collections::HashSet<Key, BuildHasherDefault<FastHasher>>,
 }
 
 impl Tracker {
@@ -315,6 +319,7 @@ impl Tracker {
             pod_ids: FastMap::default(),
             totals: Totals::default(),
             last_ts: 0,
+            released_unnamed: Default::default(),
         }
     }
 
@@ -560,6 +565,7 @@ impl Tracker {
                             if self.totals.freed_before_start < self.totals.dying_before_start {
                                 self.totals.freed_before_start += 1;
                                 out.freed_before_start = true;
+                                self.released_unnamed.insert(key);
                             }
                         }
                     }
@@ -574,7 +580,7 @@ impl Tracker {
     /// A memcg the start-up walk found dying: named now, counted in `dying_before_start`.
     fn dying_at_start(&mut self, ev: &Event<'_>, out: &mut Observed) {
         let key = (ev.hierarchy_id, ev.cgroup_id);
-        if self.cgroups.contains_key(&key) {
+        if self.cgroups.contains_key(&key) || self.released_unnamed.remove(&key) {
             return;
         }
         let path = self.child_path(ev.hierarchy_id, ev.css, ev.path);
@@ -933,6 +939,40 @@ pub(crate) mod tests {
         let o = t.observe(&ev(EventKind::Release, 12, 4, 5, b"/x"));
         assert_eq!((o.live_ns, o.dying_ns), (None, Some(2)));
         assert_eq!(t.totals().live, 1);
+    }
+
+    /// The start-up walk runs beside the events: a dying memcg it named can be released first.
+    #[test]
+    fn walk_record_after_the_release_is_dropped() {
+        let mut t = Tracker::new(Some(4));
+        t.load_baseline(&Baseline {
+            cgroups: vec![BaselineCgroup {
+                hierarchy_id: 4,
+                cgroup_id: 1,
+                level: 0,
+                path: b"/".to_vec(),
+            }],
+            dying_before_start: vec![(4, 2)],
+            taken_at_ns: 5,
+        });
+        // Released before its walk record arrives, then named by the walk: not counted again.
+        let o = t.observe(&ev(EventKind::Release, 9, 4, 77, b"/old"));
+        assert!(o.freed_before_start);
+        let mut found = ev(EventKind::DyingAtStart, 10, 4, 77, b"old");
+        found.css = 1;
+        t.observe(&found);
+        assert_eq!(t.tracked(), 1, "the late walk record adds nothing");
+        // The other one is named, then released: counted once.
+        let mut found = ev(EventKind::DyingAtStart, 11, 4, 78, b"other");
+        found.css = 1;
+        t.observe(&found);
+        assert_eq!(t.tracked(), 2);
+        assert_eq!(t.totals().dying, 1);
+        t.observe(&ev(EventKind::Release, 12, 4, 78, b"/other"));
+        assert_eq!(t.tracked(), 1);
+        let tot = t.totals();
+        assert_eq!((tot.dying, tot.freed_before_start), (0, 2));
+        assert!(t.released_unnamed.is_empty());
     }
 
     #[test]

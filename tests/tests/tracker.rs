@@ -332,10 +332,21 @@ fn start_up_walk_names_dying_memcgs_of_pods() {
     }
     let mut live = Live::start(&h, &parent, memory_id);
     let k1 = kernel_dying(&h);
-    let report = live
+    // The walk as `live` runs it: on its own thread and instance of the object.
+    let mut task = live
         .probes
-        .walk_dying(&mount)
+        .spawn_walk(&mount)
         .expect("the walk runs on raw tracepoints");
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        if let Some(r) = task.poll(|b| records.push(b.to_vec())) {
+            break r.expect("the walk ran");
+        }
+        assert!(Instant::now() < deadline, "the walk did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(task.ended());
     let k2 = kernel_dying(&h);
     assert!(report.done, "{report:?}");
     // The walk sees every dying memcg of the machine (the filter only keeps ours): the same
@@ -347,6 +358,9 @@ fn start_up_walk_names_dying_memcgs_of_pods() {
     live.pipe.ignore_paths_with_prefix(
         format!("/{}", cgtrace::probes::walk_trigger_prefix()).into_bytes(),
     );
+    for r in &records {
+        live.pipe.record(r);
+    }
     live.pump();
     let named = live.pipe.tracker.dying_memcgs();
     for p in &paths {
