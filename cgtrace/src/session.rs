@@ -1741,9 +1741,12 @@ impl<R: Read> SessionReader<R> {
     #[allow(clippy::should_implement_trait)] // a lending iterator cannot be an `Iterator`
     pub fn next(&mut self) -> Result<Option<Item<'_>>, SessionError> {
         loop {
-            if let Some(mut a) = self.active.take() {
+            // The active batch stays in place (no per-record move of its delta state).
+            if let Some(a) = self.active.as_mut() {
                 if a.start + a.pos >= a.end {
-                    self.finish_batch(&a);
+                    if let Some(a) = self.active.take() {
+                        self.finish_batch(&a);
+                    }
                     continue;
                 }
                 let payload = &self.buf[a.start..a.end];
@@ -1751,14 +1754,12 @@ impl<R: Read> SessionReader<R> {
                     b: payload,
                     pos: a.pos,
                 };
-                let res = parse_record(&mut c, &mut a, &mut self.paths, &mut self.comms);
+                let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms);
                 a.pos = c.pos;
+                let (a_offset, a_pos) = (a.offset, a.pos);
                 match res {
-                    Ok(Parsed::Nothing) => {
-                        self.active = Some(a);
-                    }
+                    Ok(Parsed::Nothing) => {}
                     Ok(Parsed::Event(raw)) => {
-                        self.active = Some(a);
                         self.stats.events += 1;
                         if matches!(raw.comm, Resolved::Unknown)
                             || matches!(raw.path, Resolved::Unknown)
@@ -1768,12 +1769,10 @@ impl<R: Read> SessionReader<R> {
                         return Ok(Some(Item::Event(self.make_event(raw))));
                     }
                     Ok(Parsed::Lost { ts_ns, kind, count }) => {
-                        self.active = Some(a);
                         self.stats.lost = self.stats.lost.saturating_add(count);
                         return Ok(Some(Item::Lost { ts_ns, kind, count }));
                     }
                     Ok(Parsed::PodName(pod_uid, namespace, name)) => {
-                        self.active = Some(a);
                         return Ok(Some(Item::PodName {
                             pod_uid,
                             namespace,
@@ -1781,12 +1780,13 @@ impl<R: Read> SessionReader<R> {
                         }));
                     }
                     Err(Malformed(why)) => {
-                        let rec_at = a.offset + (FRAME_HEADER_LEN + a.pos) as u64;
+                        let rec_at = a_offset + (FRAME_HEADER_LEN + a_pos) as u64;
                         self.warn(format!(
-                            "malformed record near byte {rec_at} in frame at byte {}: {why}; the rest of the frame was skipped",
-                            a.offset
+                            "malformed record near byte {rec_at} in frame at byte {a_offset}: {why}; the rest of the frame was skipped"
                         ));
-                        self.finish_batch(&a);
+                        if let Some(a) = self.active.take() {
+                            self.finish_batch(&a);
+                        }
                     }
                 }
                 continue;
