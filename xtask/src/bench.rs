@@ -51,7 +51,7 @@ const STARTUP_RUNS: usize = 5;
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Alternating rounds for overhead and loss (the issue asks for at least 7).
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
     /// Length of one churn run in seconds.
     #[arg(long, default_value_t = 2.0)]
@@ -1021,15 +1021,13 @@ fn subcommands(bin: &Path) -> Result<Vec<String>> {
 
 /// Overhead and loss: alternating rounds of every mode.
 struct Rounds {
-    modes: Vec<Mode>,
-    /// Per mode: (round, result).
+    /// (mode, round, result), in the order they ran.
     results: Vec<(Mode, usize, RunResult)>,
     failed: Vec<(Mode, String)>,
 }
 
 fn overhead_rounds(ctx: &Ctx, rounds: usize, modes: &[Mode]) -> Result<Rounds> {
     let mut r = Rounds {
-        modes: modes.to_vec(),
         results: Vec::new(),
         failed: Vec::new(),
     };
@@ -1044,9 +1042,17 @@ fn overhead_rounds(ctx: &Ctx, rounds: usize, modes: &[Mode]) -> Result<Rounds> {
         }
         let k = round % order.len();
         order.rotate_left(k);
+        // A second untraced run half a round away: each traced run is divided by the mean of
+        // its round's untraced runs, so a drift of the machine within a round cancels out.
+        if order.len() > 2
+            && let Some(at) = order.iter().position(|m| *m == Mode::Untraced)
+        {
+            let len = order.len();
+            order.insert((at + len / 2) % len + 1, Mode::Untraced);
+        }
         let mut line = format!("xtask bench: round {}/{rounds}:", round + 1);
-        for mode in order {
-            match run_mode(ctx, mode, &format!("round{round}-{mode:?}"), None) {
+        for (i, mode) in order.into_iter().enumerate() {
+            match run_mode(ctx, mode, &format!("round{round}-{i}-{mode:?}"), None) {
                 Ok(res) => {
                     let _ = write!(line, " {mode:?} {:.0}/s", res.churn.rate);
                     if let Some(l) = res.lost {
@@ -1069,20 +1075,25 @@ fn overhead_rounds(ctx: &Ctx, rounds: usize, modes: &[Mode]) -> Result<Rounds> {
 }
 
 impl Rounds {
-    fn get(&self, mode: Mode, round: usize) -> Option<&RunResult> {
-        self.results
+    /// Mean of `rate` over the untraced runs of `round`.
+    fn base(&self, round: usize, rate: &impl Fn(&Churn) -> Option<f64>) -> Option<f64> {
+        let v: Vec<f64> = self
+            .results
             .iter()
-            .find(|(m, r, _)| *m == mode && *r == round)
-            .map(|(_, _, x)| x)
+            .filter(|(m, r, _)| *m == Mode::Untraced && *r == round)
+            .filter_map(|(_, _, x)| rate(&x.churn))
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     }
 
-    /// Per round: `rate(mode) ÷ rate(untraced)`, with `rate` picking a churn figure.
+    /// Per round: `rate(mode) ÷ rate(untraced)` (the mean of the round's untraced runs), with
+    /// `rate` picking a churn figure.
     fn ratios(&self, mode: Mode, rate: impl Fn(&Churn) -> Option<f64>) -> Vec<f64> {
         self.results
             .iter()
             .filter(|(m, _, _)| *m == mode)
             .filter_map(|(_, round, res)| {
-                let base = rate(&self.get(Mode::Untraced, *round)?.churn)?;
+                let base = self.base(*round, &rate)?;
                 let traced = rate(&res.churn)?;
                 (base > 0.0).then(|| traced / base)
             })
@@ -1665,20 +1676,20 @@ fn measure(
         .max()
         .unwrap_or(0);
     for round in 0..rounds_n {
+        // In the order they ran.
         let cells: Vec<String> = rounds
-            .modes
+            .results
             .iter()
-            .filter_map(|&m| {
-                rounds.get(m, round).map(|r| {
-                    let mut s = format!("{m:?} {}", grouped(r.churn.rate));
-                    if let (Some(c), Some(w)) = (r.churn.cpu_rate, r.churn.waited) {
-                        let _ = write!(s, " [{} per CPU-s, waited {:.0}%]", grouped(c), w * 100.0);
-                    }
-                    if let (Some(l), Some(e)) = (r.lost, r.events) {
-                        let _ = write!(s, " (lost {l}, seen {e})");
-                    }
-                    s
-                })
+            .filter(|(_, r, _)| *r == round)
+            .map(|&(m, _, ref r)| {
+                let mut s = format!("{m:?} {}", grouped(r.churn.rate));
+                if let (Some(c), Some(w)) = (r.churn.cpu_rate, r.churn.waited) {
+                    let _ = write!(s, " [{} per CPU-s, waited {:.0}%]", grouped(c), w * 100.0);
+                }
+                if let (Some(l), Some(e)) = (r.lost, r.events) {
+                    let _ = write!(s, " (lost {l}, seen {e})");
+                }
+                s
             })
             .collect();
         let _ = writeln!(details, "- round {}: {}", round + 1, cells.join(", "));
@@ -1699,7 +1710,7 @@ fn measure(
     md.push_str(&machine.render());
     let _ = writeln!(
         md,
-        "\nOverhead: single-threaded memcg mkdir+rmdir churn under `{}`, {} alternating rounds of {} s per mode (mode order rotated each round); each traced rate is divided by the untraced rate of its round. Tracers see every cgroup of the node (no filter).\n",
+        "\nOverhead: single-threaded memcg mkdir+rmdir churn under `{}`, {} alternating rounds of {} s per mode (mode order rotated each round, the untraced churn run twice per round, half a round apart); each traced rate is divided by the mean untraced rate of its round. Tracers see every cgroup of the node (no filter).\n",
         parent.cgroup_path, args.rounds, args.round_secs
     );
     md.push_str(&render_table(&rows));
