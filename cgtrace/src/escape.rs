@@ -38,6 +38,13 @@ pub fn write_terminal<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
 /// Writes `b` as the inside of a JSON string (no quotes). Invalid UTF-8 bytes become U+FFFD;
 /// returns whether any did, so callers can flag the value as lossy.
 pub fn write_json_str<W: Write>(w: &mut W, b: &[u8]) -> io::Result<bool> {
+    // The usual case, printable ASCII with nothing to escape, in one write.
+    if b.iter()
+        .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+    {
+        w.write_all(b)?;
+        return Ok(false);
+    }
     let mut lossy = false;
     for chunk in b.utf8_chunks() {
         let valid = chunk.valid().as_bytes();

@@ -253,6 +253,11 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
+/// An integer in decimal, without the formatting machinery.
+fn put_u64<W: Write>(w: &mut W, v: u64) -> io::Result<()> {
+    w.write_all(itoa::Buffer::new().format(v).as_bytes())
+}
+
 fn json_opt_str<W: Write>(w: &mut W, key: &str, v: Option<&str>) -> io::Result<()> {
     if let Some(v) = v {
         write!(w, ",\"{key}\":\"")?;
@@ -292,17 +297,24 @@ impl<W: Write> Sink for JsonSink<W> {
             "[]"
         };
         let w = &mut self.out;
-        write!(
-            w,
-            "{{\"type\":\"event\",\"ts_ns\":{},\"event\":\"{}\",\"hierarchy_id\":{},\"cgroup_id\":{},\"controllers\":{controllers},\"level\":{},\"pid\":{},\"tid\":{},\"comm\":\"",
-            ev.ts_ns,
-            ev.kind.name(),
-            ev.hierarchy_id,
-            ev.cgroup_id,
-            ev.level,
-            ev.pid,
-            ev.tid
-        )?;
+        // Hand-written rather than `write!`: this runs for every event.
+        w.write_all(b"{\"type\":\"event\",\"ts_ns\":")?;
+        put_u64(w, ev.ts_ns)?;
+        w.write_all(b",\"event\":\"")?;
+        w.write_all(ev.kind.name().as_bytes())?;
+        w.write_all(b"\",\"hierarchy_id\":")?;
+        put_u64(w, ev.hierarchy_id.into())?;
+        w.write_all(b",\"cgroup_id\":")?;
+        put_u64(w, ev.cgroup_id)?;
+        w.write_all(b",\"controllers\":")?;
+        w.write_all(controllers.as_bytes())?;
+        w.write_all(b",\"level\":")?;
+        put_u64(w, ev.level.into())?;
+        w.write_all(b",\"pid\":")?;
+        put_u64(w, ev.pid.into())?;
+        w.write_all(b",\"tid\":")?;
+        put_u64(w, ev.tid.into())?;
+        w.write_all(b",\"comm\":\"")?;
         write_json_str(w, ev.comm)?;
         w.write_all(b"\",\"path\":\"")?;
         let lossy = write_json_str(w, ev.path)?;
@@ -314,7 +326,8 @@ impl<W: Write> Sink for JsonSink<W> {
             w.write_all(b",\"path_truncated\":true")?;
         }
         if ev.css != 0 {
-            write!(w, ",\"css\":{}", ev.css)?;
+            w.write_all(b",\"css\":")?;
+            put_u64(w, ev.css)?;
         }
         if let Some(e) = ev.errno {
             write!(
@@ -330,7 +343,10 @@ impl<W: Write> Sink for JsonSink<W> {
             ("memsw_bytes", ev.memsw_bytes),
         ] {
             if let Some(v) = v {
-                write!(w, ",\"{k}\":{v}")?;
+                w.write_all(b",\"")?;
+                w.write_all(k.as_bytes())?;
+                w.write_all(b"\":")?;
+                put_u64(w, v)?;
             }
         }
         let pod = k8s::parse_path(ev.path);
