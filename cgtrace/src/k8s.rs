@@ -248,15 +248,15 @@ pub(crate) fn valid_uid(s: &[u8]) -> bool {
 
 /// A valid UID ([`valid_uid`]) in its canonical form: lowercase, dashed.
 pub(crate) fn uid_string(s: &[u8]) -> String {
-    s.iter()
-        .map(|&b| {
-            if b == b'_' {
-                '-'
-            } else {
-                char::from(b.to_ascii_lowercase())
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        out.push(if b == b'_' {
+            '-'
+        } else {
+            char::from(b.to_ascii_lowercase())
+        });
+    }
+    out
 }
 
 /// A pod UID as a number: its 128 bits and whether it is a dashed UUID (`true`) or the 32
