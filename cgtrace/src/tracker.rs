@@ -9,8 +9,8 @@
 //! cgroup leaves only its contribution to the counters and the lifetimes handed back to the
 //! caller (for histograms). Cgroups live in a chunked slab (no doubling spike, freed slots
 //! reused) found through a compact index of slot numbers. Only memcgs keep a path: an interned
-//! parent directory plus the leaf name, both packed ([`Packed`]: the container id or pod UID
-//! they carry as bytes, what surrounds it interned once for all).
+//! parent directory plus the leaf name, both packed (the container id or pod UID they carry as
+//! bytes, what surrounds it interned once for all).
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
