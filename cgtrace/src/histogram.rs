@@ -10,7 +10,7 @@
 //! percentiles, for people) and [`HdrLogWriter`] (the standard HdrHistogram interval log, for
 //! `HistogramLogProcessor`, HdrHistogram plotters and other tools).
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fmt::Write as _,
     io::{self, Write},
     time::{Duration, SystemTime},
@@ -167,7 +167,11 @@ enum Group {
 #[derive(Clone, Debug)]
 pub struct Lifetimes {
     memory_hierarchy: Option<u32>,
-    hierarchies: BTreeMap<u32, Phases>,
+    /// Hierarchy ids, sorted, and their histograms (same order): a node has a dozen
+    /// hierarchies at most, and a short array scanned in place costs less per event than a
+    /// tree.
+    hierarchy_ids: Vec<u32>,
+    hierarchies: Vec<Phases>,
     qos: [Option<Phases>; 4],
     pods: Vec<PodDying>,
 }
@@ -179,7 +183,8 @@ impl Lifetimes {
     pub fn new(memory_hierarchy: Option<u32>) -> Lifetimes {
         Lifetimes {
             memory_hierarchy,
-            hierarchies: BTreeMap::new(),
+            hierarchy_ids: Vec::new(),
+            hierarchies: Vec::new(),
             qos: [None, None, None, None],
             pods: Vec::new(),
         }
@@ -196,12 +201,20 @@ impl Lifetimes {
             (true, Some(m)) => m,
             _ => hierarchy_id,
         };
-        let phases = match self.hierarchies.entry(id) {
-            std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
-            std::collections::btree_map::Entry::Vacant(e) => Phases::new().map(|p| e.insert(p)),
-        };
-        if let Some(p) = phases {
-            p.record(obs);
+        match self.hierarchy_ids.iter().position(|&h| h == id) {
+            Some(i) => {
+                if let Some(p) = self.hierarchies.get_mut(i) {
+                    p.record(obs);
+                }
+            }
+            None => {
+                if let Some(mut p) = Phases::new() {
+                    p.record(obs);
+                    let at = self.hierarchy_ids.partition_point(|&h| h < id);
+                    self.hierarchy_ids.insert(at, id);
+                    self.hierarchies.insert(at, p);
+                }
+            }
         }
         if obs.memcg {
             let slot = &mut self.qos[qos_index(obs.qos)];
@@ -239,7 +252,8 @@ impl Lifetimes {
 
     /// The histograms of a hierarchy, if it has recorded anything.
     pub fn hierarchy(&self, hierarchy_id: u32) -> Option<&Phases> {
-        self.hierarchies.get(&hierarchy_id)
+        let i = self.hierarchy_ids.iter().position(|&h| h == hierarchy_id)?;
+        self.hierarchies.get(i)
     }
 
     /// The histograms of a QoS class (memcgs only), if it has recorded anything.
@@ -255,8 +269,9 @@ impl Lifetimes {
     /// Every histogram, in a stable order: hierarchies by id, then QoS classes; live, dying.
     fn histograms(&self) -> impl Iterator<Item = (Group, Phase, &Histogram<u64>)> {
         let by_hierarchy = self
-            .hierarchies
+            .hierarchy_ids
             .iter()
+            .zip(&self.hierarchies)
             .map(|(&id, p)| (Group::Hierarchy(id), p));
         let by_qos = self
             .qos
@@ -872,8 +887,10 @@ mod tests {
     }
 
     /// Parses an interval log: per tag, the interval histograms in order.
-    fn parse_log(bytes: &[u8]) -> BTreeMap<String, Vec<(f64, f64, Histogram<u64>)>> {
-        let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    fn parse_log(
+        bytes: &[u8],
+    ) -> std::collections::BTreeMap<String, Vec<(f64, f64, Histogram<u64>)>> {
+        let mut out: std::collections::BTreeMap<String, Vec<_>> = Default::default();
         let mut de = Deserializer::new();
         for entry in IntervalLogIterator::new(bytes) {
             match entry.expect("parses") {

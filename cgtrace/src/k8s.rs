@@ -81,6 +81,37 @@ const RUNTIMES: [(&[u8], &str); 4] = [
 /// Paths that name no valid pod give an empty `PodRef`; components below the
 /// container cgroup (sub-cgroups created inside a container) are ignored. Never panics.
 pub fn parse_path(path: &[u8]) -> PodRef {
+    match match_path(path) {
+        Some(m) => PodRef {
+            pod_uid: Some(uid_string(m.uid)),
+            qos: Some(m.qos),
+            container_id: m.container.map(|(_, id)| {
+                id.iter()
+                    .map(|&b| char::from(b.to_ascii_lowercase()))
+                    .collect()
+            }),
+            runtime: m.container.and_then(|(rt, _)| rt),
+        },
+        None => PodRef::default(),
+    }
+}
+
+/// What a cgroup path says about its pod, borrowed from the path (no allocation): what
+/// [`parse_path`] returns, before the UID and container id are made canonical strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PodMatch<'a> {
+    /// The pod UID as written in the path (validated by [`valid_uid`]: any case, `-` or `_`).
+    pub uid: &'a [u8],
+    pub qos: Qos,
+    /// The runtime (if the name says) and the container id as written (12 to 128 hex digits).
+    pub container: Option<(Option<&'static str>, &'a [u8])>,
+    /// Nothing follows the pod's component: the pod of any path below is the same, and its
+    /// container is what [`is_container`] says of the next component.
+    pub last: bool,
+}
+
+/// [`parse_path`] without allocating: `None` when the path names no pod.
+pub(crate) fn match_path(path: &[u8]) -> Option<PodMatch<'_>> {
     let mut comps = path.split(|&b| b == b'/').filter(|c| !c.is_empty());
     let (mut prev2, mut prev): (&[u8], &[u8]) = (b"", b"");
     while let Some(comp) = comps.next() {
@@ -91,37 +122,40 @@ pub fn parse_path(path: &[u8]) -> PodRef {
         };
         if let Some((uid, qos)) = pod_dir(prev2, prev, head).or_else(|| pod_slice(head)) {
             let leaf = if colon { Some(comp) } else { comps.next() };
-            let (runtime, container_id) = leaf.and_then(container).unzip();
-            return PodRef {
-                pod_uid: Some(uid),
-                qos: Some(qos),
-                container_id,
-                runtime: runtime.flatten(),
-            };
+            return Some(PodMatch {
+                uid,
+                qos,
+                container: leaf.and_then(container),
+                last: leaf.is_none(),
+            });
         }
         (prev2, prev) = (prev, comp);
     }
-    PodRef::default()
+    None
 }
 
 /// cgroupfs driver: `pod<uid>` directly under `kubepods` (guaranteed) or under
 /// `kubepods/burstable` / `kubepods/besteffort`.
-fn pod_dir(prev2: &[u8], prev: &[u8], comp: &[u8]) -> Option<(String, Qos)> {
+fn pod_dir<'a>(prev2: &[u8], prev: &[u8], comp: &'a [u8]) -> Option<(&'a [u8], Qos)> {
     let qos = match (prev2, prev) {
         (_, b"kubepods") => Qos::Guaranteed,
         (b"kubepods", b"burstable") => Qos::Burstable,
         (b"kubepods", b"besteffort") => Qos::Besteffort,
         _ => return None,
     };
-    Some((parse_uid(comp.strip_prefix(b"pod")?)?, qos))
+    let uid = comp.strip_prefix(b"pod")?;
+    valid_uid(uid).then_some((uid, qos))
 }
 
 /// systemd driver: `[<root>-]kubepods[-burstable|-besteffort]-pod<uid_>.slice`.
 /// The slice name is self-describing, so its parents are not checked.
-fn pod_slice(comp: &[u8]) -> Option<(String, Qos)> {
+fn pod_slice(comp: &[u8]) -> Option<(&[u8], Qos)> {
     let name = comp.strip_suffix(b".slice")?;
     let dash = name.iter().rposition(|&b| b == b'-')?;
-    let uid = parse_uid(name[dash + 1..].strip_prefix(b"pod")?)?;
+    let uid = name[dash + 1..].strip_prefix(b"pod")?;
+    if !valid_uid(uid) {
+        return None;
+    }
     let parent = &name[..dash];
     let (rest, qos) = if let Some(r) = parent.strip_suffix(b"-burstable") {
         (r, Qos::Burstable)
@@ -137,7 +171,7 @@ fn pod_slice(comp: &[u8]) -> Option<(String, Qos)> {
 /// A container cgroup name: `<anything>:<runtime>:<id>`, `<runtime>-<id>[.scope]`
 /// or a bare hex id. `crio-conmon-<id>` (and `libpod-conmon-<id>`) are runtime
 /// monitors, not containers.
-fn container(leaf: &[u8]) -> Option<(Option<&'static str>, String)> {
+fn container(leaf: &[u8]) -> Option<(Option<&'static str>, &[u8])> {
     let mut parts = leaf.rsplitn(3, |&b| b == b':');
     if let (Some(id), Some(rt), Some(_)) = (parts.next(), parts.next(), parts.next()) {
         let runtime = RUNTIMES.iter().find(|(n, _)| *n == rt)?.1;
@@ -155,44 +189,98 @@ fn container(leaf: &[u8]) -> Option<(Option<&'static str>, String)> {
     Some((None, hex_id(leaf)?))
 }
 
-/// A container id: 12 to 128 hex digits, returned lowercase.
-fn hex_id(id: &[u8]) -> Option<String> {
-    ((12..=128).contains(&id.len()) && id.iter().all(u8::is_ascii_hexdigit)).then(|| {
-        id.iter()
-            .map(|&b| char::from(b.to_ascii_lowercase()))
-            .collect()
-    })
+/// The cgroup name `leaf`, right below a pod's, names a container.
+pub(crate) fn is_container(leaf: &[u8]) -> bool {
+    container(leaf).is_some()
+}
+
+/// A container id: 12 to 128 hex digits (any case).
+fn hex_id(id: &[u8]) -> Option<&[u8]> {
+    ((12..=128).contains(&id.len()) && all_hex(id)).then_some(id)
+}
+
+/// The value of each hex digit (either case), `0xff` for other bytes. Ids are random mixes of
+/// digits and letters, on which range tests branch unpredictably: a table does not branch.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// All of `s` is hex digits (either case); true for an empty `s`.
+fn all_hex(s: &[u8]) -> bool {
+    s.iter()
+        .fold(0u8, |acc, &c| acc | HEX_VALUE[usize::from(c)])
+        < 16
+}
+
+/// Positions of the separators in a dashed UUID.
+const UUID_SEPS: [usize; 4] = [8, 13, 18, 23];
+
+/// A pod UID: a UUID with `-` (or, in systemd unit names, `_`) separators, or the
+/// 32 hex digits the kubelet uses for static pods (any case).
+pub(crate) fn valid_uid(s: &[u8]) -> bool {
+    match s.len() {
+        32 => all_hex(s),
+        36 => {
+            let sep = s[8];
+            (sep == b'-' || sep == b'_')
+                && UUID_SEPS.iter().all(|&i| s[i] == sep)
+                && all_hex(&s[..8])
+                && all_hex(&s[9..13])
+                && all_hex(&s[14..18])
+                && all_hex(&s[19..23])
+                && all_hex(&s[24..])
+        }
+        _ => false,
+    }
+}
+
+/// A valid UID ([`valid_uid`]) in its canonical form: lowercase, dashed.
+pub(crate) fn uid_string(s: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        out.push(if b == b'_' {
+            '-'
+        } else {
+            char::from(b.to_ascii_lowercase())
+        });
+    }
+    out
+}
+
+/// A pod UID as a number: its 128 bits and whether it is a dashed UUID (`true`) or the 32
+/// hex digits of a static pod. Two UIDs have the same key exactly when they have the same
+/// canonical form ([`uid_string`]). `None` for anything [`valid_uid`] rejects.
+pub(crate) fn uid_key(s: &[u8]) -> Option<(u128, bool)> {
+    if !valid_uid(s) {
+        return None;
+    }
+    let dashed = s.len() == 36;
+    let v = s
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !dashed || !UUID_SEPS.contains(&i))
+        .fold(0u128, |v, (_, &c)| {
+            v << 4 | u128::from(HEX_VALUE[usize::from(c)] & 15)
+        });
+    Some((v, dashed))
 }
 
 /// A pod UID: a UUID with `-` (or, in systemd unit names, `_`) separators, or the
 /// 32 hex digits the kubelet uses for static pods. Returned lowercase and dashed.
 fn parse_uid(s: &[u8]) -> Option<String> {
-    let hex = |b: &u8| b.is_ascii_hexdigit();
-    match s.len() {
-        32 if s.iter().all(hex) => {}
-        36 => {
-            let sep = s[8];
-            let seps_ok = (sep == b'-' || sep == b'_') && [13, 18, 23].iter().all(|&i| s[i] == sep);
-            let hex_ok = [0..8, 9..13, 14..18, 19..23, 24..36]
-                .into_iter()
-                .all(|r| s[r].iter().all(hex));
-            if !(seps_ok && hex_ok) {
-                return None;
-            }
-        }
-        _ => return None,
-    }
-    Some(
-        s.iter()
-            .map(|&b| {
-                if b == b'_' {
-                    '-'
-                } else {
-                    char::from(b.to_ascii_lowercase())
-                }
-            })
-            .collect(),
-    )
+    valid_uid(s).then(|| uid_string(s))
 }
 
 /// Pod namespace and name by UID, from the kubelet's pod log directories

@@ -5,13 +5,15 @@
 //! lives on the hierarchy that holds the memory controller. The tracker uses event time only,
 //! never the wall clock, so a replay gives exactly the live result.
 //!
-//! Memory stays bounded: a freed cgroup leaves only its contribution to the counters and the
-//! lifetimes handed back to the caller (for histograms); paths are interned as a shared parent
-//! directory plus the leaf name.
+//! Memory stays bounded and small (tens of thousands of dying memcgs are held at once): a freed
+//! cgroup leaves only its contribution to the counters and the lifetimes handed back to the
+//! caller (for histograms). Cgroups live in a chunked slab (no doubling spike, freed slots
+//! reused) found through a compact index of slot numbers. Only memcgs keep a path: an interned
+//! parent directory plus the leaf name, both packed (the container id or pod UID they carry as
+//! bytes, what surrounds it interned once for all).
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
-    rc::Rc,
 };
 
 /// A fast hasher for the tracker's tables (keys are kernel ids and paths, not attacker-chosen
@@ -81,54 +83,658 @@ const F_CONTAINER: u8 = 64;
 /// Found dying by the start-up walk.
 const F_FOUND_DYING: u8 = 128;
 const NO_POD: u32 = u32::MAX;
-/// `Entry::parent` of cgroups whose path is not kept (not on the memory hierarchy).
-const NO_DIR: u32 = u32::MAX;
+/// `Entry::name` of cgroups whose path is not kept (not on the memory hierarchy).
+const NO_NAME: u32 = u32::MAX;
+/// The id of the empty string in [`Strings`] (it is not stored).
+const NO_STR: u32 = u32::MAX;
 
-/// One tracked cgroup. Kept small (64 bytes): tens of thousands of dying memcgs stay in memory.
-#[derive(Clone, Debug)]
+const F2_TRUNCATED: u8 = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Storage: an index of slot numbers, a chunked slab, interned strings, packed names.
+
+/// An open-addressing hash index of `u32` ids whose keys live elsewhere (in a slab): the
+/// caller hashes and compares. Linear probing at most 3/4 full, backward-shift deletion (no
+/// tombstones: a long churn does not degrade it). Each bucket keeps 32 bits of the hash next
+/// to the id (8 bytes), so that mismatches, growing and deleting never touch the records.
+#[derive(Default)]
+struct IdTable {
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    hash: u32,
+    /// The id + 1; 0: empty.
+    id1: u32,
+}
+
+impl IdTable {
+    const MIN_BUCKETS: usize = 16;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bucket holding the id `eq` accepts among those filed under `hash`.
+    fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.buckets.len() - 1;
+        let h = hash as u32;
+        let mut i = h as usize & mask;
+        // Terminates: the table is never full (at most 3/4).
+        loop {
+            let b = self.buckets[i];
+            if b.id1 == 0 {
+                return None;
+            }
+            if b.hash == h && eq(b.id1 - 1) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn id_at(&self, pos: usize) -> u32 {
+        self.buckets[pos].id1.wrapping_sub(1)
+    }
+
+    /// Files `id` (below `u32::MAX`) under `hash`; the caller knows it is not there yet.
+    fn insert(&mut self, hash: u64, id: u32) {
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            let n = (self.buckets.len() * 2).max(Self::MIN_BUCKETS);
+            let old = std::mem::replace(&mut self.buckets, vec![Bucket::default(); n]);
+            for b in old.into_iter().filter(|b| b.id1 != 0) {
+                self.place(b);
+            }
+        }
+        self.place(Bucket {
+            hash: hash as u32,
+            id1: id.wrapping_add(1),
+        });
+        self.len += 1;
+    }
+
+    fn place(&mut self, b: Bucket) {
+        let mask = self.buckets.len() - 1;
+        let mut i = b.hash as usize & mask;
+        while self.buckets[i].id1 != 0 {
+            i = (i + 1) & mask;
+        }
+        self.buckets[i] = b;
+    }
+
+    /// Removes the id in bucket `pos` (from [`IdTable::find`]), moving back the ids after it
+    /// that may move closer to their home bucket.
+    fn remove_at(&mut self, pos: usize) {
+        let mask = self.buckets.len() - 1;
+        let mut hole = pos;
+        let mut j = pos;
+        loop {
+            j = (j + 1) & mask;
+            let b = self.buckets[j];
+            if b.id1 == 0 {
+                break;
+            }
+            let home = b.hash as usize & mask;
+            // The id at j may fill the hole if the hole lies on its probe path (home ..= j).
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.buckets[hole] = b;
+                hole = j;
+            }
+        }
+        self.buckets[hole] = Bucket::default();
+        self.len -= 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.buckets
+            .iter()
+            .filter(|b| b.id1 != 0)
+            .map(|b| b.id1 - 1)
+    }
+}
+
+/// Slots per slab chunk.
+const CHUNK: usize = 1024;
+
+/// Records in fixed-size chunks (growing never copies nor doubles), addressed by `u32`; freed
+/// slots are reused first, so a long run stays flat.
+struct Slab<T> {
+    chunks: Vec<Vec<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            chunks: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T: Default> Slab<T> {
+    fn insert(&mut self, v: T) -> u32 {
+        if let Some(i) = self.free.pop()
+            && let Some(slot) = self.get_mut(i)
+        {
+            *slot = v;
+            return i;
+        }
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(v),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(v);
+                self.chunks.push(c);
+            }
+        }
+        let last = self.chunks.last().map_or(0, Vec::len);
+        ((self.chunks.len() - 1) * CHUNK + last - 1) as u32
+    }
+
+    fn get(&self, i: u32) -> Option<&T> {
+        self.chunks.get(i as usize / CHUNK)?.get(i as usize % CHUNK)
+    }
+
+    fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        self.chunks
+            .get_mut(i as usize / CHUNK)?
+            .get_mut(i as usize % CHUNK)
+    }
+
+    /// Frees slot `i` (its value is dropped now) for reuse.
+    fn remove(&mut self, i: u32) -> Option<T> {
+        let v = std::mem::take(self.get_mut(i)?);
+        self.free.push(i);
+        Some(v)
+    }
+
+    /// Slots in use.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum::<usize>() - self.free.len()
+    }
+}
+
+fn hash_bytes(s: &[u8]) -> u64 {
+    let mut h = FastHasher::default();
+    h.write(s);
+    h.write_u64(s.len() as u64);
+    h.finish()
+}
+
+/// [`hash_bytes`] of the concatenation `a ++ b`.
+fn hash_parts(a: &[u8], b: &[u8]) -> u64 {
+    if b.is_empty() {
+        return hash_bytes(a);
+    }
+    let mut buf = [0u8; 256];
+    match buf.get_mut(..a.len() + b.len()) {
+        Some(both) => {
+            let (x, y) = both.split_at_mut(a.len());
+            x.copy_from_slice(a);
+            y.copy_from_slice(b);
+            hash_bytes(both)
+        }
+        None => hash_bytes(&[a, b].concat()),
+    }
+}
+
+/// Interned, refcounted byte strings (what surrounds the ids of packed names: `pod`,
+/// `cri-containerd-` + `.scope`, `/kubepods/burstable/pod`, …). The empty string is
+/// [`NO_STR`] and is not stored.
+#[derive(Default)]
+struct Strings {
+    index: IdTable,
+    slots: Slab<(Box<[u8]>, u32)>,
+}
+
+impl Strings {
+    fn get(&self, id: u32) -> &[u8] {
+        self.slots.get(id).map_or(b"", |s| &s.0)
+    }
+
+    fn find_pos(&self, a: &[u8], b: &[u8], hash: u64) -> Option<usize> {
+        self.index.find(hash, |id| {
+            let s = self.get(id);
+            s.len() == a.len() + b.len() && s.starts_with(a) && s.ends_with(b)
+        })
+    }
+
+    /// The id of `a ++ b`, if interned.
+    #[cfg(test)]
+    fn find(&self, a: &[u8], b: &[u8]) -> Option<u32> {
+        if a.is_empty() && b.is_empty() {
+            return Some(NO_STR);
+        }
+        let pos = self.find_pos(a, b, hash_parts(a, b))?;
+        Some(self.index.id_at(pos))
+    }
+
+    /// Takes a reference on `a ++ b`, interning it if new.
+    fn intern(&mut self, a: &[u8], b: &[u8]) -> u32 {
+        if a.is_empty() && b.is_empty() {
+            return NO_STR;
+        }
+        let hash = hash_parts(a, b);
+        if let Some(pos) = self.find_pos(a, b, hash) {
+            let id = self.index.id_at(pos);
+            if let Some(s) = self.slots.get_mut(id) {
+                s.1 += 1;
+            }
+            return id;
+        }
+        let id = self.slots.insert(([a, b].concat().into_boxed_slice(), 1));
+        self.index.insert(hash, id);
+        id
+    }
+
+    /// Drops a reference taken by [`Strings::intern`].
+    fn release(&mut self, id: u32) {
+        let Some(s) = self.slots.get_mut(id) else {
+            return;
+        };
+        s.1 = s.1.saturating_sub(1);
+        if s.1 > 0 {
+            return;
+        }
+        if let Some(pos) = self.index.find(hash_bytes(&s.0), |x| x == id) {
+            self.index.remove_at(pos);
+        }
+        self.slots.remove(id);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// How a [`Packed`] name is stored.
+const K_RAW: u8 = 0;
+/// The whole name is the interned string.
+const K_STR: u8 = 1;
+/// A run of 32 to 64 lowercase hex digits (a container id, a static pod UID), as bytes.
+const K_HEX: u8 = 2;
+/// A lowercase UUID with `-` separators (a pod UID), as 16 bytes.
+const K_UUID_DASH: u8 = 3;
+/// The same with `_` separators (systemd slice names).
+const K_UUID_UNDERSCORE: u8 = 4;
+
+/// A name packed in 40 bytes: short names as they are; names that carry an id (container id,
+/// pod UID) as the id's bytes plus an interned string of what comes before and after it
+/// (`prefix_len` bytes of it before); other long names as an interned string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Packed {
+    id: [u8; 32],
+    /// [`K_STR`], [`K_HEX`], [`K_UUID_DASH`], [`K_UUID_UNDERSCORE`]: a reference on a
+    /// [`Strings`] entry (or [`NO_STR`]).
+    affix: u32,
+    prefix_len: u16,
+    /// [`K_RAW`]: bytes; [`K_HEX`]: digits.
+    len: u8,
+    kind: u8,
+}
+
+impl Packed {
+    /// The id as text (`K_HEX`, `K_UUID_*`), in `buf`.
+    fn id_text<'b>(&self, buf: &'b mut [u8; 64]) -> &'b [u8] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let (digits, sep) = match self.kind {
+            K_HEX => (usize::from(self.len).min(64), 0),
+            K_UUID_DASH => (32, b'-'),
+            _ => (32, b'_'),
+        };
+        for (i, pair) in buf.chunks_exact_mut(2).zip(&self.id) {
+            i[0] = HEX[usize::from(pair >> 4)];
+            i[1] = HEX[usize::from(pair & 15)];
+        }
+        if sep != 0 {
+            // 8-4-4-4-12: move the groups apart, from the end.
+            buf.copy_within(20..32, 24);
+            buf.copy_within(16..20, 19);
+            buf.copy_within(12..16, 14);
+            buf.copy_within(8..12, 9);
+            for i in [8, 13, 18, 23] {
+                buf[i] = sep;
+            }
+            return &buf[..36];
+        }
+        &buf[..digits]
+    }
+
+    /// The prefix and suffix around the id.
+    fn affixes<'s>(&self, strings: &'s Strings) -> (&'s [u8], &'s [u8]) {
+        let affix = strings.get(self.affix);
+        affix.split_at(usize::from(self.prefix_len).min(affix.len()))
+    }
+
+    /// Appends the name.
+    fn write(&self, strings: &Strings, out: &mut Vec<u8>) {
+        match self.kind {
+            K_RAW => out.extend_from_slice(&self.id[..usize::from(self.len).min(32)]),
+            K_STR => out.extend_from_slice(strings.get(self.affix)),
+            _ => {
+                let (prefix, suffix) = self.affixes(strings);
+                out.extend_from_slice(prefix);
+                out.extend_from_slice(self.id_text(&mut [0; 64]));
+                out.extend_from_slice(suffix);
+            }
+        }
+    }
+
+    /// The name is `s`.
+    fn eq_bytes(&self, strings: &Strings, s: &[u8]) -> bool {
+        match self.kind {
+            K_RAW => s == &self.id[..usize::from(self.len).min(32)],
+            K_STR => s == strings.get(self.affix),
+            _ => {
+                let (prefix, suffix) = self.affixes(strings);
+                let mut buf = [0; 64];
+                let id = self.id_text(&mut buf);
+                s.len() == prefix.len() + id.len() + suffix.len()
+                    && s.starts_with(prefix)
+                    && s.ends_with(suffix)
+                    && &s[prefix.len()..prefix.len() + id.len()] == id
+            }
+        }
+    }
+}
+
+/// A name taken apart for packing: the id found in it (if any) and what surrounds it.
+struct Shape<'a> {
+    kind: u8,
+    id: [u8; 32],
+    len: u8,
+    prefix: &'a [u8],
+    suffix: &'a [u8],
+}
+
+/// The value of each lowercase hex digit, `0xff` for other bytes (a table: ids are random
+/// mixes of digits and letters, on which range tests branch unpredictably).
+const LOWER_HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn lower_hex(c: u8) -> usize {
+    usize::from(LOWER_HEX[usize::from(c)] < 16)
+}
+
+/// The first run of at least 32 lowercase hex digits: (start, length up to 64).
+fn hex_run(s: &[u8]) -> Option<(usize, usize)> {
+    let mut run = 0usize;
+    for (i, &c) in s.iter().enumerate() {
+        let hex = lower_hex(c);
+        // Bitwise `&`: one branch, almost never taken.
+        if (hex == 0) & (run >= 32) {
+            return Some((i - run, run));
+        }
+        run = (run + 1) & hex.wrapping_neg();
+        if run == 64 {
+            return Some((i + 1 - 64, 64));
+        }
+    }
+    (run >= 32).then(|| (s.len() - run, run))
+}
+
+/// The first lowercase UUID (`8-4-4-4-12` hex digits, `-` or `_` separators): (start, separator).
+fn find_uuid(s: &[u8]) -> Option<(usize, u8)> {
+    if s.len() < 36 {
+        return None;
+    }
+    (0..=s.len() - 36).find_map(|p| {
+        let w = &s[p..p + 36];
+        let sep = w[8];
+        let ok = (sep == b'-' || sep == b'_')
+            && w[13] == sep
+            && w[18] == sep
+            && w[23] == sep
+            && w.iter()
+                .enumerate()
+                .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23))
+                .fold(0u8, |acc, (_, &c)| acc | LOWER_HEX[usize::from(c)])
+                < 16;
+        ok.then_some((p, sep))
+    })
+}
+
+/// Packs hex digits (lowercase, validated; at most 64) two to a byte.
+fn pack_hex(digits: &[u8], id: &mut [u8; 32]) {
+    for (b, pair) in id.iter_mut().zip(digits.chunks(2)) {
+        let hi = LOWER_HEX[usize::from(pair[0])] & 15;
+        let lo = pair.get(1).map_or(0, |&c| LOWER_HEX[usize::from(c)] & 15);
+        *b = hi << 4 | lo;
+    }
+}
+
+fn shape(s: &[u8]) -> Shape<'_> {
+    let mut id = [0u8; 32];
+    let all_hex = || {
+        s.iter()
+            .fold(0u8, |acc, &c| acc | LOWER_HEX[usize::from(c)])
+            < 16
+    };
+    let found = if (32..=64).contains(&s.len()) && all_hex() {
+        // The common case, a container id: no need to look for where the run starts.
+        pack_hex(s, &mut id);
+        Some((K_HEX, 0, s.len(), s.len() as u8))
+    } else if let Some((start, n)) = hex_run(s) {
+        pack_hex(&s[start..start + n], &mut id);
+        Some((K_HEX, start, n, n as u8))
+    } else if let Some((start, sep)) = find_uuid(s) {
+        let u = &s[start..start + 36];
+        let mut digits = [0u8; 32];
+        digits[..8].copy_from_slice(&u[..8]);
+        digits[8..12].copy_from_slice(&u[9..13]);
+        digits[12..16].copy_from_slice(&u[14..18]);
+        digits[16..20].copy_from_slice(&u[19..23]);
+        digits[20..].copy_from_slice(&u[24..]);
+        pack_hex(&digits, &mut id);
+        let kind = if sep == b'-' {
+            K_UUID_DASH
+        } else {
+            K_UUID_UNDERSCORE
+        };
+        Some((kind, start, 36, 16))
+    } else {
+        None
+    };
+    match found {
+        Some((kind, start, n, len)) if start <= usize::from(u16::MAX) => Shape {
+            kind,
+            id,
+            len,
+            prefix: &s[..start],
+            suffix: &s[start + n..],
+        },
+        _ if s.len() <= 32 => {
+            let mut id = [0u8; 32];
+            id[..s.len()].copy_from_slice(s);
+            Shape {
+                kind: K_RAW,
+                id,
+                len: s.len() as u8,
+                prefix: b"",
+                suffix: b"",
+            }
+        }
+        _ => Shape {
+            kind: K_STR,
+            id: [0; 32],
+            len: 0,
+            prefix: s,
+            suffix: b"",
+        },
+    }
+}
+
+impl Shape<'_> {
+    /// The packed name, `affix` being the id of `prefix ++ suffix` in [`Strings`].
+    fn packed(&self, affix: u32) -> Packed {
+        Packed {
+            id: self.id,
+            affix,
+            prefix_len: if matches!(self.kind, K_RAW | K_STR) {
+                0
+            } else {
+                self.prefix.len() as u16
+            },
+            len: self.len,
+            kind: self.kind,
+        }
+    }
+}
+
+/// What a directory says of the pod of the cgroups in it (see [`k8s::PodMatch`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum DirPod {
+    /// No pod in the directory's path: a child's own name may make it a pod.
+    #[default]
+    None,
+    /// The directory is a pod's: children are of that pod, containers if their name says so.
+    Pod(u32),
+    /// The directory is below a pod's: children are of that pod, and containers (or not) as
+    /// the directory's path says.
+    Below(u32, bool),
+}
+
+/// An interned directory.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dir {
+    /// [`hash_bytes`] of the path.
+    hash: u64,
+    name: Packed,
+    refs: u32,
+    pod: DirPod,
+}
+
+/// Interned parent directories (refcounted), packed, found by their path.
+#[derive(Default)]
+struct Dirs {
+    index: IdTable,
+    slots: Slab<Dir>,
+}
+
+impl Dirs {
+    /// Takes a reference on `dir` if interned (`hash`: its [`hash_bytes`]).
+    fn find(&mut self, dir: &[u8], hash: u64, strings: &Strings) -> Option<(u32, DirPod)> {
+        let slots = &self.slots;
+        let pos = self.index.find(hash, |id| {
+            slots
+                .get(id)
+                .is_some_and(|d| d.hash == hash && d.name.eq_bytes(strings, dir))
+        })?;
+        let id = self.index.id_at(pos);
+        let d = self.slots.get_mut(id)?;
+        d.refs += 1;
+        Some((id, d.pod))
+    }
+
+    /// Interns `dir` (not interned yet) with one reference.
+    fn insert(&mut self, dir: &[u8], hash: u64, pod: DirPod, strings: &mut Strings) -> u32 {
+        let sh = shape(dir);
+        let name = sh.packed(strings.intern(sh.prefix, sh.suffix));
+        let id = self.slots.insert(Dir {
+            hash,
+            name,
+            refs: 1,
+            pod,
+        });
+        self.index.insert(hash, id);
+        id
+    }
+
+    fn release(&mut self, id: u32, strings: &mut Strings) {
+        let Some(d) = self.slots.get_mut(id) else {
+            return;
+        };
+        d.refs = d.refs.saturating_sub(1);
+        if d.refs > 0 {
+            return;
+        }
+        let d = *d;
+        if let Some(pos) = self.index.find(d.hash, |x| x == id) {
+            self.index.remove_at(pos);
+        }
+        self.slots.remove(id);
+        strings.release(d.name.affix);
+    }
+
+    fn write(&self, id: u32, strings: &Strings, out: &mut Vec<u8>) {
+        if let Some(d) = self.slots.get(id) {
+            d.name.write(strings, out);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
+/// The path of a memcg: its parent directory (in [`Dirs`]) and its leaf name.
+#[derive(Clone, Copy, Debug, Default)]
+struct Name {
+    dir: u32,
+    leaf: Packed,
+}
+
+/// One tracked cgroup. Kept small (64 bytes; memcgs add a 44-byte [`Name`]): tens of thousands
+/// of dying memcgs stay in memory.
+#[derive(Clone, Copy, Debug, Default)]
 struct Entry {
+    cgroup_id: u64,
     mkdir_ns: u64,
     rmdir_ns: u64,
     css: u64,
-    /// The leaf name; a long lowercase-hex name (a container id) is stored as its bytes.
-    leaf: Box<[u8]>,
+    hierarchy_id: u32,
     /// Figures at rmdir/offline, in pages (saturating).
     usage: u32,
     kmem: u32,
     memsw: u32,
-    parent: u32,
+    /// The path, memcgs only: a slot of `Tracker::names`, or [`NO_NAME`].
+    name: u32,
     pod: u32,
     memcg_id: u16,
     flags: u8,
     flags2: u8,
 }
 
-const F2_TRUNCATED: u8 = 1;
-const F2_HEX_LEAF: u8 = 2;
-
-/// Packs a leaf: 32+ lowercase hex characters (container ids) become half as many bytes.
-fn pack_leaf(leaf: &[u8]) -> (Box<[u8]>, bool) {
-    let hex = leaf.len() >= 32
-        && leaf.len().is_multiple_of(2)
-        && leaf.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    if !hex {
-        return (leaf.into(), false);
-    }
-    let nib = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
-    let packed: Vec<u8> = leaf.chunks(2).map(|p| nib(p[0]) << 4 | nib(p[1])).collect();
-    (packed.into_boxed_slice(), true)
+/// The hash of a cgroup key for [`IdTable`] (which uses the low 32 bits): one multiply,
+/// keeping the well-mixed high half of the product (every event computes one).
+fn key_hash(key: Key) -> u64 {
+    let x = key.1 ^ u64::from(key.0).rotate_right(16);
+    x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
 }
 
-fn unpack_leaf(e: &Entry, out: &mut Vec<u8>) {
-    if e.flags2 & F2_HEX_LEAF == 0 {
-        out.extend_from_slice(&e.leaf);
-        return;
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in e.leaf.iter() {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 15) as usize]);
-    }
+fn pod_hash(uid: u128) -> u64 {
+    let mut h = FastHasher::default();
+    h.write_u64(uid as u64);
+    h.write_u64((uid >> 64) as u64);
+    h.finish()
 }
 
 fn to_pages(bytes: u64) -> u32 {
@@ -139,7 +745,7 @@ fn from_pages(pages: u32) -> u64 {
     u64::from(pages) * crate::event::PAGE_SIZE
 }
 
-/// The few fields of an entry the counters need (cheap to copy, unlike the entry).
+/// The few fields of an entry the counters need.
 #[derive(Clone, Copy)]
 struct Brief {
     mkdir_ns: u64,
@@ -149,6 +755,10 @@ struct Brief {
 }
 
 impl Entry {
+    fn key(&self) -> Key {
+        (self.hierarchy_id, self.cgroup_id)
+    }
+
     fn brief(&self) -> Brief {
         Brief {
             mkdir_ns: self.mkdir_ns,
@@ -166,61 +776,6 @@ impl Entry {
         }
     }
 }
-
-/// Interned parent directories (refcounted).
-/// (The name is stored once, shared by the index and the slot.)
-#[derive(Default)]
-struct Dirs {
-    ids: FastMap<Rc<[u8]>, u32>,
-    slots: Vec<(Rc<[u8]>, u32)>,
-    free: Vec<u32>,
-}
-
-impl Dirs {
-    fn intern(&mut self, dir: &[u8]) -> u32 {
-        if let Some(&id) = self.ids.get(dir) {
-            self.slots[id as usize].1 += 1;
-            return id;
-        }
-        let b: Rc<[u8]> = dir.into();
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = (b.clone(), 1);
-                id
-            }
-            None => {
-                self.slots.push((b.clone(), 1));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.ids.insert(b, id);
-        id
-    }
-
-    fn release(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(id as usize) else {
-            return;
-        };
-        slot.1 -= 1;
-        if slot.1 == 0 {
-            let name = std::mem::replace(&mut slot.0, Rc::from(&b""[..]));
-            self.ids.remove(&*name);
-            self.free.push(id);
-        }
-    }
-
-    fn get(&self, id: u32) -> &[u8] {
-        self.slots.get(id as usize).map(|s| &*s.0).unwrap_or(b"")
-    }
-}
-
-fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&c| c == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b"", path),
-    }
-}
-
 /// Per-pod counters (memcgs on the memory hierarchy).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PodStats {
@@ -291,13 +846,20 @@ pub struct Totals {
 /// The tracker. Feed it every event in order with [`Tracker::observe`].
 pub struct Tracker {
     memory_hierarchy: Option<u32>,
-    cgroups: FastMap<Key, Entry>,
+    /// Every tracked cgroup, found by key through `index`.
+    cgroups: Slab<Entry>,
+    index: IdTable,
     css: FastMap<u64, Key>,
     /// Keep css → cgroup joins (only the fentry/kprobe tiers send css events).
     join_css: bool,
+    /// The paths of memcgs.
+    names: Slab<Name>,
     dirs: Dirs,
+    strings: Strings,
     pods: Vec<PodStats>,
-    pod_ids: FastMap<Box<str>, u32>,
+    /// The UID of each pod as a number (see [`k8s::uid_key`]), found through `pod_index`.
+    pod_keys: Vec<u128>,
+    pod_index: IdTable,
     totals: Totals,
     last_ts: u64,
     /// Memcgs released before the start-up walk named them (at most `dying_before_start`):
@@ -311,12 +873,16 @@ impl Tracker {
     pub fn new(memory_hierarchy: Option<u32>) -> Tracker {
         Tracker {
             memory_hierarchy,
-            cgroups: FastMap::default(),
+            cgroups: Slab::default(),
+            index: IdTable::default(),
             css: FastMap::default(),
             join_css: true,
+            names: Slab::default(),
             dirs: Dirs::default(),
+            strings: Strings::default(),
             pods: Vec::new(),
-            pod_ids: FastMap::default(),
+            pod_keys: Vec::new(),
+            pod_index: IdTable::default(),
             totals: Totals::default(),
             last_ts: 0,
             released_unnamed: Default::default(),
@@ -340,8 +906,7 @@ impl Tracker {
     pub fn load_baseline(&mut self, b: &Baseline) {
         for c in &b.cgroups {
             let key = (c.hierarchy_id, c.cgroup_id);
-            let (entry, _) = self.new_entry(c.hierarchy_id, &c.path, 0, false);
-            let mut entry = entry;
+            let (mut entry, _) = self.new_entry(key, &c.path, 0, false);
             entry.flags |= F_BASELINE;
             if entry.flags & F_MEMCG != 0 {
                 self.totals.live += 1;
@@ -349,7 +914,7 @@ impl Tracker {
                     self.pods[entry.pod as usize].live += 1;
                 }
             }
-            if let Some(old) = self.cgroups.insert(key, entry) {
+            if let Some(old) = self.put(entry) {
                 self.forget(old);
             }
         }
@@ -362,51 +927,143 @@ impl Tracker {
         self.last_ts = b.taken_at_ns;
     }
 
-    fn pod_index(&mut self, p: &k8s::PodRef) -> (u32, bool) {
-        let Some(uid) = &p.pod_uid else {
+    /// The bucket of `key` in the index and its slot in the slab.
+    fn lookup(&self, key: Key) -> Option<(usize, u32)> {
+        self.lookup_hashed(key, key_hash(key))
+    }
+
+    fn lookup_hashed(&self, key: Key, hash: u64) -> Option<(usize, u32)> {
+        let cgroups = &self.cgroups;
+        let pos = self.index.find(hash, |slot| {
+            cgroups.get(slot).is_some_and(|e| e.key() == key)
+        })?;
+        Some((pos, self.index.id_at(pos)))
+    }
+
+    /// Adds an entry whose key (of hash `hash`) is not tracked yet; returns its slot.
+    fn insert_hashed(&mut self, e: Entry, hash: u64) -> u32 {
+        let slot = self.cgroups.insert(e);
+        self.index.insert(hash, slot);
+        slot
+    }
+
+    fn insert(&mut self, e: Entry) -> u32 {
+        self.insert_hashed(e, key_hash(e.key()))
+    }
+
+    /// Adds or replaces the entry of `e`'s key; returns the replaced one.
+    fn put(&mut self, e: Entry) -> Option<Entry> {
+        let hash = key_hash(e.key());
+        match self.lookup_hashed(e.key(), hash) {
+            Some((_, slot)) => self
+                .cgroups
+                .get_mut(slot)
+                .map(|old| std::mem::replace(old, e)),
+            None => {
+                self.insert_hashed(e, hash);
+                None
+            }
+        }
+    }
+
+    /// Removes the entry found at (`pos`, `slot`) by [`Tracker::lookup`].
+    fn remove(&mut self, pos: usize, slot: u32) -> Option<Entry> {
+        self.index.remove_at(pos);
+        self.cgroups.remove(slot)
+    }
+
+    fn pod_index(&mut self, p: Option<&k8s::PodMatch<'_>>) -> (u32, bool) {
+        let Some((p, (uid, dashed))) = p.and_then(|p| Some((p, k8s::uid_key(p.uid)?))) else {
             return (NO_POD, false);
         };
-        if let Some(&i) = self.pod_ids.get(uid.as_str()) {
-            return (i, false);
+        let hash = pod_hash(uid);
+        let (keys, pods) = (&self.pod_keys, &self.pods);
+        let found = self.pod_index.find(hash, |i| {
+            keys.get(i as usize) == Some(&uid)
+                && pods
+                    .get(i as usize)
+                    .is_some_and(|s| (s.pod_uid.len() == 36) == dashed)
+        });
+        if let Some(pos) = found {
+            return (self.pod_index.id_at(pos), false);
         }
         let i = self.pods.len() as u32;
         self.pods.push(PodStats {
-            pod_uid: uid.clone(),
-            qos: p.qos,
+            pod_uid: k8s::uid_string(p.uid),
+            qos: Some(p.qos),
             ..PodStats::default()
         });
-        self.pod_ids.insert(uid.as_str().into(), i);
+        self.pod_keys.push(uid);
+        self.pod_index.insert(hash, i);
         (i, true)
+    }
+
+    /// The pod of a canonical-or-not UID string.
+    fn find_pod(&self, pod_uid: &str) -> Option<u32> {
+        let (uid, dashed) = k8s::uid_key(pod_uid.as_bytes())?;
+        let (keys, pods) = (&self.pod_keys, &self.pods);
+        let pos = self.pod_index.find(pod_hash(uid), |i| {
+            keys.get(i as usize) == Some(&uid)
+                && pods
+                    .get(i as usize)
+                    .is_some_and(|s| (s.pod_uid.len() == 36) == dashed)
+        })?;
+        Some(self.pod_index.id_at(pos))
+    }
+
+    /// Takes a reference on the directory `dir`, interning it (and what it says of pods) if
+    /// new: (its id, its pod, whether the pod is new).
+    fn intern_dir(&mut self, dir: &[u8]) -> (u32, DirPod, bool) {
+        let hash = hash_bytes(dir);
+        if let Some((id, pod)) = self.dirs.find(dir, hash, &self.strings) {
+            return (id, pod, false);
+        }
+        let m = k8s::match_path(dir);
+        let (pod, new_pod) = self.pod_index(m.as_ref());
+        let dir_pod = match m {
+            Some(m) if m.last => DirPod::Pod(pod),
+            Some(m) => DirPod::Below(pod, m.container.is_some()),
+            None => DirPod::None,
+        };
+        let id = self.dirs.insert(dir, hash, dir_pod, &mut self.strings);
+        (id, dir_pod, new_pod)
     }
 
     fn new_entry(
         &mut self,
-        hierarchy_id: u32,
+        key: Key,
         path: &[u8],
         ts: u64,
         truncated: bool,
     ) -> (Entry, Option<u32>) {
-        let memcg = Some(hierarchy_id) == self.memory_hierarchy;
+        let memcg = Some(key.0) == self.memory_hierarchy;
         // Pods are attributed on the memory hierarchy only: parse nothing elsewhere.
-        let (pod, new_pod, container) = if memcg {
-            let pod_ref = k8s::parse_path(path);
-            let (pod, new_pod) = self.pod_index(&pod_ref);
-            (pod, new_pod, pod_ref.container_id.is_some())
-        } else {
-            (NO_POD, false, false)
-        };
         // Paths are kept for memcgs (reports name them); other hierarchies only need times.
-        let (parent, leaf, hex) = if memcg {
+        let (pod, new_pod, container, name) = if memcg {
             let (dir, leaf) = split_path(path);
-            let (leaf, hex) = pack_leaf(leaf);
-            (self.dirs.intern(dir), leaf, hex)
+            let (dir, dir_pod, mut new_pod) = self.intern_dir(dir);
+            let (pod, container) = match dir_pod {
+                DirPod::Pod(pod) => (pod, k8s::is_container(leaf)),
+                DirPod::Below(pod, container) => (pod, container),
+                DirPod::None => {
+                    let pod_ref = k8s::match_path(path);
+                    let (pod, new) = self.pod_index(pod_ref.as_ref());
+                    new_pod |= new;
+                    (pod, pod_ref.is_some_and(|p| p.container.is_some()))
+                }
+            };
+            let sh = shape(leaf);
+            let leaf = sh.packed(self.strings.intern(sh.prefix, sh.suffix));
+            let name = self.names.insert(Name { dir, leaf });
+            (pod, new_pod, container, name)
         } else {
-            (NO_DIR, Box::default(), false)
+            (NO_POD, false, false, NO_NAME)
         };
         (
             Entry {
-                parent,
-                leaf,
+                cgroup_id: key.1,
+                hierarchy_id: key.0,
+                name,
                 pod,
                 mkdir_ns: ts,
                 rmdir_ns: 0,
@@ -416,16 +1073,19 @@ impl Tracker {
                 css: 0,
                 memcg_id: 0,
                 flags: if memcg { F_MEMCG } else { 0 } | if container { F_CONTAINER } else { 0 },
-                flags2: if truncated { F2_TRUNCATED } else { 0 }
-                    | if hex { F2_HEX_LEAF } else { 0 },
+                flags2: if truncated { F2_TRUNCATED } else { 0 },
             },
             new_pod.then_some(pod),
         )
     }
 
+    /// Releases what a removed (or replaced) entry held.
     fn forget(&mut self, e: Entry) {
-        if e.parent != NO_DIR {
-            self.dirs.release(e.parent);
+        if e.name != NO_NAME
+            && let Some(n) = self.names.remove(e.name)
+        {
+            self.strings.release(n.leaf.affix);
+            self.dirs.release(n.dir, &mut self.strings);
         }
         if e.css != 0 {
             self.css.remove(&e.css);
@@ -450,21 +1110,23 @@ impl Tracker {
         }
     }
 
+    /// The cgroup of a css event: its own fields, or (before online) the css join.
+    fn css_key(&self, ev: &Event<'_>) -> Option<Key> {
+        if ev.has_cgroup {
+            Some((ev.hierarchy_id, ev.cgroup_id))
+        } else {
+            self.css.get(&ev.css).copied()
+        }
+    }
+
     /// Applies one event.
     pub fn observe(&mut self, ev: &Event<'_>) -> Observed {
         self.last_ts = self.last_ts.max(ev.ts_ns);
         let mut out = Observed::default();
-        // css events before online carry only the css pointer; afterwards, join by css.
-        let key = if ev.has_cgroup {
-            Some((ev.hierarchy_id, ev.cgroup_id))
-        } else {
-            self.css.get(&ev.css).copied()
-        };
         match ev.kind {
             EventKind::Mkdir => {
                 let key = (ev.hierarchy_id, ev.cgroup_id);
-                let (mut e, new_pod) =
-                    self.new_entry(ev.hierarchy_id, ev.path, ev.ts_ns, ev.path_truncated);
+                let (mut e, new_pod) = self.new_entry(key, ev.path, ev.ts_ns, ev.path_truncated);
                 Self::capture(&mut e, ev);
                 if ev.css != 0 {
                     e.css = ev.css;
@@ -484,34 +1146,38 @@ impl Tracker {
                         }
                     }
                 }
-                if let Some(old) = self.cgroups.insert(key, e) {
+                if let Some(old) = self.put(e) {
                     self.forget(old);
                 }
             }
             EventKind::CssOnline => {
-                if let (Some(key), true) = (key, ev.css != 0) {
+                if let (Some(key), true) = (self.css_key(ev), ev.css != 0) {
                     self.css.insert(ev.css, key);
-                    if let Some(e) = self.cgroups.get_mut(&key) {
+                    if let Some((_, slot)) = self.lookup(key)
+                        && let Some(e) = self.cgroups.get_mut(slot)
+                    {
                         e.css = ev.css;
                     }
                 }
             }
             EventKind::Rmdir => {
                 let key = (ev.hierarchy_id, ev.cgroup_id);
-                if !self.cgroups.contains_key(&key) {
-                    // Made before start and missed by the baseline walk: track it from here.
-                    let (e, new_pod) =
-                        self.new_entry(ev.hierarchy_id, ev.path, 0, ev.path_truncated);
-                    out.new_pod = new_pod;
-                    if e.flags & F_MEMCG != 0 {
-                        self.totals.live += 1;
-                        if e.pod != NO_POD {
-                            self.pods[e.pod as usize].live += 1;
+                let slot = match self.lookup(key) {
+                    Some((_, slot)) => slot,
+                    None => {
+                        // Made before start and missed by the baseline walk: track it from here.
+                        let (e, new_pod) = self.new_entry(key, ev.path, 0, ev.path_truncated);
+                        out.new_pod = new_pod;
+                        if e.flags & F_MEMCG != 0 {
+                            self.totals.live += 1;
+                            if e.pod != NO_POD {
+                                self.pods[e.pod as usize].live += 1;
+                            }
                         }
+                        self.insert(e)
                     }
-                    self.cgroups.insert(key, e);
-                }
-                let Some(e) = self.cgroups.get_mut(&key) else {
+                };
+                let Some(e) = self.cgroups.get_mut(slot) else {
                     return out;
                 };
                 if e.rmdir_ns != 0 {
@@ -541,27 +1207,32 @@ impl Tracker {
                 }
             }
             EventKind::CssOffline => {
-                if let Some(e) = key.and_then(|k| self.cgroups.get_mut(&k)) {
+                if let Some((_, slot)) = self.css_key(ev).and_then(|k| self.lookup(k))
+                    && let Some(e) = self.cgroups.get_mut(slot)
+                {
                     Self::capture(e, ev);
                 }
             }
             // The memcg itself is freed (css tiers); the cgroup's release follows.
             EventKind::CssFree => {
-                if let Some(key) = key {
-                    self.freed(key, ev.ts_ns, &mut out);
+                if let Some((_, slot)) = self.css_key(ev).and_then(|k| self.lookup(k)) {
+                    self.freed(slot, ev.ts_ns, &mut out);
                 }
             }
             EventKind::Release => {
                 let key = (ev.hierarchy_id, ev.cgroup_id);
-                self.freed(key, ev.ts_ns, &mut out);
-                match self.cgroups.remove(&key) {
-                    Some(e) => self.forget(e),
+                match self.lookup(key) {
+                    Some((pos, slot)) => {
+                        self.freed(slot, ev.ts_ns, &mut out);
+                        if let Some(e) = self.remove(pos, slot) {
+                            self.forget(e);
+                        }
+                    }
                     None => {
                         // Not known: removed before start (dying before start) or unknown.
                         if Some(ev.hierarchy_id) == self.memory_hierarchy {
                             out.memcg = true;
-                            let pod = k8s::parse_path(ev.path);
-                            out.qos = pod.qos;
+                            out.qos = k8s::match_path(ev.path).map(|p| p.qos);
                             if self.totals.freed_before_start < self.totals.dying_before_start {
                                 self.totals.freed_before_start += 1;
                                 out.freed_before_start = true;
@@ -580,11 +1251,11 @@ impl Tracker {
     /// A memcg the start-up walk found dying: named now, counted in `dying_before_start`.
     fn dying_at_start(&mut self, ev: &Event<'_>, out: &mut Observed) {
         let key = (ev.hierarchy_id, ev.cgroup_id);
-        if self.cgroups.contains_key(&key) || self.released_unnamed.remove(&key) {
+        if self.lookup(key).is_some() || self.released_unnamed.remove(&key) {
             return;
         }
         let path = self.child_path(ev.hierarchy_id, ev.css, ev.path);
-        let (mut e, new_pod) = self.new_entry(ev.hierarchy_id, &path, 0, ev.path_truncated);
+        let (mut e, new_pod) = self.new_entry(key, &path, 0, ev.path_truncated);
         e.rmdir_ns = ev.ts_ns.max(1);
         e.flags |= F_BASELINE | F_FOUND_DYING;
         Self::capture(&mut e, ev);
@@ -593,7 +1264,7 @@ impl Tracker {
         if e.flags & F_MEMCG != 0 && e.pod != NO_POD {
             self.pods[e.pod as usize].dying += 1;
         }
-        self.cgroups.insert(key, e);
+        self.insert(e);
     }
 
     fn fill(&self, out: &mut Observed, e: Brief) {
@@ -605,9 +1276,9 @@ impl Tracker {
         }
     }
 
-    /// Marks the memcg of `key` freed (once), counting the dying time.
-    fn freed(&mut self, key: Key, ts: u64, out: &mut Observed) {
-        let Some(e) = self.cgroups.get_mut(&key) else {
+    /// Marks the memcg in `slot` freed (once), counting the dying time.
+    fn freed(&mut self, slot: u32, ts: u64, out: &mut Observed) {
+        let Some(e) = self.cgroups.get_mut(slot) else {
             return;
         };
         if e.flags & F_FREED != 0 {
@@ -657,8 +1328,9 @@ impl Tracker {
 
     /// Records a pod's name and namespace (from `/var/log/pods`, or a session).
     pub fn set_pod_name(&mut self, pod_uid: &str, namespace: &str, name: &str) {
-        if let Some(&i) = self.pod_ids.get(pod_uid) {
-            let p = &mut self.pods[i as usize];
+        if let Some(i) = self.find_pod(pod_uid)
+            && let Some(p) = self.pods.get_mut(i as usize)
+        {
             p.namespace = Some(namespace.to_string());
             p.name = Some(name.to_string());
         }
@@ -682,20 +1354,34 @@ impl Tracker {
 
     /// Number of cgroups held in memory (live and dying, all hierarchies).
     pub fn tracked(&self) -> usize {
-        self.cgroups.len()
+        self.index.len()
+    }
+
+    /// The tracked entries.
+    fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.index.iter().filter_map(|slot| self.cgroups.get(slot))
     }
 
     fn path_of(&self, e: &Entry) -> Vec<u8> {
-        let mut p = self.dirs.get(e.parent).to_vec();
-        p.push(b'/');
-        unpack_leaf(e, &mut p);
+        let mut p = Vec::new();
+        match self.names.get(e.name) {
+            Some(n) if e.name != NO_NAME => {
+                self.dirs.write(n.dir, &self.strings, &mut p);
+                p.push(b'/');
+                n.leaf.write(&self.strings, &mut p);
+            }
+            _ => p.push(b'/'),
+        }
         p
     }
 
     /// The path of `leaf` below the tracked cgroup `parent_id` (the start-up walk is pre-order:
     /// parents are known — baseline, or found just before).
     pub fn child_path(&self, hierarchy_id: u32, parent_id: u64, leaf: &[u8]) -> Vec<u8> {
-        let mut path = match self.cgroups.get(&(hierarchy_id, parent_id)) {
+        let parent = self
+            .lookup((hierarchy_id, parent_id))
+            .and_then(|(_, slot)| self.cgroups.get(slot));
+        let mut path = match parent {
             Some(p) => self.path_of(p),
             None => b"/?".to_vec(),
         };
@@ -708,20 +1394,20 @@ impl Tracker {
 
     /// The path of a tracked cgroup.
     pub fn path(&self, key: Key) -> Option<Vec<u8>> {
-        self.cgroups.get(&key).map(|e| self.path_of(e))
+        let (_, slot) = self.lookup(key)?;
+        self.cgroups.get(slot).map(|e| self.path_of(e))
     }
 
     /// Dying memcgs seen removed during the run, oldest first.
     pub fn dying_memcgs(&self) -> Vec<DyingMemcg> {
         let mut v: Vec<DyingMemcg> = self
-            .cgroups
-            .iter()
-            .filter(|(_, e)| {
+            .entries()
+            .filter(|e| {
                 e.flags & F_MEMCG != 0 && e.state() == State::Dying && e.flags & F_FREED == 0
             })
-            .map(|(k, e)| DyingMemcg {
-                hierarchy_id: k.0,
-                cgroup_id: k.1,
+            .map(|e| DyingMemcg {
+                hierarchy_id: e.hierarchy_id,
+                cgroup_id: e.cgroup_id,
                 path: String::from_utf8_lossy(&self.path_of(e)).into_owned(),
                 pod_uid: (e.pod != NO_POD).then(|| self.pods[e.pod as usize].pod_uid.clone()),
                 rmdir_ns: e.rmdir_ns,
@@ -747,7 +1433,7 @@ impl Tracker {
     /// dying first (ties by UID).
     pub fn pods(&self, now_ns: u64) -> Vec<PodSummary> {
         let mut oldest: HashMap<u32, u64> = HashMap::new();
-        for e in self.cgroups.values() {
+        for e in self.entries() {
             if e.pod != NO_POD && e.state() == State::Dying && e.flags & F_FREED == 0 {
                 let o = oldest.entry(e.pod).or_insert(u64::MAX);
                 *o = (*o).min(e.rmdir_ns);
@@ -784,6 +1470,8 @@ pub struct PodSummary {
 }
 
 const _: () = assert!(size_of::<Entry>() == 64);
+const _: () = assert!(size_of::<Name>() == 44);
+const _: () = assert!(size_of::<Dir>() == 64);
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -792,16 +1480,17 @@ pub(crate) mod tests {
     #[test]
     fn container_id_leaves_are_packed_and_restored() {
         let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let (packed, hex) = pack_leaf(id.as_bytes());
-        assert!(hex && packed.len() == 32);
-        let (plain, hex) = pack_leaf(b"Upper0123456789abcdef0123456789abcdef");
-        assert!(!hex && plain.len() == 37);
+        let sh = shape(id.as_bytes());
+        assert!(sh.kind == K_HEX && sh.len == 64 && sh.prefix.is_empty() && sh.suffix.is_empty());
+        let sh = shape(b"Upper0123456789abcdef0123456789abcdef");
+        assert!(sh.kind == K_HEX && sh.prefix == b"Upper" && sh.len == 32);
         let mut t = Tracker::new(Some(1));
         let p = format!("/kubepods/pod{UID}/{id}");
         t.observe(&ev(EventKind::Mkdir, 1, 1, 9, p.as_bytes()));
         t.observe(&ev(EventKind::Rmdir, 2, 1, 9, p.as_bytes()));
         assert_eq!(t.dying_memcgs()[0].path, p);
     }
+
     use crate::baseline::BaselineCgroup;
 
     pub(crate) const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
@@ -982,13 +1671,328 @@ pub(crate) mod tests {
             let p = format!("/kubepods/besteffort/pod{UID}/c{i}");
             t.observe(&ev(EventKind::Mkdir, i, 1, i + 10, p.as_bytes()));
         }
-        assert_eq!(t.dirs.ids.len(), 1);
+        assert_eq!(t.dirs.len(), 1);
         for i in 0..100u64 {
             let p = format!("/kubepods/besteffort/pod{UID}/c{i}");
             t.observe(&ev(EventKind::Rmdir, 200 + i, 1, i + 10, p.as_bytes()));
             t.observe(&ev(EventKind::Release, 400 + i, 1, i + 10, p.as_bytes()));
         }
-        assert_eq!(t.dirs.ids.len(), 0);
+        assert_eq!(t.dirs.len(), 0);
         assert_eq!(t.tracked(), 0);
+    }
+
+    /// A small deterministic generator for the table tests.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 >> 33
+        }
+    }
+
+    #[test]
+    fn id_table_matches_a_hash_map_under_churn() {
+        // Keys live in `keys` (as records in a slab would); the table holds their ids.
+        let mut keys: Vec<u64> = Vec::new();
+        let mut table = IdTable::default();
+        let mut model: HashMap<u64, u32> = HashMap::new();
+        let mut rng = Lcg(7);
+        // Few distinct keys and a weak hash: long clusters, many collisions and wrap-arounds.
+        let hash = |k: u64| (k % 97).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for round in 0..50_000 {
+            let k = rng.next() % 300;
+            let pos = table.find(hash(k), |id| keys[id as usize] == k);
+            assert_eq!(
+                pos.map(|p| table.id_at(p)),
+                model.get(&k).copied(),
+                "round {round}"
+            );
+            match pos {
+                Some(p) if rng.next().is_multiple_of(2) => {
+                    table.remove_at(p);
+                    model.remove(&k);
+                }
+                Some(_) => {}
+                None => {
+                    let id = keys.len() as u32;
+                    keys.push(k);
+                    table.insert(hash(k), id);
+                    model.insert(k, id);
+                }
+            }
+            assert_eq!(table.len(), model.len());
+        }
+        let mut ids: Vec<u32> = table.iter().collect();
+        let mut want: Vec<u32> = model.values().copied().collect();
+        ids.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(ids, want);
+        // Never more than 3/4 full.
+        assert!(table.len() * 4 <= table.buckets.len() * 3);
+    }
+
+    #[test]
+    fn slab_reuses_freed_slots() {
+        let mut s: Slab<u64> = Slab::default();
+        let ids: Vec<u32> = (0..3000).map(|i| s.insert(i)).collect();
+        assert_eq!(ids, (0..3000).collect::<Vec<u32>>());
+        assert_eq!(s.chunks.len(), 3);
+        assert_eq!(s.get(2048), Some(&2048));
+        assert_eq!(s.get(3000), None);
+        for i in (0..3000).step_by(2) {
+            assert_eq!(s.remove(i), Some(u64::from(i)));
+        }
+        assert_eq!(s.len(), 1500);
+        // Freed slots are used again before any new chunk.
+        for i in 0..1500 {
+            let id = s.insert(10_000 + i);
+            assert_eq!(id % 2, 0);
+        }
+        assert_eq!((s.len(), s.chunks.len()), (3000, 3));
+        assert_eq!(s.insert(1), 3000);
+        assert_eq!(s.chunks.len(), 3);
+    }
+
+    fn round_trip(name: &[u8], strings: &mut Strings) -> Packed {
+        let sh = shape(name);
+        let p = sh.packed(strings.intern(sh.prefix, sh.suffix));
+        let mut out = Vec::new();
+        p.write(strings, &mut out);
+        assert_eq!(out, name, "{:?} -> {p:?}", String::from_utf8_lossy(name));
+        p
+    }
+
+    #[test]
+    fn packed_names_round_trip() {
+        let mut strings = Strings::default();
+        let id64 = "3b1f2a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
+        let uid_ = UID.replace('-', "_");
+        let cases: Vec<(String, u8)> = vec![
+            (String::new(), K_RAW),
+            ("init.scope".into(), K_RAW),
+            ("a".repeat(32), K_HEX),
+            ("a".repeat(31), K_RAW),
+            ("a".repeat(33), K_HEX),
+            ("0".repeat(100), K_HEX),
+            (id64.into(), K_HEX),
+            (id64[..63].into(), K_HEX),
+            (id64.to_uppercase(), K_STR),
+            (format!("pod{UID}"), K_UUID_DASH),
+            (format!("pod{}", UID.to_uppercase()), K_STR),
+            ("pod5d1e0f4b2a3c4d5e6f708192a3b4c5d6".into(), K_HEX),
+            (
+                format!("kubepods-burstable-pod{uid_}.slice"),
+                K_UUID_UNDERSCORE,
+            ),
+            (format!("cri-containerd-{id64}.scope"), K_HEX),
+            (format!("crio-conmon-{id64}"), K_HEX),
+            (format!("{id64}:{id64}"), K_HEX),
+            (format!("pod{}", &UID[..35]), K_STR),
+            (format!("/kubepods/burstable/pod{UID}"), K_UUID_DASH),
+            (format!("{}_{}", &UID[..8], &UID[9..]), K_STR),
+            (
+                "a-much-longer-name-without-any-id-in-it.service".into(),
+                K_STR,
+            ),
+            ("x".repeat(70_000), K_STR),
+            (format!("{}{id64}", "y".repeat(70_000)), K_STR),
+        ];
+        for (name, kind) in &cases {
+            let p = round_trip(name.as_bytes(), &mut strings);
+            assert_eq!(p.kind, *kind, "{name:.80}");
+        }
+        // Non-UTF-8 and random names over a small alphabet rich in ids.
+        round_trip(b"\xff\xfe\x00pod", &mut strings);
+        let alphabet = b"0123456789abcdefABCDEF-_./:xyz\xff";
+        let mut rng = Lcg(11);
+        for _ in 0..20_000 {
+            let mut name: Vec<u8> = Vec::new();
+            for _ in 0..rng.next() % 5 {
+                match rng.next() % 4 {
+                    0 => name.extend(format!("pod{UID}").bytes()),
+                    1 => name.extend(&id64.as_bytes()[..(rng.next() % 65) as usize]),
+                    2 => name.extend(uid_.bytes()),
+                    _ => {
+                        for _ in 0..rng.next() % 8 {
+                            name.push(alphabet[(rng.next() % alphabet.len() as u64) as usize]);
+                        }
+                    }
+                }
+            }
+            round_trip(&name, &mut strings);
+        }
+    }
+
+    #[test]
+    fn interned_strings_are_shared_and_released() {
+        let mut s = Strings::default();
+        let a = s.intern(b"cri-containerd-", b".scope");
+        let b = s.intern(b"cri-containerd-.sc", b"ope");
+        assert_eq!(a, b);
+        assert_eq!(s.find(b"", b"cri-containerd-.scope"), Some(a));
+        assert_eq!(s.intern(b"", b""), NO_STR);
+        let c = s.intern(b"pod", b"");
+        assert_ne!(a, c);
+        assert_eq!(s.len(), 2);
+        s.release(a);
+        assert_eq!(s.get(a), b"cri-containerd-.scope");
+        s.release(a);
+        s.release(NO_STR);
+        assert_eq!((s.len(), s.find(b"cri-containerd-", b".scope")), (1, None));
+        s.release(c);
+        assert_eq!((s.len(), s.slots.len()), (0, 0));
+        // A freed slot is reused.
+        let x = s.intern(b"x", b"");
+        assert!(x == a || x == c);
+        assert_eq!(s.slots.chunks.len(), 1);
+    }
+
+    #[test]
+    fn paths_of_every_shape_are_kept() {
+        let mut t = Tracker::new(Some(3));
+        let uid_ = UID.replace('-', "_");
+        let id = "3b1f2a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
+        let paths = [
+            "/".to_string(),
+            "/a".into(),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{id}.scope"
+            ),
+            format!("/kubepods.slice/kubepods-pod{uid_}.slice:crio:{id}"),
+            format!("/kubepods/besteffort/pod{UID}/{id}/init.scope"),
+            format!("/user.slice/user-0.slice/{}", "long-name-".repeat(20)),
+        ];
+        for (i, p) in paths.iter().enumerate() {
+            t.observe(&ev(EventKind::Mkdir, 1, 3, i as u64, p.as_bytes()));
+            t.observe(&ev(EventKind::Mkdir, 1, 5, i as u64, p.as_bytes()));
+        }
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(t.path((3, i as u64)).as_deref(), Some(p.as_bytes()));
+            // Other hierarchies keep no path.
+            assert_eq!(t.path((5, i as u64)).as_deref(), Some(&b"/"[..]));
+            assert_eq!(
+                t.child_path(3, i as u64, b"x"),
+                if p == "/" {
+                    b"/x".to_vec()
+                } else {
+                    format!("{p}/x").into_bytes()
+                }
+            );
+        }
+        assert_eq!(t.child_path(3, 999, b"x"), b"/?/x");
+        for (i, p) in paths.iter().enumerate() {
+            for h in [3, 5] {
+                t.observe(&ev(EventKind::Rmdir, 2, h, i as u64, p.as_bytes()));
+                t.observe(&ev(EventKind::Release, 3, h, i as u64, p.as_bytes()));
+            }
+        }
+        assert_eq!(
+            (t.tracked(), t.names.len(), t.dirs.len(), t.strings.len()),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn pods_are_keyed_by_uid_value_and_form() {
+        let mut t = Tracker::new(Some(1));
+        // A static pod's UID (32 hex digits) with the same digits as a UUID is another pod.
+        let hash_uid = UID.replace('-', "");
+        let paths = [
+            format!("/kubepods/burstable/pod{UID}"),
+            format!("/kubepods/burstable/pod{hash_uid}"),
+            // The same pods through the systemd driver and in upper case.
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+                UID.replace('-', "_")
+            ),
+            format!("/kubepods/burstable/pod{}", hash_uid.to_uppercase()),
+            // Another UUID.
+            "/kubepods/pod0a1b2c3d-0000-4000-8000-00000000abce".into(),
+        ];
+        let mut new_pods = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let o = t.observe(&ev(EventKind::Mkdir, 1, 1, i as u64, p.as_bytes()));
+            new_pods.push(o.new_pod);
+        }
+        assert_eq!(new_pods, [Some(0), Some(1), None, None, Some(2)]);
+        let uids: Vec<&str> = (0..3)
+            .filter_map(|i| t.pod(i))
+            .map(|p| &*p.pod_uid)
+            .collect();
+        assert_eq!(
+            uids,
+            [UID, &hash_uid, "0a1b2c3d-0000-4000-8000-00000000abce"]
+        );
+        assert_eq!(t.pod(0).map(|p| p.live), Some(2));
+        assert_eq!(t.pod(1).map(|p| p.live), Some(2));
+        t.set_pod_name(&hash_uid, "kube-system", "etcd");
+        t.set_pod_name(UID, "default", "web");
+        t.set_pod_name("not-a-uid", "x", "y");
+        assert_eq!(t.pod(1).and_then(|p| p.name.as_deref()), Some("etcd"));
+        assert_eq!(t.pod(0).and_then(|p| p.name.as_deref()), Some("web"));
+        assert_eq!(t.pod(2).and_then(|p| p.name.as_deref()), None);
+        // Many pods: the index grows and finds them all again.
+        for i in 0..2000u64 {
+            let p = format!("/kubepods/pod{:08x}-0000-4000-8000-{:012x}", i, i * 7);
+            let o = t.observe(&ev(EventKind::Mkdir, 1, 1, 1000 + i, p.as_bytes()));
+            assert!(o.new_pod.is_some());
+            let o = t.observe(&ev(
+                EventKind::Mkdir,
+                1,
+                1,
+                5000 + i,
+                format!("{p}/c").as_bytes(),
+            ));
+            assert_eq!(o.pod, Some(3 + i as u32));
+            assert!(o.new_pod.is_none());
+        }
+    }
+
+    #[test]
+    fn a_long_churn_stays_flat() {
+        let mut t = Tracker::new(Some(1));
+        let id = |n: u64| format!("{n:064x}");
+        let mut peak = None;
+        for round in 0..30u64 {
+            for i in 0..500u64 {
+                let n = round * 500 + i;
+                let pod = format!("/kubepods/pod{:08x}-0000-4000-8000-{:012x}", n / 4, n / 4);
+                let p = format!("{pod}/{}", id(n));
+                for h in [1, 2] {
+                    t.observe(&ev(EventKind::Mkdir, n, h, n, p.as_bytes()));
+                    t.observe(&ev(EventKind::Rmdir, n + 1, h, n, p.as_bytes()));
+                }
+                // Releases lag: half of the cgroups stay dying for a round.
+                if n >= 250 {
+                    let old = n - 250;
+                    let pod = format!(
+                        "/kubepods/pod{:08x}-0000-4000-8000-{:012x}",
+                        old / 4,
+                        old / 4
+                    );
+                    let p = format!("{pod}/{}", id(old));
+                    for h in [1, 2] {
+                        t.observe(&ev(EventKind::Release, n + 2, h, old, p.as_bytes()));
+                    }
+                }
+            }
+            assert_eq!(t.tracked(), 500);
+            let size = (
+                t.cgroups.chunks.len(),
+                t.names.chunks.len(),
+                t.index.buckets.len(),
+                t.dirs.index.buckets.len(),
+            );
+            match peak {
+                None => peak = Some(size),
+                Some(p) => assert_eq!(size, p, "round {round}"),
+            }
+        }
+        assert_eq!(t.totals().dying, 250);
+        assert_eq!(t.dying_memcgs().len(), 250);
     }
 }
