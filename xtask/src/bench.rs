@@ -476,7 +476,37 @@ struct Churn {
 }
 
 /// The churn: mkdir + rmdir of one child cgroup in a tight loop for `secs`, on this thread.
+/// The kernel's count of memory cgroups (live and dying), from `/proc/cgroups`.
+fn memory_cgroups() -> Option<u64> {
+    let text = fs::read_to_string("/proc/cgroups").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == "memory").then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+/// Waits (at most 3 s) until the kernel has freed the cgroups the previous run left dying: a
+/// run must not pay for the freeing work of the one before it (a fast run leaves more behind
+/// than a slow one, which would favour whatever follows a slow tracer).
+fn settle_kernel() {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = memory_cgroups();
+    let mut still = 0;
+    while still < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        let now = memory_cgroups();
+        if now.is_some() && now < last {
+            still = 0;
+        } else {
+            still += 1;
+        }
+        last = now;
+    }
+}
+
 fn churn(parent: &Path, secs: f64) -> Result<Churn> {
+    settle_kernel();
     let child = parent.join("c");
     let budget = Duration::from_secs_f64(secs);
     let sched0 = sched_times();
@@ -1040,8 +1070,15 @@ fn overhead_rounds(ctx: &Ctx, rounds: usize, modes: &[Mode]) -> Result<Rounds> {
         if order.is_empty() {
             break;
         }
-        let k = round % order.len();
-        order.rotate_left(k);
+        // A different order each round (a fixed pseudo-random shuffle): no mode always runs
+        // right after the same other one.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(round as u64 + 1);
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
         // A second untraced run half a round away: each traced run is divided by the mean of
         // its round's untraced runs, so a drift of the machine within a round cancels out.
         if order.len() > 2
@@ -1710,7 +1747,7 @@ fn measure(
     md.push_str(&machine.render());
     let _ = writeln!(
         md,
-        "\nOverhead: single-threaded memcg mkdir+rmdir churn under `{}`, {} alternating rounds of {} s per mode (mode order rotated each round, the untraced churn run twice per round, half a round apart); each traced rate is divided by the mean untraced rate of its round. Tracers see every cgroup of the node (no filter).\n",
+        "\nOverhead: single-threaded memcg mkdir+rmdir churn under `{}`, {} alternating rounds of {} s per mode (modes in a different shuffled order each round, the untraced churn run twice per round, half a round apart; before each run, the kernel's memory cgroup count is let settle); each traced rate is divided by the mean untraced rate of its round. Tracers see every cgroup of the node (no filter).\n",
         parent.cgroup_path, args.rounds, args.round_secs
     );
     md.push_str(&render_table(&rows));
