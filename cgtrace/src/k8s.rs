@@ -199,9 +199,10 @@ fn hex_id(id: &[u8]) -> Option<&[u8]> {
     ((12..=128).contains(&id.len()) && all_hex(id)).then_some(id)
 }
 
-/// The value of each hex digit (either case), `0xff` for other bytes. Ids are random mixes of
-/// digits and letters, on which range tests branch unpredictably: a table does not branch.
-const HEX_VALUE: [u8; 256] = {
+/// The value of each hex digit, `0xff` for other bytes; upper-case digits count when `upper`.
+/// Ids are random mixes of digits and letters, on which range tests branch unpredictably: a
+/// table does not branch.
+pub(crate) const fn hex_table(upper: bool) -> [u8; 256] {
     let mut t = [0xffu8; 256];
     let mut i = 0;
     while i < 10 {
@@ -211,11 +212,16 @@ const HEX_VALUE: [u8; 256] = {
     let mut i = 0;
     while i < 6 {
         t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
+        if upper {
+            t[b'A' as usize + i] = 10 + i as u8;
+        }
         i += 1;
     }
     t
-};
+}
+
+/// [`hex_table`] of either case.
+const HEX_VALUE: [u8; 256] = hex_table(true);
 
 /// All of `s` is hex digits (either case); true for an empty `s`.
 fn all_hex(s: &[u8]) -> bool {

@@ -199,22 +199,8 @@ pub(super) struct Shape<'a> {
     pub(super) suffix: &'a [u8],
 }
 
-/// The value of each lowercase hex digit, `0xff` for other bytes (a table: ids are random
-/// mixes of digits and letters, on which range tests branch unpredictably).
-pub(super) const LOWER_HEX: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
+/// The value of each lowercase hex digit, `0xff` for other bytes.
+pub(super) const LOWER_HEX: [u8; 256] = crate::k8s::hex_table(false);
 
 pub(super) fn lower_hex(c: u8) -> usize {
     usize::from(LOWER_HEX[usize::from(c)] < 16)
