@@ -253,6 +253,23 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
+/// A pod UID or container id as matched in a path (hex digits, `-` or `_`), the way
+/// `k8s::parse_path` normalises it: lowercase, `_` as `-`. Nothing in it needs escaping.
+fn put_id<W: Write>(w: &mut W, id: &[u8]) -> io::Result<()> {
+    let mut buf = [0u8; 64];
+    for chunk in id.chunks(buf.len()) {
+        for (o, &b) in buf.iter_mut().zip(chunk) {
+            *o = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+        }
+        w.write_all(&buf[..chunk.len()])?;
+    }
+    Ok(())
+}
+
 /// An integer in decimal, without the formatting machinery.
 fn put_u64<W: Write>(w: &mut W, v: u64) -> io::Result<()> {
     w.write_all(itoa::Buffer::new().format(v).as_bytes())
@@ -349,12 +366,18 @@ impl<W: Write> Sink for JsonSink<W> {
                 put_u64(w, v)?;
             }
         }
-        let pod = k8s::parse_path(ev.path);
-        if !pod.is_empty() {
-            json_opt_str(w, "pod_uid", pod.pod_uid.as_deref())?;
-            json_opt_str(w, "qos", pod.qos.map(k8s::Qos::as_str))?;
-            json_opt_str(w, "container_id", pod.container_id.as_deref())?;
-            json_opt_str(w, "runtime", pod.runtime)?;
+        // What `k8s::parse_path` gives, written as it is matched (no allocation per event).
+        if let Some(m) = k8s::match_path(ev.path) {
+            w.write_all(b",\"pod_uid\":\"")?;
+            put_id(w, m.uid)?;
+            w.write_all(b"\"")?;
+            json_opt_str(w, "qos", Some(m.qos.as_str()))?;
+            if let Some((runtime, id)) = m.container {
+                w.write_all(b",\"container_id\":\"")?;
+                put_id(w, id)?;
+                w.write_all(b"\"")?;
+                json_opt_str(w, "runtime", runtime)?;
+            }
         }
         if let Some(p) = pod_stats {
             json_opt_str(w, "pod_name", p.name.as_deref())?;
@@ -470,6 +493,49 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&render(true, p, 0)).expect("json");
         assert_eq!(v["pod_uid"], "0a1b2c3d-0000-4000-8000-00000000abcd");
         assert_eq!(v["qos"], "burstable");
+    }
+
+    /// The pod fields of a JSON line are exactly what `k8s::parse_path` makes of the path.
+    #[test]
+    fn json_pod_fields_match_parse_path() {
+        let uid = "0a1b2c3d-0000-4000-8000-00000000abcd";
+        let under = uid.replace('-', "_");
+        let id = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef";
+        let paths = [
+            format!("/kubepods/burstable/pod{uid}/{id}"),
+            format!("/kubepods/pod{}/{id}", uid.to_uppercase()),
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{under}.slice/cri-containerd-{}.scope",
+                id.to_lowercase()
+            ),
+            format!("/kubepods.slice/kubepods-pod{under}.slice/docker-{id}.scope"),
+            format!("/kubepods/besteffort/pod{uid}"),
+            format!("/kubepods/besteffort/pod{uid}/{id}/nested"),
+            "/system.slice/docker.service".to_string(),
+            "/kubepods/burstable/podnot-a-uid/x".to_string(),
+        ];
+        // The shapes are the interesting ones: pods, containers, runtimes, and neither.
+        let parsed: Vec<_> = paths
+            .iter()
+            .map(|p| k8s::parse_path(p.as_bytes()))
+            .collect();
+        assert!(parsed[2].container_id.is_some() && parsed[2].runtime == Some("containerd"));
+        assert!(parsed[4].pod_uid.is_some() && parsed[4].container_id.is_none());
+        assert!(parsed[6].is_empty());
+        for p in &paths {
+            let v: serde_json::Value =
+                serde_json::from_str(&render(true, p.as_bytes(), 0)).expect("json");
+            let want = k8s::parse_path(p.as_bytes());
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            assert_eq!(field("pod_uid"), want.pod_uid, "{p}");
+            assert_eq!(
+                field("qos").as_deref(),
+                want.qos.map(k8s::Qos::as_str),
+                "{p}"
+            );
+            assert_eq!(field("container_id"), want.container_id, "{p}");
+            assert_eq!(field("runtime").as_deref(), want.runtime, "{p}");
+        }
     }
 
     #[test]
