@@ -136,7 +136,7 @@ fn open(
     let mut reader = SessionReader::new(BufReader::with_capacity(1 << 20, f))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let header = match reader.next() {
-        Ok(Some(Item::Header(h))) => h,
+        Ok(Some(Item::Header(h))) => *h,
         Ok(_) => anyhow::bail!("{}: the session has no header", path.display()),
         Err(e) => anyhow::bail!("{}: {e}", path.display()),
     };

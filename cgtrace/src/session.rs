@@ -167,8 +167,8 @@ pub use crate::baseline::{Baseline, BaselineCgroup};
 /// Everything a reader yields, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item<'a> {
-    /// Always first.
-    Header(Header),
+    /// Always first (boxed: events, the common item, stay small to move).
+    Header(Box<Header>),
     /// Right after the header (empty, with a warning, when its frames were lost to damage).
     Baseline(Baseline),
     /// An event, borrowing the reader's buffers.
@@ -1816,7 +1816,7 @@ impl<R: Read> SessionReader<R> {
                     return match res {
                         Ok(h) => {
                             self.phase = Phase::Baseline;
-                            Ok(Some(Item::Header(h)))
+                            Ok(Some(Item::Header(Box::new(h))))
                         }
                         Err(Malformed(why)) => Err(self.bad_header(loc.offset, why)),
                     };
@@ -2129,7 +2129,7 @@ mod tests {
 
     fn own(it: Item<'_>) -> Owned {
         match it {
-            Item::Header(h) => Owned::Header(h),
+            Item::Header(h) => Owned::Header(*h),
             Item::Baseline(b) => Owned::Baseline(b),
             Item::Event(e) => Owned::Event(Ev::of(&e)),
             Item::Lost { ts_ns, kind, count } => Owned::Lost(ts_ns, kind, count),
