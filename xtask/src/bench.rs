@@ -205,6 +205,14 @@ fn ring(v: f64) -> String {
     size_name(v as u64)
 }
 
+fn nanos(v: f64) -> String {
+    format!("{v:.0} ns")
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
 fn render_table(rows: &[Row]) -> String {
     let mut s = String::from(
         "| figure | median | min | max | n | target | |\n|---|---:|---:|---:|---:|---|---|\n",
@@ -1153,6 +1161,117 @@ impl Rounds {
     }
 }
 
+/// `bpftool prog show`: (id, name, run_time_ns, run_cnt) of every loaded program (the run
+/// figures are 0 unless `kernel.bpf_stats_enabled` is on).
+fn bpf_prog_stats() -> Result<Vec<(u64, String, u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .context("running bpftool prog show")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(parse_prog_show(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The program lines of `bpftool prog show` (continuation lines are indented).
+fn parse_prog_show(text: &str) -> Vec<(u64, String, u64, u64)> {
+    let mut v = Vec::new();
+    for line in text.lines() {
+        // `<id>: <type>  name <name>  tag <tag>  gpl run_time_ns <ns> run_cnt <n>`
+        let Some((id, rest)) = line.split_once(": ") else {
+            continue;
+        };
+        let Ok(id) = id.trim().parse::<u64>() else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        let name = after("name").unwrap_or("").to_string();
+        let num = |key: &str| after(key).and_then(|x| x.parse().ok()).unwrap_or(0);
+        v.push((id, name, num("run_time_ns"), num("run_cnt")));
+    }
+    v
+}
+
+/// `kernel.bpf_stats_enabled` switched on for as long as this lives, then set back.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Result<BpfStats> {
+        let was =
+            fs::read_to_string(Self::PATH).with_context(|| format!("reading {}", Self::PATH))?;
+        fs::write(Self::PATH, "1").with_context(|| format!("writing {}", Self::PATH))?;
+        Ok(BpfStats(was.trim().to_string()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// What [`kernel_cost`] measured: ns per cycle, the churn, per program (name, ns per run,
+/// runs per cycle).
+type KernelCost = (f64, Churn, Vec<(String, f64, f64)>);
+
+/// The kernel-side cost of `cgtrace live`: the run time of its programs (the kernel's own
+/// per-program accounting, `kernel.bpf_stats_enabled`) over one churn, per mkdir+rmdir cycle.
+/// The accounting itself adds a little to each run: an upper bound.
+fn kernel_cost(ctx: &Ctx) -> Result<KernelCost> {
+    let before: Vec<u64> = bpf_prog_stats()?.iter().map(|p| p.0).collect();
+    let (mut t, file) = cgtrace_tracer(ctx, Mode::Live, "kernel-cost", None)?;
+    let res = (|| -> Result<KernelCost> {
+        t.wait_cgtrace_attached()?;
+        thread::sleep(SETTLE);
+        let ours = |all: Vec<(u64, String, u64, u64)>| -> Vec<(u64, String, u64, u64)> {
+            all.into_iter()
+                .filter(|p| !before.contains(&p.0))
+                .filter(|p| p.1.starts_with("raw_cgroup_") || p.1.starts_with("sys_e"))
+                .collect()
+        };
+        let stats = BpfStats::enable()?;
+        let start = ours(bpf_prog_stats()?);
+        let churn = churn(&ctx.parent, ctx.round_secs)?;
+        let end = ours(bpf_prog_stats()?);
+        drop(stats);
+        t.stop()?;
+        if end.is_empty() {
+            bail!("no cgtrace program found in `bpftool prog show`");
+        }
+        let cycles = churn.rate * ctx.round_secs;
+        let mut total = 0u64;
+        let mut per = Vec::new();
+        for (id, name, ns, cnt) in &end {
+            let (ns0, cnt0) = start
+                .iter()
+                .find(|p| p.0 == *id)
+                .map_or((0, 0), |p| (p.2, p.3));
+            let (ns, cnt) = (ns.saturating_sub(ns0), cnt.saturating_sub(cnt0));
+            total += ns;
+            if cnt > 0 {
+                per.push((name.clone(), ns as f64 / cnt as f64, cnt as f64 / cycles));
+            }
+        }
+        Ok((total as f64 / cycles.max(1.0), churn, per))
+    })();
+    drop(t);
+    let _ = fs::remove_file(&file);
+    res
+}
+
 /// Loss threshold: one round per ring size, 4 KiB → 4 MiB.
 fn ring_scan(ctx: &Ctx) -> Result<Vec<(u64, u64, f64)>> {
     let mut v = Vec::new();
@@ -1398,6 +1517,9 @@ fn measure(
     let scan = ring_scan(&ctx);
     let scan_time = t.elapsed();
 
+    // 3b. The kernel side alone: the programs' own run time per cycle.
+    let kcost = kernel_cost(&ctx);
+
     // 4. Start-up, with the machine's own cgroups, then with many more.
     let t = Instant::now();
     let startup_plain = startup(&ctx, &parent.cgroup_path, "plain");
@@ -1569,6 +1691,45 @@ fn measure(
                 format!("failed: {e:#}"),
             ));
             errors.push(format!("ring scan: {e:#}"));
+        }
+    }
+    match &kcost {
+        Ok((ns, churn, per)) => {
+            let one = |v: f64| Stats {
+                median: v,
+                min: v,
+                max: v,
+                n: 1,
+            };
+            rows.push(Row::measured(
+                "kernel side: cgtrace's programs per mkdir+rmdir cycle (the kernel's bpf_stats)",
+                one(*ns),
+                nanos,
+            ));
+            if let Some(base) = stats(&rounds.values(Mode::Untraced, |r| r.churn.cpu_rate)) {
+                // The untraced cycle's CPU time in the churn thread.
+                let cycle_ns = 1e9 / base.median;
+                rows.push(Row::measured(
+                    "kernel side: that time ÷ an untraced cycle's CPU time (upper bound)",
+                    one(ns / cycle_ns),
+                    percent,
+                ));
+            }
+            let list: Vec<String> = per
+                .iter()
+                .map(|(name, ns, runs)| format!("{name} {ns:.0} ns × {runs:.2}/cycle"))
+                .collect();
+            let _ = writeln!(
+                details,
+                "- kernel side, per program (one {} s churn at {:.0} cycles/s under `cgtrace live --json`, kernel.bpf_stats_enabled on): {}",
+                ctx.round_secs,
+                churn.rate,
+                list.join(", ")
+            );
+        }
+        Err(e) => {
+            rows.push(Row::note("kernel side", format!("failed: {e:#}")));
+            errors.push(format!("kernel side: {e:#}"));
         }
     }
     match &pipeline {
@@ -1801,6 +1962,18 @@ mod tests {
         assert_eq!(grouped(999.0), "999");
         assert_eq!(size_name(4096), "4 KiB");
         assert_eq!(size_name(4 << 20), "4 MiB");
+    }
+
+    #[test]
+    fn parses_bpftool_prog_show() {
+        let text = "16259: raw_tracepoint  name raw_cgroup_mkdir  tag beb2924d75b7884d  gpl run_time_ns 4537 run_cnt 1\n\tloaded_at 2026-11-23T17:23:01+0000  uid 0\n\txlated 6400B  jited 3422B  memlock 20480B\n17: tracepoint  name sys_enter_mkdir  tag 85d6bb2caf7bd95f  gpl\n";
+        assert_eq!(
+            parse_prog_show(text),
+            vec![
+                (16259, "raw_cgroup_mkdir".to_string(), 4537, 1),
+                (17, "sys_enter_mkdir".to_string(), 0, 0)
+            ]
+        );
     }
 
     #[test]
