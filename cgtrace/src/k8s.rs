@@ -85,11 +85,7 @@ pub fn parse_path(path: &[u8]) -> PodRef {
         Some(m) => PodRef {
             pod_uid: Some(uid_string(m.uid)),
             qos: Some(m.qos),
-            container_id: m.container.map(|(_, id)| {
-                id.iter()
-                    .map(|&b| char::from(b.to_ascii_lowercase()))
-                    .collect()
-            }),
+            container_id: m.container.map(|(_, id)| uid_string(id)),
             runtime: m.container.and_then(|(rt, _)| rt),
         },
         None => PodRef::default(),
@@ -252,17 +248,19 @@ pub(crate) fn valid_uid(s: &[u8]) -> bool {
     }
 }
 
-/// A valid UID ([`valid_uid`]) in its canonical form: lowercase, dashed.
-pub(crate) fn uid_string(s: &[u8]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s {
-        out.push(if b == b'_' {
-            '-'
-        } else {
-            char::from(b.to_ascii_lowercase())
-        });
+/// One byte of a pod UID or container id as matched in a path, in canonical form: lowercase,
+/// `_` (systemd slice names) as `-`.
+pub(crate) fn id_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
     }
-    out
+}
+
+/// A valid UID ([`valid_uid`]) or container id in its canonical form ([`id_byte`]).
+pub(crate) fn uid_string(s: &[u8]) -> String {
+    s.iter().map(|&b| char::from(id_byte(b))).collect()
 }
 
 /// A pod UID as a number: its 128 bits and whether it is a dashed UUID (`true`) or the 32

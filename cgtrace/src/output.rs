@@ -253,17 +253,13 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
-/// A pod UID or container id as matched in a path (hex digits, `-` or `_`), the way
-/// `k8s::parse_path` normalises it: lowercase, `_` as `-`. Nothing in it needs escaping.
+/// A pod UID or container id as matched in a path, in the form `k8s::parse_path` gives it.
+/// Nothing in it needs escaping (hex digits and `-`).
 fn put_id<W: Write>(w: &mut W, id: &[u8]) -> io::Result<()> {
     let mut buf = [0u8; 64];
     for chunk in id.chunks(buf.len()) {
         for (o, &b) in buf.iter_mut().zip(chunk) {
-            *o = if b == b'_' {
-                b'-'
-            } else {
-                b.to_ascii_lowercase()
-            };
+            *o = k8s::id_byte(b);
         }
         w.write_all(&buf[..chunk.len()])?;
     }

@@ -569,54 +569,54 @@ pub struct WalkTask {
     rx: mpsc::Receiver<WalkMsg>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    report: Option<Result<WalkReport, String>>,
+    /// The report was returned.
+    ended: bool,
 }
 
 impl WalkTask {
     /// Passes the records that arrived to `f`; returns the report once, when the walk ended.
     pub fn poll(&mut self, mut f: impl FnMut(&[u8])) -> Option<Result<WalkReport, String>> {
-        if self.report.is_some() {
-            return None;
-        }
-        loop {
-            match self.rx.try_recv() {
-                Ok(WalkMsg::Record(r)) => f(&r),
-                Ok(WalkMsg::Done(r)) => {
-                    self.report = Some(r.clone());
-                    return Some(r);
+        while !self.ended {
+            let report = match self.rx.try_recv() {
+                Ok(WalkMsg::Record(r)) => {
+                    f(&r);
+                    continue;
                 }
+                Ok(WalkMsg::Done(r)) => r,
                 Err(mpsc::TryRecvError::Empty) => return None,
                 Err(mpsc::TryRecvError::Disconnected) => {
-                    let r = Err("the walk thread ended without a report".to_string());
-                    self.report = Some(r.clone());
-                    return Some(r);
+                    Err("the walk thread ended without a report".to_string())
                 }
-            }
+            };
+            self.ended = true;
+            return Some(report);
         }
+        None
     }
 
     /// Whether the walk ended (its report was returned by [`WalkTask::poll`]).
     pub fn ended(&self) -> bool {
-        self.report.is_some()
+        self.ended
     }
 
     /// Stops the walk (if still running) and waits for its thread; then passes the records it
     /// sent to `f` and returns its report (None if that was already returned).
     pub fn finish(&mut self, f: impl FnMut(&[u8])) -> Option<Result<WalkReport, String>> {
+        self.stop_and_join();
+        self.poll(f)
+    }
+
+    fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.poll(f)
     }
 }
 
 impl Drop for WalkTask {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_and_join();
     }
 }
 
@@ -895,7 +895,7 @@ impl Probes {
             rx,
             stop,
             thread: Some(thread),
-            report: None,
+            ended: false,
         })
     }
 
