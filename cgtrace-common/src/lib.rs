@@ -245,6 +245,11 @@ pub struct SyscallLayout {
     pub exit_ret_off: u32,
     /// Length of the cgroupfs mount prefix (`CGROUPFS_PREFIX`) failed mkdirs must start with.
     pub cgroupfs_prefix_len: u32,
+    /// Offsets in `struct pt_regs` of the registers holding `mkdir`'s and `mkdirat`'s path
+    /// argument (from BTF; [`KernelOffsets::UNKNOWN`] where the architecture's spelling is not
+    /// known). With them the exit hook alone reads the path of a failed mkdir.
+    pub regs_mkdir_path: u32,
+    pub regs_mkdirat_path: u32,
 }
 
 /// Progress of the start-up walk for dying memcgs (one map value).
@@ -305,6 +310,8 @@ impl Config {
             mkdirat_path_off: 0,
             exit_ret_off: 0,
             cgroupfs_prefix_len: 0,
+            regs_mkdir_path: KernelOffsets::UNKNOWN,
+            regs_mkdirat_path: KernelOffsets::UNKNOWN,
         },
         hierarchy_mask: 0,
         filter_hierarchies: 0,
@@ -342,4 +349,4 @@ const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
 const _: () = assert!(core::mem::size_of::<WalkState>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 88 + 32 + 16 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 88 + 32 + 24 + 8 + 4 + 4 + 4 + 4 + 8);

@@ -8,12 +8,15 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use cgtrace_common::{EventKind, flags};
 
-use crate::event::{CgroupInfo, Memcg, cgroup_ids, config, emit, memory_css, read_memcg};
+use crate::event::{
+    CgroupInfo, Memcg, cgroup_ids, config, emit, memory_css, read_memcg, read_memcg_id,
+};
 
 /// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
 ///
 /// At mkdir and rmdir the cgroup still points at its memcg (offline, which runs after rmdir,
-/// clears it): read the memcg there, never at release.
+/// clears it): read the memcg there, never at release. At mkdir only its ID: its page counters
+/// are empty then, and every read costs.
 fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
     let cgrp: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
@@ -24,11 +27,16 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         );
         return Err(1);
     };
-    let (css, memcg) = if kind == EventKind::Release {
-        (core::ptr::null(), Memcg::default())
-    } else {
-        let css = memory_css(cgrp);
-        (css, read_memcg(css))
+    let (css, memcg) = match kind {
+        EventKind::Release => (core::ptr::null(), Memcg::default()),
+        EventKind::Mkdir => {
+            let css = memory_css(cgrp);
+            (css, read_memcg_id(css))
+        }
+        _ => {
+            let css = memory_css(cgrp);
+            (css, read_memcg(css))
+        }
     };
     let info = CgroupInfo {
         hierarchy_id,

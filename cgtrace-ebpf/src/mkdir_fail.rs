@@ -1,11 +1,17 @@
 //! Failed `mkdir`/`mkdirat` in cgroupfs — the error an operator starts from (`mkdir
 //! /sys/fs/cgroup/memory/kubepods/...: no space left on device`) — through the syscall
-//! tracepoints: enter remembers the path argument per thread, exit reports failures whose
-//! path starts with the cgroupfs mount prefix.
+//! tracepoints. Where the kernel has `bpf_task_pt_regs` (5.15+) and the loader knows the
+//! architecture's registers, the exit hook alone does it: a mkdir that succeeded costs one read,
+//! and a failed one's path comes from the task's saved user registers. Elsewhere the enter hook
+//! remembers the path argument per thread for the exit hook. Failures are reported when the path
+//! starts with the cgroupfs mount prefix.
 use core::{mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_user_str, bpf_task_pt_regs},
+    },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
@@ -14,7 +20,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, Memcg, config},
+    event::{CgroupInfo, Memcg, config, read_field},
 };
 
 /// Thread id → user pointer of the path being created.
@@ -83,7 +89,27 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let path = path.ok_or(1u32)? as *const u8;
     // SAFETY: offset from the format file; read_at checks the address.
     let ret: i64 = unsafe { ctx.read_at(cfg.exit_ret_off as usize) }.map_err(|_| 1u32)?;
-    let want = cfg.cgroupfs_prefix_len as usize;
+    report_failure(ctx, ret, path)
+}
+
+/// The exit hook alone: the path argument is read from the registers the syscall saved on entry
+/// (`regs_off` into `struct pt_regs`), only when the mkdir failed.
+fn try_exit_regs(ctx: &TracePointContext, regs_off: u32) -> Result<u32, u32> {
+    let cfg = config().syscalls;
+    // SAFETY: offset from the format file; read_at checks the address.
+    let ret: i64 = unsafe { ctx.read_at(cfg.exit_ret_off as usize) }.map_err(|_| 1u32)?;
+    if ret >= 0 {
+        return Ok(0);
+    }
+    // SAFETY: both helpers take no pointer from us but the current task the first returns.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let path = read_field::<u64>(regs, regs_off).ok_or(1u32)? as *const u8;
+    report_failure(ctx, ret, path)
+}
+
+/// Reports a failed mkdir (`ret` < 0) of the user path `path` when it is in cgroupfs.
+fn report_failure(ctx: &TracePointContext, ret: i64, path: *const u8) -> Result<u32, u32> {
+    let want = config().syscalls.cgroupfs_prefix_len as usize;
     if ret >= 0 || want == 0 || want > 64 || !in_cgroupfs(path, want) {
         return Ok(0);
     }
@@ -121,4 +147,14 @@ pub fn sys_exit_mkdir(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
 pub fn sys_exit_mkdirat(ctx: TracePointContext) -> u32 {
     try_exit(&ctx).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdir")]
+pub fn exit_mkdir_regs(ctx: TracePointContext) -> u32 {
+    try_exit_regs(&ctx, config().syscalls.regs_mkdir_path).unwrap_or_else(|e| e)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
+pub fn exit_mkdirat_regs(ctx: TracePointContext) -> u32 {
+    try_exit_regs(&ctx, config().syscalls.regs_mkdirat_path).unwrap_or_else(|e| e)
 }

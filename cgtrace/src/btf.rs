@@ -179,6 +179,19 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
     }
 }
 
+/// Offsets in `struct pt_regs` of the saved user registers holding a syscall's first and second
+/// argument (`mkdir`'s path, `mkdirat`'s path), on the architectures whose spelling is known:
+/// x86-64 (`di`, `si`). None elsewhere.
+pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    Some((
+        btf.offset_of("pt_regs", &[&["di"]])?,
+        btf.offset_of("pt_regs", &[&["si"]])?,
+    ))
+}
+
 /// Every offset with its name, for `doctor` and tests.
 pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 20] {
     [

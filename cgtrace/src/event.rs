@@ -68,14 +68,15 @@ fn until_nul(b: &[u8]) -> &[u8] {
 impl<'a> Event<'a> {
     /// Decodes a record as the eBPF programs wrote it.
     pub fn decode(buf: &'a [u8]) -> Result<Event<'a>, DecodeError> {
-        let want = size_of::<RawEvent>();
-        if buf.len() < want {
+        // Records end after their path: a whole RawEvent is the most a record can be.
+        const PATH_AT: usize = 80 + cgtrace_common::COMM_LEN;
+        if buf.len() < PATH_AT {
             return Err(DecodeError::Short {
                 got: buf.len(),
-                want,
+                want: PATH_AT,
             });
         }
-        let raw = &buf[..want];
+        let raw = &buf[..buf.len().min(size_of::<RawEvent>())];
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&raw[o..o + 8]);
@@ -94,9 +95,15 @@ impl<'a> Event<'a> {
         if path_len as usize >= PATH_CAP {
             return Err(DecodeError::PathLen(path_len));
         }
+        if raw.len() < PATH_AT + path_len as usize {
+            return Err(DecodeError::Short {
+                got: raw.len(),
+                want: PATH_AT + path_len as usize,
+            });
+        }
         let errno = u32_at(72) as i32;
         let comm = until_nul(&raw[80..96]);
-        let path = &raw[96..96 + path_len as usize];
+        let path = &raw[PATH_AT..PATH_AT + path_len as usize];
         let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(PAGE_SIZE));
         Ok(Event {
             ts_ns: u64_at(0),
@@ -194,6 +201,25 @@ pub(crate) mod tests {
         assert_eq!(e.usage_bytes, Some(3 * 4096));
         assert_eq!(e.kmem_bytes, None);
         assert!(e.has_cgroup && !e.path_truncated);
+    }
+
+    /// The programs cut records after the path (rounded up to 8 bytes by the ring).
+    #[test]
+    fn decodes_a_record_cut_after_its_path() {
+        let full = raw_bytes(2, b"/kubepods/x", flags::HAS_CGROUP);
+        let at = offset_of!(RawEvent, path);
+        for cut in [at + 11, (at + 11).next_multiple_of(8)] {
+            let e = Event::decode(&full[..cut]).expect("decodes");
+            assert_eq!((e.kind, e.path), (EventKind::Rmdir, &b"/kubepods/x"[..]));
+            assert_eq!(e.comm, b"runc");
+        }
+        assert_eq!(
+            Event::decode(&full[..at + 10]),
+            Err(DecodeError::Short {
+                got: at + 10,
+                want: at + 11
+            })
+        );
     }
 
     #[test]

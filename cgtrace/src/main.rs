@@ -227,6 +227,7 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         tier: p.tier,
         subtree,
         mkdir_failures: !p.no_mkdir_failures,
+        mkdir_failure_hooks: probes::MkdirFailureHooks::Auto,
         attach: p.attach,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         hierarchies,

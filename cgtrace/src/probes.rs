@@ -72,13 +72,47 @@ pub struct WalkReport {
     pub triggers: u32,
 }
 
-/// Failed mkdirs: (tracepoint, program).
+/// Failed mkdirs through the enter and exit hooks (the enter hook remembers the path per
+/// thread): (tracepoint, program).
 const MKDIR_FAIL_HOOKS: [(&str, &str); 4] = [
     ("sys_enter_mkdir", "sys_enter_mkdir"),
     ("sys_enter_mkdirat", "sys_enter_mkdirat"),
     ("sys_exit_mkdir", "sys_exit_mkdir"),
     ("sys_exit_mkdirat", "sys_exit_mkdirat"),
 ];
+
+/// Failed mkdirs through the exit hooks alone (the path comes from the task's saved registers,
+/// `bpf_task_pt_regs`, Linux 5.15+): a successful mkdir costs one read.
+const MKDIR_FAIL_EXIT_HOOKS: [(&str, &str); 2] = [
+    ("sys_exit_mkdir", "exit_mkdir_regs"),
+    ("sys_exit_mkdirat", "exit_mkdirat_regs"),
+];
+
+/// How failed mkdirs are caught.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MkdirFailureHooks {
+    /// The exit hooks alone where the kernel and architecture allow, else enter and exit.
+    #[default]
+    Auto,
+    /// The enter and exit hooks (what `Auto` falls back to; forced by tests).
+    EnterExit,
+}
+
+/// The hooks that catch failed mkdirs once attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MkdirFailureAttach {
+    ExitOnly,
+    EnterExit,
+}
+
+impl MkdirFailureAttach {
+    pub fn describe(self) -> &'static str {
+        match self {
+            MkdirFailureAttach::ExitOnly => "the syscall exit hooks (path from saved registers)",
+            MkdirFailureAttach::EnterExit => "the syscall enter and exit hooks",
+        }
+    }
+}
 
 /// Failed mkdirs are reported when their path starts with this.
 pub const CGROUPFS_PREFIX: &str = "/sys/fs/cgroup/";
@@ -187,6 +221,8 @@ pub struct ProbeOptions {
     pub bpf_debug_log: bool,
     /// Trace failed mkdirs in cgroupfs (syscall tracepoints; needs tracefs).
     pub mkdir_failures: bool,
+    /// Which syscall hooks catch them.
+    pub mkdir_failure_hooks: MkdirFailureHooks,
 }
 
 impl Default for ProbeOptions {
@@ -201,6 +237,7 @@ impl Default for ProbeOptions {
             wakeup_bytes: None,
             bpf_debug_log: false,
             mkdir_failures: true,
+            mkdir_failure_hooks: MkdirFailureHooks::Auto,
         }
     }
 }
@@ -223,6 +260,8 @@ pub struct Probes {
     pub offsets: Option<KernelOffsets>,
     /// Why failed mkdirs are not traced (None: they are).
     pub mkdir_failures_off: Option<String>,
+    /// The hooks that trace them (None when they are not traced).
+    pub mkdir_failure_hooks: Option<MkdirFailureAttach>,
     /// What the start-up walk's own instance of the object needs (raw tracepoints only).
     walk_setup: Option<WalkSetup>,
 }
@@ -471,14 +510,44 @@ fn attach_classic(ebpf: &mut Ebpf, before: &mut BeforeAttach<'_>) -> anyhow::Res
     Ok(())
 }
 
-fn attach_mkdir_failures(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    for (tp, prog) in MKDIR_FAIL_HOOKS {
-        let p: &mut TracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
-            .try_into()?;
-        p.load().with_context(|| format!("loading {prog}"))?;
-        p.attach("syscalls", tp)
+fn attach_mkdir_failures(ebpf: &mut Ebpf, exit_only: bool) -> anyhow::Result<MkdirFailureAttach> {
+    // Everything is loaded before anything is attached, so a refused exit-only program leaves
+    // nothing behind to report a failure twice.
+    if exit_only {
+        match load_syscall_hooks(ebpf, &MKDIR_FAIL_EXIT_HOOKS) {
+            Ok(()) => {
+                attach_syscall_hooks(ebpf, &MKDIR_FAIL_EXIT_HOOKS)?;
+                return Ok(MkdirFailureAttach::ExitOnly);
+            }
+            // Kernels before 5.15 lack bpf_task_pt_regs: the verifier refuses the program.
+            Err(e) => log::info!("exit-only failed-mkdir hooks unavailable: {e:#}"),
+        }
+    }
+    load_syscall_hooks(ebpf, &MKDIR_FAIL_HOOKS)?;
+    attach_syscall_hooks(ebpf, &MKDIR_FAIL_HOOKS)?;
+    Ok(MkdirFailureAttach::EnterExit)
+}
+
+fn syscall_program<'a>(ebpf: &'a mut Ebpf, prog: &str) -> anyhow::Result<&'a mut TracePoint> {
+    Ok(ebpf
+        .program_mut(prog)
+        .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
+        .try_into()?)
+}
+
+fn load_syscall_hooks(ebpf: &mut Ebpf, hooks: &[(&str, &str)]) -> anyhow::Result<()> {
+    for &(_, prog) in hooks {
+        syscall_program(ebpf, prog)?
+            .load()
+            .with_context(|| format!("loading {prog}"))?;
+    }
+    Ok(())
+}
+
+fn attach_syscall_hooks(ebpf: &mut Ebpf, hooks: &[(&str, &str)]) -> anyhow::Result<()> {
+    for &(tp, prog) in hooks {
+        syscall_program(ebpf, prog)?
+            .attach("syscalls", tp)
             .with_context(|| format!("attaching tracepoint syscalls:{tp}"))?;
     }
     Ok(())
@@ -626,9 +695,15 @@ const WALK_RING_SIZE: u32 = 16 * 4096;
 
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
+    Ok(kernel_btf_facts()?.0)
+}
+
+/// The struct offsets, and where `struct pt_regs` keeps the syscall arguments holding a mkdir's
+/// path (see [`btf::syscall_arg_regs`]), from one parse of the kernel's BTF.
+fn kernel_btf_facts() -> anyhow::Result<(KernelOffsets, Option<(u32, u32)>)> {
     let data = btf::read_vmlinux(Path::new(btf::VMLINUX))?;
     let kbtf = btf::KernelBtf::parse(&data, btf::VMLINUX)?;
-    Ok(btf::cgroup_offsets(&kbtf))
+    Ok((btf::cgroup_offsets(&kbtf), btf::syscall_arg_regs(&kbtf)))
 }
 
 /// The offsets, if the raw tracepoint programs can use them.
@@ -681,7 +756,9 @@ impl Probes {
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
         let t0 = Instant::now();
-        let offsets = kernel_offsets();
+        let facts = kernel_btf_facts();
+        let arg_regs = facts.as_ref().ok().and_then(|f| f.1);
+        let offsets = facts.map(|f| f.0);
         log::debug!("BTF offsets resolved in {} ms", t0.elapsed().as_millis());
         // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
         let mut mkdir_failures_off = None;
@@ -693,6 +770,12 @@ impl Probes {
                 Ok(l) => {
                     cfg.syscalls = l;
                     cfg.syscalls.cgroupfs_prefix_len = CGROUPFS_PREFIX.len() as u32;
+                    if let Some((mkdir, mkdirat)) = arg_regs
+                        && opts.mkdir_failure_hooks == MkdirFailureHooks::Auto
+                    {
+                        cfg.syscalls.regs_mkdir_path = mkdir;
+                        cfg.syscalls.regs_mkdirat_path = mkdirat;
+                    }
                 }
                 Err(e) => mkdir_failures_off = Some(format!("{e:#}")),
             }
@@ -795,11 +878,19 @@ impl Probes {
         let tier = tier.ok_or_else(|| anyhow!("no probe tier could be attached"))?;
         phase("probe ladder done");
 
-        if mkdir_failures_off.is_none()
-            && let Err(e) = attach_mkdir_failures(&mut ebpf)
-        {
-            log::info!("failed mkdirs are not traced: {e:#}");
-            mkdir_failures_off = Some(format!("{e:#}"));
+        let mut mkdir_failure_hooks = None;
+        if mkdir_failures_off.is_none() {
+            let exit_only = cfg.syscalls.regs_mkdir_path != KernelOffsets::UNKNOWN;
+            match attach_mkdir_failures(&mut ebpf, exit_only) {
+                Ok(h) => {
+                    log::info!("failed mkdirs traced with {}", h.describe());
+                    mkdir_failure_hooks = Some(h);
+                }
+                Err(e) => {
+                    log::info!("failed mkdirs are not traced: {e:#}");
+                    mkdir_failures_off = Some(format!("{e:#}"));
+                }
+            }
         }
 
         phase("failed-mkdir tracepoints attached");
@@ -834,6 +925,7 @@ impl Probes {
             rejected,
             offsets: offsets.ok(),
             mkdir_failures_off,
+            mkdir_failure_hooks,
             walk_setup,
         })
     }

@@ -205,6 +205,8 @@ pub fn syscall_layout(root: &Path) -> Result<cgtrace_common::SyscallLayout, Trac
         mkdirat_path_off: field_offset(root, "syscalls/sys_enter_mkdirat", "pathname")?,
         exit_ret_off: field_offset(root, "syscalls/sys_exit_mkdirat", "ret")?,
         cgroupfs_prefix_len: 0,
+        regs_mkdir_path: cgtrace_common::KernelOffsets::UNKNOWN,
+        regs_mkdirat_path: cgtrace_common::KernelOffsets::UNKNOWN,
     })
 }
 

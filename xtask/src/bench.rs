@@ -1239,7 +1239,11 @@ fn kernel_cost(ctx: &Ctx) -> Result<KernelCost> {
         let ours = |all: Vec<(u64, String, u64, u64)>| -> Vec<(u64, String, u64, u64)> {
             all.into_iter()
                 .filter(|p| !before.contains(&p.0))
-                .filter(|p| p.1.starts_with("raw_cgroup_") || p.1.starts_with("sys_e"))
+                .filter(|p| {
+                    ["raw_cgroup_", "sys_e", "exit_mkdir"]
+                        .iter()
+                        .any(|n| p.1.starts_with(n))
+                })
                 .collect()
         };
         let stats = BpfStats::enable()?;
