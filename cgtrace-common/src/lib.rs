@@ -95,6 +95,9 @@ pub mod flags {
     pub const HAS_MEMSW: u8 = 1 << 5;
     /// `hierarchy_id`, `cgroup_id` and `level` are valid (css events before online lack them).
     pub const HAS_CGROUP: u8 = 1 << 6;
+    /// `level` was not read in the kernel: it is the number of components of `path` (which is
+    /// then whole).
+    pub const LEVEL_FROM_PATH: u8 = 1 << 7;
 }
 
 /// One hook firing, as written to the ring buffer.

@@ -9,7 +9,8 @@ use aya_log_ebpf::debug;
 use cgtrace_common::{EventKind, flags};
 
 use crate::event::{
-    CgroupInfo, Memcg, cgroup_ids, config, emit, memory_css, read_memcg, read_memcg_id,
+    CgroupInfo, Memcg, cgroup_hierarchy_and_id, cgroup_level, config, emit, memory_css, read_memcg,
+    read_memcg_id,
 };
 
 /// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
@@ -20,12 +21,20 @@ use crate::event::{
 fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
     let cgrp: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
-    let Some((hierarchy_id, cgroup_id, level)) = cgroup_ids(cgrp) else {
+    let Some((hierarchy_id, cgroup_id)) = cgroup_hierarchy_and_id(cgrp) else {
         debug!(
             ctx,
             "cgtrace: failed to read struct cgroup fields for a {} event", kind as u8
         );
         return Err(1);
+    };
+    // The subtree filter compares levels before the path is read; otherwise the user side
+    // counts the level from the path, and one kernel read is saved.
+    let level_from_path = config().filter_subtree == 0;
+    let level = if level_from_path {
+        0
+    } else {
+        cgroup_level(cgrp).ok_or(1u32)?
     };
     let (css, memcg) = match kind {
         EventKind::Release => (core::ptr::null(), Memcg::default()),
@@ -50,6 +59,7 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         user_path: false,
         errno: 0,
         truncated: false,
+        level_from_path,
     };
     report(ctx, kind, &info)
 }
@@ -86,6 +96,7 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         user_path: false,
         errno: 0,
         truncated: false,
+        level_from_path: false,
     };
     report(ctx, kind, &info)
 }

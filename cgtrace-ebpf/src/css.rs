@@ -49,6 +49,7 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         user_path: false,
         errno: 0,
         truncated,
+        level_from_path: false,
     };
     report(ctx, kind, &info)
 }
@@ -76,6 +77,7 @@ fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Re
         user_path: false,
         errno: 0,
         truncated: false,
+        level_from_path: false,
     };
     report(ctx, EventKind::CssAlloc, &info)
 }

@@ -179,18 +179,33 @@ pub struct CgroupInfo {
     pub errno: i32,
     /// The path was already cut when it was composed.
     pub truncated: bool,
+    /// `level` was not read: the user side counts it from the path (cgroup names hold no `/`),
+    /// unless the path is cut or unread, when `emit` reads it after all.
+    pub level_from_path: bool,
 }
 
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
 #[inline(always)]
 pub fn cgroup_ids(cgrp: *const u8) -> Option<(u32, u64, u32)> {
+    let (h, id) = cgroup_hierarchy_and_id(cgrp)?;
+    Some((h, id, cgroup_level(cgrp)?))
+}
+
+/// (hierarchy id, cgroup id) of a `struct cgroup *`.
+#[inline(always)]
+pub fn cgroup_hierarchy_and_id(cgrp: *const u8) -> Option<(u32, u64)> {
     let off = config().offsets;
     let root = read_field::<u64>(cgrp, off.cgroup_root)? as *const u8;
     let kn = read_field::<u64>(cgrp, off.cgroup_kn)? as *const u8;
     let h = read_field::<i32>(root, off.root_hierarchy_id)?;
     let id = read_field::<u64>(kn, off.kn_id)?;
-    let level = read_field::<i32>(cgrp, off.cgroup_level)?;
-    Some((h as u32, id, level as u32))
+    Some((h as u32, id))
+}
+
+/// The depth of a `struct cgroup *` below its hierarchy root.
+#[inline(always)]
+pub fn cgroup_level(cgrp: *const u8) -> Option<u32> {
+    read_field::<i32>(cgrp, config().offsets.cgroup_level).map(|l| l as u32)
 }
 
 /// The memory controller's css of a cgroup (`cgrp->subsys[memory_cgrp_id]`), null when the
@@ -412,7 +427,6 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
         (*ev).kmem_pages = m.kmem.unwrap_or(0);
         (*ev).memsw_pages = m.memsw.unwrap_or(0);
         (*ev).hierarchy_id = info.hierarchy_id;
-        (*ev).level = info.level;
         (*ev).tgid = (pid_tgid >> 32) as u32;
         (*ev).tid = pid_tgid as u32;
         (*ev).memcg_id = m.id.unwrap_or(0);
@@ -441,6 +455,7 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     if info.truncated {
         ev_flags |= flags::PATH_TRUNCATED;
     }
+    let mut level = info.level;
     let path_len = if len <= 0 {
         ev_flags |= flags::PATH_READ_FAILED;
         0
@@ -462,10 +477,18 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
         }
         n
     };
+    if info.level_from_path {
+        if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) == 0 {
+            ev_flags |= flags::LEVEL_FROM_PATH;
+        } else {
+            level = cgroup_level(info.cgrp).unwrap_or(0);
+        }
+    }
     // SAFETY: as above, this CPU's slot.
     unsafe {
         (*ev).path_len = path_len;
         (*ev).flags = ev_flags;
+        (*ev).level = level;
     }
     let wake = wake_flags(&cfg);
     // The volatile read and the mask keep the size provably within the slot for the verifier.

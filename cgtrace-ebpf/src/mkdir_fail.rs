@@ -125,6 +125,7 @@ fn report_failure(ctx: &TracePointContext, ret: i64, path: *const u8) -> Result<
         user_path: true,
         errno: (-ret) as i32,
         truncated: false,
+        level_from_path: false,
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

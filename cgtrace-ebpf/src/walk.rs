@@ -202,6 +202,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         user_path: false,
         errno: 0,
         truncated: false,
+        level_from_path: false,
     };
     let _ = report(ctx, EventKind::DyingAtStart, &info);
 }

@@ -148,13 +148,14 @@ fn record(
     out: &mut Vec<u8>,
 ) {
     let memcg = hierarchy_id == MEMORY_HIERARCHY && kind != EventKind::Release;
-    let mut fl = flags::HAS_CGROUP;
+    // As the raw tracepoint programs write them: the level left to the path.
+    let mut fl = flags::HAS_CGROUP | flags::LEVEL_FROM_PATH;
     if memcg {
         fl |= flags::HAS_MEMCG_ID | flags::HAS_MEMORY | flags::HAS_KMEM | flags::HAS_MEMSW;
     }
     let path_len = path.len().min(PATH_CAP - 1);
     if path_len < path.len() {
-        fl |= flags::PATH_TRUNCATED;
+        fl = (fl | flags::PATH_TRUNCATED) & !flags::LEVEL_FROM_PATH;
     }
     let mut ev = RawEvent {
         ts_ns,

@@ -58,6 +58,16 @@ pub fn errno_name(e: i32) -> String {
     }
 }
 
+/// The depth of a cgroup from its path relative to the hierarchy root: `/` is 0, `/a/b` is 2
+/// (cgroup names cannot hold `/`).
+fn path_level(path: &[u8]) -> u32 {
+    if path.len() <= 1 {
+        return 0;
+    }
+    // Paths are whole here, and only the root ends with `/`.
+    memchr::memchr_iter(b'/', path).count() as u32
+}
+
 fn until_nul(b: &[u8]) -> &[u8] {
     match b.iter().position(|&c| c == 0) {
         Some(n) => &b[..n],
@@ -113,7 +123,11 @@ impl<'a> Event<'a> {
             kmem_bytes: pages(flags::HAS_KMEM, u64_at(32)),
             memsw_bytes: pages(flags::HAS_MEMSW, u64_at(40)),
             hierarchy_id: u32_at(48),
-            level: u32_at(52),
+            level: if fl & flags::LEVEL_FROM_PATH != 0 {
+                path_level(path)
+            } else {
+                u32_at(52)
+            },
             pid: u32_at(56),
             tid: u32_at(60),
             memcg_id: (fl & flags::HAS_MEMCG_ID != 0).then(|| u32_at(64)),
@@ -201,6 +215,23 @@ pub(crate) mod tests {
         assert_eq!(e.usage_bytes, Some(3 * 4096));
         assert_eq!(e.kmem_bytes, None);
         assert!(e.has_cgroup && !e.path_truncated);
+    }
+
+    /// Records whose level the programs left to the path's component count.
+    #[test]
+    fn level_from_the_path() {
+        for (path, level) in [
+            (&b"/"[..], 0),
+            (b"/kubepods", 1),
+            (b"/kubepods/burstable/pod1234/abcd", 4),
+        ] {
+            let mut b = raw_bytes(1, path, flags::HAS_CGROUP | flags::LEVEL_FROM_PATH);
+            b[52..56].copy_from_slice(&99u32.to_ne_bytes());
+            assert_eq!(Event::decode(&b).expect("decodes").level, level, "{path:?}");
+        }
+        // Without the flag the record's own level counts.
+        let b = raw_bytes(1, b"/a", flags::HAS_CGROUP);
+        assert_eq!(Event::decode(&b).expect("decodes").level, 2);
     }
 
     /// The programs cut records after the path (rounded up to 8 bytes by the ring).
