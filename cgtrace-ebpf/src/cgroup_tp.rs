@@ -10,7 +10,6 @@ use cgtrace_common::{EventKind, flags};
 
 use crate::event::{
     CgroupInfo, Memcg, cgroup_hierarchy_and_id, cgroup_level, config, emit, memory_css, read_memcg,
-    read_memcg_id,
 };
 
 /// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
@@ -36,16 +35,11 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
     } else {
         cgroup_level(cgrp).ok_or(1u32)?
     };
-    let (css, memcg) = match kind {
-        EventKind::Release => (core::ptr::null(), Memcg::default()),
-        EventKind::Mkdir => {
-            let css = memory_css(cgrp);
-            (css, read_memcg_id(css))
-        }
-        _ => {
-            let css = memory_css(cgrp);
-            (css, read_memcg(css))
-        }
+    let (css, memcg) = if kind == EventKind::Release {
+        (core::ptr::null(), Memcg::default())
+    } else {
+        let css = memory_css(cgrp);
+        (css, read_memcg(css, kind != EventKind::Mkdir))
     };
     let info = CgroupInfo {
         hierarchy_id,

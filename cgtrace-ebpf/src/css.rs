@@ -45,7 +45,7 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         path,
         cgrp,
         css: css as u64,
-        memcg: read_memcg(css),
+        memcg: read_memcg(css, true),
         user_path: false,
         errno: 0,
         truncated,

@@ -223,31 +223,24 @@ pub fn memory_css(cgrp: *const u8) -> *const u8 {
     read_field::<u64>(cgrp, slot).unwrap_or(0) as *const u8
 }
 
-/// Reads only the memcg ID of the memcg that embeds `css` (at mkdir, where its page counters
-/// are still empty).
+/// Reads the memcg that embeds `css`: its ID, and its page counters when `counters` (not at
+/// mkdir, where they are still empty and every read costs).
 #[inline(always)]
-pub fn read_memcg_id(css: *const u8) -> Memcg {
+pub fn read_memcg(css: *const u8, counters: bool) -> Memcg {
     let off = config().offsets;
     if css.is_null() || off.memcg_css == KernelOffsets::UNKNOWN {
         return Memcg::default();
     }
     let memcg = css.wrapping_sub(off.memcg_css as usize);
-    Memcg {
-        id: read_field::<i32>(memcg, off.memcg_id).map(|v| v as u32),
-        ..Memcg::default()
+    let id = read_field::<i32>(memcg, off.memcg_id).map(|v| v as u32);
+    if !counters {
+        return Memcg {
+            id,
+            ..Memcg::default()
+        };
     }
-}
-
-/// Reads the memcg that embeds `css`.
-#[inline(always)]
-pub fn read_memcg(css: *const u8) -> Memcg {
-    let off = config().offsets;
-    if css.is_null() || off.memcg_css == KernelOffsets::UNKNOWN {
-        return Memcg::default();
-    }
-    let memcg = css.wrapping_sub(off.memcg_css as usize);
     Memcg {
-        id: read_field::<i32>(memcg, off.memcg_id).map(|v| v as u32),
+        id,
         memory: read_field::<u64>(memcg, off.memcg_memory),
         kmem: read_field::<u64>(memcg, off.memcg_kmem),
         memsw: read_field::<u64>(memcg, off.memcg_memsw),

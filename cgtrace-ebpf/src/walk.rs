@@ -198,7 +198,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         path: name,
         cgrp,
         css: parent_id,
-        memcg: read_memcg(css as *const u8),
+        memcg: read_memcg(css as *const u8, true),
         user_path: false,
         errno: 0,
         truncated: false,
