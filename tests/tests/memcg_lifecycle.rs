@@ -1,5 +1,6 @@
 //! The memcg lifecycle on every probe tier: the order of events for a plain memcg, a memcg pinned
-//! by page cache until its pages go, and the CO-RE reads against the kernel's own files.
+//! by page cache until its pages go, and the CO-RE reads against the kernel's own files; and
+//! failed mkdirs, through the hooks this kernel allows.
 //!
 //! Runs on this host (the tier it picks, or `CGTRACE_TIER`) and inside the kernel-matrix VMs
 //! (`cargo xtask vm-test` sets `CGTRACE_TIER` to fentry, kprobe and tracepoint in turn).
@@ -12,7 +13,7 @@ use std::{
 
 use cgtrace::{
     hierarchy::Hierarchies,
-    probes::{ProbeOptions, Probes, SubtreeFilter, Tier},
+    probes::{MkdirFailureAttach, MkdirFailureHooks, ProbeOptions, Probes, SubtreeFilter, Tier},
 };
 use cgtrace_common::{EventKind, KernelOffsets};
 use integration_tests::{Seen, cgroup::TestParent, collect_until, drain, tier_from_env};
@@ -359,4 +360,95 @@ fn offsets_resolve_from_this_kernels_btf() {
         "kmem counter on this kernel: {}",
         o.memcg_kmem != KernelOffsets::UNKNOWN
     );
+}
+
+/// A failed mkdir in cgroupfs is reported with its path and errno (v2 `cgroup.max.descendants`
+/// makes it fail with EAGAIN deterministically), through the exit hooks alone where the kernel
+/// allows (5.15+ on x86-64) and through the enter and exit hooks they fall back to. Here rather
+/// than with the tracker tests so that the kernel-matrix VMs run it too.
+#[test]
+fn failed_mkdir_is_reported_with_path_and_errno() {
+    if !integration_tests::cgroup::privileged("failed_mkdir_is_reported_with_path_and_errno") {
+        return;
+    }
+    let h = Hierarchies::load().expect("hierarchies");
+    let v2 = h.get(0).and_then(|x| x.mount.clone()).expect("v2 mount");
+    let parent = TestParent::new("mkdirfail", &[&v2]).expect("test parent");
+    fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
+    let exit_only_expected = cfg!(target_arch = "x86_64")
+        && cgtrace::kernel::version(&cgtrace::kernel::release()).is_some_and(|v| v >= (5, 15));
+    for (hooks, want_attach) in [
+        (
+            MkdirFailureHooks::Auto,
+            if exit_only_expected {
+                MkdirFailureAttach::ExitOnly
+            } else {
+                MkdirFailureAttach::EnterExit
+            },
+        ),
+        (MkdirFailureHooks::EnterExit, MkdirFailureAttach::EnterExit),
+    ] {
+        let mut probes = Probes::load(&ProbeOptions {
+            tier: tier_from_env(),
+            hierarchies: Some(vec![0]),
+            subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
+            mkdir_failure_hooks: hooks,
+            ..ProbeOptions::default()
+        })
+        .expect("load");
+        assert_eq!(probes.mkdir_failures_off, None, "failed mkdirs are traced");
+        assert_eq!(
+            probes.mkdir_failure_hooks,
+            Some(want_attach),
+            "with {hooks:?}"
+        );
+        // Both syscalls: mkdir(2), and mkdirat(2) with a directory fd (ignored for an absolute
+        // path: what the hooks see is the path argument).
+        let want = parent.dir(&v2).join("kubepods");
+        let want_at = parent.dir(&v2).join("kubepods-at");
+        let path = std::ffi::CString::new(want.as_os_str().as_encoded_bytes()).expect("no NUL");
+        let path_at =
+            std::ffi::CString::new(want_at.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path.
+        let rc = unsafe { libc::syscall(libc::SYS_mkdir, path.as_ptr(), 0o755) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((rc, errno), (-1, Some(libc::EAGAIN)), "mkdir must fail");
+        // SAFETY: a valid NUL-terminated path; AT_FDCWD is a valid directory fd.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path_at.as_ptr(), 0o755) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((rc, errno), (-1, Some(libc::EAGAIN)), "mkdirat must fail");
+        let mut seen: Vec<Seen> = Vec::new();
+        let failed = |s: &[Seen], w: &Path| -> usize {
+            s.iter()
+                .filter(|e| {
+                    e.kind == cgtrace_common::EventKind::MkdirFailed
+                        && e.path == w.as_os_str().as_encoded_bytes()
+                })
+                .count()
+        };
+        let found = collect_until(&mut probes, &mut seen, Duration::from_secs(5), |s| {
+            failed(s, &want) > 0 && failed(s, &want_at) > 0
+        });
+        assert!(
+            found,
+            "no mkdir_failed events for {} and {} with {hooks:?}: {seen:#?}",
+            want.display(),
+            want_at.display()
+        );
+        for w in [&want, &want_at] {
+            assert_eq!(
+                failed(&seen, w),
+                1,
+                "{} reported once with {hooks:?}",
+                w.display()
+            );
+            let ev = seen
+                .iter()
+                .find(|e| e.path == w.as_os_str().as_encoded_bytes())
+                .expect("the event");
+            assert_eq!(ev.errno, Some(libc::EAGAIN));
+            assert_eq!(ev.pid, std::process::id());
+        }
+    }
 }

@@ -18,13 +18,10 @@ use cgtrace::{
     detectors::{DetectorConfig, Detectors, KernelFacts},
     hierarchy::Hierarchies,
     pipeline::Pipeline,
-    probes::{MkdirFailureAttach, MkdirFailureHooks, ProbeOptions, Probes, SubtreeFilter},
+    probes::{ProbeOptions, Probes, SubtreeFilter},
     tracker::Totals,
 };
-use integration_tests::{
-    Seen,
-    cgroup::{TestParent, privileged},
-};
+use integration_tests::cgroup::{TestParent, privileged};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -469,97 +466,6 @@ fn a_real_runtime_container_memcg_goes_dying_for_its_pod() {
         freed,
         "runc container memcg not freed after dropping its pages"
     );
-}
-
-/// A failed mkdir in cgroupfs is reported with its path and errno (v2 `cgroup.max.descendants`
-/// makes it fail with EAGAIN deterministically), through the exit hooks alone where the kernel
-/// allows (5.15+ on x86-64) and through the enter and exit hooks they fall back to.
-#[test]
-fn failed_mkdir_is_reported_with_path_and_errno() {
-    if !privileged("failed_mkdir_is_reported_with_path_and_errno") {
-        return;
-    }
-    let _serial = serial();
-    let h = Hierarchies::load().expect("hierarchies");
-    let v2 = h.get(0).and_then(|x| x.mount.clone()).expect("v2 mount");
-    let parent = TestParent::new("mkdirfail", &[&v2]).expect("test parent");
-    fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
-    let exit_only_expected = cfg!(target_arch = "x86_64")
-        && cgtrace::kernel::version(&cgtrace::kernel::release()).is_some_and(|v| v >= (5, 15));
-    for (hooks, want_attach) in [
-        (
-            MkdirFailureHooks::Auto,
-            if exit_only_expected {
-                MkdirFailureAttach::ExitOnly
-            } else {
-                MkdirFailureAttach::EnterExit
-            },
-        ),
-        (MkdirFailureHooks::EnterExit, MkdirFailureAttach::EnterExit),
-    ] {
-        let mut probes = Probes::load(&ProbeOptions {
-            hierarchies: Some(vec![0]),
-            subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
-            mkdir_failure_hooks: hooks,
-            ..ProbeOptions::default()
-        })
-        .expect("load");
-        assert_eq!(probes.mkdir_failures_off, None, "failed mkdirs are traced");
-        assert_eq!(
-            probes.mkdir_failure_hooks,
-            Some(want_attach),
-            "with {hooks:?}"
-        );
-        // Both syscalls: mkdir(2), and mkdirat(2) with a directory fd (ignored for an absolute
-        // path: what the hooks see is the path argument).
-        let want = parent.dir(&v2).join("kubepods");
-        let want_at = parent.dir(&v2).join("kubepods-at");
-        let path = std::ffi::CString::new(want.as_os_str().as_encoded_bytes()).expect("no NUL");
-        let path_at =
-            std::ffi::CString::new(want_at.as_os_str().as_encoded_bytes()).expect("no NUL");
-        // SAFETY: a valid NUL-terminated path.
-        let rc = unsafe { libc::syscall(libc::SYS_mkdir, path.as_ptr(), 0o755) };
-        let errno = std::io::Error::last_os_error().raw_os_error();
-        assert_eq!((rc, errno), (-1, Some(libc::EAGAIN)), "mkdir must fail");
-        // SAFETY: a valid NUL-terminated path; AT_FDCWD is a valid directory fd.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path_at.as_ptr(), 0o755) };
-        let errno = std::io::Error::last_os_error().raw_os_error();
-        assert_eq!((rc, errno), (-1, Some(libc::EAGAIN)), "mkdirat must fail");
-        let mut seen = Vec::new();
-        let failed = |s: &[Seen], w: &Path| -> usize {
-            s.iter()
-                .filter(|e| {
-                    e.kind == cgtrace_common::EventKind::MkdirFailed
-                        && e.path == w.as_os_str().as_encoded_bytes()
-                })
-                .count()
-        };
-        let found =
-            integration_tests::collect_until(&mut probes, &mut seen, Duration::from_secs(5), |s| {
-                failed(s, &want) > 0 && failed(s, &want_at) > 0
-            });
-        assert!(
-            found,
-            "no mkdir_failed events for {} and {} with {hooks:?}: {seen:#?}",
-            want.display(),
-            want_at.display()
-        );
-        for w in [&want, &want_at] {
-            assert_eq!(
-                failed(&seen, w),
-                1,
-                "{} reported once with {hooks:?}",
-                w.display()
-            );
-            let ev = seen
-                .iter()
-                .find(|e| e.path == w.as_os_str().as_encoded_bytes())
-                .expect("the event");
-            assert_eq!(ev.errno, Some(libc::EAGAIN));
-            assert_eq!(ev.pid, std::process::id());
-        }
-    }
 }
 
 /// The start-up baseline lists exactly the cgroups a test made, with their ids (directory
