@@ -30,6 +30,8 @@ pub struct DoctorReport {
     pub tiers: Vec<TierResult>,
     /// The tier `cgtrace live` would use.
     pub live_tier: Option<&'static str>,
+    /// How `cgtrace live` would catch failed mkdirs, or why it would not (None: no tier loaded).
+    pub failed_mkdirs: Option<String>,
     /// "v1", "v2" or "hybrid".
     pub cgroup_layout: &'static str,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -76,6 +78,7 @@ pub fn run() -> DoctorReport {
     let offsets = crate::probes::kernel_offsets().ok();
     let mut tiers = Vec::new();
     let mut live_tier = None;
+    let mut failed_mkdirs = None;
     for t in Tier::ALL {
         let opts = ProbeOptions {
             tier: Some(t),
@@ -86,6 +89,13 @@ pub fn run() -> DoctorReport {
         match Probes::load(&opts) {
             Ok(p) => {
                 live_tier.get_or_insert(t.name());
+                failed_mkdirs.get_or_insert_with(|| {
+                    match (p.mkdir_failure_hooks, &p.mkdir_failures_off) {
+                        (Some(h), _) => format!("traced by {}", h.describe()),
+                        (None, Some(why)) => format!("not traced: {why}"),
+                        (None, None) => "not traced".to_string(),
+                    }
+                });
                 tiers.push(TierResult {
                     tier: t.name(),
                     ok: true,
@@ -122,6 +132,7 @@ pub fn run() -> DoctorReport {
         kernel_release: release,
         tiers,
         live_tier,
+        failed_mkdirs,
         cgroup_layout: layout(&hierarchies),
         memory_hierarchy: hierarchies
             .with_controller("memory")
@@ -204,6 +215,9 @@ pub fn render(r: &DoctorReport) -> String {
                 format!("; not in this kernel: {}", missing.join(", "))
             }
         );
+    }
+    if let Some(m) = &r.failed_mkdirs {
+        s += &format!("failed mkdirs:   {m}\n");
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),
