@@ -4,6 +4,8 @@
 //!   untraced rate of the same round (rounds alternate and rotate the order of the modes);
 //! - loss: events lost at the top churn rate with the default ring, and the smallest ring with
 //!   no loss over a round;
+//! - the kernel side alone (the programs' own run time, `kernel.bpf_stats_enabled`), and the
+//!   syscall tax: what a trivial syscall costs anywhere on the node while cgtrace is attached;
 //! - the user-space pipeline and the tracker's memory (`cgtrace/benches/pipeline.rs`);
 //! - start-up: spawn → attached and spawn → first event streamed, with 10,000 cgroups around.
 //!
@@ -959,6 +961,53 @@ fn cgtrace_tracer(
     Ok((t, file))
 }
 
+/// Syscalls timed per run of the syscall tax.
+const TAX_CALLS: u32 = 2_000_000;
+/// Rounds of the syscall tax (each: nothing attached, and the two `live` variants).
+const TAX_ROUNDS: usize = 7;
+
+/// ns per `getppid(2)`, a syscall that does next to nothing, over [`TAX_CALLS`] calls.
+fn syscall_ns() -> f64 {
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..TAX_CALLS {
+        sum = sum.wrapping_add(u64::from(std::os::unix::process::parent_id()));
+    }
+    std::hint::black_box(sum);
+    t.elapsed().as_nanos() as f64 / f64::from(TAX_CALLS)
+}
+
+/// What every syscall on the node pays while cgtrace is attached: the syscall tracepoint that
+/// catches failed mkdirs sends every syscall through the kernel's tracing slow path. Rounds of
+/// (nothing attached, `live`, `live --no-mkdir-failures`) in rotating order; ns per syscall of
+/// each, in that order.
+fn syscall_tax(ctx: &Ctx) -> Result<[Vec<f64>; 3]> {
+    let variants: [&[&str]; 3] = [
+        &[],
+        &["live", "--json"],
+        &["live", "--json", "--no-mkdir-failures"],
+    ];
+    let mut out: [Vec<f64>; 3] = Default::default();
+    for round in 0..TAX_ROUNDS {
+        for k in 0..variants.len() {
+            let i = (round + k) % variants.len();
+            let ns = if variants[i].is_empty() {
+                syscall_ns()
+            } else {
+                let args: Vec<String> = variants[i].iter().map(|a| a.to_string()).collect();
+                let mut t = Tracer::spawn(&args.join(" "), &ctx.bin, &args, Out::Null)?;
+                t.wait_cgtrace_attached()?;
+                thread::sleep(SETTLE);
+                let ns = syscall_ns();
+                t.stop()?;
+                ns
+            };
+            out[i].push(ns);
+        }
+    }
+    Ok(out)
+}
+
 /// One churn run under `mode` (the tracer started, attached, and stopped cleanly around it).
 fn run_mode(ctx: &Ctx, mode: Mode, tag: &str, ring: Option<u64>) -> Result<RunResult> {
     match mode {
@@ -1524,6 +1573,9 @@ fn measure(
     // 3b. The kernel side alone: the programs' own run time per cycle.
     let kcost = kernel_cost(&ctx);
 
+    // 3c. The syscall tax of the failed-mkdir hook.
+    let tax = syscall_tax(&ctx);
+
     // 4. Start-up, with the machine's own cgroups, then with many more.
     let t = Instant::now();
     let startup_plain = startup(&ctx, &parent.cgroup_path, "plain");
@@ -1734,6 +1786,36 @@ fn measure(
         Err(e) => {
             rows.push(Row::note("kernel side", format!("failed: {e:#}")));
             errors.push(format!("kernel side: {e:#}"));
+        }
+    }
+    match &tax {
+        Ok([base, live, no_fail]) => {
+            if let Some(s) = stats(base) {
+                rows.push(Row::measured(
+                    "syscall tax: one getppid(2), nothing attached",
+                    s,
+                    nanos,
+                ));
+            }
+            for (figure, v) in [
+                (
+                    "syscall tax: getppid(2) under `cgtrace live` (÷ nothing attached)",
+                    live,
+                ),
+                (
+                    "syscall tax: getppid(2) under `cgtrace live --no-mkdir-failures` (÷ nothing attached)",
+                    no_fail,
+                ),
+            ] {
+                let r: Vec<f64> = v.iter().zip(base).map(|(t, b)| t / b).collect();
+                if let Some(s) = stats(&r) {
+                    rows.push(Row::measured(figure, s, ratio));
+                }
+            }
+        }
+        Err(e) => {
+            rows.push(Row::note("syscall tax", format!("failed: {e:#}")));
+            errors.push(format!("syscall tax: {e:#}"));
         }
     }
     match &pipeline {
