@@ -280,7 +280,15 @@ fn hostile_names_are_escaped_valid_and_truncation_is_flagged() {
     let parent = TestParent::new("hostile", &[&mount]).expect("test parent");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("hostile-{}.jsonl", std::process::id()));
-    let child = start_live(&["--subtree", &parent.cgroup_path()], &out);
+    // A path prefix rather than a subtree: the level is then left to the path's components
+    // where the path is whole, and read in the kernel where it is cut.
+    let prefix = format!("{}/", parent.cgroup_path());
+    let parent_level = parent
+        .cgroup_path()
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .count() as u64;
+    let child = start_live(&["--path-prefix", &prefix], &out);
     let names: Vec<Vec<u8>> = vec![
         b"esc\x1b[2J\x1b]0;title\x07".to_vec(),
         b"tab\there".to_vec(),
@@ -313,6 +321,7 @@ fn hostile_names_are_escaped_valid_and_truncation_is_flagged() {
             .iter()
             .find(|e| e["cgroup_id"].as_u64() == Some(*ino))
             .unwrap_or_else(|| panic!("no event for {n:?}"));
+        assert_eq!(e["level"].as_u64(), Some(parent_level + 1), "{e}");
         if let Ok(s) = std::str::from_utf8(n) {
             let full = format!("{}/{s}", parent.cgroup_path());
             if e["path_truncated"] == true {
@@ -333,6 +342,7 @@ fn hostile_names_are_escaped_valid_and_truncation_is_flagged() {
         .find(|e| e["cgroup_id"].as_u64() == Some(deep_ino))
         .expect("event for the deep cgroup, attributed by id");
     assert_eq!(d["path_truncated"], true);
+    assert_eq!(d["level"].as_u64(), Some(parent_level + 6), "{d}");
     // The same names through the text output: one line each, no control characters.
     let text_out =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{}.txt", std::process::id()));
