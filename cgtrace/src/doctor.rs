@@ -89,12 +89,9 @@ pub fn run() -> DoctorReport {
         match Probes::load(&opts) {
             Ok(p) => {
                 live_tier.get_or_insert(t.name());
-                failed_mkdirs.get_or_insert_with(|| {
-                    match (p.mkdir_failure_hooks, &p.mkdir_failures_off) {
-                        (Some(h), _) => format!("traced by {}", h.describe()),
-                        (None, Some(why)) => format!("not traced: {why}"),
-                        (None, None) => "not traced".to_string(),
-                    }
+                failed_mkdirs.get_or_insert_with(|| match &p.mkdir_failures {
+                    Ok(h) => format!("traced by {}", h.describe()),
+                    Err(why) => format!("not traced: {why}"),
                 });
                 tiers.push(TierResult {
                     tier: t.name(),

@@ -357,7 +357,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
     let mut status_at: Option<Instant> = None;
     let mut reported_lost = [0u64; EventKind::SLOTS];
     let uses_tracefs = ring.get_ref().0.attached == crate::probes::Attached::Tracepoint
-        || ring.get_ref().0.mkdir_failures_off.is_none();
+        || ring.get_ref().0.mkdir_failures.is_ok();
     let mut tracefs_gone = false;
 
     loop {

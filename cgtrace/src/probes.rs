@@ -258,10 +258,8 @@ pub struct Probes {
     pub rejected: Vec<(Tier, String)>,
     /// Offsets resolved from BTF (None when BTF is unavailable).
     pub offsets: Option<KernelOffsets>,
-    /// Why failed mkdirs are not traced (None: they are).
-    pub mkdir_failures_off: Option<String>,
-    /// The hooks that trace them (None when they are not traced).
-    pub mkdir_failure_hooks: Option<MkdirFailureAttach>,
+    /// The hooks that trace failed mkdirs, or why they are not traced.
+    pub mkdir_failures: Result<MkdirFailureAttach, String>,
     /// What the start-up walk's own instance of the object needs (raw tracepoints only).
     walk_setup: Option<WalkSetup>,
 }
@@ -761,7 +759,7 @@ impl Probes {
         let offsets = facts.map(|f| f.0);
         log::debug!("BTF offsets resolved in {} ms", t0.elapsed().as_millis());
         // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
-        let mut mkdir_failures_off = None;
+        let mut mkdir_failures_off: Option<String> = None;
         if opts.mkdir_failures {
             match tracefs::find_or_mount()
                 .map_err(anyhow::Error::from)
@@ -878,19 +876,16 @@ impl Probes {
         let tier = tier.ok_or_else(|| anyhow!("no probe tier could be attached"))?;
         phase("probe ladder done");
 
-        let mut mkdir_failure_hooks = None;
-        if mkdir_failures_off.is_none() {
-            let exit_only = cfg.syscalls.regs_mkdir_path != KernelOffsets::UNKNOWN;
-            match attach_mkdir_failures(&mut ebpf, exit_only) {
-                Ok(h) => {
-                    log::info!("failed mkdirs traced with {}", h.describe());
-                    mkdir_failure_hooks = Some(h);
-                }
-                Err(e) => {
-                    log::info!("failed mkdirs are not traced: {e:#}");
-                    mkdir_failures_off = Some(format!("{e:#}"));
-                }
+        let mkdir_failures = match mkdir_failures_off {
+            Some(why) => Err(why),
+            None => {
+                let exit_only = cfg.syscalls.regs_mkdir_path != KernelOffsets::UNKNOWN;
+                attach_mkdir_failures(&mut ebpf, exit_only).map_err(|e| format!("{e:#}"))
             }
+        };
+        match &mkdir_failures {
+            Ok(h) => log::info!("failed mkdirs traced with {}", h.describe()),
+            Err(why) => log::info!("failed mkdirs are not traced: {why}"),
         }
 
         phase("failed-mkdir tracepoints attached");
@@ -924,10 +919,19 @@ impl Probes {
             tier,
             rejected,
             offsets: offsets.ok(),
-            mkdir_failures_off,
-            mkdir_failure_hooks,
+            mkdir_failures,
             walk_setup,
         })
+    }
+
+    /// Why failed mkdirs are not traced (None: they are).
+    pub fn mkdir_failures_off(&self) -> Option<&str> {
+        self.mkdir_failures.as_ref().err().map(String::as_str)
+    }
+
+    /// The hooks that trace failed mkdirs (None when they are not traced).
+    pub fn mkdir_failure_hooks(&self) -> Option<MkdirFailureAttach> {
+        self.mkdir_failures.as_ref().ok().copied()
     }
 
     /// Lost events so far, per kind (summed over CPUs): a few syscalls, call it on a timer.

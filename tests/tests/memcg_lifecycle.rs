@@ -396,9 +396,13 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             ..ProbeOptions::default()
         })
         .expect("load");
-        assert_eq!(probes.mkdir_failures_off, None, "failed mkdirs are traced");
         assert_eq!(
-            probes.mkdir_failure_hooks,
+            probes.mkdir_failures_off(),
+            None,
+            "failed mkdirs are traced"
+        );
+        assert_eq!(
+            probes.mkdir_failure_hooks(),
             Some(want_attach),
             "with {hooks:?}"
         );
