@@ -25,13 +25,13 @@ use std::{
 };
 
 use cgtrace::{
-    baseline::Baseline,
-    clock::ClockRef,
-    event::Event,
-    hierarchy::Hierarchies,
-    histogram::Lifetimes,
+    format::clock::ClockRef,
+    kernel::hierarchy::Hierarchies,
+    model::baseline::Baseline,
+    model::event::Event,
+    model::tracker::Tracker,
+    pipeline::histogram::Lifetimes,
     session::{Header, Item, SessionReader, SessionWriter},
-    tracker::Tracker,
 };
 use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
 

@@ -1,29 +1,16 @@
 //! cgtrace: trace the life of every cgroup on a Linux node with eBPF.
 //!
-//! Data flows one way: probes → ring buffer → [`event`] decoding → sinks ([`output`]).
-pub mod baseline;
-pub mod btf;
-pub mod check;
-pub mod clock;
+//! Data flows one way: [`probes`] → ring buffer → [`model::event`] decoding → [`model::tracker`]
+//! → [`detectors`] → sinks ([`pipeline`], [`session`]). [`kernel`] holds the facts about the
+//! running kernel and its cgroupfs; [`commands`] one file per CLI verb; [`format`] the text helpers.
+pub mod commands;
 pub mod detectors;
-pub mod doctor;
-pub mod escape;
-pub mod event;
-pub mod hierarchy;
-pub mod histogram;
-pub mod k8s;
+pub mod format;
 pub mod kernel;
-pub mod live;
-pub mod metrics;
-pub mod output;
+pub mod model;
 pub mod pipeline;
 pub mod probes;
-pub mod record;
-pub mod replay;
 pub mod session;
-pub mod tracefs;
-pub mod tracker;
-pub mod units;
 
 /// A mistake in what the user typed (exit code 2, like the argument parser's own errors).
 #[derive(Debug)]

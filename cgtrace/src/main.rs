@@ -3,12 +3,15 @@ use std::{io, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use cgtrace::{
-    UsageError, check, doctor,
-    hierarchy::Hierarchies,
-    live::{self, AttachOptions, LiveOptions, Mode},
+    UsageError,
+    commands::check,
+    commands::doctor,
+    commands::live::{self, AttachOptions, LiveOptions, Mode},
+    commands::record::RecordOptions,
+    commands::replay,
+    format::units,
+    kernel::hierarchy::Hierarchies,
     probes::{self, AttachMode, ProbeOptions, SubtreeFilter, Tier},
-    record::RecordOptions,
-    replay, units,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -327,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             let metrics = match &a.metrics {
                 Some(s) => Some(usage(
-                    cgtrace::metrics::parse_listen_addr(s)
+                    cgtrace::pipeline::metrics::parse_listen_addr(s)
                         .map_err(|e| anyhow::anyhow!("--metrics: {e}")),
                 )?),
                 None => None,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use cgroup::{TestParent, privileged};
-use cgtrace::hierarchy::Hierarchies;
+use cgtrace::kernel::hierarchy::Hierarchies;
 
 mod support;
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use cgroup::{TestParent, privileged};
-use cgtrace::hierarchy::Hierarchies;
+use cgtrace::kernel::hierarchy::Hierarchies;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cgtrace");
 

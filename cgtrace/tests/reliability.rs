@@ -17,7 +17,7 @@ use std::{
 };
 
 use cgroup::{TestParent, privileged};
-use cgtrace::hierarchy::Hierarchies;
+use cgtrace::kernel::hierarchy::Hierarchies;
 
 mod support;
 
@@ -387,7 +387,7 @@ fn tracefs_unmounted_while_running_is_reported_not_a_hang() {
         return;
     }
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(tracefs) = cgtrace::tracefs::find() else {
+    let Some(tracefs) = cgtrace::kernel::tracefs::find() else {
         eprintln!("skipping: tracefs not mounted");
         return;
     };
@@ -395,7 +395,7 @@ fn tracefs_unmounted_while_running_is_reported_not_a_hang() {
     struct Remount(PathBuf);
     impl Drop for Remount {
         fn drop(&mut self) {
-            if cgtrace::tracefs::find().is_none() {
+            if cgtrace::kernel::tracefs::find().is_none() {
                 let _ = Command::new("mount")
                     .args(["-t", "tracefs", "nodev"])
                     .arg(&self.0)

@@ -14,7 +14,7 @@ use std::{
 
 use cgroup::{TestParent, privileged};
 use cgtrace::{
-    hierarchy::Hierarchies,
+    kernel::hierarchy::Hierarchies,
     session::{Item, SessionReader},
 };
 

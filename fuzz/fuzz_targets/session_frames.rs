@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use cgtrace::{
-    clock::ClockRef,
-    hierarchy::Hierarchies,
+    format::clock::ClockRef,
+    kernel::hierarchy::Hierarchies,
     session::{Baseline, Header, SYNC, SessionReader, SessionWriter},
 };
 use libfuzzer_sys::fuzz_target;

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cgtrace::{event::Event, hierarchy::Hierarchies, probes::Probes};
+use cgtrace::{kernel::hierarchy::Hierarchies, model::event::Event, probes::Probes};
 use cgtrace_common::EventKind;
 
 /// An event with owned fields, for assertions.

@@ -302,8 +302,8 @@ fn kubernetes_daemonset() {
     let args = strings(&c["args"], "container args");
     let flags = check_invocation("daemonset.yaml container args", &args);
     assert_eq!(args[0], "attach");
-    let metrics =
-        cgtrace::metrics::parse_listen_addr(&flags["--metrics"]).expect("--metrics parses");
+    let metrics = cgtrace::pipeline::metrics::parse_listen_addr(&flags["--metrics"])
+        .expect("--metrics parses");
     assert!(
         metrics.ip().is_unspecified(),
         "--metrics must listen on all addresses in a pod, not {metrics}"
@@ -500,7 +500,10 @@ fn node_problem_detector_plugin() {
 fn prometheus_rules() {
     let docs = yaml_docs("prometheus/cgtrace-rules.yaml");
     assert_eq!(docs.len(), 1);
-    let known: BTreeSet<&str> = cgtrace::metrics::METRIC_NAMES.iter().copied().collect();
+    let known: BTreeSet<&str> = cgtrace::pipeline::metrics::METRIC_NAMES
+        .iter()
+        .copied()
+        .collect();
     let mut alerts = BTreeSet::new();
     for g in seq_of(&docs[0]["groups"], "groups") {
         str_of(&g["name"], "group name");
@@ -592,7 +595,8 @@ fn systemd_unit() {
     );
     let flags = check_invocation("cgtrace.service ExecStart", &words[1..]);
     assert_eq!(words[1], "attach");
-    let addr = cgtrace::metrics::parse_listen_addr(&flags["--metrics"]).expect("--metrics");
+    let addr =
+        cgtrace::pipeline::metrics::parse_listen_addr(&flags["--metrics"]).expect("--metrics");
     assert!(addr.ip().is_loopback(), "metrics on loopback by default");
     for k in ["CapabilityBoundingSet", "AmbientCapabilities"] {
         let caps = get("Service", k).unwrap_or_else(|| panic!("{k}")).join(" ");

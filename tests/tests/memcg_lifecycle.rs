@@ -12,7 +12,7 @@ use std::{
 };
 
 use cgtrace::{
-    hierarchy::Hierarchies,
+    kernel::hierarchy::Hierarchies,
     probes::{MkdirFailureAttach, MkdirFailureHooks, ProbeOptions, Probes, SubtreeFilter, Tier},
 };
 use cgtrace_common::{EventKind, KernelOffsets};
@@ -334,17 +334,18 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
 /// where the kernel has them (6.12 without CONFIG_MEMCG_V1 has no `kmem`: reported unknown).
 #[test]
 fn offsets_resolve_from_this_kernels_btf() {
-    let data = match cgtrace::btf::read_vmlinux(Path::new(cgtrace::btf::VMLINUX)) {
+    let data = match cgtrace::kernel::btf::read_vmlinux(Path::new(cgtrace::kernel::btf::VMLINUX)) {
         Ok(d) => d,
         Err(e) => {
             assert!(std::env::var("CI").is_err(), "no BTF in CI: {e}");
             return;
         }
     };
-    let btf = cgtrace::btf::KernelBtf::parse(&data, cgtrace::btf::VMLINUX).expect("parse BTF");
-    let o = cgtrace::btf::cgroup_offsets(&btf);
-    assert!(cgtrace::btf::missing(&o).is_empty(), "{o:?}");
-    for (name, v) in cgtrace::btf::named(&o) {
+    let btf = cgtrace::kernel::btf::KernelBtf::parse(&data, cgtrace::kernel::btf::VMLINUX)
+        .expect("parse BTF");
+    let o = cgtrace::kernel::btf::cgroup_offsets(&btf);
+    assert!(cgtrace::kernel::btf::missing(&o).is_empty(), "{o:?}");
+    for (name, v) in cgtrace::kernel::btf::named(&o) {
         if name == "mem_cgroup.kmem.usage" {
             // Present exactly when the struct has the member.
             assert_eq!(

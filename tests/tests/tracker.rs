@@ -13,13 +13,13 @@ use std::{
 };
 
 use cgtrace::{
-    baseline,
-    clock::monotonic_ns,
     detectors::{DetectorConfig, Detectors, KernelFacts},
-    hierarchy::Hierarchies,
+    format::clock::monotonic_ns,
+    kernel::hierarchy::Hierarchies,
+    model::baseline,
+    model::tracker::Totals,
     pipeline::Pipeline,
     probes::{ProbeOptions, Probes, SubtreeFilter},
-    tracker::Totals,
 };
 use integration_tests::cgroup::{TestParent, privileged};
 

@@ -173,7 +173,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    use crate::tracker::tests::Lcg;
+    use crate::model::tracker::tests::Lcg;
 
     #[test]
     fn id_table_matches_a_hash_map_under_churn() {

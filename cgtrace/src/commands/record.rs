@@ -13,10 +13,10 @@ use anyhow::Context as _;
 use cgtrace_common::EventKind;
 
 use crate::{
-    event::Event,
-    output::{Sink, Summary},
+    model::event::Event,
+    model::tracker::PodStats,
+    pipeline::output::{Sink, Summary},
     session::SessionWriter,
-    tracker::PodStats,
 };
 
 /// `cgtrace record` options.

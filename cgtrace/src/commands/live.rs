@@ -16,16 +16,16 @@ use tokio::{
 };
 
 use crate::{
-    baseline,
-    clock::{ClockRef, monotonic_ns},
-    hierarchy::Hierarchies,
-    histogram::{HdrLogWriter, Lifetimes},
-    metrics::{Metrics, MetricsState},
-    output::{JsonSink, RenderContext, Sink, TextSink},
+    commands::record::{self, RecordOptions, SessionSink},
+    commands::replay::RecordedOptions,
+    format::clock::{ClockRef, monotonic_ns},
+    kernel::hierarchy::Hierarchies,
+    model::baseline,
+    pipeline::histogram::{HdrLogWriter, Lifetimes},
+    pipeline::metrics::{Metrics, MetricsState},
+    pipeline::output::{JsonSink, RenderContext, Sink, TextSink},
     pipeline::{NodeMode, Pipeline, PodNames},
     probes::{ProbeOptions, Probes},
-    record::{self, RecordOptions, SessionSink},
-    replay::RecordedOptions,
     session::{Header, SessionWriter},
 };
 
@@ -160,7 +160,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         let state = Arc::new(Mutex::new(MetricsState::new(Metrics::new())));
         let serving = state.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve_listener(listener, serving).await {
+            if let Err(e) = crate::pipeline::metrics::serve_listener(listener, serving).await {
                 log::error!("metrics server stopped: {e}");
             }
         });
@@ -233,7 +233,9 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
         Mode::Json => vec![Box::new(JsonSink::new(out, ctx))],
         Mode::Text => vec![Box::new(TextSink::new(out, ctx))],
         // attach prints histograms and the summary itself, no events.
-        Mode::Attach(_) => vec![Box::new(crate::output::SummarySink::new(out, ctx))],
+        Mode::Attach(_) => vec![Box::new(crate::pipeline::output::SummarySink::new(
+            out, ctx,
+        ))],
         Mode::Record(r) => {
             let file = record::create(&r.path, r.force)?;
             let header = Header {
@@ -267,7 +269,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             recording = Some((sink.bytes.clone(), sink.end_ns.clone(), r.clone()));
             vec![
                 Box::new(sink),
-                Box::new(crate::output::SummarySink::new(io::stderr(), ctx)),
+                Box::new(crate::pipeline::output::SummarySink::new(io::stderr(), ctx)),
             ]
         }
     };
@@ -430,7 +432,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             last_lost_poll = Instant::now();
             poll_lost(&ring.get_ref().0, &mut pipe, &mut reported_lost);
             // Classic tracepoints came from tracefs: say so if it goes away under us.
-            if uses_tracefs && !tracefs_gone && crate::tracefs::find().is_none() {
+            if uses_tracefs && !tracefs_gone && crate::kernel::tracefs::find().is_none() {
                 tracefs_gone = true;
                 eprintln!(
                     "cgtrace: warning: tracefs was unmounted while cgtrace runs: the attached tracepoints keep working, but a restart needs tracefs (mount -t tracefs nodev /sys/kernel/tracing)"

@@ -48,9 +48,9 @@ use tokio::{
 };
 
 use crate::{
-    histogram::{QOS_CLASSES, qos_name},
-    k8s::Qos,
-    tracker::{Observed, Tracker},
+    model::k8s::Qos,
+    model::tracker::{Observed, Tracker},
+    pipeline::histogram::{QOS_CLASSES, qos_name},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text).
@@ -747,7 +747,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::tests::{UID, ev};
+    use crate::model::tracker::tests::{UID, ev};
     use std::io::{Read, Write};
 
     /// The value of the sample `name{labels}` (labels as written, sorted as encoded).

@@ -34,13 +34,13 @@ use cgtrace_common::EventKind;
 use serde::Serialize;
 
 use crate::{
-    event::{Event, errno_name},
-    hierarchy::V2_HIERARCHY,
-    k8s,
-    tracker::{DyingMemcg, Observed, Totals, Tracker},
+    kernel::hierarchy::V2_HIERARCHY,
+    model::event::{Event, errno_name},
+    model::k8s,
+    model::tracker::{DyingMemcg, Observed, Totals, Tracker},
 };
 
-pub use crate::check::MEMCG_ID_MAX;
+pub use crate::commands::check::MEMCG_ID_MAX;
 
 /// Linux errno values the detectors treat specially.
 const ENOENT: i32 = 2;
@@ -1813,7 +1813,7 @@ mod tests {
         Event {
             pid: 4242,
             tid: 4242,
-            ..crate::tracker::tests::ev(kind, ts, h, id, path)
+            ..crate::model::tracker::tests::ev(kind, ts, h, id, path)
         }
     }
 
@@ -2589,7 +2589,7 @@ mod tests {
 
     #[test]
     fn memcgs_found_dying_at_start_count_with_ages_as_lower_bounds() {
-        use crate::baseline::{Baseline, BaselineCgroup};
+        use crate::model::baseline::{Baseline, BaselineCgroup};
         let mut rig = Rig::new("6.18.44-fc-v669", 0);
         let pod = format!("/kubepods/burstable/pod{}", uid(4));
         rig.t.load_baseline(&Baseline {

@@ -200,7 +200,7 @@ pub(super) struct Shape<'a> {
 }
 
 /// The value of each lowercase hex digit, `0xff` for other bytes.
-pub(super) const LOWER_HEX: [u8; 256] = crate::k8s::hex_table(false);
+pub(super) const LOWER_HEX: [u8; 256] = crate::model::k8s::hex_table(false);
 
 pub(super) fn lower_hex(c: u8) -> usize {
     usize::from(LOWER_HEX[usize::from(c)] < 16)
@@ -432,7 +432,7 @@ impl Dirs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::tests::{Lcg, UID};
+    use crate::model::tracker::tests::{Lcg, UID};
 
     fn round_trip(name: &[u8], strings: &mut Strings) -> Packed {
         let sh = shape(name);

@@ -8,13 +8,13 @@ use cgtrace_common::EventKind;
 use serde::Serialize;
 
 use crate::{
-    clock::ClockRef,
     detectors::Verdict,
-    escape::{write_json_str, write_terminal},
-    event::Event,
-    hierarchy::Hierarchies,
-    k8s,
-    tracker::{PodStats, PodSummary, Totals},
+    format::clock::ClockRef,
+    format::escape::{write_json_str, write_terminal},
+    kernel::hierarchy::Hierarchies,
+    model::event::Event,
+    model::k8s,
+    model::tracker::{PodStats, PodSummary, Totals},
 };
 
 /// Totals printed when a run ends.
@@ -346,7 +346,7 @@ impl<W: Write> Sink for JsonSink<W> {
             write!(
                 w,
                 ",\"errno\":{e},\"error\":\"{}\"",
-                crate::event::errno_name(e)
+                crate::model::event::errno_name(e)
             )?;
         }
         for (k, v) in [
@@ -403,7 +403,7 @@ impl<W: Write> Sink for JsonSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::raw_bytes;
+    use crate::model::event::tests::raw_bytes;
     use cgtrace_common::flags;
 
     fn ctx() -> RenderContext {

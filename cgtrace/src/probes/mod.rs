@@ -20,7 +20,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree};
 
-use crate::{btf, kernel, tracefs};
+use crate::{kernel, kernel::btf, kernel::tracefs};
 
 /// The eBPF object, built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgtrace"));
@@ -163,7 +163,10 @@ pub struct SubtreeFilter {
 
 impl SubtreeFilter {
     /// Resolves `path` in every mounted hierarchy where it exists.
-    pub fn resolve(h: &crate::hierarchy::Hierarchies, path: &str) -> anyhow::Result<SubtreeFilter> {
+    pub fn resolve(
+        h: &crate::kernel::hierarchy::Hierarchies,
+        path: &str,
+    ) -> anyhow::Result<SubtreeFilter> {
         let entries = h
             .resolve_subtree(path)?
             .into_iter()

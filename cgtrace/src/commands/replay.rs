@@ -12,16 +12,16 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    baseline::Baseline,
     detectors::Verdict,
-    event::Event,
-    hierarchy::Hierarchies,
-    histogram::{Lifetimes, Phase, human_ns, qos_name},
-    k8s::Qos,
-    output::{JsonSink, RenderContext, Sink, Summary, TextSink},
+    kernel::hierarchy::Hierarchies,
+    model::baseline::Baseline,
+    model::event::Event,
+    model::k8s::Qos,
+    model::tracker::PodSummary,
+    pipeline::histogram::{Lifetimes, Phase, human_ns, qos_name},
+    pipeline::output::{JsonSink, RenderContext, Sink, Summary, TextSink},
     pipeline::{NodeMode, Pipeline},
     session::{Header, Item, SessionError, SessionReader},
-    tracker::PodSummary,
 };
 
 /// The filters `live` takes, applied to a recorded stream.
@@ -386,7 +386,7 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
                 _ => String::new(),
             };
             let mut line = Vec::new();
-            crate::escape::write_terminal(
+            crate::format::escape::write_terminal(
                 &mut line,
                 format!("{}{name}", p.stats.pod_uid).as_bytes(),
             )?;

@@ -25,9 +25,9 @@ use hdrhistogram::{
 };
 
 use crate::{
-    escape::write_terminal,
-    k8s::Qos,
-    tracker::{Observed, Tracker},
+    format::escape::write_terminal,
+    model::k8s::Qos,
+    model::tracker::{Observed, Tracker},
 };
 
 /// Significant decimal digits every histogram keeps.
@@ -843,7 +843,7 @@ mod tests {
 
     #[test]
     fn render_empty_and_pods() {
-        use crate::tracker::tests::{UID, ev};
+        use crate::model::tracker::tests::{UID, ev};
         use cgtrace_common::EventKind;
 
         let l = Lifetimes::new(None);

@@ -57,9 +57,9 @@ use cgtrace_common::EventKind;
 use serde::Serialize;
 
 use crate::{
-    baseline::Baseline,
-    event::Event,
-    k8s::{self, Qos},
+    model::baseline::Baseline,
+    model::event::Event,
+    model::k8s::{self, Qos},
 };
 
 /// (hierarchy id, cgroup id).
@@ -146,11 +146,11 @@ fn pod_hash(uid: u128) -> u64 {
 }
 
 fn to_pages(bytes: u64) -> u32 {
-    (bytes / crate::event::PAGE_SIZE).min(u32::MAX as u64) as u32
+    (bytes / crate::model::event::PAGE_SIZE).min(u32::MAX as u64) as u32
 }
 
 fn from_pages(pages: u32) -> u64 {
-    u64::from(pages) * crate::event::PAGE_SIZE
+    u64::from(pages) * crate::model::event::PAGE_SIZE
 }
 
 /// The few fields of an entry the counters need.
@@ -884,7 +884,7 @@ const _: () = assert!(size_of::<Dir>() == 64);
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::tracker::names::K_HEX;
+    use crate::model::tracker::names::K_HEX;
 
     #[test]
     fn container_id_leaves_are_packed_and_restored() {
@@ -900,7 +900,7 @@ pub(crate) mod tests {
         assert_eq!(t.dying_memcgs()[0].path, p);
     }
 
-    use crate::baseline::BaselineCgroup;
+    use crate::model::baseline::BaselineCgroup;
 
     pub(crate) const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
 

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::hierarchy::{Hierarchies, V2_HIERARCHY};
+use crate::kernel::hierarchy::{Hierarchies, V2_HIERARCHY};
 
 /// One cgroup that existed at start.
 #[derive(Clone, Debug, PartialEq, Eq)]

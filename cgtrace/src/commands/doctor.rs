@@ -4,11 +4,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    btf,
-    hierarchy::Hierarchies,
     kernel,
+    kernel::btf,
+    kernel::hierarchy::Hierarchies,
+    kernel::tracefs,
     probes::{AttachMode, ProbeOptions, Probes, Tier},
-    tracefs,
 };
 
 #[derive(Debug, Serialize)]

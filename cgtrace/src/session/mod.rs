@@ -42,9 +42,9 @@ use cgtrace_common::EventKind;
 use thiserror::Error;
 
 use crate::{
-    clock::ClockRef,
-    event::Event,
-    hierarchy::{Hierarchies, Hierarchy},
+    format::clock::ClockRef,
+    kernel::hierarchy::{Hierarchies, Hierarchy},
+    model::event::Event,
 };
 
 /// First 8 bytes of every session file. `0x89` is not ASCII (catches 7-bit transfers and tells
@@ -162,7 +162,7 @@ pub struct Header {
 
 /// The baseline types are the tracker's own, so a session records exactly what a live run
 /// starts from.
-pub use crate::baseline::{Baseline, BaselineCgroup};
+pub use crate::model::baseline::{Baseline, BaselineCgroup};
 
 /// Everything a reader yields, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1079,7 +1079,7 @@ impl<W: Write> SessionWriter<W> {
     /// Writes the open batch and the footer (end time: CLOCK_MONOTONIC now) and flushes;
     /// returns `out` for the caller to fsync.
     pub fn finish(self) -> io::Result<W> {
-        self.finish_at(crate::clock::monotonic_ns())
+        self.finish_at(crate::format::clock::monotonic_ns())
     }
 
     /// [`Self::finish`] with an explicit end time.

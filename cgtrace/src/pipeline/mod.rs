@@ -1,5 +1,9 @@
 //! The one pipeline `live`, `record`, `replay` and `attach` share: decoded events → tracker →
 //! sinks. Only the source and the sinks differ, so a replay gives the output of the live run.
+pub mod histogram;
+pub mod metrics;
+pub mod output;
+
 use std::{
     collections::HashMap,
     io,
@@ -11,14 +15,14 @@ use std::{
 use cgtrace_common::EventKind;
 
 use crate::{
-    baseline::Baseline,
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
-    event::Event,
-    histogram::Lifetimes,
-    k8s::PodLogIndex,
-    metrics::MetricsState,
-    output::{Counts, Sink, Summary},
-    tracker::Tracker,
+    model::baseline::Baseline,
+    model::event::Event,
+    model::k8s::PodLogIndex,
+    model::tracker::Tracker,
+    pipeline::histogram::Lifetimes,
+    pipeline::metrics::MetricsState,
+    pipeline::output::{Counts, Sink, Summary},
 };
 
 /// Node mode: lifetime histograms and Prometheus metrics fed from the same events.
@@ -295,7 +299,7 @@ mod tests {
     use std::{cell::RefCell, rc::Rc};
 
     use super::*;
-    use crate::{tracker::PodStats, tracker::tests::ev};
+    use crate::{model::tracker::PodStats, model::tracker::tests::ev};
 
     type Seen = Rc<RefCell<Vec<(EventKind, Vec<u8>)>>>;
 

@@ -2,6 +2,10 @@
 //! errors say what is wrong instead of a bare EPERM.
 use std::fs;
 
+pub mod btf;
+pub mod hierarchy;
+pub mod tracefs;
+
 use thiserror::Error;
 
 pub const CAP_SYS_ADMIN: u32 = 21;

@@ -8,7 +8,7 @@ use std::{
 use cgtrace_common::TracepointLayout;
 use thiserror::Error;
 
-use crate::hierarchy::parse_mountinfo;
+use crate::kernel::hierarchy::parse_mountinfo;
 
 #[derive(Debug, Error)]
 pub enum TracefsError {

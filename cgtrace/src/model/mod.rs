@@ -1,0 +1,6 @@
+//! The model: decoded events, the start-up baseline, the tracker of cgroups and pods, and the
+//! Kubernetes attribution of cgroup paths.
+pub mod baseline;
+pub mod event;
+pub mod k8s;
+pub mod tracker;
