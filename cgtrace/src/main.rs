@@ -6,11 +6,15 @@ use cgtrace::{
     UsageError,
     commands::check,
     commands::doctor,
-    commands::live::{self, AttachOptions, LiveOptions, Mode},
     commands::record::RecordOptions,
     commands::replay,
+    commands::{
+        attach::AttachOptions,
+        run::{self as traced, Mode, RunOptions},
+    },
     format::units,
     kernel::hierarchy::Hierarchies,
+    pipeline::filters::Filters,
     probes::{self, AttachMode, ProbeOptions, SubtreeFilter, Tier},
 };
 use clap::{Args, Parser, Subcommand};
@@ -103,9 +107,9 @@ struct ReportArgs {
 }
 
 impl FilterArgs {
-    /// The same filters, applied to a recorded stream.
-    fn filters(&self) -> replay::Filters {
-        replay::Filters {
+    /// The filters, with one meaning live and in replay.
+    fn filters(&self) -> Filters {
+        Filters {
             controllers: self.controllers.clone(),
             path_prefix: self.path_prefix.clone(),
             subtree: self.subtree.clone(),
@@ -287,10 +291,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Live(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
-            live::run(&LiveOptions {
+            traced::run(&RunOptions {
                 mode: if a.json { Mode::Json } else { Mode::Text },
                 duration: a.duration,
                 probe,
+                filters: a.filter.filters(),
                 host_root: PathBuf::from("/"),
             })?;
             Ok(ExitCode::SUCCESS)
@@ -306,7 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dir.display()
                 )));
             }
-            live::run(&LiveOptions {
+            traced::run(&RunOptions {
                 mode: Mode::Record(RecordOptions {
                     path: a.output.clone(),
                     max_size: a.max_size,
@@ -314,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
                 duration: a.duration,
                 probe,
+                filters: a.filter.filters(),
                 host_root: PathBuf::from("/"),
             })?;
             Ok(ExitCode::SUCCESS)
@@ -341,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     a.host_root.display()
                 )));
             }
-            live::run(&LiveOptions {
+            traced::run(&RunOptions {
                 mode: Mode::Attach(AttachOptions {
                     interval: a.interval,
                     metrics,
@@ -349,6 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
                 duration: a.duration,
                 probe,
+                filters: a.filter.filters(),
                 host_root: a.host_root.clone(),
             })?;
             Ok(ExitCode::SUCCESS)

@@ -14,11 +14,11 @@ use std::{
 
 use cgtrace::{
     detectors::{DetectorConfig, Detectors, KernelFacts},
-    format::clock::monotonic_ns,
+    format::clock::{ClockRef, monotonic_ns},
     kernel::hierarchy::Hierarchies,
     model::baseline,
     model::tracker::Totals,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, facts::RunFacts, filters::Filters, pod_names::NoPodNames},
     probes::{ProbeOptions, Probes, SubtreeFilter},
 };
 use integration_tests::cgroup::{TestParent, privileged};
@@ -130,13 +130,10 @@ impl Live {
         })
         .expect("load and attach");
         let baseline = baseline::take(h, monotonic_ns());
-        let mut pipe = Pipeline::new(
-            Some(memory_id),
-            &probes.kernel_release,
-            &baseline,
-            Vec::new(),
-            None,
-        );
+        let facts = RunFacts::of_probes(&probes, h.clone(), Filters::default(), ClockRef::now());
+        assert_eq!(facts.memory_hierarchy(), Some(memory_id));
+        let mut pipe = Pipeline::new(facts, &baseline, Vec::new(), Box::new(NoPodNames))
+            .expect("the pipeline");
         // Thresholds for a test: any dying memcg with pages counts, at once.
         pipe.detectors = Detectors::new(
             DetectorConfig {
@@ -355,9 +352,6 @@ fn start_up_walk_names_dying_memcgs_of_pods() {
         assert_eq!(u64::from(report.found), k1, "walk vs /proc/cgroups excess");
     }
     assert!(report.found as usize >= K);
-    live.pipe.ignore_paths_with_prefix(
-        format!("/{}", cgtrace::probes::walk_trigger_prefix()).into_bytes(),
-    );
     for r in &records {
         live.pipe.record(r);
     }

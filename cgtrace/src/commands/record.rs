@@ -13,10 +13,14 @@ use anyhow::Context as _;
 use cgtrace_common::EventKind;
 
 use crate::{
-    model::event::Event,
-    model::tracker::PodStats,
-    pipeline::output::{Sink, Summary},
-    session::SessionWriter,
+    commands::replay::RecordedOptions,
+    model::{baseline::Baseline, event::Event, tracker::PodStats},
+    pipeline::{
+        Pipeline,
+        facts::RunFacts,
+        output::{RenderContext, Sink, Summary, SummarySink},
+    },
+    session::{Header, SessionWriter},
 };
 
 /// `cgtrace record` options.
@@ -27,6 +31,82 @@ pub struct RecordOptions {
     pub max_size: Option<u64>,
     /// Overwrite an existing file (never through a symlink).
     pub force: bool,
+}
+
+/// A recording in progress: how big the file is, for `--max-size` and the status line.
+pub struct Recording {
+    opts: RecordOptions,
+    bytes: Rc<Cell<u64>>,
+}
+
+impl Recording {
+    /// `--max-size` reached.
+    pub fn full(&self) -> bool {
+        let full = self.opts.max_size.is_some_and(|m| self.bytes.get() >= m);
+        if full {
+            eprintln!(
+                "cgtrace: {} reached --max-size ({}): stopping",
+                self.opts.path.display(),
+                human_bytes(self.bytes.get())
+            );
+        }
+        full
+    }
+
+    /// `recording FILE: 12s · 3400 events (283/s) · lost 0 · 41.2 KiB · dying memcgs 7`.
+    pub fn status(&self, pipe: &Pipeline, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64();
+        let n: u64 = pipe.counts.seen.iter().sum();
+        format!(
+            "recording {}: {secs:.0}s · {n} events ({:.0}/s) · lost {} · {} · dying memcgs {}",
+            self.opts.path.display(),
+            n as f64 / secs.max(0.001),
+            pipe.counts.lost.iter().sum::<u64>(),
+            human_bytes(self.bytes.get()),
+            pipe.tracker.totals().dying
+        )
+    }
+}
+
+/// The header of a session recorded from a run with these facts.
+pub fn header(facts: &RunFacts) -> anyhow::Result<Header> {
+    Ok(Header {
+        cgtrace_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: facts.kernel_release.clone(),
+        hostname: hostname(),
+        boot_id: boot_id(),
+        clock: facts.clock,
+        tier: facts.tier.name().to_string(),
+        attach: facts.tracepoints.name().to_string(),
+        hierarchies: facts.hierarchies.clone(),
+        options: serde_json::to_string(&RecordedOptions::of(facts))?,
+    })
+}
+
+/// `record`'s sinks: the session file, and the summary as text on stderr.
+pub fn start(
+    opts: &RecordOptions,
+    facts: &RunFacts,
+    baseline: &Baseline,
+) -> anyhow::Result<(Vec<Box<dyn Sink>>, Recording)> {
+    let file = create(&opts.path, opts.force)?;
+    let writer = SessionWriter::new(
+        BufWriter::with_capacity(1 << 16, file),
+        &header(facts)?,
+        baseline,
+    )
+    .with_context(|| format!("writing {}", opts.path.display()))?;
+    let sink = SessionSink::new(writer, opts.path.clone());
+    let recording = Recording {
+        opts: opts.clone(),
+        bytes: sink.bytes.clone(),
+    };
+    let ctx = RenderContext::new(facts.hierarchies.clone(), facts.clock);
+    let sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(sink),
+        Box::new(SummarySink::new(io::stderr(), ctx)),
+    ];
+    Ok((sinks, recording))
 }
 
 /// Creates the session file: mode 0600, never through a symlink, refusing an existing file
@@ -60,8 +140,6 @@ pub fn create(path: &Path, force: bool) -> anyhow::Result<File> {
 pub struct SessionSink {
     writer: Option<SessionWriter<BufWriter<File>>>,
     pub bytes: Rc<Cell<u64>>,
-    /// CLOCK_MONOTONIC end of the run, for the footer (set by the run loop before finishing).
-    pub end_ns: Rc<Cell<u64>>,
     last_sync: Instant,
     path: PathBuf,
 }
@@ -72,7 +150,6 @@ impl SessionSink {
         SessionSink {
             writer: Some(writer),
             bytes,
-            end_ns: Rc::new(Cell::new(0)),
             last_sync: Instant::now(),
             path,
         }
@@ -105,11 +182,11 @@ impl Sink for SessionSink {
         r.map_err(|e| self.context(e))
     }
 
-    fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
         let Some(w) = self.writer.take() else {
             return Ok(());
         };
-        let end = self.end_ns.get();
+        let end = s.end_ns;
         let buf = w.finish_at(end).map_err(|e| self.context(e))?;
         let file = buf.into_inner().map_err(|e| self.context(e.into_error()))?;
         file.sync_all().map_err(|e| self.context(e))

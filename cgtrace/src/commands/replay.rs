@@ -1,7 +1,7 @@
 //! `cgtrace replay` and `cgtrace report`: a recorded session fed through the same pipeline as
 //! `live`, so the output is the live run's.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fs::File,
     io::{self, BufReader, BufWriter, Write},
     path::Path,
@@ -13,24 +13,21 @@ use serde::Serialize;
 
 use crate::{
     detectors::Verdict,
+    format::clock::ClockRef,
     kernel::hierarchy::Hierarchies,
-    model::baseline::Baseline,
-    model::event::Event,
-    model::k8s::Qos,
-    model::tracker::PodSummary,
-    pipeline::histogram::{Lifetimes, Phase, human_ns, qos_name},
-    pipeline::output::{JsonSink, RenderContext, Sink, Summary, TextSink},
-    pipeline::{NodeMode, Pipeline},
+    model::{baseline::Baseline, k8s::Qos, tracker::PodSummary},
+    pipeline::{
+        Pipeline,
+        facts::RunFacts,
+        filters::Filters,
+        histogram::{Lifetimes, Phase, human_ns, qos_name},
+        node::LifetimeSink,
+        output::{JsonSink, RenderContext, Sink, Summary, TextSink},
+        pod_names::RecordedPodNames,
+    },
+    probes::{Attached, Tier},
     session::{Header, Item, SessionError, SessionReader},
 };
-
-/// The filters `live` takes, applied to a recorded stream.
-#[derive(Clone, Debug, Default)]
-pub struct Filters {
-    pub controllers: Vec<String>,
-    pub path_prefix: Option<String>,
-    pub subtree: Option<String>,
-}
 
 /// `--speed`: a multiple of real time, or as fast as possible.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -55,82 +52,61 @@ pub fn parse_speed(s: &str) -> Result<Speed, String> {
 /// The live run's options, as recorded in the header's `options` (JSON).
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct RecordedOptions {
+    /// The filters, as text (sessions before the typed `run_filters`).
     pub filters: String,
     pub tier_rejected: BTreeMap<String, String>,
+    /// Why a better tracepoint kind was not used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+    /// The filters of the live run.
+    #[serde(default)]
+    pub run_filters: Filters,
+    /// The recording kernel's page size (0 in older sessions: 4096).
+    #[serde(default)]
+    pub page_size: u64,
+}
+
+impl RecordedOptions {
+    pub fn of(facts: &RunFacts) -> RecordedOptions {
+        RecordedOptions {
+            filters: format!("{:?}", facts.filters),
+            tier_rejected: facts.rejected.iter().cloned().collect(),
+            fallbacks: facts.fallbacks.clone(),
+            run_filters: facts.filters.clone(),
+            page_size: facts.page_size,
+        }
+    }
+}
+
+/// The facts of a recorded run, from its header, with the replay's own filters.
+pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
+    let o: RecordedOptions = serde_json::from_str(&h.options).unwrap_or_default();
+    RunFacts {
+        kernel_release: h.kernel_release.clone(),
+        page_size: if o.page_size == 0 { 4096 } else { o.page_size },
+        hierarchies: h.hierarchies.clone(),
+        tier: Tier::from_name(&h.tier).unwrap_or(Tier::Tracepoint),
+        tracepoints: Attached::from_name(&h.attach).unwrap_or(Attached::Tracepoint),
+        rejected: o.tier_rejected.into_iter().collect(),
+        fallbacks: o.fallbacks,
+        clock: h.clock,
+        filters: filters.clone(),
+    }
 }
 
 struct Replayer {
     header: Header,
     pipe: Pipeline,
-    hierarchy_ids: Option<Vec<u32>>,
-    path_prefix: Option<Vec<u8>>,
-    subtree: Option<Vec<u8>>,
     first_ts: Option<u64>,
     last_ts: u64,
     end_ns: Option<u64>,
-}
-
-impl Replayer {
-    fn passes(&self, ev: &Event<'_>) -> bool {
-        if let Some(ids) = &self.hierarchy_ids
-            && ev.has_cgroup
-            && !ids.contains(&ev.hierarchy_id)
-        {
-            return false;
-        }
-        if ev.kind == cgtrace_common::EventKind::DyingAtStart {
-            return true; // the pipeline filters these on their resolved path
-        }
-        if let Some(p) = &self.path_prefix
-            && ev.has_cgroup
-            && !ev.path.starts_with(p)
-        {
-            return false;
-        }
-        if let Some(s) = &self.subtree
-            && ev.has_cgroup
-            && !(ev.path == s.as_slice()
-                || (ev.path.starts_with(s) && ev.path.get(s.len()) == Some(&b'/'))
-                || s.as_slice() == b"/")
-        {
-            return false;
-        }
-        true
-    }
-
-    fn summary(&self) -> Summary {
-        let end = self.end_ns.unwrap_or(self.last_ts);
-        let mut s = self.pipe.summary(
-            &self.header.tier,
-            &self.header.attach,
-            end.saturating_sub(self.header.clock.mono_ns),
-        );
-        if let Ok(o) = serde_json::from_str::<RecordedOptions>(&self.header.options) {
-            s.tier_rejected = o
-                .tier_rejected
-                .into_iter()
-                .map(|(k, v)| (leak_tier(&k), v))
-                .collect();
-        }
-        s
-    }
-}
-
-/// Tier names are a fixed set: map recorded names back to the static ones.
-fn leak_tier(name: &str) -> &'static str {
-    match name {
-        "fentry" => "fentry",
-        "kprobe" => "kprobe",
-        "tracepoint" => "tracepoint",
-        _ => "unknown",
-    }
 }
 
 /// Opens a session, reading its header and baseline.
 fn open(
     path: &Path,
     filters: &Filters,
-    sinks: impl FnOnce(&Header) -> Vec<Box<dyn Sink>>,
+    sinks: impl FnOnce(&Hierarchies, ClockRef) -> Vec<Box<dyn Sink>>,
 ) -> anyhow::Result<(SessionReader<BufReader<File>>, Replayer)> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = SessionReader::new(BufReader::with_capacity(1 << 20, f))
@@ -144,45 +120,38 @@ fn open(
         Ok(Some(Item::Baseline(b))) => b,
         _ => Baseline::default(),
     };
-    let hierarchy_ids = if filters.controllers.is_empty() {
-        None
-    } else {
-        Some(
-            header
-                .hierarchies
-                .select(&filters.controllers)
-                .map_err(|e| crate::UsageError(e.into()))?,
-        )
-    };
-    let memory_hierarchy = header.hierarchies.with_controller("memory").map(|h| h.id);
-    let sinks = sinks(&header);
-    let mut pipe = Pipeline::new(
-        memory_hierarchy,
-        &header.kernel_release,
+    let facts = facts_of_header(&header, filters);
+    let sinks = sinks(&facts.hierarchies, facts.clock);
+    let pipe = Pipeline::new(
+        facts,
         &baseline,
         sinks,
-        None,
-    );
-    pipe.tracker.set_css_joins(header.tier != "tracepoint");
-    pipe.path_prefix(filters.path_prefix.as_ref().map(|p| p.as_bytes().to_vec()));
-    let subtree = filters
-        .subtree
-        .as_ref()
-        .map(|s| s.trim_end_matches('/').as_bytes().to_vec())
-        .map(|s| if s.is_empty() { b"/".to_vec() } else { s });
+        Box::new(RecordedPodNames::default()),
+    )
+    .map_err(|e| crate::UsageError(e.into()))?;
     Ok((
         reader,
         Replayer {
             pipe,
-            hierarchy_ids,
-            path_prefix: filters.path_prefix.as_ref().map(|p| p.as_bytes().to_vec()),
-            subtree,
             first_ts: None,
             last_ts: header.clock.mono_ns,
             end_ns: None,
             header,
         },
     ))
+}
+
+/// Waits until an event of time `ts_ns` is due at `speed`.
+fn pace(r: &mut Replayer, start: Instant, ts_ns: u64, speed: Speed) -> io::Result<()> {
+    let first = *r.first_ts.get_or_insert(ts_ns);
+    if let Speed::Times(x) = speed {
+        let due = Duration::from_nanos((ts_ns.saturating_sub(first) as f64 / x) as u64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            r.pipe.flush()?;
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(())
 }
 
 /// Feeds every item after the baseline through the pipeline. A damaged file replays what can
@@ -206,18 +175,8 @@ fn feed(
         match item {
             Item::Event(ev) => {
                 r.last_ts = r.last_ts.max(ev.ts_ns);
-                let first = *r.first_ts.get_or_insert(ev.ts_ns);
-                if let Speed::Times(x) = speed {
-                    let due =
-                        Duration::from_nanos((ev.ts_ns.saturating_sub(first) as f64 / x) as u64);
-                    if let Some(wait) = due.checked_sub(start.elapsed()) {
-                        r.pipe.flush()?;
-                        std::thread::sleep(wait);
-                    }
-                }
-                if r.passes(&ev) {
-                    r.pipe.event(&ev);
-                }
+                pace(r, start, ev.ts_ns, speed)?;
+                r.pipe.event(&ev);
             }
             Item::Lost { ts_ns, kind, count } => r.pipe.lost_delta(ts_ns, kind, count),
             Item::PodName {
@@ -241,11 +200,18 @@ fn feed(
     Ok(())
 }
 
+impl Replayer {
+    /// Where the recorded run ended: its footer, else its last event.
+    fn end_ns(&self) -> u64 {
+        self.end_ns.unwrap_or(self.last_ts)
+    }
+}
+
 /// `cgtrace replay FILE`: the live output of the recorded run.
 pub fn replay(path: &Path, json: bool, speed: Speed, filters: &Filters) -> anyhow::Result<()> {
-    let (mut reader, mut r) = open(path, filters, |h| {
+    let (mut reader, mut r) = open(path, filters, |h, clock| {
         let out = BufWriter::with_capacity(1 << 16, io::stdout());
-        let ctx = RenderContext::new(h.hierarchies.clone(), h.clock);
+        let ctx = RenderContext::new(h.clone(), clock);
         if json {
             vec![Box::new(JsonSink::new(out, ctx)) as Box<dyn Sink>]
         } else {
@@ -253,8 +219,8 @@ pub fn replay(path: &Path, json: bool, speed: Speed, filters: &Filters) -> anyho
         }
     })?;
     feed(&mut reader, &mut r, speed)?;
-    let summary = r.summary();
-    r.pipe.finish(&summary)?;
+    let end = r.end_ns();
+    r.pipe.finish(end)?;
     Ok(())
 }
 
@@ -294,21 +260,22 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Option<Percentiles> {
 
 /// Builds the report of a session.
 pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
-    let (mut reader, mut r) = open(path, filters, |_| Vec::new())?;
-    let memory = r.pipe.tracker.memory_hierarchy();
-    r.pipe.node = Some(NodeMode {
-        lifetimes: Lifetimes::new(memory),
-        metrics: None,
-        labels: HashMap::new(),
-    });
+    let lifetimes_of_run = std::rc::Rc::new(std::cell::RefCell::new(Lifetimes::new(None)));
+    let shared = lifetimes_of_run.clone();
+    let (mut reader, mut r) = open(path, filters, |h, _| {
+        let memory = h.with_controller("memory").map(|m| m.id);
+        *shared.borrow_mut() = Lifetimes::new(memory);
+        vec![Box::new(LifetimeSink(shared)) as Box<dyn Sink>]
+    })?;
     feed(&mut reader, &mut r, Speed::Max)?;
-    let summary = r.summary();
+    let summary = r.pipe.summary(r.end_ns());
     let verdicts = r.pipe.verdicts();
     let mut lifetimes = BTreeMap::new();
-    if let Some(node) = &r.pipe.node {
+    {
+        let node = lifetimes_of_run.borrow();
         let hs: &Hierarchies = &r.header.hierarchies;
         for &id in hs.by_id.keys() {
-            if let Some(p) = node.lifetimes.hierarchy(id) {
+            if let Some(p) = node.hierarchy(id) {
                 for phase in [Phase::Live, Phase::Dying] {
                     if let Some(pc) = percentiles(p.get(phase)) {
                         lifetimes.insert(format!("{}.{}", phase.name(), hs.label(id)), pc);
@@ -322,7 +289,7 @@ pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
             Some(Qos::Besteffort),
             None,
         ] {
-            if let Some(p) = node.lifetimes.qos(q) {
+            if let Some(p) = node.qos(q) {
                 for phase in [Phase::Live, Phase::Dying] {
                     if let Some(pc) = percentiles(p.get(phase)) {
                         lifetimes.insert(format!("{}.qos.{}", phase.name(), qos_name(q)), pc);

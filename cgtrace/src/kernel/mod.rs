@@ -24,6 +24,17 @@ pub enum KernelError {
     NoRingBuf { release: String },
 }
 
+/// The page size of the running system (page counters and ring sizes are in pages; 16K and 64K
+/// on some arm64 kernels).
+pub fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf reads a constant of the running system; no memory is passed.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+    })
+}
+
 /// The kernel release (`uname -r`).
 pub fn release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -1,119 +1,86 @@
 //! The one pipeline `live`, `record`, `replay` and `attach` share: decoded events → tracker →
 //! sinks. Only the source and the sinks differ, so a replay gives the output of the live run.
+pub mod facts;
+pub mod filters;
 pub mod histogram;
 pub mod metrics;
+pub mod node;
 pub mod output;
+pub mod pod_names;
 
-use std::{
-    collections::HashMap,
-    io,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::io;
 
 use cgtrace_common::EventKind;
 
 use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
-    model::baseline::Baseline,
-    model::event::Event,
-    model::k8s::PodLogIndex,
-    model::tracker::Tracker,
-    pipeline::histogram::Lifetimes,
-    pipeline::metrics::MetricsState,
-    pipeline::output::{Counts, Sink, Summary},
+    kernel::hierarchy::HierarchyError,
+    model::{baseline::Baseline, event::Event, tracker::Tracker},
+    pipeline::{
+        facts::RunFacts,
+        filters::FilterSet,
+        output::{Counts, Sink, Summary},
+        pod_names::PodNameSource,
+    },
 };
 
-/// Node mode: lifetime histograms and Prometheus metrics fed from the same events.
-pub struct NodeMode {
-    pub lifetimes: Lifetimes,
-    pub metrics: Option<Arc<Mutex<MetricsState>>>,
-    /// Hierarchy id → label for metrics ("memory", "cpu,cpuacct", "unified").
-    pub labels: HashMap<u32, String>,
-}
+/// The leaf-name prefix of the cgroups cgtrace makes itself (the start-up walk's triggers, any
+/// cgtrace process's): never the node's news.
+pub const OWN_CGROUP_PREFIX: &[u8] = b"cgtrace-walk-";
 
-/// Pod name lookups in `/var/log/pods` (live runs only; sessions record the answers).
-pub struct PodNames {
-    dir: PathBuf,
-    index: PodLogIndex,
-    loaded: Instant,
-}
-
-impl PodNames {
-    pub fn new(dir: PathBuf) -> PodNames {
-        let index = PodLogIndex::load(&dir).unwrap_or_default();
-        PodNames {
-            dir,
-            index,
-            loaded: Instant::now(),
-        }
-    }
-
-    /// (namespace, name) of a pod; rereads the directory (at most every 2 s) on a miss.
-    fn lookup(&mut self, uid: &str) -> Option<(String, String)> {
-        if self.index.lookup(uid).is_none() && self.loaded.elapsed() > Duration::from_secs(2) {
-            self.index = PodLogIndex::load(&self.dir).unwrap_or_default();
-            self.loaded = Instant::now();
-        }
-        self.index
-            .lookup(uid)
-            .map(|(ns, n)| (ns.to_string(), n.to_string()))
-    }
+/// Whether a path names one of cgtrace's own cgroups.
+pub fn is_own_cgroup(path: &[u8]) -> bool {
+    let leaf = match memchr::memrchr(b'/', path) {
+        Some(i) => &path[i + 1..],
+        None => path,
+    };
+    leaf.starts_with(OWN_CGROUP_PREFIX)
 }
 
 pub struct Pipeline {
     pub tracker: Tracker,
     pub detectors: Detectors,
-    pub node: Option<NodeMode>,
     pub counts: Counts,
     pub decode_errors: u64,
+    facts: RunFacts,
+    filters: FilterSet,
     sinks: Vec<Box<dyn Sink>>,
-    pod_names: Option<PodNames>,
+    pod_names: Box<dyn PodNameSource>,
     error: Option<io::Error>,
-    /// Events of cgroups whose path starts with this are cgtrace's own (walk triggers): dropped.
-    ignore_prefix: Option<Vec<u8>>,
-    /// `--path-prefix`, for the start-up walk's records (the kernel sees only their leaf name).
-    path_prefix: Option<Vec<u8>>,
 }
 
 impl Pipeline {
-    /// `kernel_release`: of the kernel the events come from (the session's, in a replay).
+    /// The one constructor: live runs pass the facts of their probes, replays those of the
+    /// session header. Fails when a filter names a controller the hierarchies do not have.
     pub fn new(
-        memory_hierarchy: Option<u32>,
-        kernel_release: &str,
+        facts: RunFacts,
         baseline: &Baseline,
         sinks: Vec<Box<dyn Sink>>,
-        pod_names: Option<PodNames>,
-    ) -> Pipeline {
-        let mut tracker = Tracker::new(memory_hierarchy);
+        pod_names: Box<dyn PodNameSource>,
+    ) -> Result<Pipeline, HierarchyError> {
+        let filters = facts.filters.compile(&facts.hierarchies)?;
+        let mut tracker = Tracker::new(facts.memory_hierarchy());
+        tracker.set_css_joins(facts.css_joins());
         tracker.load_baseline(baseline);
-        Pipeline {
+        Ok(Pipeline {
             tracker,
             detectors: Detectors::new(
                 DetectorConfig::default(),
-                KernelFacts::from_release(kernel_release),
+                KernelFacts::from_release(&facts.kernel_release),
             ),
-            node: None,
             counts: Counts::default(),
             decode_errors: 0,
+            facts,
+            filters,
             sinks,
             pod_names,
             error: None,
-            ignore_prefix: None,
-            path_prefix: None,
-        }
+        })
     }
 
-    /// Applies `--path-prefix` to the start-up walk's records too (in user space: the kernel
-    /// only had their leaf name).
-    pub fn path_prefix(&mut self, prefix: Option<Vec<u8>>) {
-        self.path_prefix = prefix;
-    }
-
-    /// Drops events of cgroups whose path starts with `prefix` (cgtrace's own).
-    pub fn ignore_paths_with_prefix(&mut self, prefix: Vec<u8>) {
-        self.ignore_prefix = Some(prefix);
+    /// The facts this pipeline was built from.
+    pub fn facts(&self) -> &RunFacts {
+        &self.facts
     }
 
     fn keep<T>(&mut self, r: io::Result<T>) {
@@ -137,75 +104,64 @@ impl Pipeline {
         }
     }
 
+    /// The path the tracker knows for an event that carries none of its own: the walk reports a
+    /// leaf name, css hooks no path (at css_online of a new cgroup it is not known yet).
+    fn known_path(&self, ev: &Event<'_>) -> Option<Vec<u8>> {
+        if ev.kind == EventKind::DyingAtStart {
+            return Some(self.tracker.child_path(ev.hierarchy_id, ev.css, ev.path));
+        }
+        let css_event = matches!(
+            ev.kind,
+            EventKind::CssOnline
+                | EventKind::CssOffline
+                | EventKind::CssReleased
+                | EventKind::CssFree
+        );
+        if css_event && ev.has_cgroup && ev.path.is_empty() {
+            return self.tracker.path((ev.hierarchy_id, ev.cgroup_id));
+        }
+        None
+    }
+
+    /// The filters, with one meaning on every tier and in replay. Events that name no cgroup,
+    /// or whose path is not known, pass (the kernel-side filters judged them where they could).
+    fn passes(&self, ev: &Event<'_>, path: &[u8]) -> bool {
+        if !(ev.has_cgroup || ev.kind == EventKind::DyingAtStart) {
+            return true;
+        }
+        if !self.filters.passes_hierarchy(ev.hierarchy_id) {
+            return false;
+        }
+        path.is_empty() && ev.kind != EventKind::DyingAtStart || self.filters.passes_path(path)
+    }
+
     /// Handles one event.
     pub fn event(&mut self, ev: &Event<'_>) {
-        if let Some(p) = &self.ignore_prefix
-            && ev.kind != EventKind::DyingAtStart
-            && ev.path.starts_with(p)
-        {
+        if ev.kind != EventKind::DyingAtStart && is_own_cgroup(ev.path) {
             return;
         }
-        if ev.kind == EventKind::DyingAtStart
-            && let Some(p) = &self.path_prefix
-            && !self
-                .tracker
-                .child_path(ev.hierarchy_id, ev.css, ev.path)
-                .starts_with(p)
-        {
+        let known = self.known_path(ev);
+        let path = known.as_deref().unwrap_or(ev.path);
+        if !self.passes(ev, path) {
             return;
         }
         self.counts.seen[ev.kind as usize] += 1;
         let obs = self.tracker.observe(ev);
         self.detectors.observe(ev, &obs, &self.tracker);
-        if let Some(node) = &mut self.node {
-            // Memcg lifetimes belong to the memory hierarchy (css_free has no cgroup fields).
-            let h = if obs.memcg {
-                self.tracker.memory_hierarchy().unwrap_or(ev.hierarchy_id)
-            } else {
-                ev.hierarchy_id
-            };
-            node.lifetimes.record(h, &obs);
-            if let Some(m) = &node.metrics
-                && let Ok(mut m) = m.lock()
-            {
-                m.metrics.on_event(ev.kind.name());
-                if obs.live_ns.is_some() || obs.dying_ns.is_some() {
-                    let label = node.labels.get(&h).map(String::as_str).unwrap_or("unknown");
-                    m.metrics.on_observed(label, &obs);
-                }
-            }
+        for i in 0..self.sinks.len() {
+            let r = self.sinks[i].observed(ev, &obs, &self.tracker);
+            self.keep(r);
         }
-        if let (Some(i), Some(names)) = (obs.new_pod, self.pod_names.as_mut())
-            && let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone())
-            && let Some((ns, name)) = names.lookup(&uid)
-        {
-            self.tracker.set_pod_name(&uid, &ns, &name);
-            for i in 0..self.sinks.len() {
-                let r = self.sinks[i].pod_name(&uid, &ns, &name);
-                self.keep(r);
-            }
+        if let Some(i) = obs.new_pod {
+            self.name_new_pod(i);
         }
-        // The walk reports a leaf name, css hooks no path: show the path the tracker knows
-        // (from the mkdir, or the baseline; at css_online of a new cgroup it is not known yet).
-        let resolved;
-        let needs_path = ev.kind == EventKind::DyingAtStart
-            || (ev.has_cgroup
-                && ev.path.is_empty()
-                && matches!(
-                    ev.kind,
-                    EventKind::CssOnline
-                        | EventKind::CssOffline
-                        | EventKind::CssReleased
-                        | EventKind::CssFree
-                ));
-        let ev = if needs_path && let Some(p) = self.tracker.path((ev.hierarchy_id, ev.cgroup_id)) {
-            resolved = p;
-            &Event {
-                path: &resolved,
-                ..*ev
+        let shown;
+        let ev = match &known {
+            Some(p) if ev.kind != EventKind::DyingAtStart || !p.is_empty() => {
+                shown = Event { path: p, ..*ev };
+                &shown
             }
-        } else {
-            ev
+            _ => ev,
         };
         let pod = obs.pod.and_then(|i| self.tracker.pod(i));
         let mut err = None;
@@ -219,13 +175,25 @@ impl Pipeline {
         }
     }
 
-    /// A pod name from a recorded session.
-    pub fn pod_name(&mut self, uid: &str, namespace: &str, name: &str) {
-        self.tracker.set_pod_name(uid, namespace, name);
-        for i in 0..self.sinks.len() {
-            let r = self.sinks[i].pod_name(uid, namespace, name);
-            self.keep(r);
+    /// A pod the tracker just met: its name and namespace, when the source knows them.
+    fn name_new_pod(&mut self, i: u32) {
+        let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone()) else {
+            return;
+        };
+        if let Some((ns, name)) = self.pod_names.lookup(&uid) {
+            self.tracker.set_pod_name(&uid, &ns, &name);
+            for i in 0..self.sinks.len() {
+                let r = self.sinks[i].pod_name(&uid, &ns, &name);
+                self.keep(r);
+            }
         }
+    }
+
+    /// A pod name from a recorded session: kept for the pod's first event (the live run
+    /// recorded it just before), and set at once if the pod is already tracked.
+    pub fn pod_name(&mut self, uid: &str, namespace: &str, name: &str) {
+        self.pod_names.recorded(uid, namespace, name);
+        self.tracker.set_pod_name(uid, namespace, name);
     }
 
     /// `count` more lost events of `kind` (from a recorded session).
@@ -242,11 +210,6 @@ impl Pipeline {
             if lost[i] > self.counts.lost[i] {
                 let n = lost[i] - self.counts.lost[i];
                 self.counts.lost[i] = lost[i];
-                if let Some(m) = self.node.as_ref().and_then(|n| n.metrics.as_ref())
-                    && let Ok(mut m) = m.lock()
-                {
-                    m.metrics.on_lost(k.name(), n);
-                }
                 for j in 0..self.sinks.len() {
                     let r = self.sinks[j].lost(ts_ns, k, n);
                     self.keep(r);
@@ -270,8 +233,16 @@ impl Pipeline {
         self.check()
     }
 
-    pub fn summary(&self, tier: &str, attach: &str, duration_ns: u64) -> Summary {
-        let mut s = Summary::new(&self.counts, tier, attach, duration_ns);
+    /// The summary of the run up to `end_ns` (event time: a replay gives the live run's).
+    pub fn summary(&self, end_ns: u64) -> Summary {
+        let mut s = Summary::new(
+            &self.counts,
+            self.facts.tier.name(),
+            self.facts.tracepoints.name(),
+            end_ns.saturating_sub(self.facts.clock.mono_ns),
+        );
+        s.end_ns = end_ns;
+        s.tier_rejected = self.facts.rejected.iter().cloned().collect();
         s.totals = self.tracker.totals();
         s.pods = self.tracker.pods(self.tracker.now_ns());
         s
@@ -282,15 +253,17 @@ impl Pipeline {
         self.detectors.verdicts(&self.tracker)
     }
 
-    /// Writes the verdicts and the summary to every sink and flushes.
-    pub fn finish(&mut self, summary: &Summary) -> io::Result<()> {
+    /// Ends the run at `end_ns`: the verdicts and the summary to every sink, flushed.
+    pub fn finish(&mut self, end_ns: u64) -> io::Result<Summary> {
+        let summary = self.summary(end_ns);
         let verdicts = self.verdicts();
         for s in &mut self.sinks {
             s.verdicts(&verdicts)?;
-            s.summary(summary)?;
+            s.summary(&summary)?;
             s.flush()?;
         }
-        self.check()
+        self.check()?;
+        Ok(summary)
     }
 }
 
@@ -319,16 +292,22 @@ mod tests {
         }
     }
 
+    fn pipeline(memory: Option<u32>, sinks: Vec<Box<dyn Sink>>) -> Pipeline {
+        let mut facts = RunFacts::new("6.1.0", RunFacts::memory_at(memory));
+        facts.tier = crate::probes::Tier::Fentry;
+        Pipeline::new(
+            facts,
+            &Baseline::default(),
+            sinks,
+            Box::new(pod_names::NoPodNames),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn css_events_get_the_path_the_tracker_knows() {
         let seen = Rc::new(RefCell::new(Vec::new()));
-        let mut p = Pipeline::new(
-            Some(4),
-            "6.1.0",
-            &Baseline::default(),
-            vec![Box::new(Paths(seen.clone()))],
-            None,
-        );
+        let mut p = pipeline(Some(4), vec![Box::new(Paths(seen.clone()))]);
         let css = 0xffff_8880_0000_2000;
         let mut online = ev(EventKind::CssOnline, 1, 4, 7, b"");
         online.css = css;
@@ -351,14 +330,7 @@ mod tests {
     #[test]
     fn own_walk_triggers_are_ignored() {
         let seen = Rc::new(RefCell::new(Vec::new()));
-        let mut p = Pipeline::new(
-            None,
-            "6.1.0",
-            &Baseline::default(),
-            vec![Box::new(Paths(seen.clone()))],
-            None,
-        );
-        p.ignore_paths_with_prefix(b"/cgtrace-walk-1-".to_vec());
+        let mut p = pipeline(None, vec![Box::new(Paths(seen.clone()))]);
         p.event(&ev(EventKind::Mkdir, 1, 4, 7, b"/cgtrace-walk-1-0"));
         p.event(&ev(EventKind::Mkdir, 2, 4, 8, b"/other"));
         assert_eq!(seen.borrow().len(), 1);

@@ -14,7 +14,7 @@ use crate::{
     kernel::hierarchy::Hierarchies,
     model::event::Event,
     model::k8s,
-    model::tracker::{PodStats, PodSummary, Totals},
+    model::tracker::{Observed, PodStats, PodSummary, Totals, Tracker},
 };
 
 /// Totals printed when a run ends.
@@ -28,10 +28,13 @@ pub struct Summary {
     /// Probe tier (`fentry`, `kprobe`, `tracepoint`).
     pub tier: String,
     /// Why each better tier was not used.
-    pub tier_rejected: std::collections::BTreeMap<&'static str, String>,
+    pub tier_rejected: std::collections::BTreeMap<String, String>,
     /// How the cgroup tracepoints were attached (`raw_tracepoint` or `tracepoint`).
     pub attach: String,
     pub duration_ns: u64,
+    /// When the run ended (monotonic ns, event time): for sinks that record it.
+    #[serde(skip)]
+    pub end_ns: u64,
     /// Memcgs (on the hierarchy holding memory) by state, and the kernel's dying count at start.
     #[serde(flatten)]
     pub totals: Totals,
@@ -58,6 +61,7 @@ impl Summary {
             tier_rejected: std::collections::BTreeMap::new(),
             attach: attach.to_string(),
             duration_ns,
+            end_ns: 0,
             totals: Totals::default(),
             pods: Vec::new(),
         }
@@ -115,6 +119,10 @@ impl RenderContext {
 pub trait Sink {
     /// One event, with the pod its cgroup belongs to (when the tracker knows one).
     fn event(&mut self, ev: &Event<'_>, pod: Option<&PodStats>) -> io::Result<()>;
+    /// What the tracker made of an event (lifetimes it completed, …), before `event`.
+    fn observed(&mut self, _ev: &Event<'_>, _obs: &Observed, _tracker: &Tracker) -> io::Result<()> {
+        Ok(())
+    }
     /// Events lost since the last call (ring buffer full).
     fn lost(&mut self, _ts_ns: u64, _kind: EventKind, _count: u64) -> io::Result<()> {
         Ok(())

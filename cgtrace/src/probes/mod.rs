@@ -140,6 +140,11 @@ impl Tier {
             Tier::Tracepoint => "tracepoint",
         }
     }
+
+    /// The tier of a recorded name.
+    pub fn from_name(name: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.name() == name)
+    }
 }
 
 /// How to attach the cgroup tracepoints.
@@ -201,6 +206,13 @@ impl Attached {
             Attached::RawTracepoint => "raw_tracepoint",
             Attached::Tracepoint => "tracepoint",
         }
+    }
+
+    /// The tracepoint kind of a recorded name.
+    pub fn from_name(name: &str) -> Option<Attached> {
+        [Attached::RawTracepoint, Attached::Tracepoint]
+            .into_iter()
+            .find(|a| a.name() == name)
     }
 }
 
@@ -828,18 +840,21 @@ impl Probes {
                 // css programs still read structs through BTF offsets where there are some.
                 cfg.offsets = offsets.as_ref().copied().unwrap_or(KernelOffsets::NONE);
                 cfg.tracepoint = classic_layout()?;
-                // Classic records carry no struct cgroup *: a subtree becomes a path prefix.
+                // Classic records carry no struct cgroup *: a subtree becomes a path prefix in
+                // the kernel. It lets `/kubepods.slice` through for `/kubepods`; the pipeline's
+                // filters remove it. With --path-prefix too, the shorter of the two stays in the
+                // kernel (every path that passes both starts with it), the pipeline checks both.
                 let mut prefix = prefix;
                 if let Some(sub) = &opts.subtree {
-                    if cfg.path_prefix_len > 0 {
-                        bail!("--subtree together with --path-prefix needs raw tracepoints");
-                    }
                     let p = sub.path.trim_end_matches('/').as_bytes();
                     if p.len() >= PATH_CAP {
                         bail!("--subtree path is longer than {} bytes", PATH_CAP - 1);
                     }
-                    prefix[..p.len()].copy_from_slice(p);
-                    cfg.path_prefix_len = p.len() as u32;
+                    if cfg.path_prefix_len == 0 || p.len() < cfg.path_prefix_len as usize {
+                        prefix = [0; PATH_CAP];
+                        prefix[..p.len()].copy_from_slice(p);
+                        cfg.path_prefix_len = p.len() as u32;
+                    }
                     cfg.filter_subtree = 0;
                 }
                 let mut ebpf = load_object(opts, &cfg, &prefix)?;

@@ -1,0 +1,377 @@
+//! A traced run — what `live`, `record` and `attach` share: attach the probes, take the start-up
+//! baseline, build the pipeline from the run's facts with the mode's sinks, drain the ring until
+//! a signal or `--duration`, finish. The modes differ only in their sinks and periodic work.
+use std::{
+    io,
+    os::fd::{AsRawFd, RawFd},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use cgtrace_common::EventKind;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{Signal, SignalKind, signal},
+};
+
+use crate::{
+    commands::{
+        attach::{AttachOptions, AttachState},
+        live,
+        record::{self, RecordOptions, Recording},
+    },
+    format::clock::{ClockRef, monotonic_ns},
+    kernel::hierarchy::Hierarchies,
+    model::baseline::{self, Baseline},
+    pipeline::{Pipeline, facts::RunFacts, filters::Filters, pod_names::PodLogDir},
+    probes::{ProbeOptions, Probes, Tier, WalkTask},
+};
+
+/// Records handled per drain batch before yielding to signals and timers.
+pub const DRAIN_BATCH: usize = 4096;
+/// Bounded drain interval: with no-wake-up submits, this is how late an event can be.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the per-CPU lost counters are read.
+const LOST_POLL: Duration = Duration::from_millis(250);
+
+/// What a traced run does with the events.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// `live`: one line per event.
+    #[default]
+    Text,
+    /// `live --json`: JSON lines.
+    Json,
+    /// `attach`: no per-event output; histograms, verdicts, metrics.
+    Attach(AttachOptions),
+    /// `record`: every input of the pipeline to a session file.
+    Record(RecordOptions),
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub mode: Mode,
+    pub duration: Option<Duration>,
+    pub probe: ProbeOptions,
+    /// The user's filters (the probes carry their kernel-side form).
+    pub filters: Filters,
+    /// Where the host's `/` is (in a container); `/` normally.
+    pub host_root: PathBuf,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            mode: Mode::Text,
+            duration: None,
+            probe: ProbeOptions::default(),
+            filters: Filters::default(),
+            host_root: PathBuf::from("/"),
+        }
+    }
+}
+
+struct RingFd(Probes);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.ring.as_raw_fd()
+    }
+}
+
+/// Runs a traced run on a single-threaded tokio runtime.
+pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
+    rt.block_on(traced(opts))
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
+/// The probes loaded and attached, and the baseline walked meanwhile on a thread of its own
+/// (finished before the programs attach: a cgroup made in between shows up unknown at its
+/// rmdir, one removed in between is settled by its release).
+fn attach_probes(opts: &RunOptions, h: &Hierarchies) -> anyhow::Result<(Probes, Baseline)> {
+    let t0 = Instant::now();
+    let (baseline, probes) = std::thread::scope(|s| {
+        let mut walker = Some(s.spawn(|| baseline::take(h, monotonic_ns())));
+        let mut baseline = None;
+        let mut finish = || {
+            if let Some(w) = walker.take() {
+                baseline = Some(w.join());
+            }
+        };
+        let probes = Probes::load_with(&opts.probe, &mut finish);
+        finish();
+        (baseline, probes)
+    });
+    let probes = probes?;
+    let Some(Ok(baseline)) = baseline else {
+        anyhow::bail!("the start-up baseline walk failed");
+    };
+    log::debug!(
+        "probes loaded and attached, {} cgroups in the baseline, in {} ms",
+        baseline.cgroups.len(),
+        t0.elapsed().as_millis()
+    );
+    Ok((probes, baseline))
+}
+
+/// Dying memcgs already there: named by the start-up walk, in the background (its program's
+/// verification and the walk itself would delay streaming).
+fn start_walk(probes: &Probes, baseline: &Baseline, h: &Hierarchies) -> Option<WalkTask> {
+    if baseline.dying_before_start_total() == 0 {
+        return None;
+    }
+    let mount = h.with_controller("memory").and_then(|m| m.mount.clone())?;
+    match probes.spawn_walk(&mount) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::info!("dying memcgs before start are counted, not named: {e:#}");
+            None
+        }
+    }
+}
+
+/// The first line on stderr: what was attached, and what was not used and why.
+fn announce(facts: &RunFacts, ring_size: u32) {
+    let rejected = facts.rejected_list();
+    eprintln!(
+        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, ring {} KiB{}",
+        facts.tier.name(),
+        facts.tracepoints.name(),
+        if facts.tier == Tier::Tracepoint {
+            ""
+        } else {
+            " + memcg css hooks"
+        },
+        facts.kernel_release,
+        ring_size / 1024,
+        if rejected.is_empty() {
+            String::new()
+        } else {
+            format!("; not used: {rejected}")
+        }
+    );
+}
+
+/// The mode's own state: its periodic work and its end.
+enum ModeState {
+    Stream,
+    Attach(Box<AttachState>),
+    Record(Recording),
+}
+
+async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
+    // Signals first: Ctrl-C during start-up still ends with a summary, not a kill.
+    let mut signals = Signals::install()?;
+    let hierarchies =
+        Hierarchies::load_host(&opts.host_root).context("failed to read the cgroup hierarchies")?;
+    // Node mode binds the metrics port first, so a port in use is a clear error at once.
+    let pending_attach = match &opts.mode {
+        Mode::Attach(a) => Some(crate::commands::attach::bind(a).await?),
+        _ => None,
+    };
+    let (probes, baseline) = attach_probes(opts, &hierarchies)?;
+    let mut walk = start_walk(&probes, &baseline, &hierarchies);
+    let clock = ClockRef::now();
+    let facts = RunFacts::of_probes(&probes, hierarchies, opts.filters.clone(), clock);
+    let pod_names = Box::new(PodLogDir::new(opts.host_root.join("var/log/pods")));
+    let (sinks, mut state) = match (&opts.mode, pending_attach) {
+        (Mode::Text, _) => (live::text_sinks(&facts), ModeState::Stream),
+        (Mode::Json, _) => (live::json_sinks(&facts), ModeState::Stream),
+        (Mode::Record(r), _) => {
+            let (sinks, rec) = record::start(r, &facts, &baseline)?;
+            (sinks, ModeState::Record(rec))
+        }
+        (Mode::Attach(_), Some(p)) => {
+            let (sinks, a) = p.start(&facts)?;
+            (sinks, ModeState::Attach(Box::new(a)))
+        }
+        (Mode::Attach(_), None) => anyhow::bail!("attach without its metrics state"),
+    };
+    let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
+        .map_err(|e| crate::UsageError(e.into()))?;
+    announce(pipe.facts(), opts.probe.ring_size);
+    if let ModeState::Attach(a) = &mut state {
+        a.attached(pipe.facts());
+    }
+    // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
+    // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(RingFd(probes), Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("registering the ring buffer with epoll")?;
+    let mut lost = LostReporter::default();
+    run_loop(
+        opts,
+        &mut signals,
+        &mut ring,
+        &mut walk,
+        &mut pipe,
+        &mut state,
+        &mut lost,
+    )
+    .await?;
+    // Finish: the walk's records (stopped if still running), everything still in the ring,
+    // the final lost counts, the last report, the summary — at event time, so a replay of a
+    // recording prints the same duration.
+    if let Some(w) = &mut walk
+        && let Some(report) = w.finish(|b| pipe.record(b))
+    {
+        log_walk(&report);
+    }
+    while ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b)) > 0 {
+        pipe.check()?;
+    }
+    lost.poll(&ring.get_ref().0, &mut pipe);
+    if let ModeState::Attach(a) = &mut state {
+        a.report(&mut pipe)?;
+    }
+    pipe.finish(monotonic_ns())?;
+    Ok(())
+}
+
+/// Drains until a signal, `--duration` or `--max-size` ends the run.
+async fn run_loop(
+    opts: &RunOptions,
+    signals: &mut Signals,
+    ring: &mut AsyncFd<RingFd>,
+    walk: &mut Option<WalkTask>,
+    pipe: &mut Pipeline,
+    state: &mut ModeState,
+    lost: &mut LostReporter,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut status = live::StatusLine::new(!matches!(state, ModeState::Attach(_)));
+    let uses_tracefs = ring.get_ref().0.attached == crate::probes::Attached::Tracepoint
+        || ring.get_ref().0.mkdir_failures.is_ok();
+    let mut tracefs_gone = false;
+    let mut last_lost_poll = Instant::now();
+    loop {
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
+            _ = until => break,
+            _ = signals.hup.recv() => {
+                if let ModeState::Attach(a) = state {
+                    a.report(pipe)?;
+                }
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {}
+        }
+        if let Some(w) = walk
+            && let Some(report) = w.poll(|b| pipe.record(b))
+        {
+            log_walk(&report);
+        }
+        // Drain in bounded batches, yielding between them so signals are never starved.
+        loop {
+            let n = ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b));
+            pipe.check()?;
+            if n < DRAIN_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let recording = match state {
+            ModeState::Record(r) => Some(&*r),
+            _ => None,
+        };
+        status.around_flush(pipe, recording)?;
+        if let Some(logger) = ring.get_mut().0.logger.as_mut() {
+            logger.flush();
+        }
+        if last_lost_poll.elapsed() >= LOST_POLL {
+            last_lost_poll = Instant::now();
+            lost.poll(&ring.get_ref().0, pipe);
+            // Classic tracepoints came from tracefs: say so if it goes away under us.
+            if uses_tracefs && !tracefs_gone && crate::kernel::tracefs::find().is_none() {
+                tracefs_gone = true;
+                eprintln!(
+                    "cgtrace: warning: tracefs was unmounted while cgtrace runs: the attached tracepoints keep working, but a restart needs tracefs (mount -t tracefs nodev /sys/kernel/tracing)"
+                );
+            }
+        }
+        match state {
+            ModeState::Attach(a) => a.tick(pipe)?,
+            ModeState::Record(r) if r.full() => break,
+            _ => {}
+        }
+    }
+    status.clear();
+    Ok(())
+}
+
+fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
+    match report {
+        Ok(r) => log::info!(
+            "start-up walk: {} memcgs visited, {} found dying, {} triggers{}",
+            r.visited,
+            r.found,
+            r.triggers,
+            if r.done {
+                ""
+            } else {
+                " (stopped before the end)"
+            }
+        ),
+        Err(e) => log::info!("dying memcgs before start are counted, not named: {e}"),
+    }
+}
+
+/// Reads the lost counters and reports growth on stderr: nothing is lost silently.
+#[derive(Default)]
+struct LostReporter {
+    reported: [u64; EventKind::SLOTS],
+}
+
+impl LostReporter {
+    fn poll(&mut self, p: &Probes, pipe: &mut Pipeline) {
+        match p.lost() {
+            Ok(lost) => {
+                for k in EventKind::ALL {
+                    let i = k as usize;
+                    if lost[i] > self.reported[i] {
+                        eprintln!(
+                            "cgtrace: lost {} {} event(s) (ring buffer full; try a larger --ring-size)",
+                            lost[i] - self.reported[i],
+                            k.name()
+                        );
+                        self.reported[i] = lost[i];
+                    }
+                }
+                pipe.lost_totals(monotonic_ns(), &lost);
+            }
+            Err(e) => log::warn!("cannot read the lost-event counters: {e:#}"),
+        }
+    }
+}
