@@ -15,7 +15,7 @@ use cgtrace::{
     format::units,
     kernel::hierarchy::Hierarchies,
     pipeline::filters::Filters,
-    probes::{self, AttachMode, ProbeOptions, SubtreeFilter, Tier},
+    probes::{self, AttachMode, ProbeOptions, Tier},
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -213,38 +213,19 @@ fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
 
 fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<ProbeOptions> {
     let h = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
-    let hierarchies = if f.controllers.is_empty() {
-        None
-    } else {
-        Some(usage(h.select(&f.controllers))?)
-    };
-    let subtree = match &f.subtree {
-        Some(p) => Some(usage(SubtreeFilter::resolve(&h, p))?),
-        None => None,
-    };
-    let path_prefix = f.path_prefix.as_ref().map(|p| p.as_bytes().to_vec());
-    if let Some(p) = &path_prefix
-        && p.len() >= cgtrace_common::PATH_CAP
-    {
-        return usage(Err(anyhow::anyhow!(
-            "--path-prefix is {} bytes; at most {} are supported",
-            p.len(),
-            cgtrace_common::PATH_CAP - 1
-        )));
-    }
-    Ok(ProbeOptions {
+    let mut opts = ProbeOptions {
         tier: p.tier,
-        subtree,
         mkdir_failures: !p.no_mkdir_failures,
         mkdir_failure_hooks: probes::MkdirFailureHooks::Auto,
         attach: p.attach,
         ring_size: usage(probes::ring_size(p.ring_size))?,
-        hierarchies,
-        path_prefix,
         wakeup_bytes: None,
         bpf_debug_log: verbose >= 2
             || std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")),
-    })
+        ..ProbeOptions::default()
+    };
+    usage(opts.set_filters(&f.filters(), &h))?;
+    Ok(opts)
 }
 
 fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {

@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{self, BufReader, BufWriter, Write},
+    io::{self, BufReader, BufWriter, Read, Write},
     path::Path,
     time::{Duration, Instant},
 };
@@ -94,27 +94,38 @@ pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
     }
 }
 
-struct Replayer {
-    header: Header,
-    pipe: Pipeline,
+/// A session being fed through the pipeline.
+pub struct Replayer {
+    pub header: Header,
+    pub pipe: Pipeline,
     first_ts: Option<u64>,
     last_ts: u64,
     end_ns: Option<u64>,
 }
 
-/// Opens a session, reading its header and baseline.
+/// Opens a session file, reading its header and baseline.
 fn open(
     path: &Path,
     filters: &Filters,
     sinks: impl FnOnce(&Hierarchies, ClockRef) -> Vec<Box<dyn Sink>>,
 ) -> anyhow::Result<(SessionReader<BufReader<File>>, Replayer)> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = SessionReader::new(BufReader::with_capacity(1 << 20, f))
+    let reader = SessionReader::new(BufReader::with_capacity(1 << 20, f))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    start(reader, filters, sinks).with_context(|| path.display().to_string())
+}
+
+/// Reads a session's header and baseline and builds the pipeline from the recorded run's facts,
+/// with the replay's filters and sinks.
+pub fn start<R: Read>(
+    mut reader: SessionReader<R>,
+    filters: &Filters,
+    sinks: impl FnOnce(&Hierarchies, ClockRef) -> Vec<Box<dyn Sink>>,
+) -> anyhow::Result<(SessionReader<R>, Replayer)> {
     let header = match reader.next() {
         Ok(Some(Item::Header(h))) => *h,
-        Ok(_) => anyhow::bail!("{}: the session has no header", path.display()),
-        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        Ok(_) => anyhow::bail!("the session has no header"),
+        Err(e) => anyhow::bail!("{e}"),
     };
     let baseline = match reader.next() {
         Ok(Some(Item::Baseline(b))) => b,
@@ -156,8 +167,8 @@ fn pace(r: &mut Replayer, start: Instant, ts_ns: u64, speed: Speed) -> io::Resul
 
 /// Feeds every item after the baseline through the pipeline. A damaged file replays what can
 /// be read; the reader's warnings go to stderr.
-fn feed(
-    reader: &mut SessionReader<BufReader<File>>,
+pub fn feed<R: Read>(
+    reader: &mut SessionReader<R>,
     r: &mut Replayer,
     speed: Speed,
 ) -> anyhow::Result<()> {
@@ -202,7 +213,7 @@ fn feed(
 
 impl Replayer {
     /// Where the recorded run ended: its footer, else its last event.
-    fn end_ns(&self) -> u64 {
+    pub fn end_ns(&self) -> u64 {
         self.end_ns.unwrap_or(self.last_ts)
     }
 }

@@ -257,6 +257,40 @@ impl Default for ProbeOptions {
     }
 }
 
+impl ProbeOptions {
+    /// The kernel-side form of the user's filters: hierarchy ids, the subtree's cgroup per
+    /// hierarchy, the path prefix. Only an optimisation (the pipeline applies `filters` to every
+    /// event); errors are the user's (an unknown controller, a subtree that exists nowhere, a
+    /// prefix longer than the kernel compares).
+    pub fn set_filters(
+        &mut self,
+        filters: &crate::pipeline::filters::Filters,
+        h: &crate::kernel::hierarchy::Hierarchies,
+    ) -> anyhow::Result<()> {
+        self.hierarchies = if filters.controllers.is_empty() {
+            None
+        } else {
+            Some(h.select(&filters.controllers)?)
+        };
+        self.subtree = match &filters.subtree {
+            Some(p) => Some(SubtreeFilter::resolve(h, p)?),
+            None => None,
+        };
+        let path_prefix = filters.path_prefix.as_ref().map(|p| p.as_bytes().to_vec());
+        if let Some(p) = &path_prefix
+            && p.len() >= PATH_CAP
+        {
+            bail!(
+                "--path-prefix is {} bytes; at most {} are supported",
+                p.len(),
+                PATH_CAP - 1
+            );
+        }
+        self.path_prefix = path_prefix;
+        Ok(())
+    }
+}
+
 /// Loaded and attached programs, with the maps the user side reads.
 pub struct Probes {
     /// Keeps programs and links alive.
