@@ -66,6 +66,7 @@ struct Target {
     panel: String,
     ref_id: String,
     expr: String,
+    legend: String,
     instant: bool,
 }
 
@@ -80,6 +81,7 @@ fn targets(d: &Value) -> Vec<Target> {
                 panel: format!("panel {} {:?}", p["id"], p["title"].as_str().unwrap_or("")),
                 ref_id: t["refId"].as_str().unwrap_or("").to_string(),
                 expr: t["expr"].as_str().expect("a target with expr").to_string(),
+                legend: t["legendFormat"].as_str().unwrap_or("").to_string(),
                 instant: t["instant"].as_bool() == Some(true) && t["range"].as_bool() != Some(true),
             });
         }
@@ -997,7 +999,18 @@ fn evaluate_panels(
             Ok(r) if r.is_empty() => {
                 problems.push(format!("{} {}: no series for {expr}", t.panel, t.ref_id))
             }
-            Ok(_) => {}
+            Ok(r) => {
+                // The legend names labels the series have (not ones aggregated away).
+                for label in legend_labels(&t.legend) {
+                    let missing = r.iter().any(|s| s["metric"][label.as_str()].is_null());
+                    if missing && !MAY_BE_EMPTY.contains(&label.as_str()) {
+                        problems.push(format!(
+                            "{} {}: legend {:?} names {label}, which {expr} does not keep",
+                            t.panel, t.ref_id, t.legend
+                        ));
+                    }
+                }
+            }
             Err(e) => problems.push(format!("{} {}: {e}", t.panel, t.ref_id)),
         }
         if !t.instant {
@@ -1014,11 +1027,25 @@ fn evaluate_panels(
     problems
 }
 
+/// Labels cgtrace may export empty, which Prometheus then drops from the series: pod names and
+/// namespaces where `/var/log/pods` was not readable (as for the test's pods).
+const MAY_BE_EMPTY: &[&str] = &["namespace", "name"];
+
+/// The `{{label}}` names of a legend format.
+fn legend_labels(legend: &str) -> Vec<String> {
+    legend
+        .split("{{")
+        .skip(1)
+        .filter_map(|part| part.split_once("}}").map(|(l, _)| l.trim().to_string()))
+        .collect()
+}
+
 /// Variable name → the text Grafana puts in its place.
 type Substitutions = BTreeMap<String, String>;
 
-/// The variables' values (and each query variable's options): `defaults` — what the dashboard selects when opened (All, or the
-/// saved selection among the options) — or else the first option of each.
+/// The variables' values (and each query variable's options): with `defaults` what the
+/// dashboard selects when opened (All, or the saved selection among the options), else the
+/// first option of each.
 fn variable_values(
     prom: &Prometheus,
     d: &Value,
@@ -1173,7 +1200,8 @@ fn every_panel_query_and_alert_expression_has_series() {
         prom.log_text()
     );
     eprintln!(
-        "every panel query has series after {:?}; variables {vars:?}",
+        "all {} panel queries have series after {:?}; variables {vars:?}",
+        targets(&d).len(),
         started.elapsed()
     );
     // The variables offer what the test made.
