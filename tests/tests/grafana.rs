@@ -671,7 +671,7 @@ impl Drop for Proc {
 /// Debian's Prometheus on a free loopback port with its own config and data directory.
 struct Prometheus {
     /// Ended on drop.
-    _proc: Proc,
+    proc: Proc,
     base: String,
     log: PathBuf,
     agent: ureq::Agent,
@@ -714,8 +714,8 @@ impl Prometheus {
             .proxy(None)
             .build()
             .into();
-        let p = Prometheus {
-            _proc: Proc {
+        let mut p = Prometheus {
+            proc: Proc {
                 name: "prometheus",
                 child,
             },
@@ -732,6 +732,12 @@ impl Prometheus {
                 .is_ok_and(|r| r.status() == 200);
             if ready {
                 return p;
+            }
+            if let Ok(Some(st)) = p.proc.child.try_wait() {
+                panic!(
+                    "prometheus exited ({st}) before it was ready:\n{}",
+                    p.log_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,
