@@ -8,7 +8,7 @@
 //!   fire.
 //! * `every_panel_query_and_alert_expression_has_series`: Debian's `prometheus` on loopback
 //!   scrapes a real `cgtrace attach --metrics` every second during real churn (a storm of
-//!   short-lived cgroups, kubelet-style pod cgroups, one page-cache-pinned dying memcg per pod).
+//!   short-lived cgroups, kubelet-style pod cgroups, one dying memcg per pod, pinned by tmpfs pages).
 //!   Then, through the HTTP API, every variable query gives values, and every panel query (the
 //!   variables substituted as Grafana would: first the defaults, then one value of each) gives at
 //!   least one series, as an instant and as a range query. Every alert expression parses and
@@ -918,7 +918,7 @@ impl Drop for Churn {
     }
 }
 
-/// Files whose page cache keeps memcgs dying; removed on drop, which lets the kernel free them.
+/// Files whose pages keep memcgs dying; removed on drop, which lets the kernel free them.
 struct PinFiles(Vec<PathBuf>);
 
 impl Drop for PinFiles {
@@ -930,7 +930,7 @@ impl Drop for PinFiles {
 }
 
 /// Makes `dir` (a memcg), runs a shell in it that writes 4 MiB to `file` and exits, and
-/// removes `dir`: the file's page cache keeps the memcg dying.
+/// removes `dir`: the file's pages (charged to the memcg) keep it dying.
 fn dying_memcg(dir: &Path, file: &Path) {
     fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     let script = format!(
@@ -1122,6 +1122,14 @@ fn every_panel_query_and_alert_expression_has_series() {
     let parent = TestParent::new("grafana", &[&mount]).expect("test parent");
     let scratch = Scratch::new("grafana");
     let mut pins = PinFiles(Vec::new());
+    // tmpfs pages (shmem) pin a memcg like page cache, but neither reclaim without swap nor
+    // another test's drop_caches frees them: only removing the file does.
+    let shm = Path::new("/dev/shm");
+    let pin_dir = if shm.is_dir() {
+        shm
+    } else {
+        scratch.0.as_path()
+    };
 
     let cgtrace_port = free_port();
     let target = format!("127.0.0.1:{cgtrace_port}");
@@ -1135,8 +1143,8 @@ fn every_panel_query_and_alert_expression_has_series() {
         "1h",
     ]);
 
-    // Kubelet-style pods (cgroupfs driver), each with one container memcg that page cache
-    // keeps dying: the per-pod series.
+    // Kubelet-style pods (cgroupfs driver), each with one container memcg that a file's pages
+    // keep dying: the per-pod series.
     let top = parent.dir(&mount);
     let pods = [
         ("burstable", "0b0c1a2e-1111-4c3b-9d4e-5f6a7b8c9d01"),
@@ -1148,7 +1156,7 @@ fn every_panel_query_and_alert_expression_has_series() {
         fs::create_dir(&qdir).expect("mkdir qos");
         let pod = qdir.join(format!("pod{uid}"));
         fs::create_dir(&pod).expect("mkdir pod");
-        let file = scratch.0.join(format!("pin-{i}"));
+        let file = pin_dir.join(format!("cgtrace-grafana-{}-pin-{i}", std::process::id()));
         pins.0.push(file.clone());
         dying_memcg(
             &pod.join(format!("{:064x}", 0xdead_0000_u64 + i as u64)),
@@ -1294,7 +1302,7 @@ fn every_panel_query_and_alert_expression_has_series() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
     // Once the churn stopped (its crash-looping containers are dying for a moment each), the
-    // pods hold exactly the one page-cache-pinned memcg the test left in each.
+    // pods hold exactly the one pinned memcg the test left in each.
     drop(churn);
     let want: BTreeMap<String, String> = pod_uids
         .iter()
