@@ -1,5 +1,6 @@
 //! Shared helpers for the real-kernel integration tests: test cgroups, hierarchy mounts, and
 //! collecting decoded events from loaded programs until a condition or a deadline.
+pub mod binary;
 pub mod cgroup;
 
 use std::{

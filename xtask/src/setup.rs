@@ -1,7 +1,12 @@
 //! `cargo xtask setup`: what a fresh Debian 12 machine of this kind lacks, installed once.
 //!
 //! Each step checks first and does nothing when its result is already there.
-use std::{env, ffi::OsString, path::PathBuf, process::Command};
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -55,18 +60,88 @@ fn sudo(program: &str) -> Command {
     }
 }
 
+fn package_installed(p: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", p])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
 fn missing_packages() -> Vec<&'static str> {
     PACKAGES
         .iter()
         .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
-        })
+        .filter(|p| !package_installed(p))
         .collect()
+}
+
+/// Debian's policy hook: `invoke-rc.d` and `deb-systemd-invoke` ask it before starting a
+/// service from a package's maintainer scripts; exit code 101 means "do not".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// A `policy-rc.d` that forbids starting services, in place while it lives when there was none
+/// (containers usually have one already; it is then left alone).
+struct NoServiceStarts {
+    created: bool,
+}
+
+impl NoServiceStarts {
+    fn new() -> Result<NoServiceStarts> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(NoServiceStarts { created: false });
+        }
+        run(sudo("sh").args([
+            "-c",
+            &format!(
+                "printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 0755 {POLICY_RC_D}"
+            ),
+        ]))
+        .with_context(|| format!("writing {POLICY_RC_D} so the package starts no service"))?;
+        Ok(NoServiceStarts { created: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.created
+            && let Err(e) = run(sudo("rm").args(["-f", POLICY_RC_D]))
+        {
+            eprintln!("setup: warning: could not remove {POLICY_RC_D}: {e:#}");
+        }
+    }
+}
+
+/// Debian's `prometheus` (server and `promtool`) for the dashboard and alert-rule tests, which
+/// start their own server on a free loopback port. The package would start and enable a
+/// service on :9090 that scrapes itself into /var/lib/prometheus: it is installed with service
+/// starts forbidden, and where systemd runs the unit is disabled and stopped. Without
+/// recommends (no node exporter). Returns whether it installed anything.
+fn ensure_prometheus(apt_updated: &mut bool) -> Result<bool> {
+    if package_installed("prometheus") && Path::new("/usr/bin/promtool").exists() {
+        return Ok(false);
+    }
+    eprintln!("setup: installing Debian's prometheus (its service is not started)");
+    let guard = NoServiceStarts::new()?;
+    if !*apt_updated {
+        run(sudo("apt-get").args(["update", "-qq"]))?;
+        *apt_updated = true;
+    }
+    run(sudo("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "prometheus",
+        ]))?;
+    drop(guard);
+    if Path::new("/run/systemd/system").is_dir() {
+        run(sudo("systemctl").args(["disable", "--now", "--quiet", "prometheus.service"]))
+            .context("disabling the prometheus service the package enabled")?;
+    }
+    Ok(true)
 }
 
 fn has_rust_src() -> bool {
@@ -97,16 +172,22 @@ fn has_bpf_linker() -> bool {
 /// Installs whatever is missing. Prints what it did, or that nothing was needed.
 pub fn ensure() -> Result<()> {
     let mut did = Vec::new();
+    let mut apt_updated = false;
 
     let missing = missing_packages();
     if !missing.is_empty() {
         eprintln!("setup: installing Debian packages: {}", missing.join(" "));
         run(sudo("apt-get").args(["update", "-qq"]))?;
+        apt_updated = true;
         run(sudo("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-qq"])
             .args(&missing))?;
         did.push("packages");
+    }
+
+    if ensure_prometheus(&mut apt_updated)? {
+        did.push("prometheus");
     }
 
     if !has_rust_src() {
