@@ -339,6 +339,10 @@ fn session_header() -> Header {
         attach: "raw_tracepoint".into(),
         hierarchies: Hierarchies::default(),
         options: String::new(),
+        page_size: 4096,
+        filters: Default::default(),
+        rejected: Vec::new(),
+        fallbacks: Vec::new(),
     }
 }
 

@@ -11,7 +11,6 @@ use std::{
     fs,
     io::{self, Cursor, Write},
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::{Path, PathBuf},
     process::{Command, Stdio},
     rc::Rc,
     time::{Duration, Instant},
@@ -34,6 +33,7 @@ use cgtrace::{
 use cgtrace_common::EventKind;
 use integration_tests::{
     Layout,
+    binary::cgtrace_bin,
     cgroup::{TestParent, privileged},
     tier_from_env,
 };
@@ -261,32 +261,6 @@ impl Write for Shared {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// The `cgtrace` binary cargo built for this test run.
-fn cgtrace_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary");
-    // target/<profile>/deps/agreement-<hash> → target/<profile>/cgtrace
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("cgtrace");
-    if !bin.is_file() {
-        let ok = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--package",
-                "cgtrace",
-                "--bin",
-                "cgtrace",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(ok.success(), "cargo build -p cgtrace failed");
-    }
-    bin
 }
 
 /// The pod fields of each event line under the test parent: (event, path, pod_uid, namespace,

@@ -80,6 +80,10 @@ pub fn header(facts: &RunFacts) -> anyhow::Result<Header> {
         attach: facts.tracepoints.name().to_string(),
         hierarchies: facts.hierarchies.clone(),
         options: serde_json::to_string(&RecordedOptions::of(facts))?,
+        page_size: facts.page_size,
+        filters: facts.filters.clone(),
+        rejected: facts.rejected.clone(),
+        fallbacks: facts.fallbacks.clone(),
     })
 }
 

@@ -49,46 +49,42 @@ pub fn parse_speed(s: &str) -> Result<Speed, String> {
     }
 }
 
-/// The live run's options, as recorded in the header's `options` (JSON).
+/// The live run's options as text in the header's `options` (JSON): what version-1 sessions
+/// carried of the run's facts; version 2 has them as typed header fields.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct RecordedOptions {
-    /// The filters, as text (sessions before the typed `run_filters`).
+    /// The filters, for people.
     pub filters: String,
     pub tier_rejected: BTreeMap<String, String>,
-    /// Why a better tracepoint kind was not used.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fallbacks: Vec<String>,
-    /// The filters of the live run.
-    #[serde(default)]
-    pub run_filters: Filters,
-    /// The recording kernel's page size (0 in older sessions: 4096).
-    #[serde(default)]
-    pub page_size: u64,
 }
 
 impl RecordedOptions {
     pub fn of(facts: &RunFacts) -> RecordedOptions {
         RecordedOptions {
-            filters: format!("{:?}", facts.filters),
+            filters: serde_json::to_string(&facts.filters).unwrap_or_default(),
             tier_rejected: facts.rejected.iter().cloned().collect(),
-            fallbacks: facts.fallbacks.clone(),
-            run_filters: facts.filters.clone(),
-            page_size: facts.page_size,
         }
     }
 }
 
 /// The facts of a recorded run, from its header, with the replay's own filters.
 pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
-    let o: RecordedOptions = serde_json::from_str(&h.options).unwrap_or_default();
+    let rejected = if h.rejected.is_empty() {
+        // Version 1: the rejected tiers were only in the options text.
+        serde_json::from_str::<RecordedOptions>(&h.options)
+            .map(|o| o.tier_rejected.into_iter().collect())
+            .unwrap_or_default()
+    } else {
+        h.rejected.clone()
+    };
     RunFacts {
         kernel_release: h.kernel_release.clone(),
-        page_size: if o.page_size == 0 { 4096 } else { o.page_size },
+        page_size: h.page_size,
         hierarchies: h.hierarchies.clone(),
         tier: Tier::from_name(&h.tier).unwrap_or(Tier::Tracepoint),
         tracepoints: Attached::from_name(&h.attach).unwrap_or(Attached::Tracepoint),
-        rejected: o.tier_rejected.into_iter().collect(),
-        fallbacks: o.fallbacks,
+        rejected,
+        fallbacks: h.fallbacks.clone(),
         clock: h.clock,
         filters: filters.clone(),
     }

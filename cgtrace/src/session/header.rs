@@ -8,6 +8,7 @@ use super::wire::{Cur, DResult, Malformed, check_str, put_bytes, put_varint};
 use crate::{
     format::clock::ClockRef,
     kernel::hierarchy::{Hierarchies, Hierarchy},
+    pipeline::filters::Filters,
 };
 
 /// What a session was recorded with: everything replay needs to print what live printed.
@@ -29,8 +30,96 @@ pub struct Header {
     pub attach: String,
     /// Hierarchy id → controllers and mount point.
     pub hierarchies: Hierarchies,
-    /// The filters used, free text.
+    /// The live run's options as free text (version 1 kept its filters and rejected tiers
+    /// here, as JSON).
     pub options: String,
+    /// The recording kernel's page size (version 2; 4096 for version-1 files).
+    pub page_size: u64,
+    /// The live run's filters (version 2).
+    pub filters: Filters,
+    /// Why each better probe tier was not used: (tier, why) (version 2).
+    pub rejected: Vec<(String, String)>,
+    /// Why a better tracepoint kind was not used (version 2).
+    pub fallbacks: Vec<String>,
+}
+
+/// Page size assumed for version-1 sessions, which did not record one.
+pub const V1_PAGE_SIZE: u64 = 4096;
+
+fn put_str(b: &mut BytesMut, what: &str, s: &str) -> io::Result<()> {
+    check_str(what, s.as_bytes())?;
+    put_bytes(b, s.as_bytes());
+    Ok(())
+}
+
+fn put_opt_str(b: &mut BytesMut, what: &str, s: Option<&str>) -> io::Result<()> {
+    match s {
+        Some(s) => {
+            b.put_u8(1);
+            put_str(b, what, s)
+        }
+        None => {
+            b.put_u8(0);
+            Ok(())
+        }
+    }
+}
+
+/// The version-2 fields, after `options`.
+fn encode_run_facts(b: &mut BytesMut, h: &Header) -> io::Result<()> {
+    put_varint(b, h.page_size);
+    put_varint(b, h.filters.controllers.len() as u64);
+    for c in &h.filters.controllers {
+        put_str(b, "filter controller", c)?;
+    }
+    put_opt_str(b, "path prefix", h.filters.path_prefix.as_deref())?;
+    put_opt_str(b, "subtree", h.filters.subtree.as_deref())?;
+    put_varint(b, h.rejected.len() as u64);
+    for (what, why) in &h.rejected {
+        put_str(b, "rejected tier", what)?;
+        put_str(b, "rejection reason", why)?;
+    }
+    put_varint(b, h.fallbacks.len() as u64);
+    for f in &h.fallbacks {
+        put_str(b, "fallback", f)?;
+    }
+    Ok(())
+}
+
+fn opt_string(c: &mut Cur<'_>) -> DResult<Option<String>> {
+    match c.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(c.string()?)),
+        _ => Err(Malformed("bad presence byte")),
+    }
+}
+
+/// The version-2 fields: (page size, filters, rejected, fallbacks).
+type RunFactFields = (u64, Filters, Vec<(String, String)>, Vec<String>);
+
+fn decode_run_facts(c: &mut Cur<'_>) -> DResult<RunFactFields> {
+    let page_size = c.varint()?;
+    let n = c.count(1)?;
+    let mut controllers = Vec::with_capacity(n);
+    for _ in 0..n {
+        controllers.push(c.string()?);
+    }
+    let filters = Filters {
+        controllers,
+        path_prefix: opt_string(c)?,
+        subtree: opt_string(c)?,
+    };
+    let n = c.count(2)?;
+    let mut rejected = Vec::with_capacity(n);
+    for _ in 0..n {
+        rejected.push((c.string()?, c.string()?));
+    }
+    let n = c.count(1)?;
+    let mut fallbacks = Vec::with_capacity(n);
+    for _ in 0..n {
+        fallbacks.push(c.string()?);
+    }
+    Ok((page_size, filters, rejected, fallbacks))
 }
 
 pub(super) fn encode_header(b: &mut BytesMut, h: &Header) -> io::Result<()> {
@@ -70,10 +159,11 @@ pub(super) fn encode_header(b: &mut BytesMut, h: &Header) -> io::Result<()> {
     }
     check_str("options", h.options.as_bytes())?;
     put_bytes(b, h.options.as_bytes());
-    Ok(())
+    encode_run_facts(b, h)
 }
 
-pub(super) fn decode_header(p: &[u8]) -> DResult<Header> {
+/// Decodes a header payload of format `version` (1 or 2).
+pub(super) fn decode_header(p: &[u8], version: u16) -> DResult<Header> {
     let mut c = Cur::new(p);
     let cgtrace_version = c.string()?;
     let kernel_release = c.string()?;
@@ -110,6 +200,11 @@ pub(super) fn decode_header(p: &[u8]) -> DResult<Header> {
         }
     }
     let options = c.string()?;
+    let (page_size, filters, rejected, fallbacks) = if version >= 2 {
+        decode_run_facts(&mut c)?
+    } else {
+        (V1_PAGE_SIZE, Filters::default(), Vec::new(), Vec::new())
+    };
     // Fields appended by later writers of this version are ignored.
     Ok(Header {
         cgtrace_version,
@@ -121,5 +216,9 @@ pub(super) fn decode_header(p: &[u8]) -> DResult<Header> {
         attach,
         hierarchies,
         options,
+        page_size,
+        filters,
+        rejected,
+        fallbacks,
     })
 }

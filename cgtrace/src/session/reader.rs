@@ -64,15 +64,16 @@ pub enum SessionError {
     /// The input does not start with [`MAGIC`].
     #[error("not a cgtrace session file (it does not start with the session magic)")]
     NotASession,
-    /// The file's format version is not [`FORMAT_VERSION`].
+    /// The file's format version is not one this reader reads
+    /// ([`MIN_FORMAT_VERSION`]..=[`FORMAT_VERSION`]).
     #[error(
-        "session file format version {file} is not supported: this cgtrace reads format version {supported}{}",
+        "session file format version {file} is not supported: this cgtrace reads format version {supported} and older{}",
         version_hint(*.file, *.supported)
     )]
     Version {
         /// Version in the file.
         file: u16,
-        /// Version this reader reads.
+        /// The newest version this reader reads.
         supported: u16,
     },
     /// The file starts with the magic but ends inside the preamble.
@@ -161,6 +162,8 @@ struct Skip {
 /// session header and I/O errors are errors. No input makes it panic, and its memory stays
 /// bounded (about [`MAX_PAYLOAD`] for the input buffer plus the intern rings).
 pub struct SessionReader<R: Read> {
+    /// The file's format version.
+    version: u16,
     input: R,
     buf: Vec<u8>,
     start: usize,
@@ -206,13 +209,14 @@ impl<R: Read> SessionReader<R> {
             return Err(SessionError::Truncated { len: n });
         }
         let version = u16::from_le_bytes([pre[8], pre[9]]);
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(SessionError::Version {
                 file: version,
                 supported: FORMAT_VERSION,
             });
         }
         Ok(SessionReader {
+            version,
             input,
             buf: Vec::new(),
             start: 0,
@@ -655,7 +659,7 @@ impl<R: Read> SessionReader<R> {
             };
             match (self.phase, loc.ty) {
                 (Phase::Header, frame::HEADER) => {
-                    let res = decode_header(&self.buf[loc.start..loc.end]);
+                    let res = decode_header(&self.buf[loc.start..loc.end], self.version);
                     self.consume(&loc);
                     return match res {
                         Ok(h) => {

@@ -199,6 +199,14 @@ fn header() -> Header {
         attach: "raw_tracepoint".into(),
         hierarchies,
         options: "--controller memory --path-prefix /kubepods ✓".into(),
+        page_size: 16384,
+        filters: crate::pipeline::filters::Filters {
+            controllers: vec!["memory".into()],
+            path_prefix: Some("/kubepods".into()),
+            subtree: None,
+        },
+        rejected: vec![("fentry".into(), "EPERM from BPF_PROG_LOAD".into())],
+        fallbacks: vec![],
     }
 }
 

@@ -10,7 +10,10 @@ use bytes::{BufMut, BytesMut};
 /// the file from text at once).
 pub const MAGIC: [u8; 8] = *b"\x89CGTRACE";
 /// Format version written after [`MAGIC`]; readers refuse any other.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version readers still read: version 1 had no typed run facts in its header
+/// (its page size is taken as 4096, its filters and rejected tiers from the free-text options).
+pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Length of the preamble: magic, version (`u16` LE), reserved flags (`u16` LE).
 pub const PREAMBLE_LEN: usize = 12;
 /// Marks the start of every frame. `0xFF` and `0xFE` never occur in UTF-8 text.
