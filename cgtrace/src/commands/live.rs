@@ -56,8 +56,8 @@ pub fn status_line(pipe: &Pipeline, lost: u64) -> String {
                 (Some(ns), Some(n)) => format!("{ns}/{n}"),
                 _ => p.stats.pod_uid.chars().take(8).collect(),
             };
-            // Names come from directory names: keep control characters off the terminal.
-            let name: String = name.chars().filter(|c| !c.is_control()).collect();
+            // Names come from directory names: escape control characters for the terminal.
+            let name = crate::format::escape::terminal(&name);
             format!("{name} {}", p.stats.dying)
         })
         .collect();
@@ -415,7 +415,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
                             r.path.display(),
                             n as f64 / secs.max(0.001),
                             pipe.counts.lost.iter().sum::<u64>(),
-                            record::human_bytes(bytes.get()),
+                            crate::format::units::human_bytes(bytes.get()),
                             pipe.tracker.totals().dying
                         )
                     }
@@ -448,7 +448,7 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             eprintln!(
                 "cgtrace: {} reached --max-size ({}): stopping",
                 r.path.display(),
-                record::human_bytes(bytes.get())
+                crate::format::units::human_bytes(bytes.get())
             );
             break;
         }

@@ -13,12 +13,13 @@ use serde::Serialize;
 
 use crate::{
     detectors::Verdict,
+    format::units::human_ns,
     kernel::hierarchy::Hierarchies,
     model::baseline::Baseline,
     model::event::Event,
     model::k8s::Qos,
     model::tracker::PodSummary,
-    pipeline::histogram::{Lifetimes, Phase, human_ns, qos_name},
+    pipeline::histogram::{Lifetimes, Phase},
     pipeline::output::{JsonSink, RenderContext, Sink, Summary, TextSink},
     pipeline::{NodeMode, Pipeline},
     session::{Header, Item, SessionError, SessionReader},
@@ -325,7 +326,7 @@ pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
             if let Some(p) = node.lifetimes.qos(q) {
                 for phase in [Phase::Live, Phase::Dying] {
                     if let Some(pc) = percentiles(p.get(phase)) {
-                        lifetimes.insert(format!("{}.qos.{}", phase.name(), qos_name(q)), pc);
+                        lifetimes.insert(format!("{}.qos.{}", phase.name(), Qos::name(q)), pc);
                     }
                 }
             }
@@ -396,7 +397,7 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
                 p.stats.live,
                 p.stats.dying,
                 p.stats.freed,
-                qos_name(p.stats.qos),
+                Qos::name(p.stats.qos),
                 String::from_utf8_lossy(&line)
             )?;
         }
