@@ -30,18 +30,40 @@ static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
 pub struct LoadTimeBytes<const N: usize>(MaybeUninit<[u8; N]>);
 
 impl<const N: usize> LoadTimeBytes<N> {
+    /// The compile-time value: non-zero bytes keep the array in `.rodata`, where the loader can
+    /// set it.
+    pub const fn unset() -> Self {
+        LoadTimeBytes(MaybeUninit::new([0xff; N]))
+    }
+
     #[inline(always)]
     fn get(&self, i: usize) -> u8 {
         // SAFETY: callers keep i < N; the volatile read stops the compiler from folding the
         // compile-time value the loader replaces.
         unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
     }
+
+    /// Whether the string whose `i`th byte `byte(i)` gives (asked only for `i < want` and
+    /// `i < N`) starts with the first `want` bytes of this array. One flat bounded loop.
+    #[inline(always)]
+    pub fn is_prefix_of(&self, want: usize, mut byte: impl FnMut(usize) -> u8) -> bool {
+        let mut i = 0usize;
+        while i < N {
+            if i >= want {
+                return true;
+            }
+            if byte(i) != self.get(i) {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 }
 
-/// The path prefix filter (`Config::path_prefix_len` bytes are used). Non-zero initial bytes keep
-/// it in `.rodata`, where the loader can set it.
+/// The path prefix filter (`Config::path_prefix_len` bytes are used).
 #[unsafe(no_mangle)]
-static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes(MaybeUninit::new([0xff; PATH_CAP]));
+static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes::unset();
 
 /// Size set by the loader (`--ring-size`).
 #[map]
@@ -310,19 +332,8 @@ fn prefix_passes(cfg: &Config, path: *const u8) -> bool {
     if have < want {
         return false;
     }
-    let mut i = 0usize;
-    while i < PATH_CAP {
-        if i >= want {
-            return true;
-        }
-        // SAFETY: i < PATH_CAP, the size of the scratch value.
-        let c = unsafe { *(scratch as *const u8).add(i) };
-        if c != PATH_PREFIX.get(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    // SAFETY: i < PATH_CAP, the size of the scratch value.
+    PATH_PREFIX.is_prefix_of(want, |i| unsafe { *(scratch as *const u8).add(i) })
 }
 
 /// Events submitted per CPU, to look at the ring's fill level only every [`QUERY_EVERY`]th time.

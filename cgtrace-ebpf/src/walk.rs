@@ -3,8 +3,6 @@
 //! controller's css tree finds every one of them. The walk runs in bounded chunks on the raw
 //! tracepoint of mkdirs that cgtrace itself makes (`cgtrace-walk-*` at the hierarchy root), and
 //! resumes from a cursor kept in a map until it is done.
-use core::{mem::MaybeUninit, ptr};
-
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
     maps::Array,
@@ -14,7 +12,7 @@ use cgtrace_common::{EventKind, KernelOffsets, WalkState};
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, cgroup_ids, config, memory_css, read_field, read_memcg},
+    event::{CgroupInfo, LoadTimeBytes, cgroup_ids, config, memory_css, read_field, read_memcg},
 };
 
 /// `CSS_ONLINE` in `cgroup_subsys_state.flags`.
@@ -32,19 +30,8 @@ const UP: u32 = 1;
 static WALK: Array<WalkState> = Array::with_max_entries(1, 0);
 
 /// Name prefix of the trigger cgroups, set by the loader (length in `Config::walk_name_len`).
-#[repr(transparent)]
-pub struct Name(MaybeUninit<[u8; 32]>);
-
-impl Name {
-    #[inline(always)]
-    fn get(&self, i: usize) -> u8 {
-        // SAFETY: callers keep i < 32; volatile so the loader's value is read.
-        unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
-    }
-}
-
 #[unsafe(no_mangle)]
-static WALK_NAME: Name = Name(MaybeUninit::new([0xff; 32]));
+static WALK_NAME: LoadTimeBytes<32> = LoadTimeBytes::unset();
 
 /// The address of a list head inside a css.
 #[inline(always)]
@@ -74,18 +61,9 @@ fn is_trigger(cgrp: *const u8, off: &KernelOffsets, name_len: u32) -> bool {
     if name.is_null() {
         return false;
     }
-    let mut i = 0usize;
-    while i < 32 {
-        if i >= name_len as usize {
-            return true;
-        }
-        let c: u8 = read_field(name, i as u32).unwrap_or(0);
-        if c != WALK_NAME.get(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    WALK_NAME.is_prefix_of(name_len as usize, |i| {
+        read_field(name, i as u32).unwrap_or(0)
+    })
 }
 
 fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {

@@ -50,7 +50,6 @@ use tokio::{
 use crate::{
     model::k8s::Qos,
     model::tracker::{Observed, Tracker},
-    pipeline::histogram::{QOS_CLASSES, qos_name},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text).
@@ -217,10 +216,6 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn qos_index(qos: Option<Qos>) -> usize {
-    QOS_CLASSES.iter().position(|&q| q == qos).unwrap_or(3)
-}
-
 impl Metrics {
     /// All families registered; counters for every event kind and the `cgroups` states exist
     /// from the start (at 0), so `increase()` sees their first change.
@@ -374,7 +369,7 @@ impl Metrics {
         if obs.live_ns.is_none() && obs.dying_ns.is_none() {
             return;
         }
-        let qi = qos_index(obs.qos);
+        let qi = Qos::index(obs.qos);
         if !self.lifetime_cache.contains_key(hierarchy_label) {
             self.lifetime_cache
                 .insert(hierarchy_label.into(), Default::default());
@@ -387,7 +382,7 @@ impl Metrics {
             let h = slots[qi][phase].get_or_insert_with(|| {
                 let labels = LifetimeLabels {
                     hierarchy: escape_label(hierarchy_label),
-                    qos: qos_name(obs.qos).to_string(),
+                    qos: Qos::name(obs.qos).to_string(),
                 };
                 if phase == 0 {
                     self.live_seconds.get_or_create_owned(&labels)
@@ -423,7 +418,7 @@ impl Metrics {
                 pod_uid: escape_label(&p.stats.pod_uid),
                 namespace: escape_label(p.stats.namespace.as_deref().unwrap_or("")),
                 name: escape_label(p.stats.name.as_deref().unwrap_or("")),
-                qos: qos_name(p.stats.qos).to_string(),
+                qos: Qos::name(p.stats.qos).to_string(),
             };
             self.pod_dying
                 .get_or_create(&labels)

@@ -1,16 +1,9 @@
 //! Names for the tracker: interned strings, packed leaf names (ids as bytes), parent
 //! directories.
-use std::hash::Hasher;
-
+use super::NO_STR;
 use super::store::{IdTable, Slab};
-use super::{FastHasher, NO_STR};
 
-pub(super) fn hash_bytes(s: &[u8]) -> u64 {
-    let mut h = FastHasher::default();
-    h.write(s);
-    h.write_u64(s.len() as u64);
-    h.finish()
-}
+pub(super) use crate::model::hash::hash_bytes;
 
 /// [`hash_bytes`] of the concatenation `a ++ b`.
 pub(super) fn hash_parts(a: &[u8], b: &[u8]) -> u64 {
