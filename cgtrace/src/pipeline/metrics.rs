@@ -14,6 +14,9 @@
 //! | `cgtrace_verdict` | gauge: 0 none, 1 info, 2 warning, 3 critical | `detector` |
 //! | `cgtrace_up` | gauge: 1 attached and draining | |
 //! | `cgtrace_attached_info` | info | what the caller sets (tier, kernel, …) |
+//! | `cgtrace_self_cpu_seconds_total`, `cgtrace_self_resident_memory_bytes`, `cgtrace_self_cgroup_memory_bytes` | counter, gauges | cgtrace's own CPU and memory ([`crate::pipeline::own_cost`]) |
+//! | `cgtrace_ring_drains_total`, `cgtrace_ring_records_total`, `cgtrace_ring_fill_bytes`, `cgtrace_ring_size_bytes` | counters, gauges | the ring buffer |
+//! | `cgtrace_bpf_program_run_seconds_total`, `cgtrace_bpf_program_runs_total` | counters (while `kernel.bpf_stats_enabled` is 1) | `program` |
 //!
 //! Per-event calls ([`Metrics::on_event`], [`Metrics::on_observed`]) allocate nothing once a
 //! label set has been seen: the metric handles are cached by label.
@@ -50,6 +53,7 @@ use tokio::{
 use crate::{
     model::k8s::Qos,
     model::tracker::{Observed, Tracker},
+    pipeline::own_cost::{OwnCost, OwnCostMetrics},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text).
@@ -79,6 +83,15 @@ pub const METRIC_NAMES: &[&str] = &[
     "cgtrace_verdict",
     "cgtrace_up",
     "cgtrace_attached_info",
+    "cgtrace_self_cpu_seconds_total",
+    "cgtrace_self_resident_memory_bytes",
+    "cgtrace_self_cgroup_memory_bytes",
+    "cgtrace_ring_drains_total",
+    "cgtrace_ring_records_total",
+    "cgtrace_ring_fill_bytes",
+    "cgtrace_ring_size_bytes",
+    "cgtrace_bpf_program_run_seconds_total",
+    "cgtrace_bpf_program_runs_total",
 ];
 
 /// A label value escaped for the text format (`prometheus-client` writes values verbatim, and
@@ -204,6 +217,7 @@ pub struct Metrics {
     /// Per hierarchy label: [qos index][0 live, 1 dying].
     lifetime_cache: HashMap<Box<str>, [[Option<Histogram>; 2]; 4]>,
     state_gauges: [Gauge; 3],
+    own: OwnCostMetrics,
 }
 
 impl Default for Metrics {
@@ -289,8 +303,10 @@ impl Metrics {
             up.clone(),
         );
         registry.register_collector(Box::new(attached.clone()));
+        let own = OwnCostMetrics::register(&mut registry);
 
         let mut m = Metrics {
+            own,
             registry,
             events,
             lost,
@@ -470,6 +486,11 @@ impl Metrics {
     }
 
     /// Everything in the OpenMetrics text format ([`CONTENT_TYPE`]), ending in `# EOF`.
+    /// cgtrace's own cost, sampled (about once a second).
+    pub fn update_own_cost(&mut self, c: &OwnCost) {
+        self.own.update(c);
+    }
+
     pub fn encode(&self) -> String {
         let mut s = String::with_capacity(16 * 1024);
         if let Err(e) = encode(&mut s, &self.registry) {

@@ -6,6 +6,7 @@ pub mod histogram;
 pub mod metrics;
 pub mod node;
 pub mod output;
+pub mod own_cost;
 pub mod pod_names;
 
 use std::io;

@@ -986,6 +986,22 @@ impl Probes {
         self.mkdir_failures.as_ref().ok().copied()
     }
 
+    /// Each loaded program's accumulated run time and count, from the kernel (they only move
+    /// while `kernel.bpf_stats_enabled` is 1): a syscall per program, call it on a timer.
+    pub fn program_stats(&self) -> Vec<crate::pipeline::own_cost::ProgramStat> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some(crate::pipeline::own_cost::ProgramStat {
+                    name: name.to_string(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+
     /// Lost events so far, per kind (summed over CPUs): a few syscalls, call it on a timer.
     pub fn lost(&self) -> anyhow::Result<[u64; EventKind::SLOTS]> {
         let mut out = [0u64; EventKind::SLOTS];
