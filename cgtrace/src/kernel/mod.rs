@@ -3,7 +3,9 @@
 use std::{fs, sync::OnceLock};
 
 pub mod btf;
+pub mod counters;
 pub mod hierarchy;
+pub mod mountinfo;
 pub mod release;
 pub mod tracefs;
 

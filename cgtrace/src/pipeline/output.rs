@@ -410,7 +410,8 @@ mod tests {
         let h = Hierarchies::parse(
             "7:memory:/\n0::/\n",
             "33 25 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
-        );
+        )
+        .expect("mountinfo");
         RenderContext::new(
             h,
             ClockRef {

@@ -2184,7 +2184,7 @@ mod tests {
 ";
 
     fn header() -> Header {
-        let mut hierarchies = Hierarchies::parse(CGROUP, MOUNTINFO);
+        let mut hierarchies = Hierarchies::parse(CGROUP, MOUNTINFO).expect("mountinfo");
         hierarchies.by_id.insert(
             40,
             Hierarchy {
