@@ -297,7 +297,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     v: x,
                 },
             )
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
             self.out.write_all(b"\n")?;
         }
         Ok(())
@@ -391,7 +391,7 @@ impl<W: Write> Sink for JsonSink<W> {
             s: &'a Summary,
         }
         serde_json::to_writer(&mut self.out, &Line { ty: "summary", s })
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
         self.out.write_all(b"\n")
     }
 
