@@ -344,11 +344,11 @@ fn read_some(path: &Path) -> io::Result<()> {
 
 /// How to walk a memory hierarchy.
 #[derive(Debug)]
-pub(super) struct WalkConfig {
-    pub(super) hierarchy: MemoryHierarchy,
-    pub(super) probe_kmem: bool,
-    pub(super) now: SystemTime,
-    pub(super) pod_dir_min_age: Duration,
+struct WalkConfig {
+    hierarchy: MemoryHierarchy,
+    probe_kmem: bool,
+    now: SystemTime,
+    pod_dir_min_age: Duration,
 }
 
 /// What a walk found.
@@ -381,17 +381,17 @@ impl WalkResult {
 
 /// A directory waiting to be walked.
 struct WalkItem {
-    pub(super) dir: PathBuf,
-    pub(super) display: String,
-    pub(super) depth: usize,
-    pub(super) is_memcg: bool,
-    pub(super) under_kubepods: bool,
-    pub(super) pod_uid: Option<String>,
+    dir: PathBuf,
+    display: String,
+    depth: usize,
+    is_memcg: bool,
+    under_kubepods: bool,
+    pod_uid: Option<String>,
 }
 
 /// Walks a hierarchy without following symlinks, tolerating directories that
 /// vanish meanwhile. `Ok(None)` when `top` itself does not exist.
-pub(super) fn walk_hierarchy(
+fn walk_hierarchy(
     top: &Path,
     display_top: &str,
     cfg: &WalkConfig,
@@ -560,7 +560,7 @@ fn is_pod_uid(s: &str) -> bool {
 
 /// UIDs of pods with a `/var/log/pods` entry (`<namespace>_<name>_<uid>`, or
 /// `<uid>` with old kubelets); `Err` with a note when the directory cannot be listed.
-pub(super) fn pod_log_uids(dir: &Path) -> Result<HashSet<String>, String> {
+fn pod_log_uids(dir: &Path) -> Result<HashSet<String>, String> {
     let entries = fs::read_dir(dir).map_err(|e| format!("Cannot list {}: {e}.", dir.display()))?;
     let mut uids = HashSet::new();
     for entry in entries.flatten() {
