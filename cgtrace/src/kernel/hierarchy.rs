@@ -507,4 +507,26 @@ mod tests {
     fn malformed_mountinfo_is_an_error() {
         assert!(Hierarchies::parse(CGROUP, "36 31 0:33 / /x rw\n").is_err());
     }
+
+    /// On this machine the two views of the layout agree: the hierarchies this process is in
+    /// and the cgroup filesystems of the mount table.
+    #[test]
+    fn this_machine_views_agree() {
+        let (Ok(h), Ok(text)) = (
+            Hierarchies::load(),
+            fs::read_to_string("/proc/self/mountinfo"),
+        ) else {
+            return;
+        };
+        let m = CgroupMounts::parse(&text).unwrap();
+        assert_eq!(h.layout(), m.layout());
+        let v2_memory = h
+            .get(V2_HIERARCHY)
+            .is_some_and(|x| x.has_controller("memory"));
+        assert_eq!(h.memory_hierarchy(), m.memory_hierarchy(v2_memory));
+        assert_eq!(
+            h.memory().and_then(|x| x.mount.clone()),
+            m.memory_mount(v2_memory).map(|x| x.point.clone())
+        );
+    }
 }
