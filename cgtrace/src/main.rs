@@ -1,5 +1,10 @@
 //! The `cgtrace` command.
-use std::{io, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{self, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use cgtrace::{
@@ -235,19 +240,16 @@ fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
         headroom_warn: a.headroom_warn,
         ..check::CheckOptions::default()
     };
+    let mut out = io::stdout().lock();
     match check::run_check(&opts) {
         Ok(report) => {
-            if a.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", check::render_text(&report));
-            }
+            check::write_report(&mut out, &report, a.json)?;
             Ok(ExitCode::from(report.status.exit_code()))
         }
         Err(e) => {
             // The NPD protocol: first stdout line is the message, exit 2 = unknown.
             let msg: String = format!("cgtrace: unknown: {e}").chars().take(80).collect();
-            println!("{msg}");
+            writeln!(out, "{msg}").and_then(|()| out.flush())?;
             eprintln!("cgtrace: error: {:#}", anyhow::Error::from(e));
             Ok(ExitCode::from(2))
         }
@@ -259,11 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check(&a),
         Command::Doctor(a) => {
             let r = doctor::run();
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                print!("{}", doctor::render(&r));
-            }
+            doctor::write_report(&mut io::stdout().lock(), &r, a.json)?;
             Ok(if r.can_run_live() {
                 ExitCode::SUCCESS
             } else {

@@ -377,7 +377,7 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
     let parent = TestParent::new("mkdirfail", &[&v2]).expect("test parent");
     fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
     let exit_only_expected = cfg!(target_arch = "x86_64")
-        && cgtrace::kernel::version(&cgtrace::kernel::release()).is_some_and(|v| v >= (5, 15));
+        && cgtrace::kernel::KernelRelease::running().is_some_and(|k| k.has_bpf_task_pt_regs());
     for (hooks, want_attach) in [
         (
             MkdirFailureHooks::Auto,

@@ -1,16 +1,39 @@
 //! Facts about the running kernel and our privileges, checked before loading anything so the
 //! errors say what is wrong instead of a bare EPERM.
-use std::fs;
+use std::{fs, sync::OnceLock};
 
 pub mod btf;
+pub mod counters;
 pub mod hierarchy;
+pub mod mountinfo;
+pub mod release;
 pub mod tracefs;
+
+pub use release::KernelRelease;
 
 use thiserror::Error;
 
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
+
+/// Number of memcg IDs: they are 16 bits wide and 0 is never handed out
+/// (`MEM_CGROUP_ID_MAX` in `include/linux/memcontrol.h`).
+pub const MEMCG_ID_MAX: u64 = 65_535;
+
+/// Page size of the running system (4 KiB on x86-64; 16 KiB or 64 KiB on some arm64 and ppc64
+/// kernels), read once. The kernel counts memcg usage in pages and sizes the BPF ring buffer in
+/// pages.
+pub fn page_size() -> u64 {
+    static PAGE_SIZE: OnceLock<u64> = OnceLock::new();
+    *PAGE_SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions; it only reads a system constant.
+        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        // sysconf fails only for unknown names; 4096 is the page size of every kernel that
+        // could not answer it.
+        u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
+    })
+}
 
 #[derive(Debug, Error)]
 pub enum KernelError {
@@ -24,30 +47,11 @@ pub enum KernelError {
     NoRingBuf { release: String },
 }
 
-/// The page size of the running system (page counters and ring sizes are in pages; 16K and 64K
-/// on some arm64 kernels).
-pub fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf reads a constant of the running system; no memory is passed.
-        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
-    })
-}
-
 /// The kernel release (`uname -r`).
 pub fn release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
-}
-
-/// (major, minor) of a release string like `6.18.44-fc-v669` or `3.10.0-957.el7.x86_64`.
-pub fn version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
 }
 
 /// Effective capabilities from `/proc/self/status`.
@@ -78,8 +82,8 @@ pub fn check_privileges() -> Result<(), KernelError> {
 
 /// The BPF ring buffer arrived in 5.8.
 pub fn check_ring_buffer(release: &str) -> Result<(), KernelError> {
-    match version(release) {
-        Some(v) if v < (5, 8) => Err(KernelError::NoRingBuf {
+    match KernelRelease::parse(release) {
+        Some(k) if !k.has_ringbuf() => Err(KernelError::NoRingBuf {
             release: release.to_string(),
         }),
         _ => Ok(()),
@@ -108,14 +112,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_versions() {
-        assert_eq!(version("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(version("3.10.0-957.21.3.el7.x86_64"), Some((3, 10)));
-        assert_eq!(version("5.4.0-1059-aws"), Some((5, 4)));
-        assert_eq!(version("garbage"), None);
+    fn ring_buffer_gate() {
+        assert!(check_ring_buffer("garbage").is_ok());
         assert!(check_ring_buffer("5.4.0").is_err());
         assert!(check_ring_buffer("5.8.0").is_ok());
         let e = check_ring_buffer("4.19.1").err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("4.19.1") && e.contains("5.8")));
+    }
+
+    #[test]
+    fn page_size_is_the_systems() {
+        let p = page_size();
+        assert!(p.is_power_of_two() && p >= 4096, "{p}");
+        // The independent oracle: getconf, the libc tool.
+        if let Ok(out) = std::process::Command::new("getconf")
+            .arg("PAGESIZE")
+            .output()
+        {
+            let s = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(s.trim().parse::<u64>().ok(), Some(p));
+        }
+        assert_eq!(page_size(), p);
     }
 }

@@ -2,7 +2,7 @@
 use cgtrace_common::{EventKind, PATH_CAP, RawEvent, flags};
 use thiserror::Error;
 
-pub const PAGE_SIZE: u64 = 4096;
+use crate::kernel::page_size;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -107,7 +107,7 @@ impl<'a> Event<'a> {
         let errno = u32_at(72) as i32;
         let comm = until_nul(&raw[80..96]);
         let path = &raw[96..96 + path_len as usize];
-        let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(PAGE_SIZE));
+        let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(page_size()));
         Ok(Event {
             ts_ns: u64_at(0),
             cgroup_id: u64_at(8),
@@ -205,7 +205,7 @@ pub(crate) mod tests {
         assert_eq!((e.pid, e.tid, e.level, e.hierarchy_id), (4242, 4243, 2, 7));
         assert_eq!(e.cgroup_id, 0x1_0000_0042);
         assert_eq!(e.memcg_id, Some(17));
-        assert_eq!(e.usage_bytes, Some(3 * 4096));
+        assert_eq!(e.usage_bytes, Some(3 * page_size()));
         assert_eq!(e.kmem_bytes, None);
         assert!(e.has_cgroup && !e.path_truncated);
     }

@@ -491,7 +491,7 @@ impl<W: Write> HdrLogWriter<W> {
                 continue;
             }
             w.write_histogram(&interval, start, duration, Tag::new(&tag))
-                .map_err(|e| io::Error::other(format!("interval log: {tag}: {e}")))?;
+                .map_err(|e| interval_log_error(&tag, e))?;
             self.previous.insert(tag, cumulative.clone());
         }
         self.out.flush()
@@ -505,6 +505,21 @@ impl<W: Write> HdrLogWriter<W> {
     /// The underlying writer.
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// An interval-log error as an I/O error that keeps the underlying kind (a closed pipe stays
+/// `BrokenPipe`).
+fn interval_log_error(
+    tag: &str,
+    e: hdrhistogram::serialization::interval_log::IntervalLogWriterError<
+        hdrhistogram::serialization::V2DeflateSerializeError,
+    >,
+) -> io::Error {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterError;
+    match e {
+        IntervalLogWriterError::IoError(e) => e,
+        other => io::Error::other(format!("interval log: {tag}: {other}")),
     }
 }
 

@@ -323,7 +323,7 @@ struct WalkSetup {
 
 /// Rounds a requested ring size to what the kernel accepts.
 pub fn ring_size(requested: u64) -> anyhow::Result<u32> {
-    let page = 4096u64;
+    let page = kernel::page_size();
     if requested < page {
         bail!("ring size {requested} is smaller than a page ({page} bytes)");
     }
@@ -737,8 +737,10 @@ impl Drop for WalkTask {
 }
 
 /// Ring size of the walk's own instance: it reports one memcg per trigger and is drained after
-/// each, so a page would do.
-const WALK_RING_SIZE: u32 = 16 * 4096;
+/// each, so a page would do; 16 pages (the kernel wants a power-of-two multiple of the page size).
+fn walk_ring_size() -> u32 {
+    u32::try_from(kernel::page_size() * 16).unwrap_or(1 << 20)
+}
 
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
@@ -845,7 +847,7 @@ impl Probes {
                 phase("raw tracepoints attached");
                 walk_setup = Some(WalkSetup {
                     opts: ProbeOptions {
-                        ring_size: WALK_RING_SIZE,
+                        ring_size: walk_ring_size(),
                         bpf_debug_log: false,
                         ..opts.clone()
                     },

@@ -110,11 +110,11 @@ fn pod_hash(uid: u128) -> u64 {
 }
 
 fn to_pages(bytes: u64) -> u32 {
-    (bytes / crate::model::event::PAGE_SIZE).min(u32::MAX as u64) as u32
+    (bytes / crate::kernel::page_size()).min(u32::MAX as u64) as u32
 }
 
 fn from_pages(pages: u32) -> u64 {
-    u64::from(pages) * crate::model::event::PAGE_SIZE
+    u64::from(pages) * crate::kernel::page_size()
 }
 
 /// The few fields of an entry the counters need.
