@@ -16,7 +16,8 @@
 //! | `cgtrace_attached_info` | info | what the caller sets (tier, kernel, …) |
 //! | `cgtrace_self_cpu_seconds_total`, `cgtrace_self_resident_memory_bytes`, `cgtrace_self_cgroup_memory_bytes` | counter, gauges | cgtrace's own CPU and memory ([`crate::pipeline::own_cost`]) |
 //! | `cgtrace_ring_drains_total`, `cgtrace_ring_records_total`, `cgtrace_ring_fill_bytes`, `cgtrace_ring_size_bytes` | counters, gauges | the ring buffer |
-//! | `cgtrace_bpf_program_run_seconds_total`, `cgtrace_bpf_program_runs_total` | counters (while `kernel.bpf_stats_enabled` is 1) | `program` |
+//! | `cgtrace_bpf_program_run_seconds_total`, `cgtrace_bpf_program_runs_total` | counters (they move while `kernel.bpf_stats_enabled` is 1) | `program` |
+//! | `cgtrace_bpf_stats_enabled` | gauge | |
 //!
 //! Per-event calls ([`Metrics::on_event`], [`Metrics::on_observed`]) allocate nothing once a
 //! label set has been seen: the metric handles are cached by label.
@@ -92,6 +93,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "cgtrace_ring_size_bytes",
     "cgtrace_bpf_program_run_seconds_total",
     "cgtrace_bpf_program_runs_total",
+    "cgtrace_bpf_stats_enabled",
 ];
 
 /// A label value escaped for the text format (`prometheus-client` writes values verbatim, and
@@ -814,6 +816,16 @@ mod tests {
     #[test]
     fn encodes_names_labels_and_values() {
         let mut m = Metrics::new();
+        m.update_own_cost(&OwnCost {
+            cpu_seconds: 1.5,
+            programs: vec![crate::pipeline::own_cost::ProgramStat {
+                name: "raw_cgroup_mkdir".into(),
+                run_time_ns: 3_000,
+                run_count: 2,
+            }],
+            bpf_stats: true,
+            ..OwnCost::default()
+        });
         for _ in 0..3 {
             m.on_event("mkdir");
         }
@@ -920,6 +932,13 @@ mod tests {
         assert_eq!(buckets, 15);
         assert!(text.contains(&format!("{live}_bucket{{le=\"+Inf\",{mem}}} 1")));
         assert!(text.contains(&format!("{live}_bucket{{le=\"67108.864\",{mem}}} 1")));
+        let prog = "program=\"raw_cgroup_mkdir\"";
+        assert_eq!(
+            sample(&text, &format!("cgtrace_bpf_program_runs_total{{{prog}}}")),
+            Some(2.0)
+        );
+        assert_eq!(sample(&text, "cgtrace_self_cpu_seconds_total"), Some(1.5));
+        assert_eq!(sample(&text, "cgtrace_bpf_stats_enabled"), Some(1.0));
         for name in METRIC_NAMES {
             let family = name
                 .strip_suffix("_total")

@@ -62,8 +62,10 @@ pub struct OwnCost {
     /// `memory.current` (v2) or `memory.usage_in_bytes` (v1) of the process's own memory cgroup.
     pub cgroup_memory_bytes: Option<u64>,
     pub ring: RingStats,
-    /// Per program, when the node has BPF statistics on; None when they are off.
-    pub programs: Option<Vec<ProgramStat>>,
+    /// Per program (the figures only move while the node has BPF statistics on).
+    pub programs: Vec<ProgramStat>,
+    /// Whether the node has BPF statistics on (`kernel.bpf_stats_enabled`).
+    pub bpf_stats: bool,
 }
 
 /// CPU seconds and RSS from `/proc/self/stat` (fields 14, 15 and 24, after the comm).
@@ -109,7 +111,7 @@ fn read_u64(p: &Path) -> Option<u64> {
 }
 
 impl OwnCost {
-    /// Samples the process; `programs` only when the statistics are on.
+    /// Samples the process and its programs.
     pub fn sample(
         hierarchies: &Hierarchies,
         ring: RingStats,
@@ -121,7 +123,8 @@ impl OwnCost {
             rss_bytes,
             cgroup_memory_bytes: own_cgroup_memory(hierarchies),
             ring,
-            programs: bpf_stats_enabled().unwrap_or(false).then(programs),
+            programs: programs(),
+            bpf_stats: bpf_stats_enabled().unwrap_or(false),
         }
     }
 
@@ -133,19 +136,19 @@ impl OwnCost {
             Some(b) => human_bytes(b),
             None => "unknown".to_string(),
         };
-        let bpf = match &self.programs {
-            Some(p) => {
-                let (t, n) = p.iter().fold((0u64, 0u64), |(t, n), s| {
-                    (t + s.run_time_ns, n + s.run_count)
-                });
-                format!(
-                    "BPF {:.0} ns per run ({} runs, {} programs)",
-                    t as f64 / n.max(1) as f64,
-                    n,
-                    p.len()
-                )
-            }
-            None => format!("BPF run time not counted ({BPF_STATS_SYSCTL} is 0)"),
+        let bpf = if self.bpf_stats {
+            let p = &self.programs;
+            let (t, n) = p.iter().fold((0u64, 0u64), |(t, n), s| {
+                (t + s.run_time_ns, n + s.run_count)
+            });
+            format!(
+                "BPF {:.0} ns per run ({} runs, {} programs)",
+                t as f64 / n.max(1) as f64,
+                n,
+                p.len()
+            )
+        } else {
+            format!("BPF run time not counted ({BPF_STATS_SYSCTL} is 0)")
         };
         format!(
             "own cost: CPU {:.2} s, RSS {}, cgroup memory {cgroup}, ring {} drains, {} records, fullest {} of {}, {bpf}",
@@ -175,6 +178,7 @@ pub struct OwnCostMetrics {
     size: Gauge,
     run_time: Family<ProgramLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     run_count: Family<ProgramLabels, Counter>,
+    stats_enabled: Gauge,
     last: OwnCost,
 }
 
@@ -189,6 +193,7 @@ pub const OWN_COST_METRIC_NAMES: &[&str] = &[
     "cgtrace_ring_size_bytes",
     "cgtrace_bpf_program_run_seconds_total",
     "cgtrace_bpf_program_runs_total",
+    "cgtrace_bpf_stats_enabled",
 ];
 
 fn to_i64(v: u64) -> i64 {
@@ -207,6 +212,7 @@ impl OwnCostMetrics {
             size: Gauge::default(),
             run_time: Family::default(),
             run_count: Family::default(),
+            stats_enabled: Gauge::default(),
             last: OwnCost::default(),
         };
         let s = Unit::Seconds;
@@ -253,6 +259,11 @@ impl OwnCostMetrics {
             "Runs of cgtrace's BPF programs (only while kernel.bpf_stats_enabled is 1)",
             m.run_count.clone(),
         );
+        r.register(
+            "bpf_stats_enabled",
+            "1 while the node counts BPF program run time (kernel.bpf_stats_enabled)",
+            m.stats_enabled.clone(),
+        );
         m
     }
 
@@ -271,12 +282,12 @@ impl OwnCostMetrics {
             .inc_by(grow(c.ring.records, self.last.ring.records));
         self.fill.set(to_i64(c.ring.fill_bytes));
         self.size.set(to_i64(c.ring.size_bytes));
-        for p in c.programs.iter().flatten() {
+        self.stats_enabled.set(i64::from(c.bpf_stats));
+        for p in &c.programs {
             let old = self
                 .last
                 .programs
                 .iter()
-                .flatten()
                 .find(|o| o.name == p.name)
                 .cloned()
                 .unwrap_or_default();
