@@ -382,15 +382,7 @@ fn count_lost(kind: EventKind) {
 #[inline(always)]
 pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
-    // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
-    // Start-up walk records carry a leaf name, not a path: no prefix check for them.
-    if kind != EventKind::MkdirFailed
-        && (!hierarchy_passes(&cfg, info.hierarchy_id)
-            || (kind != EventKind::DyingAtStart
-                && !info.path.is_null()
-                && !prefix_passes(&cfg, info.path))
-            || !subtree_passes(&cfg, info))
-    {
+    if !passes_filters(&cfg, kind, info) {
         return Ok(());
     }
     // Filled in place in the ring: cheaper here than building the record elsewhere and copying
@@ -400,7 +392,51 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
         return Err(-1);
     };
     let ev = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
+    // program writes until submit.
+    let len = unsafe { fill(ev, kind, info) };
+    let mut ev_flags = present_flags(info);
+    if info.truncated {
+        ev_flags |= flags::PATH_TRUNCATED;
+    }
+    let path_len = path_len(info, len, &mut ev_flags);
+    let mut level = info.level;
+    if info.level_from_path {
+        if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) == 0 {
+            ev_flags |= flags::LEVEL_FROM_PATH;
+        } else {
+            level = cgroup_level(info.cgrp).unwrap_or(0);
+        }
+    }
+    // SAFETY: as above, the slot is ours until submit.
+    unsafe {
+        (*ev).path_len = path_len;
+        (*ev).flags = ev_flags;
+        (*ev).level = level;
+    }
+    entry.submit(wake_flags(&cfg));
+    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
+        return Err(ev_flags as i64);
+    }
+    Ok(())
+}
+
+/// Whether the event passes the load-time filters (hierarchies, path prefix, subtrees).
+#[inline(always)]
+fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
+    // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
+    // Start-up walk records carry a leaf name, not a path: no prefix check for them.
+    kind == EventKind::MkdirFailed
+        || (hierarchy_passes(cfg, info.hierarchy_id)
+            && (kind == EventKind::DyingAtStart
+                || info.path.is_null()
+                || prefix_passes(cfg, info.path))
+            && subtree_passes(cfg, info))
+}
+
+/// The flags saying which of the cgroup's values the event carries.
+#[inline(always)]
+fn present_flags(info: &CgroupInfo) -> u8 {
     let m = info.memcg;
     let mut ev_flags = if info.has_cgroup {
         flags::HAS_CGROUP
@@ -417,9 +453,21 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
             ev_flags |= flag;
         }
     }
-    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
-    // program writes until submit; the string helper writes at most PATH_CAP bytes into `path`.
-    let len = unsafe {
+    ev_flags
+}
+
+/// Writes every field but `path_len`, `flags` and `level`, and the path; returns what the string
+/// helper returned (the length with its NUL, or an error).
+///
+/// # Safety
+/// `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this program
+/// writes until submit.
+#[inline(always)]
+unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let m = info.memcg;
+    // SAFETY: the caller's promise; the string helper writes at most PATH_CAP bytes into `path`.
+    unsafe {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).cgroup_id = info.cgroup_id;
         (*ev).css = info.css;
@@ -451,48 +499,31 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
                 info.path.cast(),
             )
         }
-    };
-    if info.truncated {
-        ev_flags |= flags::PATH_TRUNCATED;
     }
-    let mut level = info.level;
-    let path_len = if len <= 0 {
-        ev_flags |= flags::PATH_READ_FAILED;
-        0
-    } else {
-        let n = (len - 1) as u16;
-        // A full buffer means the path may go on: look at the byte after the last one kept.
-        if n as usize == PATH_CAP - 1 {
-            let at = info.path.wrapping_add(PATH_CAP - 1);
-            // SAFETY: reads one byte of the string; the helpers check the address.
-            let next: u8 = if info.user_path {
-                unsafe { bpf_probe_read_user(at) }
-            } else {
-                unsafe { bpf_probe_read_kernel(at) }
-            }
-            .unwrap_or(0);
-            if next != 0 {
-                ev_flags |= flags::PATH_TRUNCATED;
-            }
-        }
-        n
-    };
-    if info.level_from_path {
-        if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) == 0 {
-            ev_flags |= flags::LEVEL_FROM_PATH;
+}
+
+/// The path's length from the string helper's `len`, flagging a failed read and a path that goes
+/// on past the buffer.
+#[inline(always)]
+fn path_len(info: &CgroupInfo, len: i64, ev_flags: &mut u8) -> u16 {
+    if len <= 0 {
+        *ev_flags |= flags::PATH_READ_FAILED;
+        return 0;
+    }
+    let n = (len - 1) as u16;
+    // A full buffer means the path may go on: look at the byte after the last one kept.
+    if n as usize == PATH_CAP - 1 {
+        let at = info.path.wrapping_add(PATH_CAP - 1);
+        // SAFETY: reads one byte of the string; the helpers check the address.
+        let next: u8 = if info.user_path {
+            unsafe { bpf_probe_read_user(at) }
         } else {
-            level = cgroup_level(info.cgrp).unwrap_or(0);
+            unsafe { bpf_probe_read_kernel(at) }
+        }
+        .unwrap_or(0);
+        if next != 0 {
+            *ev_flags |= flags::PATH_TRUNCATED;
         }
     }
-    // SAFETY: as above, the slot is ours until submit.
-    unsafe {
-        (*ev).path_len = path_len;
-        (*ev).flags = ev_flags;
-        (*ev).level = level;
-    }
-    entry.submit(wake_flags(&cfg));
-    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
-        return Err(ev_flags as i64);
-    }
-    Ok(())
+    n
 }

@@ -66,6 +66,44 @@ fn is_trigger(cgrp: *const u8, off: &KernelOffsets, name_len: u32) -> bool {
     })
 }
 
+/// The css at `pos` is offline (dying).
+#[inline(always)]
+fn is_dying(pos: u64, off: &KernelOffsets) -> bool {
+    let flags = read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
+    flags & CSS_ONLINE == 0
+}
+
+/// Going down from the css at `pos`: to its first child, or back up when it has none.
+#[inline(always)]
+fn step_down(pos: u64, off: &KernelOffsets) -> (u64, u32) {
+    let children = at(pos, off.css_children);
+    let first = read_field::<u64>(children as *const u8, 0).unwrap_or(children);
+    if first != children && first != 0 {
+        (first.wrapping_sub(off.css_sibling as u64), DOWN)
+    } else {
+        (pos, UP)
+    }
+}
+
+/// Going up from the css at `pos`: to its next sibling (then down), or to its parent; `None`
+/// when the walk is back at `root` (or lost its way).
+#[inline(always)]
+fn step_up(pos: u64, root: u64, off: &KernelOffsets) -> Option<(u64, u32)> {
+    if pos == root || pos == 0 {
+        return None;
+    }
+    let sib = read_field::<u64>(at(pos, off.css_sibling) as *const u8, 0).unwrap_or(0);
+    let parent = read_field::<u64>(pos as *const u8, off.css_parent).unwrap_or(0);
+    if parent == 0 {
+        return None;
+    }
+    if sib != at(parent, off.css_children) && sib != 0 {
+        Some((sib.wrapping_sub(off.css_sibling as u64), DOWN))
+    } else {
+        Some((parent, UP))
+    }
+}
+
 fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let cfg = config();
     let off = cfg.offsets;
@@ -107,38 +145,21 @@ fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
         n += 1;
         if mode == DOWN {
             if pos != root {
-                let flags =
-                    read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
                 // Dying, and made before the walk began (our own triggers die too).
-                if flags & CSS_ONLINE == 0 && made_before(pos, first_id, &off) {
+                if is_dying(pos, &off) && made_before(pos, first_id, &off) {
                     found[nfound & (FOUND_PER_RUN - 1)] = pos;
                     nfound += 1;
                 }
                 st.visited += 1;
             }
-            let children = at(pos, off.css_children);
-            let first = read_field::<u64>(children as *const u8, 0).unwrap_or(children);
-            if first != children && first != 0 {
-                pos = first.wrapping_sub(off.css_sibling as u64);
-            } else {
-                mode = UP;
-            }
+            (pos, mode) = step_down(pos, &off);
         } else {
-            if pos == root || pos == 0 {
-                st.done = 1;
-                break;
-            }
-            let sib = read_field::<u64>(at(pos, off.css_sibling) as *const u8, 0).unwrap_or(0);
-            let parent = read_field::<u64>(pos as *const u8, off.css_parent).unwrap_or(0);
-            if parent == 0 {
-                st.done = 1;
-                break;
-            }
-            if sib != at(parent, off.css_children) && sib != 0 {
-                pos = sib.wrapping_sub(off.css_sibling as u64);
-                mode = DOWN;
-            } else {
-                pos = parent;
+            match step_up(pos, root, &off) {
+                Some(next) => (pos, mode) = next,
+                None => {
+                    st.done = 1;
+                    break;
+                }
             }
         }
     }

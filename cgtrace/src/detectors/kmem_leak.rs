@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::{
-    Ctx, DetectorConfig, Evidence, IdPicture, MAX_EXAMPLES, NS_PER_S, Severity, Verdict, age_s,
-    top_pods, window::Ring,
+    Ctx, DetectorConfig, DyingSample, Evidence, IdPicture, NS_PER_S, Severity, Verdict,
+    window::Ring,
 };
 use crate::{
     format::{escape::terminal, units::human_secs, units::round_millis},
@@ -44,18 +44,9 @@ pub struct KmemLeakEvidence {
     pub eta_to_enospc_s: Option<f64>,
     /// Bytes of kernel memory charged at removal to the pinned memcgs.
     pub kmem_bytes: u64,
-    /// Age of the oldest pinned memcg, seconds (a lower bound when it was found dying at start:
-    /// then it counts from the start-up walk).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest_age_s: Option<f64>,
-    /// Of the pinned memcgs, those already dying when cgtrace started.
-    pub found_at_start: u64,
-    /// Pods with the most pinned memcgs, most first (at most 5).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pod_uids: Vec<String>,
-    /// Example paths (at most 5), oldest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub example_paths: Vec<String>,
+    /// The pinned memcgs.
+    #[serde(flatten)]
+    pub sample: DyingSample,
     /// The kernel release.
     pub kernel: String,
 }
@@ -195,14 +186,7 @@ impl KmemLeak {
             id_headroom: ids.headroom,
             eta_to_enospc_s: leak.eta_s.map(round_millis),
             kmem_bytes: pinned.iter().filter_map(|d| d.kmem_bytes).sum(),
-            oldest_age_s: pinned.first().map(|d| age_s(cx.now, d.rmdir_ns)),
-            found_at_start: pinned.iter().filter(|d| d.before_start).count() as u64,
-            pod_uids: top_pods(pinned.iter().copied()),
-            example_paths: pinned
-                .iter()
-                .take(MAX_EXAMPLES)
-                .map(|d| d.path.clone())
-                .collect(),
+            sample: DyingSample::of(cx.now, pinned),
             kernel: cx.kernel.release.clone(),
         };
         Some(Verdict {

@@ -176,6 +176,41 @@ pub enum Evidence {
     MkdirFailed(MkdirFailedEvidence),
 }
 
+/// Some dying memcgs as evidence (oldest first): the age of the oldest, how many were found at
+/// start, the pods with the most of them and example paths. Its fields sit in the evidence
+/// object of the verdict.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DyingSample {
+    /// Age of the oldest, seconds (a lower bound when it was found dying at start: then it
+    /// counts from the start-up walk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_age_s: Option<f64>,
+    /// Of them, those already dying when cgtrace started.
+    pub found_at_start: u64,
+    /// Pods with the most of them, most first, then by UID (at most 5).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_uids: Vec<String>,
+    /// Example paths (at most 5), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub example_paths: Vec<String>,
+}
+
+impl DyingSample {
+    /// The sample of `memcgs` (oldest first) at `now`.
+    fn of(now: u64, memcgs: &[&DyingMemcg]) -> Self {
+        DyingSample {
+            oldest_age_s: memcgs.first().map(|d| age_s(now, d.rmdir_ns)),
+            found_at_start: memcgs.iter().filter(|d| d.before_start).count() as u64,
+            pod_uids: top_pods(memcgs),
+            example_paths: memcgs
+                .iter()
+                .take(MAX_EXAMPLES)
+                .map(|d| d.path.clone())
+                .collect(),
+        }
+    }
+}
+
 /// One finding.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Verdict {
@@ -376,9 +411,9 @@ fn holds_swap(d: &DyingMemcg) -> bool {
 }
 
 /// The pods with the most of these memcgs (at most 5), most first, then by UID.
-fn top_pods<'a>(it: impl Iterator<Item = &'a DyingMemcg>) -> Vec<String> {
+fn top_pods(memcgs: &[&DyingMemcg]) -> Vec<String> {
     let mut counts: HashMap<&str, u64> = HashMap::new();
-    for d in it {
+    for d in memcgs {
         if let Some(p) = &d.pod_uid {
             *counts.entry(p.as_str()).or_default() += 1;
         }

@@ -2,7 +2,7 @@
 //! removal: page cache (reclaimable) or shmem/tmpfs (not freed by dropping caches).
 use serde::Serialize;
 
-use super::{Ctx, Evidence, MAX_EXAMPLES, Severity, Verdict, age_s, ns, top_pods};
+use super::{Ctx, DyingSample, Evidence, Severity, Verdict, ns};
 use crate::{
     format::units::{human_bytes, human_secs},
     model::tracker::{DyingMemcg, Totals},
@@ -20,17 +20,9 @@ pub struct PageCacheEvidence {
     /// Bytes of kernel memory charged at removal, where known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kmem_bytes: Option<u64>,
-    /// Age of the oldest of them, seconds (a lower bound when it was found dying at start).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest_age_s: Option<f64>,
-    /// Of them, those already dying when cgtrace started.
-    pub found_at_start: u64,
-    /// Pods with the most of them, most first (at most 5).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pod_uids: Vec<String>,
-    /// Example paths (at most 5), oldest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub example_paths: Vec<String>,
+    /// The memcgs counted.
+    #[serde(flatten)]
+    pub sample: DyingSample,
 }
 
 /// The verdict, if enough memcgs are held (those `kmem_leak` already counts are left out when it
@@ -59,13 +51,14 @@ pub(super) fn verdict(
     }
     let total: u64 = held.iter().map(|(_, u)| u).sum();
     let kmem: u64 = held.iter().filter_map(|(d, _)| d.kmem_bytes).sum();
-    let oldest = held.first().map(|(d, _)| age_s(now, d.rmdir_ns));
+    let memcgs: Vec<&DyingMemcg> = held.iter().map(|(d, _)| *d).collect();
+    let sample = DyingSample::of(now, &memcgs);
     let at_least = held.first().is_some_and(|(d, _)| d.before_start);
     let summary = format!(
         "{n} dying memcgs held by {} of page cache or shmem charged at removal (oldest {}{} old)",
         human_bytes(total),
         if at_least { "at least " } else { "" },
-        human_secs(oldest.unwrap_or(0.0)),
+        human_secs(sample.oldest_age_s.unwrap_or(0.0)),
     );
     let evidence = PageCacheEvidence {
         count: n,
@@ -75,14 +68,7 @@ pub(super) fn verdict(
             .iter()
             .any(|(d, _)| d.kmem_bytes.is_some())
             .then_some(kmem),
-        oldest_age_s: oldest,
-        found_at_start: held.iter().filter(|(d, _)| d.before_start).count() as u64,
-        pod_uids: top_pods(held.iter().map(|(d, _)| *d)),
-        example_paths: held
-            .iter()
-            .take(MAX_EXAMPLES)
-            .map(|(d, _)| d.path.clone())
-            .collect(),
+        sample,
     };
     Some(Verdict {
         detector: "page_cache_pinning",

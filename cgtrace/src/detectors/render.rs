@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    ChurnStormEvidence, CrashLoopEvidence, Evidence, KmemLeakEvidence, MEMCG_ID_MAX,
+    ChurnStormEvidence, CrashLoopEvidence, DyingSample, Evidence, KmemLeakEvidence, MEMCG_ID_MAX,
     MkdirFailedEvidence, PageCacheEvidence, Verdict,
 };
 use crate::format::{
@@ -74,6 +74,16 @@ impl Lines<'_> {
         self.line("memcg ID headroom", format!("{h} of {MEMCG_ID_MAX}"));
     }
 
+    fn sample_figures(&mut self, s: &DyingSample) {
+        self.maybe("oldest", s.oldest_age_s.map(human_secs));
+        self.line("found dying at start", s.found_at_start);
+    }
+
+    fn sample_lists(&mut self, s: &DyingSample) {
+        self.list("pods", &s.pod_uids);
+        self.list("example paths", &s.example_paths);
+    }
+
     fn process(&mut self, comm: &str, pid: Option<u32>) {
         let pid = pid.map_or("?".to_string(), |p| p.to_string());
         self.line("process", format!("{comm}[{pid}]"));
@@ -94,11 +104,9 @@ fn kmem_leak(out: &mut Lines<'_>, e: &KmemLeakEvidence) {
     out.headroom(e.id_headroom);
     out.maybe("IDs run out in", e.eta_to_enospc_s.map(human_secs));
     out.line("kernel memory at removal", human_bytes(e.kmem_bytes));
-    out.maybe("oldest", e.oldest_age_s.map(human_secs));
-    out.line("found dying at start", e.found_at_start);
+    out.sample_figures(&e.sample);
     out.line("kernel", &e.kernel);
-    out.list("pods", &e.pod_uids);
-    out.list("example paths", &e.example_paths);
+    out.sample_lists(&e.sample);
 }
 
 fn page_cache(out: &mut Lines<'_>, e: &PageCacheEvidence) {
@@ -106,10 +114,8 @@ fn page_cache(out: &mut Lines<'_>, e: &PageCacheEvidence) {
     out.line("dying memcgs", e.dying);
     out.line("user pages at removal", human_bytes(e.total_bytes));
     out.maybe("kernel memory at removal", e.kmem_bytes.map(human_bytes));
-    out.maybe("oldest", e.oldest_age_s.map(human_secs));
-    out.line("found dying at start", e.found_at_start);
-    out.list("pods", &e.pod_uids);
-    out.list("example paths", &e.example_paths);
+    out.sample_figures(&e.sample);
+    out.sample_lists(&e.sample);
 }
 
 fn churn_storm(out: &mut Lines<'_>, e: &ChurnStormEvidence) {

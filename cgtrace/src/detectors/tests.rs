@@ -199,13 +199,13 @@ fn kmem_leak_on_3_10() {
     // 65535 − 10 live − 1800 dying, at 600/h: 106.2 h.
     assert_eq!(e.id_headroom, 63_725);
     assert_eq!(e.eta_to_enospc_s, Some(382_350.0));
-    assert_eq!(e.oldest_age_s, Some(10_794.0));
-    assert_eq!(e.example_paths.len(), 5);
+    assert_eq!(e.sample.oldest_age_s, Some(10_794.0));
+    assert_eq!(e.sample.example_paths.len(), 5);
     assert_eq!(
-        e.example_paths[0],
+        e.sample.example_paths[0],
         format!("/kubepods/burstable/pod{}/{}", uid(0), cid(0))
     );
-    assert_eq!(e.pod_uids.len(), 5);
+    assert_eq!(e.sample.pod_uids.len(), 5);
     assert!(v.summary.contains("1800 dying memcgs"), "{}", v.summary);
     assert!(
         v.summary.contains("+600/h") && v.summary.contains("63725"),
@@ -330,11 +330,11 @@ fn page_cache_pinning_on_6_x() {
     assert_eq!(page(v).dying, 50);
     assert_eq!(page(v).total_bytes, 50 * (4 << 20));
     assert_eq!(page(v).kmem_bytes, None);
-    assert_eq!(page(v).oldest_age_s, Some(300.0));
-    assert_eq!(page(v).found_at_start, 0);
-    assert_eq!(page(v).pod_uids, vec![uid(1), uid(2)]);
+    assert_eq!(page(v).sample.oldest_age_s, Some(300.0));
+    assert_eq!(page(v).sample.found_at_start, 0);
+    assert_eq!(page(v).sample.pod_uids, vec![uid(1), uid(2)]);
     assert_eq!(
-        page(v).example_paths[0],
+        page(v).sample.example_paths[0],
         format!("/kubepods/burstable/pod{}/{}", uid(1), cid(0))
     );
     assert!(v.summary.contains("page cache or shmem"), "{}", v.summary);
@@ -853,9 +853,9 @@ fn memcgs_found_dying_at_start_count_with_ages_as_lower_bounds() {
     assert_eq!(v.len(), 1, "{:?}", rig.verdicts());
     let e = page(&v[0]);
     assert_eq!(e.count, 12);
-    assert_eq!(e.found_at_start, 12);
-    assert_eq!(e.oldest_age_s, Some(95.0));
-    assert_eq!(e.example_paths[0], format!("{pod}/{}", cid(0)));
+    assert_eq!(e.sample.found_at_start, 12);
+    assert_eq!(e.sample.oldest_age_s, Some(95.0));
+    assert_eq!(e.sample.example_paths[0], format!("{pod}/{}", cid(0)));
     assert!(
         v[0].summary.contains("oldest at least 1m 35s old"),
         "{}",

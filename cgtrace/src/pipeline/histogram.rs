@@ -27,7 +27,7 @@ use hdrhistogram::{
 use crate::{
     format::{escape::terminal, units::human_ns},
     model::k8s::Qos,
-    model::tracker::{Observed, Tracker},
+    model::tracker::{Observed, PodSummary, Tracker},
 };
 
 /// Significant decimal digits every histogram keeps.
@@ -113,23 +113,6 @@ impl Phases {
     }
 }
 
-/// A pod with dying memcgs, as the tracker last reported it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PodDying {
-    /// The pod UID.
-    pub pod_uid: String,
-    /// Namespace, when `/var/log/pods` told.
-    pub namespace: Option<String>,
-    /// Pod name, when `/var/log/pods` told.
-    pub name: Option<String>,
-    /// QoS class from the cgroup path.
-    pub qos: Option<Qos>,
-    /// Dying memcgs of the pod now.
-    pub dying: u64,
-    /// Age of its oldest dying memcg, seconds.
-    pub oldest_dying_age_s: Option<f64>,
-}
-
 /// Which histogram group a tag or title names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Group {
@@ -148,7 +131,7 @@ pub struct Lifetimes {
     hierarchy_ids: Vec<u32>,
     hierarchies: Vec<Phases>,
     qos: [Option<Phases>; 4],
-    pods: Vec<PodDying>,
+    pods: Vec<PodSummary>,
 }
 
 impl Lifetimes {
@@ -206,22 +189,11 @@ impl Lifetimes {
     /// the tracker, for [`Lifetimes::render_terminal`].
     pub fn update_pods(&mut self, tracker: &Tracker) {
         let pods = tracker.dying_pods();
-        self.pods = pods
-            .into_iter()
-            .take(TOP_PODS)
-            .map(|p| PodDying {
-                pod_uid: p.stats.pod_uid,
-                namespace: p.stats.namespace,
-                name: p.stats.name,
-                qos: p.stats.qos,
-                dying: p.stats.dying,
-                oldest_dying_age_s: p.oldest_dying_age_s,
-            })
-            .collect();
+        self.pods = pods.into_iter().take(TOP_PODS).collect();
     }
 
     /// The pods kept by the last [`Lifetimes::update_pods`], most dying memcgs first.
-    pub fn pods(&self) -> &[PodDying] {
+    pub fn pods(&self) -> &[PodSummary] {
         &self.pods
     }
 
@@ -308,9 +280,12 @@ impl Lifetimes {
         if !self.pods.is_empty() {
             out.push_str("pods with the most dying memcgs:\n");
             let _ = writeln!(out, "  {:>6}  {:>8}  {:<10}  POD", "DYING", "OLDEST", "QOS");
-            for p in &self.pods {
-                let age = p
-                    .oldest_dying_age_s
+            for PodSummary {
+                stats: p,
+                oldest_dying_age_s,
+            } in &self.pods
+            {
+                let age = oldest_dying_age_s
                     .map(|s| human_ns((s.max(0.0) * 1e9) as u64))
                     .unwrap_or_else(|| "-".into());
                 let who = match (&p.namespace, &p.name) {
@@ -795,7 +770,7 @@ mod tests {
         t.set_pod_name(UID, "default", "web\x1b[2J");
         l.update_pods(&t);
         assert_eq!(l.pods().len(), 1);
-        assert_eq!(l.pods()[0].dying, 1);
+        assert_eq!(l.pods()[0].stats.dying, 1);
         assert_eq!(l.pods()[0].oldest_dying_age_s, Some(0.5));
         let text = l.render_terminal(&labels);
         assert!(text.contains("pods with the most dying memcgs:"), "{text}");

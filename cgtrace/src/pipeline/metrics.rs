@@ -241,100 +241,92 @@ impl Metrics {
 
     /// Like [`Metrics::new`], with at most `pod_limit` pods in `cgtrace_pod_dying_memcgs`.
     pub fn with_pod_limit(pod_limit: usize) -> Metrics {
-        let mut registry = Registry::with_prefix("cgtrace");
-        let events = Family::<EventLabels, Counter>::default();
-        let lost = Family::<EventLabels, Counter>::default();
         let cgroups = Family::<StateLabels, Gauge>::default();
-        let dying_before_start = Gauge::default();
-        let pod_dying = Family::<PodLabels, Gauge>::default();
-        let live_seconds: HistogramFamily =
-            Family::new_with_constructor(lifetime_histogram as fn() -> Histogram);
-        let dying_seconds: HistogramFamily =
-            Family::new_with_constructor(lifetime_histogram as fn() -> Histogram);
-        let headroom = Arc::new(OptionalGauge::default());
-        let verdicts = Family::<DetectorLabels, Gauge>::default();
-        let up = Gauge::default();
-        let attached = Arc::new(AttachedInfo::default());
-
-        registry.register(
-            "events",
-            "Cgroup lifecycle events seen, by kind",
-            events.clone(),
-        );
-        registry.register(
-            "lost_events",
-            "Events lost because the ring buffer was full, by kind",
-            lost.clone(),
-        );
-        registry.register(
-            "cgroups",
-            "Memory cgroups by state: live (in cgroupfs), dying (removed, not freed), freed (since start)",
-            cgroups.clone(),
-        );
-        registry.register(
-            "dying_before_start",
-            "Dying memcgs the kernel already held when cgtrace started",
-            dying_before_start.clone(),
-        );
-        registry.register(
-            "pod_dying_memcgs",
-            "Dying memcgs per pod (the pods with the most; the rest summed in pod_uid=\"other\")",
-            pod_dying.clone(),
-        );
-        registry.register_with_unit(
-            "cgroup_live",
-            "Cgroup live time, mkdir to rmdir",
-            Unit::Seconds,
-            live_seconds.clone(),
-        );
-        registry.register_with_unit(
-            "cgroup_dying",
-            "Cgroup dying time, rmdir to freed",
-            Unit::Seconds,
-            dying_seconds.clone(),
-        );
-        registry.register_collector(Box::new(headroom.clone()));
-        registry.register(
-            "verdict",
-            "Detector verdicts: 0 none, 1 info, 2 warning, 3 critical",
-            verdicts.clone(),
-        );
-        registry.register(
-            "up",
-            "1 while the probes are attached and the ring buffer is drained",
-            up.clone(),
-        );
-        registry.register_collector(Box::new(attached.clone()));
+        let mut registry = Registry::with_prefix("cgtrace");
         let own = OwnCostMetrics::register(&mut registry);
-
         let mut m = Metrics {
             own,
             registry,
-            events,
-            lost,
+            events: Family::default(),
+            lost: Family::default(),
             state_gauges: ["live", "dying", "freed"].map(|s| {
                 cgroups.get_or_create_owned(&StateLabels {
                     state: s.to_string(),
                 })
             }),
-            dying_before_start,
-            pod_dying,
-            live_seconds,
-            dying_seconds,
-            headroom,
-            verdicts,
-            up,
-            attached,
+            dying_before_start: Gauge::default(),
+            pod_dying: Family::default(),
+            live_seconds: Family::new_with_constructor(lifetime_histogram as fn() -> Histogram),
+            dying_seconds: Family::new_with_constructor(lifetime_histogram as fn() -> Histogram),
+            headroom: Arc::new(OptionalGauge::default()),
+            verdicts: Family::default(),
+            up: Gauge::default(),
+            attached: Arc::new(AttachedInfo::default()),
             pod_limit,
             event_cache: HashMap::new(),
             lost_cache: HashMap::new(),
             lifetime_cache: HashMap::new(),
         };
+        m.register_families(cgroups);
         for k in EventKind::ALL {
             m.event_counter(k.name());
             m.lost_counter(k.name());
         }
         m
+    }
+
+    /// Registers every family (`cgroups` is kept only through its three gauges).
+    fn register_families(&mut self, cgroups: Family<StateLabels, Gauge>) {
+        let registry = &mut self.registry;
+        registry.register(
+            "events",
+            "Cgroup lifecycle events seen, by kind",
+            self.events.clone(),
+        );
+        registry.register(
+            "lost_events",
+            "Events lost because the ring buffer was full, by kind",
+            self.lost.clone(),
+        );
+        registry.register(
+            "cgroups",
+            "Memory cgroups by state: live (in cgroupfs), dying (removed, not freed), freed (since start)",
+            cgroups,
+        );
+        registry.register(
+            "dying_before_start",
+            "Dying memcgs the kernel already held when cgtrace started",
+            self.dying_before_start.clone(),
+        );
+        registry.register(
+            "pod_dying_memcgs",
+            "Dying memcgs per pod (the pods with the most; the rest summed in pod_uid=\"other\")",
+            self.pod_dying.clone(),
+        );
+        registry.register_with_unit(
+            "cgroup_live",
+            "Cgroup live time, mkdir to rmdir",
+            Unit::Seconds,
+            self.live_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "cgroup_dying",
+            "Cgroup dying time, rmdir to freed",
+            Unit::Seconds,
+            self.dying_seconds.clone(),
+        );
+        registry.register_collector(Box::new(self.headroom.clone()));
+        registry.register(
+            "verdict",
+            "Detector verdicts: 0 none, 1 info, 2 warning, 3 critical",
+            self.verdicts.clone(),
+        );
+        registry.register(
+            "up",
+            "1 while the probes are attached and the ring buffer is drained",
+            self.up.clone(),
+        );
+        registry.register_collector(Box::new(self.attached.clone()));
     }
 
     fn event_counter(&mut self, kind: &str) -> &Counter {
