@@ -1,4 +1,4 @@
-//! Project orchestration: `cargo xtask setup | live | test | vm-test`.
+//! Project orchestration: `cargo xtask setup | live | test | vm-test | build-ebpf | check-ebpf`.
 //!
 //! `live` and `test` run `setup` first, so on a fresh machine the README's two commands are all
 //! it takes. `setup` is idempotent: a second run changes nothing.
@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod ebpf;
 mod setup;
 mod vm;
 
@@ -28,6 +29,11 @@ enum Cmd {
     /// Install what a fresh Debian machine lacks (LLVM 22 dev packages, bpf-linker, the nightly's
     /// rust-src, test tools). Does nothing when all is in place.
     Setup,
+    /// Rebuild the committed eBPF object (cgtrace/ebpf/cgtrace.bpf.o) and its inputs list from
+    /// source (nightly, rust-src, bpf-linker; `setup` installs them).
+    BuildEbpf,
+    /// Check that the committed eBPF object matches its sources (rebuilds it and compares).
+    CheckEbpf,
     /// Set up if needed, build in release mode and run `cgtrace live` (extra arguments are passed on).
     Live {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -121,6 +127,8 @@ fn test(args: Vec<OsString>) -> Result<()> {
             "xtask: not root: tests that load eBPF programs or create cgroups will skip (in CI they fail)"
         );
     }
+    // The committed eBPF object must be the one its sources build.
+    ebpf::check()?;
     run(cargo()
         .args(["test", "--workspace", "--exclude", "cgtrace-ebpf"])
         .args(args))?;
@@ -136,6 +144,8 @@ fn test(args: Vec<OsString>) -> Result<()> {
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Setup => setup::ensure(),
+        Cmd::BuildEbpf => ebpf::build_committed(),
+        Cmd::CheckEbpf => setup::ensure().and_then(|()| ebpf::check()),
         Cmd::Live { args } => live(args),
         Cmd::Test { args } => test(args),
         Cmd::VmTest(args) => vm::run(args),
