@@ -1,4 +1,5 @@
-//! Project orchestration: `cargo xtask setup | live | test | vm-test | build-ebpf | check-ebpf`.
+//! Project orchestration: `cargo xtask setup | live | test | vm-test | build-ebpf | check-ebpf |
+//! dist | image`.
 //!
 //! `live` and `test` run `setup` first, so on a fresh machine the README's two commands are all
 //! it takes. `setup` is idempotent: a second run changes nothing.
@@ -13,7 +14,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 mod ebpf;
+mod image;
 mod setup;
 mod vm;
 
@@ -34,6 +37,12 @@ enum Cmd {
     BuildEbpf,
     /// Check that the committed eBPF object matches its sources (rebuilds it and compares).
     CheckEbpf,
+    /// The release tarball target/dist/cgtrace-<version>-x86_64-linux.tar.gz (+ .sha256): a static
+    /// binary built with the stable toolchain alone, man pages, shell completions.
+    Dist,
+    /// The OCI image archive target/image/cgtrace-<version>.oci.tar (the static binary alone,
+    /// no base image), built with umoci, no container daemon.
+    Image,
     /// Set up if needed, build in release mode and run `cgtrace live` (extra arguments are passed on).
     Live {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -129,6 +138,10 @@ fn test(args: Vec<OsString>) -> Result<()> {
     }
     // The committed eBPF object must be the one its sources build.
     ebpf::check()?;
+    // The release artefacts (the static build is the stable-toolchain-only build); the deploy
+    // tests run the image in runc.
+    dist::run_dist()?;
+    image::run_image()?;
     run(cargo()
         .args(["test", "--workspace", "--exclude", "cgtrace-ebpf"])
         .args(args))?;
@@ -145,6 +158,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Setup => setup::ensure(),
         Cmd::BuildEbpf => ebpf::build_committed(),
+        Cmd::Dist => dist::run_dist().map(drop),
+        Cmd::Image => image::run_image().map(drop),
         Cmd::CheckEbpf => setup::ensure().and_then(|()| ebpf::check()),
         Cmd::Live { args } => live(args),
         Cmd::Test { args } => test(args),

@@ -490,7 +490,8 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
 fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
     match report {
         Ok(r) => log::info!(
-            "start-up walk: {} memcgs visited, {} found dying, {} triggers{}",
+            "start-up walk ({}): {} memcgs visited, {} found dying, {} runs{}",
+            r.method.name(),
             r.visited,
             r.found,
             r.triggers,

@@ -77,6 +77,14 @@ pub struct Pipeline {
     path_prefix: Option<Vec<u8>>,
 }
 
+/// Whether the last component of a failed mkdir's path (as the caller spelt it, e.g.
+/// `/sys/fs/cgroup/memory/cgtrace-walk-…`) starts with `prefix` (`/cgtrace-walk-…`).
+fn leaf_is(path: &[u8], prefix: &[u8]) -> bool {
+    let leaf = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let want = prefix.strip_prefix(b"/").unwrap_or(prefix);
+    !want.is_empty() && leaf.starts_with(want)
+}
+
 impl Pipeline {
     /// `kernel_release`: of the kernel the events come from (the session's, in a replay).
     pub fn new(
@@ -141,7 +149,8 @@ impl Pipeline {
     pub fn event(&mut self, ev: &Event<'_>) {
         if let Some(p) = &self.ignore_prefix
             && ev.kind != EventKind::DyingAtStart
-            && ev.path.starts_with(p)
+            && (ev.path.starts_with(p)
+                || (ev.kind == EventKind::MkdirFailed && leaf_is(ev.path, p)))
         {
             return;
         }
@@ -363,5 +372,22 @@ mod tests {
         p.event(&ev(EventKind::Mkdir, 2, 4, 8, b"/other"));
         assert_eq!(seen.borrow().len(), 1);
         assert_eq!(p.counts.seen[EventKind::Mkdir as usize], 1);
+        // Its own failed trigger mkdir (read-only cgroupfs) is no node failure; others are.
+        p.event(&ev(
+            EventKind::MkdirFailed,
+            3,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/cgtrace-walk-1-0",
+        ));
+        p.event(&ev(
+            EventKind::MkdirFailed,
+            4,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/kubepods",
+        ));
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
+        assert_eq!(seen.borrow().len(), 2);
     }
 }
