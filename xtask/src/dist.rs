@@ -89,7 +89,23 @@ pub fn build_static_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `ldd` says the binary needs no shared library, and it runs without any environment.
+/// NSS functions, which a static glibc still loads from shared libraries at run time.
+const NSS_SYMBOLS: &[&str] = &[
+    "getaddrinfo",
+    "gethostbyname",
+    "gethostbyname_r",
+    "getpwnam",
+    "getpwnam_r",
+    "getpwuid",
+    "getpwuid_r",
+    "getgrnam",
+    "getgrgid",
+];
+
+/// The binary needs nothing from the host at run time: `ldd` calls it static ("not a dynamic
+/// executable" for a static executable, "statically linked" for the static-pie rustc links with
+/// `crt-static`, which keeps ASLR), it has no program interpreter and no NSS calls, and it runs
+/// with an empty environment.
 fn check_static(bin: &Path) -> Result<()> {
     let out = Command::new("ldd")
         .arg(bin)
@@ -100,13 +116,31 @@ fn check_static(bin: &Path) -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if !text.contains("not a dynamic executable") {
+    if !text.contains("not a dynamic executable") && !text.contains("statically linked") {
         bail!("{} is not static; ldd says: {}", bin.display(), text.trim());
+    }
+    let headers = stdout_of(Command::new("readelf").arg("--program-headers").arg(bin))?;
+    if headers.contains("INTERP") {
+        bail!("{} has a program interpreter", bin.display());
+    }
+    let symbols = stdout_of(Command::new("nm").arg(bin))?;
+    let nss: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| NSS_SYMBOLS.contains(s))
+        .collect();
+    if !nss.is_empty() {
+        bail!(
+            "{} calls NSS ({}), which a static glibc loads from shared libraries",
+            bin.display(),
+            nss.join(", ")
+        );
     }
     let version = stdout_of(Command::new(bin).env_clear().arg("--version"))?;
     if !version.contains(VERSION) {
         bail!("{} --version says {version:?}", bin.display());
     }
+    eprintln!("xtask: {} is static ({})", bin.display(), text.trim());
     Ok(())
 }
 
@@ -123,8 +157,12 @@ fn generate_docs(dir: &Path) -> Result<()> {
         let d = dir.join(sub);
         fs::create_dir_all(&d)?;
         let mut cmd = cgtrace::cli::command();
-        clap_complete::generate_to(shell, &mut cmd, "cgtrace", &d)
+        let written = clap_complete::generate_to(shell, &mut cmd, "cgtrace", &d)
             .with_context(|| format!("writing the {shell} completions"))?;
+        // bash-completion looks completions up by the command's bare name.
+        if shell == Shell::Bash {
+            fs::rename(&written, d.join("cgtrace"))?;
+        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::{
     kernel::btf,
     kernel::hierarchy::Hierarchies,
     kernel::tracefs,
-    probes::{AttachMode, ProbeOptions, Probes, Tier},
+    probes::{AttachMode, ProbeOptions, Probes, Tier, WalkMethod},
 };
 
 #[derive(Debug, Serialize)]
@@ -32,6 +32,9 @@ pub struct DoctorReport {
     pub live_tier: Option<&'static str>,
     /// How `cgtrace live` would catch failed mkdirs, or why it would not (None: no tier loaded).
     pub failed_mkdirs: Option<String>,
+    /// How the start-up walk would name memcgs that were dying before start (None: no tier
+    /// loaded).
+    pub dying_walk: Option<String>,
     /// "v1", "v2" or "hybrid".
     pub cgroup_layout: &'static str,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -79,6 +82,7 @@ pub fn run() -> DoctorReport {
     let mut tiers = Vec::new();
     let mut live_tier = None;
     let mut failed_mkdirs = None;
+    let mut dying_walk = None;
     for t in Tier::ALL {
         let opts = ProbeOptions {
             tier: Some(t),
@@ -93,6 +97,19 @@ pub fn run() -> DoctorReport {
                     Ok(h) => format!("traced by {}", h.describe()),
                     Err(why) => format!("not traced: {why}"),
                 });
+                if dying_walk.is_none() {
+                    dying_walk = Some(match p.try_walk_test_run() {
+                        Ok(()) => format!(
+                            "named by a walk run with {} (no cgroupfs write)",
+                            WalkMethod::TestRun.name()
+                        ),
+                        Err(why) => format!(
+                            "named by a walk on {} (needs a writable cgroupfs; {} not usable: {why})",
+                            WalkMethod::TriggerCgroup.name(),
+                            WalkMethod::TestRun.name()
+                        ),
+                    });
+                }
                 tiers.push(TierResult {
                     tier: t.name(),
                     ok: true,
@@ -130,6 +147,7 @@ pub fn run() -> DoctorReport {
         tiers,
         live_tier,
         failed_mkdirs,
+        dying_walk,
         cgroup_layout: layout(&hierarchies),
         memory_hierarchy: hierarchies
             .with_controller("memory")
@@ -215,6 +233,9 @@ pub fn render(r: &DoctorReport) -> String {
     }
     if let Some(m) = &r.failed_mkdirs {
         s += &format!("failed mkdirs:   {m}\n");
+    }
+    if let Some(w) = &r.dying_walk {
+        s += &format!("dying at start:  {w}\n");
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),

@@ -184,7 +184,14 @@ impl Pipeline {
                 }
             }
         }
-        if let (Some(i), Some(names)) = (obs.new_pod, self.pod_names.as_mut())
+        // A pod seen for the first time; or a pod of the baseline (so never new) whose dying
+        // memcg the start-up walk found: look its name up (once per such record, few).
+        let unnamed = obs.new_pod.or_else(|| {
+            obs.pod
+                .filter(|_| ev.kind == EventKind::DyingAtStart)
+                .filter(|&i| self.tracker.pod(i).is_some_and(|p| p.name.is_none()))
+        });
+        if let (Some(i), Some(names)) = (unnamed, self.pod_names.as_mut())
             && let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone())
             && let Some((ns, name)) = names.lookup(&uid)
         {

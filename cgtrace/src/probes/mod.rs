@@ -1045,6 +1045,39 @@ impl Probes {
         self.spawn_walk_by(mount, None)
     }
 
+    /// How the start-up walk would run here: one bounded `BPF_PROG_TEST_RUN` of the walk
+    /// program in an instance of its own (its records are dropped), or why not (then the walk
+    /// falls back to trigger cgroups). For `doctor`.
+    pub fn try_walk_test_run(&self) -> Result<(), String> {
+        let setup = self
+            .walk_setup
+            .clone()
+            .ok_or_else(|| "the walk needs raw tracepoints".to_string())?;
+        let off = &setup.cfg.offsets;
+        if off.task_cgroups == KernelOffsets::UNKNOWN
+            || off.css_set_subsys == KernelOffsets::UNKNOWN
+        {
+            return Err("kernel BTF lacks task_struct.cgroups or css_set.subsys".to_string());
+        }
+        (|| -> anyhow::Result<()> {
+            let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)?;
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut("raw_walk_dying")
+                .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+                .try_into()?;
+            prog.load().context("loading raw_walk_dying")?;
+            let ret = prog
+                .test_run(RawTracePointRunOptions::new())
+                .context("BPF_PROG_TEST_RUN")?
+                .return_value;
+            if ret == WALK_RUN_FAILED {
+                bail!("the walk found no memory controller css from its own task");
+            }
+            Ok(())
+        })()
+        .map_err(|e| format!("{e:#}"))
+    }
+
     /// [`Probes::spawn_walk`] with only one method (`None`: `BPF_PROG_TEST_RUN`, falling back
     /// to trigger cgroups).
     pub fn spawn_walk_by(
