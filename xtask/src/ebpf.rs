@@ -10,9 +10,10 @@
 //!
 //! Reproducibility: the object's debug info and BTF name the absolute paths of its sources, so
 //! the sources are copied to a path that depends only on their hash
-//! (`/tmp/cgtrace-ebpf-src/<hash>`) and built there. With the same toolchain the rebuilt object
-//! is then byte-for-byte identical (checked by building twice from two worktrees); the check
-//! compares both the source hash and the bytes.
+//! (`/tmp/cgtrace-ebpf-src/<hash>`) and built there: the object names no path of the checkout
+//! or of its target directory (checked with `strings`), and with the same toolchain two builds
+//! are byte-for-byte identical (checked). The check compares both the source hash and the
+//! bytes.
 use std::{
     collections::BTreeSet,
     env, fs,
@@ -279,6 +280,8 @@ fn build(root: &Path) -> Result<(Vec<u8>, String)> {
         aya_build::Toolchain::default(),
     );
     env::set_current_dir(cwd)?;
+    // The copy is only needed while building (its path is what the object names).
+    let _ = fs::remove_dir_all(&staged);
     built.context("building cgtrace-ebpf")?;
     let object = fs::read(out_dir.join("cgtrace")).context("reading the built object")?;
     Ok((object, inputs))
