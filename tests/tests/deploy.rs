@@ -754,7 +754,8 @@ fn make_dying_memcg(dir: &Path, file: &Path) {
 /// host PID namespace, memory limit and volume mounts read from `daemonset.yaml`. Asserts that
 /// it attaches on the tier `cgtrace doctor` picks on the host, serves `/healthz` (200) and
 /// `/metrics`, attributes a pod made after its start to its name, and names (through the
-/// `BPF_PROG_TEST_RUN` walk, with the host cgroupfs read-only) a memcg that was dying before.
+/// `BPF_PROG_TEST_RUN` walk, with the host cgroupfs read-only) a memcg that was dying before;
+/// exits 0 on SIGTERM; and, run again without CAP_PERFMON, fails naming that capability.
 ///
 /// Two departures from a kubelet, both said here: this machine's capability bounding set lacks
 /// CAP_SYS_RESOURCE, so a runtime asked for it fails ("unable to apply caps"); the test leaves
@@ -1109,6 +1110,28 @@ fn daemonset_runs_in_runc() {
         stderr()
     );
     run.child = None;
+    stdout_of(Command::new("runc").args(["delete", "--force", &id]));
+
+    // The same container without CAP_PERFMON: cgtrace's error names it and what it is for.
+    let without: Vec<&String> = caps.iter().filter(|c| *c != "CAP_PERFMON").collect();
+    cfg["process"]["capabilities"] = serde_json::json!({
+        "bounding": without, "effective": without, "permitted": without,
+        "inheritable": [], "ambient": [],
+    });
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("config");
+    let out = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runc");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran without CAP_PERFMON:\n{err}");
+    assert!(
+        err.contains("missing: CAP_PERFMON (to attach tracing programs"),
+        "the error names the capability:\n{err}"
+    );
     drop(run);
     drop(parent);
 }
