@@ -1,8 +1,9 @@
 //! Project orchestration: `cargo xtask setup | live | test | vm-test | build-ebpf | check-ebpf |
 //! dist | image`.
 //!
-//! `live` and `test` run `setup` first, so on a fresh machine the README's two commands are all
-//! it takes. `setup` is idempotent: a second run changes nothing.
+//! `test` runs `setup` first and `live` needs nothing but the stable toolchain, so on a fresh
+//! machine the README's two commands are all it takes. `setup` is idempotent: a second run
+//! changes nothing.
 use std::{
     env,
     ffi::OsString,
@@ -43,7 +44,8 @@ enum Cmd {
     /// The OCI image archive target/image/cgtrace-<version>.oci.tar (the static binary alone,
     /// no base image), built with umoci, no container daemon.
     Image,
-    /// Set up if needed, build in release mode and run `cgtrace live` (extra arguments are passed on).
+    /// Build in release mode (the stable toolchain alone: the eBPF object is committed) and run
+    /// `cgtrace live` (extra arguments are passed on).
     Live {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -111,7 +113,7 @@ pub fn build_release_cgtrace() -> Result<PathBuf> {
 }
 
 fn live(args: Vec<OsString>) -> Result<()> {
-    setup::ensure()?;
+    // Nothing to install: cgtrace builds with the stable toolchain alone.
     let bin = build_release_cgtrace()?;
     let mut cmd = if is_root() {
         Command::new(&bin)
