@@ -14,7 +14,8 @@ use crate::{is_root, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and benchmarks use
 /// (bpftrace as a second tracer, bpftool as the BTF oracle, runc + busybox as a real container
-/// runtime, hyperfine for timings, qemu to boot Debian's kernels for `cargo xtask vm-test`).
+/// runtime, hyperfine for timings, qemu to boot Debian's kernels for `cargo xtask vm-test`, umoci
+/// to write the OCI image and skopeo to inspect and push it, binutils to check the static binary).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -26,6 +27,9 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "hyperfine",
     "qemu-system-x86",
+    "umoci",
+    "skopeo",
+    "binutils",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -11,7 +11,7 @@ use crate::{
     kernel::btf,
     kernel::hierarchy::{Hierarchies, Layout},
     kernel::tracefs,
-    probes::{AttachMode, ProbeOptions, Probes, Tier},
+    probes::{AttachMode, ProbeOptions, Probes, Tier, WalkMethod},
 };
 
 #[derive(Debug, Serialize)]
@@ -35,6 +35,9 @@ pub struct DoctorReport {
     pub live_tier: Option<&'static str>,
     /// How `cgtrace live` would catch failed mkdirs, or why it would not (None: no tier loaded).
     pub failed_mkdirs: Option<String>,
+    /// How the start-up walk would name memcgs that were dying before start (None: no tier
+    /// loaded).
+    pub dying_walk: Option<String>,
     /// "v1", "v2", "hybrid" or "none".
     pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -79,6 +82,7 @@ pub fn run() -> DoctorReport {
         tiers: tried.tiers,
         live_tier: tried.live_tier,
         failed_mkdirs: tried.failed_mkdirs,
+        dying_walk: tried.dying_walk,
         cgroup_layout: hierarchies.layout(),
         memory_hierarchy: hierarchies
             .memory()
@@ -105,6 +109,22 @@ struct Tried {
     tiers: Vec<TierResult>,
     live_tier: Option<&'static str>,
     failed_mkdirs: Option<String>,
+    dying_walk: Option<String>,
+}
+
+/// How the start-up walk would run on these probes.
+fn walk_method(p: &Probes) -> String {
+    match p.try_walk_test_run() {
+        Ok(()) => format!(
+            "named by a walk run with {} (no cgroupfs write)",
+            WalkMethod::TestRun.name()
+        ),
+        Err(why) => format!(
+            "named by a walk on {} (needs a writable cgroupfs; {} not usable: {why})",
+            WalkMethod::TriggerCgroup.name(),
+            WalkMethod::TestRun.name()
+        ),
+    }
 }
 
 /// Loads every tier in turn, best first; the first that loads is the one `live` would use.
@@ -113,6 +133,7 @@ fn try_tiers() -> Tried {
         tiers: Vec::new(),
         live_tier: None,
         failed_mkdirs: None,
+        dying_walk: None,
     };
     for t in Tier::ALL {
         let opts = ProbeOptions {
@@ -130,6 +151,9 @@ fn try_tiers() -> Tried {
                         Ok(h) => format!("traced by {}", h.describe()),
                         Err(why) => format!("not traced: {why}"),
                     });
+                if tried.dying_walk.is_none() {
+                    tried.dying_walk = Some(walk_method(&p));
+                }
                 TierResult {
                     tier: t.name(),
                     ok: true,
@@ -240,6 +264,9 @@ pub fn render(r: &DoctorReport) -> String {
     }
     if let Some(m) = &r.failed_mkdirs {
         s += &format!("failed mkdirs:   {m}\n");
+    }
+    if let Some(w) = &r.dying_walk {
+        s += &format!("dying at start:  {w}\n");
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),

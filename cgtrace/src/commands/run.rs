@@ -378,7 +378,8 @@ async fn run_loop(
 fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
     match report {
         Ok(r) => log::info!(
-            "start-up walk: {} memcgs visited, {} found dying, {} triggers{}",
+            "start-up walk ({}): {} memcgs visited, {} found dying, {} runs{}",
+            r.method.name(),
             r.visited,
             r.found,
             r.triggers,

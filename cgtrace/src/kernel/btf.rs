@@ -175,6 +175,8 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
         css_flags: u(btf.offset_of("cgroup_subsys_state", &[&["flags"]])),
         kn_name: u(btf.offset_of("kernfs_node", &[&["name"]])),
         kn_parent: u(btf.offset_of("kernfs_node", &[&["__parent", "parent"]])),
+        task_cgroups: u(btf.offset_of("task_struct", &[&["cgroups"]])),
+        css_set_subsys: u(btf.offset_of("css_set", &[&["subsys"]])),
         _pad: 0,
     }
 }
@@ -193,7 +195,7 @@ pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
 }
 
 /// Every offset with its name, for `doctor` and tests.
-pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 20] {
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 22] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
@@ -215,6 +217,8 @@ pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 20] {
         ("cgroup_subsys_state.flags", o.css_flags),
         ("kernfs_node.name", o.kn_name),
         ("kernfs_node.parent", o.kn_parent),
+        ("task_struct.cgroups", o.task_cgroups),
+        ("css_set.subsys", o.css_set_subsys),
     ]
 }
 

@@ -13,6 +13,7 @@ pub use release::KernelRelease;
 
 use thiserror::Error;
 
+pub const CAP_SYS_RESOURCE: u32 = 24;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
@@ -42,6 +43,18 @@ pub enum KernelError {
     )]
     Privileges { missing: String },
     #[error(
+        "kernel {release} is older than 5.8: it has no CAP_BPF/CAP_PERFMON, so bpf() and perf_event_open() need CAP_SYS_ADMIN (run as root; in Kubernetes `privileged: true`)"
+    )]
+    NeedsSysAdmin { release: String },
+    #[error(
+        "kernel {release} is older than 5.11 and charges BPF maps to RLIMIT_MEMLOCK ({limit}), which cgtrace could not raise: {reason}; raising it needs CAP_SYS_RESOURCE"
+    )]
+    Memlock {
+        release: String,
+        limit: String,
+        reason: String,
+    },
+    #[error(
         "kernel {release} has no BPF ring buffer (needs Linux 5.8 or later); `cgtrace check` works without eBPF"
     )]
     NoRingBuf { release: String },
@@ -61,20 +74,39 @@ pub fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
-/// Fails with a one-line explanation when we cannot load BPF programs.
+/// Fails with a one-line explanation when we cannot load BPF programs on this kernel.
 pub fn check_privileges() -> Result<(), KernelError> {
     let Some(caps) = effective_caps() else {
         return Ok(()); // cannot tell: let the kernel decide
     };
+    privileges_for(caps, &release())
+}
+
+/// What `caps` lack to load BPF programs on kernel `release`.
+pub fn privileges_for(caps: u64, release: &str) -> Result<(), KernelError> {
     let has = |c: u32| caps & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    if has(CAP_SYS_ADMIN) {
         return Ok(());
     }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|(c, _)| !has(*c))
-        .map(|(_, n)| n)
-        .collect();
+    if KernelRelease::parse(release).is_some_and(|k| !k.cap_bpf()) {
+        return Err(KernelError::NeedsSysAdmin {
+            release: release.to_string(),
+        });
+    }
+    if has(CAP_BPF) && has(CAP_PERFMON) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF (to load BPF programs and maps)"),
+        (
+            CAP_PERFMON,
+            "CAP_PERFMON (to attach tracing programs and read kernel memory from them)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !has(*c))
+    .map(|(_, n)| n)
+    .collect();
     Err(KernelError::Privileges {
         missing: missing.join(", "),
     })
@@ -90,21 +122,43 @@ pub fn check_ring_buffer(release: &str) -> Result<(), KernelError> {
     }
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: lift it where we may.
-pub fn raise_memlock() {
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: lift it where we may. Fails there
+/// (naming CAP_SYS_RESOURCE) when it cannot be lifted; later kernels do not need it.
+pub fn raise_memlock() -> Result<(), KernelError> {
     let lim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: setrlimit reads a valid rlimit struct; failure is harmless (and expected on
-    // kernels that account BPF memory to the memcg instead).
+    // SAFETY: setrlimit reads a valid rlimit struct.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
-    if rc != 0 {
-        log::debug!(
-            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
-            std::io::Error::last_os_error()
-        );
+    if rc == 0 {
+        return Ok(());
     }
+    let err = std::io::Error::last_os_error();
+    let release = release();
+    if KernelRelease::parse(&release).is_some_and(|k| !k.memcg_charges_bpf()) {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) } == 0 {
+            if cur.rlim_cur == libc::RLIM_INFINITY {
+                "unlimited".to_string()
+            } else {
+                format!("currently {} KiB", cur.rlim_cur / 1024)
+            }
+        } else {
+            "limit unknown".to_string()
+        };
+        return Err(KernelError::Memlock {
+            release,
+            limit,
+            reason: err.to_string(),
+        });
+    }
+    log::debug!("setrlimit(RLIMIT_MEMLOCK) failed (not needed on {release}): {err}");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -133,5 +187,21 @@ mod tests {
             assert_eq!(s.trim().parse::<u64>().ok(), Some(p));
         }
         assert_eq!(page_size(), p);
+    }
+
+    #[test]
+    fn the_missing_capability_depends_on_the_kernel() {
+        let bit = |c: u32| 1u64 << c;
+        let bpf_perfmon = bit(CAP_BPF) | bit(CAP_PERFMON);
+        assert!(privileges_for(bpf_perfmon, "6.1.0").is_ok());
+        assert!(privileges_for(bit(CAP_SYS_ADMIN), "5.4.0").is_ok());
+        let old = privileges_for(bpf_perfmon, "5.4.0")
+            .err()
+            .map(|e| e.to_string());
+        assert!(old.is_some_and(|e| e.contains("CAP_SYS_ADMIN") && e.contains("5.8")));
+        let e = privileges_for(bit(CAP_BPF), "6.1.0")
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("CAP_PERFMON") && !e.contains("CAP_BPF (")));
     }
 }

@@ -153,7 +153,14 @@ impl Pipeline {
             let r = self.sinks[i].observed(ev, &obs, &self.tracker);
             self.keep(r);
         }
-        if let Some(i) = obs.new_pod {
+        // A pod seen for the first time; or a pod of the baseline (so never new) whose dying
+        // memcg the start-up walk found: look its name up (once per such record, few).
+        let unnamed = obs.new_pod.or_else(|| {
+            obs.pod
+                .filter(|_| ev.kind == EventKind::DyingAtStart)
+                .filter(|&i| self.tracker.pod(i).is_some_and(|p| p.name.is_none()))
+        });
+        if let Some(i) = unnamed {
             self.name_new_pod(i);
         }
         let shown;
@@ -176,7 +183,8 @@ impl Pipeline {
         }
     }
 
-    /// A pod the tracker just met: its name and namespace, when the source knows them.
+    /// A pod the tracker just met (or an unnamed one of the baseline): its name and namespace,
+    /// when the source knows them.
     fn name_new_pod(&mut self, i: u32) {
         let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone()) else {
             return;
@@ -336,5 +344,22 @@ mod tests {
         p.event(&ev(EventKind::Mkdir, 2, 4, 8, b"/other"));
         assert_eq!(seen.borrow().len(), 1);
         assert_eq!(p.counts.seen[EventKind::Mkdir as usize], 1);
+        // Its own failed trigger mkdir (read-only cgroupfs) is no node failure; others are.
+        p.event(&ev(
+            EventKind::MkdirFailed,
+            3,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/cgtrace-walk-1-0",
+        ));
+        p.event(&ev(
+            EventKind::MkdirFailed,
+            4,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/kubepods",
+        ));
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
+        assert_eq!(seen.borrow().len(), 2);
     }
 }

@@ -15,7 +15,10 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
+    programs::{
+        FEntry, FExit, KProbe, Program, RawTracePoint, RawTracePointRunOptions, TestRun as _,
+        TracePoint,
+    },
 };
 use aya_log::EbpfLogger;
 use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree};
@@ -68,9 +71,35 @@ pub struct WalkReport {
     pub visited: u32,
     pub found: u32,
     pub done: bool,
-    /// Trigger cgroups made (one bounded run of the walk program each).
+    /// Runs of the walk program (one bounded chunk each): test runs or trigger cgroups made.
     pub triggers: u32,
+    /// How the walk program was run.
+    pub method: WalkMethod,
 }
+
+/// How the start-up walk's program was run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalkMethod {
+    /// Directly, with `BPF_PROG_TEST_RUN` (5.10+), from cgtrace's own task: no cgroupfs write.
+    #[default]
+    TestRun,
+    /// On the mkdir tracepoint, by making `cgtrace-walk-*` cgroups (the fallback: needs a
+    /// writable cgroupfs).
+    TriggerCgroup,
+}
+
+impl WalkMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            WalkMethod::TestRun => "BPF_PROG_TEST_RUN",
+            WalkMethod::TriggerCgroup => "trigger cgroups",
+        }
+    }
+}
+
+/// What a run of the walk program returns (see cgtrace-ebpf/src/walk.rs).
+const WALK_RUN_FAILED: u32 = 1;
 
 /// Failed mkdirs through the enter and exit hooks (the enter hook remembers the path per
 /// thread): (tracepoint, program).
@@ -600,17 +629,19 @@ fn attach_syscall_hooks(ebpf: &mut Ebpf, hooks: &[(&str, &str)]) -> anyhow::Resu
     Ok(())
 }
 
-/// Names the memcgs that were dying before start: runs the walk program on mkdirs of
-/// `cgtrace-walk-*` cgroups made at the root of `mount` (the hierarchy holding memory) until the
-/// walk is done or `stop` is set. The records go to the object's ring as `dying_at_start`
-/// events; `after_trigger` runs after each trigger (to drain them). The trigger cgroups' own
-/// events start with [`walk_trigger_prefix`] and are to be ignored.
+/// Names the memcgs that were dying before start: runs the walk program directly with
+/// `BPF_PROG_TEST_RUN` from cgtrace's own task (no cgroupfs write), or where the kernel refuses
+/// that (before 5.10), on mkdirs of `cgtrace-walk-*` cgroups made at the root of `mount` (the
+/// hierarchy holding memory), until the walk is done or `stop` is set. The records go to the
+/// object's ring as `dying_at_start` events; `after_run` runs after each run (to drain them). The
+/// trigger cgroups' own events start with [`walk_trigger_prefix`] and are to be ignored.
 fn run_walk(
     ebpf: &mut Ebpf,
     off: &KernelOffsets,
     mount: &Path,
+    only: Option<WalkMethod>,
     stop: &AtomicBool,
-    mut after_trigger: impl FnMut(),
+    mut after_run: impl FnMut(),
 ) -> anyhow::Result<WalkReport> {
     for (name, v) in [
         ("cgroup_subsys_state.children", off.css_children),
@@ -630,11 +661,81 @@ fn run_walk(
     let t0 = Instant::now();
     prog.load().context("loading raw_walk_dying")?;
     log::debug!("raw_walk_dying verified and loaded in {:?}", t0.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let read_state = |ebpf: &Ebpf, n: u32, method| -> anyhow::Result<WalkReport> {
+        let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
+            ebpf.map("WALK")
+                .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
+        )?;
+        let st = state.get(&0, 0)?;
+        Ok(WalkReport {
+            visited: st.visited,
+            found: st.found,
+            done: st.done != 0,
+            triggers: n,
+            method,
+        })
+    };
+    // BPF_PROG_TEST_RUN: the program runs in this task, with zeroed arguments.
+    let test_run = if only == Some(WalkMethod::TriggerCgroup) {
+        Err(anyhow!("trigger cgroups asked for"))
+    } else if off.task_cgroups == KernelOffsets::UNKNOWN
+        || off.css_set_subsys == KernelOffsets::UNKNOWN
+    {
+        Err(anyhow!(
+            "kernel BTF lacks task_struct.cgroups or css_set.subsys"
+        ))
+    } else {
+        (|| -> anyhow::Result<WalkReport> {
+            let mut report = WalkReport::default();
+            for n in 1u32.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let prog: &RawTracePoint = ebpf
+                    .program("raw_walk_dying")
+                    .ok_or_else(|| anyhow!("program raw_walk_dying missing"))?
+                    .try_into()?;
+                let ret = prog
+                    .test_run(RawTracePointRunOptions::new())
+                    .context("BPF_PROG_TEST_RUN of raw_walk_dying")?
+                    .return_value;
+                after_run();
+                if ret == WALK_RUN_FAILED {
+                    bail!("the walk found no memory controller css from its own task");
+                }
+                report = read_state(ebpf, n, WalkMethod::TestRun)?;
+                if report.done || Instant::now() > deadline {
+                    break;
+                }
+            }
+            Ok(report)
+        })()
+    };
+    match test_run {
+        Ok(report) => {
+            log::info!("start-up walk run with BPF_PROG_TEST_RUN");
+            return Ok(report);
+        }
+        // Part of the walk ran: its cursor cannot be trusted by a second method.
+        Err(e)
+            if only == Some(WalkMethod::TestRun)
+                || read_state(ebpf, 0, WalkMethod::TestRun).is_ok_and(|r| r.visited > 0) =>
+        {
+            return Err(e);
+        }
+        Err(e) => log::info!(
+            "start-up walk: BPF_PROG_TEST_RUN not usable ({e:#}); falling back to trigger cgroups"
+        ),
+    }
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut("raw_walk_dying")
+        .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+        .try_into()?;
     let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
     let prefix = walk_trigger_prefix();
     let mut report = WalkReport::default();
     let result = (|| -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
         for n in 0u32.. {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -643,18 +744,8 @@ fn run_walk(
             std::fs::create_dir(&dir)
                 .with_context(|| format!("making the walk trigger {}", dir.display()))?;
             let _ = std::fs::remove_dir(&dir);
-            after_trigger();
-            let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
-                ebpf.map("WALK")
-                    .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
-            )?;
-            let st = state.get(&0, 0)?;
-            report = WalkReport {
-                visited: st.visited,
-                found: st.found,
-                done: st.done != 0,
-                triggers: n + 1,
-            };
+            after_run();
+            report = read_state(ebpf, n + 1, WalkMethod::TriggerCgroup)?;
             if report.done || Instant::now() > deadline {
                 break;
             }
@@ -800,7 +891,7 @@ impl Probes {
             |what: &str| log::debug!("load: {what} at {} ms", started.elapsed().as_millis());
         kernel::check_privileges()?;
         kernel::check_ring_buffer(&kernel_release)?;
-        kernel::raise_memlock();
+        kernel::raise_memlock()?;
         phase("privileges and ring buffer checked");
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
@@ -1018,6 +1109,49 @@ impl Probes {
     /// thread of its own, triggered at the root of `mount` (the hierarchy holding memory). Its
     /// records come through [`WalkTask::poll`], beside the ring's events.
     pub fn spawn_walk(&self, mount: &Path) -> anyhow::Result<WalkTask> {
+        self.spawn_walk_by(mount, None)
+    }
+
+    /// How the start-up walk would run here: one bounded `BPF_PROG_TEST_RUN` of the walk
+    /// program in an instance of its own (its records are dropped), or why not (then the walk
+    /// falls back to trigger cgroups). For `doctor`.
+    pub fn try_walk_test_run(&self) -> Result<(), String> {
+        let setup = self
+            .walk_setup
+            .clone()
+            .ok_or_else(|| "the walk needs raw tracepoints".to_string())?;
+        let off = &setup.cfg.offsets;
+        if off.task_cgroups == KernelOffsets::UNKNOWN
+            || off.css_set_subsys == KernelOffsets::UNKNOWN
+        {
+            return Err("kernel BTF lacks task_struct.cgroups or css_set.subsys".to_string());
+        }
+        (|| -> anyhow::Result<()> {
+            let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)?;
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut("raw_walk_dying")
+                .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+                .try_into()?;
+            prog.load().context("loading raw_walk_dying")?;
+            let ret = prog
+                .test_run(RawTracePointRunOptions::new())
+                .context("BPF_PROG_TEST_RUN")?
+                .return_value;
+            if ret == WALK_RUN_FAILED {
+                bail!("the walk found no memory controller css from its own task");
+            }
+            Ok(())
+        })()
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    /// [`Probes::spawn_walk`] with only one method (`None`: `BPF_PROG_TEST_RUN`, falling back
+    /// to trigger cgroups).
+    pub fn spawn_walk_by(
+        &self,
+        mount: &Path,
+        only: Option<WalkMethod>,
+    ) -> anyhow::Result<WalkTask> {
         let setup = self
             .walk_setup
             .clone()
@@ -1036,7 +1170,8 @@ impl Probes {
                         ebpf.take_map("EVENTS")
                             .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
                     )?;
-                    let report = run_walk(&mut ebpf, &setup.cfg.offsets, &mount, &stopped, || {
+                    let off = &setup.cfg.offsets;
+                    let report = run_walk(&mut ebpf, off, &mount, only, &stopped, || {
                         while let Some(item) = ring.next() {
                             let _ = tx.send(WalkMsg::Record(item.to_vec()));
                         }
