@@ -485,3 +485,10 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     }
     Ok(())
 }
+
+// The names the loader looks these up by.
+bpf_name!(static cgtrace_common::names::map::EVENTS, EVENTS);
+bpf_name!(static cgtrace_common::names::map::LOST, LOST);
+bpf_name!(static cgtrace_common::names::map::SUBTREES, SUBTREES);
+bpf_name!(static cgtrace_common::names::global::CONFIG, CONFIG);
+bpf_name!(static cgtrace_common::names::global::PATH_PREFIX, PATH_PREFIX);
