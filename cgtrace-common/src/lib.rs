@@ -80,6 +80,8 @@ impl EventKind {
 }
 
 /// Bits of [`RawEvent::flags`].
+pub mod names;
+
 pub mod flags {
     /// The path did not fit in [`super::PATH_CAP`] bytes (or the kernel cut it at 1023).
     pub const PATH_TRUNCATED: u8 = 1 << 0;

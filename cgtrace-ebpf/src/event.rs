@@ -527,3 +527,10 @@ fn path_len(info: &CgroupInfo, len: i64, ev_flags: &mut u8) -> u16 {
     }
     n
 }
+
+// The names the loader looks these up by.
+bpf_name!(static cgtrace_common::names::map::EVENTS, EVENTS);
+bpf_name!(static cgtrace_common::names::map::LOST, LOST);
+bpf_name!(static cgtrace_common::names::map::SUBTREES, SUBTREES);
+bpf_name!(static cgtrace_common::names::global::CONFIG, CONFIG);
+bpf_name!(static cgtrace_common::names::global::PATH_PREFIX, PATH_PREFIX);

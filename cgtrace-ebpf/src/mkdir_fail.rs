@@ -136,3 +136,12 @@ pub fn exit_mkdir_regs(ctx: TracePointContext) -> u32 {
 pub fn exit_mkdirat_regs(ctx: TracePointContext) -> u32 {
     try_exit_regs(&ctx, config().syscalls.regs_mkdirat_path).unwrap_or_else(|e| e)
 }
+
+// The names the loader looks these up by.
+bpf_name!(program cgtrace_common::names::program::SYS_ENTER_MKDIR, sys_enter_mkdir);
+bpf_name!(program cgtrace_common::names::program::SYS_ENTER_MKDIRAT, sys_enter_mkdirat);
+bpf_name!(program cgtrace_common::names::program::SYS_EXIT_MKDIR, sys_exit_mkdir);
+bpf_name!(program cgtrace_common::names::program::SYS_EXIT_MKDIRAT, sys_exit_mkdirat);
+bpf_name!(program cgtrace_common::names::program::EXIT_MKDIR_REGS, exit_mkdir_regs);
+bpf_name!(program cgtrace_common::names::program::EXIT_MKDIRAT_REGS, exit_mkdirat_regs);
+bpf_name!(static cgtrace_common::names::global::CGROUPFS_PREFIX, CGROUPFS_PREFIX);

@@ -259,3 +259,8 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
 pub fn raw_walk_dying(ctx: RawTracePointContext) -> u32 {
     try_walk(&ctx).unwrap_or_else(|e| e)
 }
+
+// The names the loader looks these up by.
+bpf_name!(program cgtrace_common::names::program::RAW_WALK_DYING, raw_walk_dying);
+bpf_name!(static cgtrace_common::names::map::WALK, WALK);
+bpf_name!(static cgtrace_common::names::global::WALK_NAME, WALK_NAME);

@@ -11,15 +11,9 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
+use integration_tests::binary::{cgtrace_bin, workspace};
 use serde::Deserialize;
 use serde_norway::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_path_buf()
-}
 
 fn read(rel: &str) -> String {
     let path = workspace().join("deploy").join(rel);
@@ -55,43 +49,6 @@ fn strings(v: &Value, what: &str) -> Vec<String> {
             other => panic!("{what}: expected strings, got {other:?}"),
         })
         .collect()
-}
-
-/// The `cgtrace` binary: `CGTRACE_BIN`, else built from this workspace.
-fn cgtrace_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CGTRACE_BIN") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new(env!("CARGO"))
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "--package",
-                "cgtrace",
-                "--bin",
-                "cgtrace",
-                "--message-format=json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "`cargo build -p cgtrace --bin cgtrace` failed"
-        );
-        // Cargo names the executable it produced (wherever the target directory is).
-        let built = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cgtrace")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from));
-        let bin = built.unwrap_or_else(|| workspace().join("target/debug/cgtrace"));
-        assert!(bin.is_file(), "no cgtrace binary at {}", bin.display());
-        bin
-    })
 }
 
 /// What `cgtrace [<sub>] --help` documents: each flag (`--metrics`, `-v`) and whether it takes

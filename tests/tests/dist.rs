@@ -11,12 +11,7 @@ use std::{
     process::Command,
 };
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_path_buf()
-}
+use integration_tests::binary::workspace;
 
 fn ci() -> bool {
     env::var("CI").is_ok_and(|v| v == "true" || v == "1")

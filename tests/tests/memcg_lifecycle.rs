@@ -11,12 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cgtrace::model::event::Event;
 use cgtrace::{
     kernel::hierarchy::Hierarchies,
     probes::{MkdirFailureAttach, MkdirFailureHooks, ProbeOptions, Probes, SubtreeFilter, Tier},
 };
 use cgtrace_common::{EventKind, KernelOffsets};
-use integration_tests::{Seen, cgroup::TestParent, collect_until, drain, tier_from_env};
+use integration_tests::{Records, cgroup::TestParent, collect_until, drain, tier_from_env};
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
 struct MemHier {
@@ -101,7 +102,7 @@ fn usage_file(f: &Fixture, name: &str) -> PathBuf {
 }
 
 /// The events of one memcg: joined by cgroup id for cgroup events, by css pointer for css ones.
-fn events_of(seen: &[Seen], cgroup_id: u64, css: u64) -> Vec<EventKind> {
+fn events_of(seen: &[Event<'_>], cgroup_id: u64, css: u64) -> Vec<EventKind> {
     seen.iter()
         .filter(|s| (s.has_cgroup && s.cgroup_id == cgroup_id) || (css != 0 && s.css == css))
         .map(|s| s.kind)
@@ -138,12 +139,13 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
             .expect("rmdir sibling");
     }
 
-    let mut seen = Vec::new();
+    let mut recs = Records::default();
     let tier = f.probes.tier;
-    let done = collect_until(&mut f.probes, &mut seen, Duration::from_secs(30), |s| {
+    let done = collect_until(&mut f.probes, &mut recs, Duration::from_secs(30), |s| {
         s.iter()
             .any(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
     });
+    let seen = recs.events();
     assert!(done, "no release for the memcg within 30 s: {seen:#?}");
     let mkdir = seen
         .iter()
@@ -281,17 +283,18 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let tier = f.probes.tier;
-    let mut seen = Vec::new();
+    let mut recs = Records::default();
     // Dying: offline (css tiers) happens, free/release do not while the pages stay.
-    collect_until(&mut f.probes, &mut seen, Duration::from_secs(3), |_| false);
-    let rmdir = seen
-        .iter()
-        .find(|e| e.kind == EventKind::Rmdir && e.cgroup_id == ino)
-        .expect("rmdir event")
-        .clone();
-    assert!(rmdir.usage_bytes.is_some_and(|u| u >= 4 << 20), "{rmdir:?}");
-    let css = rmdir.css;
-    let before = events_of(&seen, ino, css);
+    collect_until(&mut f.probes, &mut recs, Duration::from_secs(3), |_| false);
+    let (css, before) = {
+        let seen = recs.events();
+        let rmdir = seen
+            .iter()
+            .find(|e| e.kind == EventKind::Rmdir && e.cgroup_id == ino)
+            .expect("rmdir event");
+        assert!(rmdir.usage_bytes.is_some_and(|u| u >= 4 << 20), "{rmdir:?}");
+        (rmdir.css, events_of(&seen, ino, rmdir.css))
+    };
     assert!(
         !before.contains(&EventKind::Release),
         "released while pinned: {before:?}"
@@ -309,14 +312,14 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         // SAFETY: sync(2) has no preconditions.
         unsafe { libc::sync() };
         fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
-        freed = collect_until(&mut f.probes, &mut seen, Duration::from_secs(2), |s| {
+        freed = collect_until(&mut f.probes, &mut recs, Duration::from_secs(2), |s| {
             s.iter()
                 .any(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
         });
     }
-    drain(&mut f.probes, &mut seen);
+    drain(&mut f.probes, &mut recs);
     assert!(freed, "not released after its pages were dropped");
-    let after = events_of(&seen, ino, css);
+    let after = events_of(&recs.events(), ino, css);
     if is_css_tier(tier) {
         let free = after
             .iter()
@@ -423,8 +426,8 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path_at.as_ptr(), 0o755) };
         let errno = std::io::Error::last_os_error().raw_os_error();
         assert_eq!((rc, errno), (-1, Some(libc::EAGAIN)), "mkdirat must fail");
-        let mut seen: Vec<Seen> = Vec::new();
-        let failed = |s: &[Seen], w: &Path| -> usize {
+        let mut recs = Records::default();
+        let failed = |s: &[Event<'_>], w: &Path| -> usize {
             s.iter()
                 .filter(|e| {
                     e.kind == cgtrace_common::EventKind::MkdirFailed
@@ -432,9 +435,10 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
                 })
                 .count()
         };
-        let found = collect_until(&mut probes, &mut seen, Duration::from_secs(5), |s| {
+        let found = collect_until(&mut probes, &mut recs, Duration::from_secs(5), |s| {
             failed(s, &want) > 0 && failed(s, &want_at) > 0
         });
+        let seen = recs.events();
         assert!(
             found,
             "no mkdir_failed events for {} and {} with {hooks:?}: {seen:#?}",

@@ -34,6 +34,10 @@ const PACKAGES: &[&str] = &[
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
+/// cargo-fuzz, for README's `cargo +nightly fuzz run ...` (this version builds with stable
+/// rustc 1.95).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
 fn cargo_bin() -> PathBuf {
     let home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -173,6 +177,15 @@ fn has_bpf_linker() -> bool {
         .unwrap_or(false)
 }
 
+/// `cargo fuzz` present (any version: a newer one installed by hand is kept).
+fn has_cargo_fuzz() -> bool {
+    Command::new(cargo_bin().join("cargo-fuzz"))
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// Installs whatever is missing. Prints what it did, or that nothing was needed.
 pub fn ensure() -> Result<()> {
     let mut did = Vec::new();
@@ -224,6 +237,19 @@ pub fn ensure() -> Result<()> {
             bail!("bpf-linker was installed but is not linked against LLVM 22");
         }
         did.push("bpf-linker");
+    }
+
+    if !has_cargo_fuzz() {
+        eprintln!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (a few minutes)");
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(Command::new(cargo)
+            .arg("install")
+            .arg("--locked")
+            .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}")))?;
+        if !has_cargo_fuzz() {
+            bail!("cargo-fuzz was installed but `cargo fuzz --version` fails");
+        }
+        did.push("cargo-fuzz");
     }
 
     if did.is_empty() {

@@ -21,43 +21,65 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
-use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree};
+use cgtrace_common::{
+    Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree,
+    names::{global, map, program},
+};
 
 use crate::{kernel, kernel::btf, kernel::tracefs};
+
+#[cfg(test)]
+mod names;
 
 /// The eBPF object, built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgtrace"));
 
 /// The hooks on the cgroup tracepoints: (tracepoint, raw program, classic program).
 const CGROUP_HOOKS: [(&str, &str, &str); 3] = [
-    ("cgroup_mkdir", "raw_cgroup_mkdir", "tp_cgroup_mkdir"),
-    ("cgroup_rmdir", "raw_cgroup_rmdir", "tp_cgroup_rmdir"),
-    ("cgroup_release", "raw_cgroup_release", "tp_cgroup_release"),
+    (
+        "cgroup_mkdir",
+        program::RAW_CGROUP_MKDIR,
+        program::TP_CGROUP_MKDIR,
+    ),
+    (
+        "cgroup_rmdir",
+        program::RAW_CGROUP_RMDIR,
+        program::TP_CGROUP_RMDIR,
+    ),
+    (
+        "cgroup_release",
+        program::RAW_CGROUP_RELEASE,
+        program::TP_CGROUP_RELEASE,
+    ),
 ];
 
 /// The memcg css lifecycle hooks: (kernel function, fentry/fexit program, kprobe program).
 const CSS_HOOKS: [(&str, &str, &str); 5] = [
     (
         "mem_cgroup_css_alloc",
-        "fexit_css_alloc",
-        "kretprobe_css_alloc",
+        program::FEXIT_CSS_ALLOC,
+        program::KRETPROBE_CSS_ALLOC,
     ),
     (
         "mem_cgroup_css_online",
-        "fentry_css_online",
-        "kprobe_css_online",
+        program::FENTRY_CSS_ONLINE,
+        program::KPROBE_CSS_ONLINE,
     ),
     (
         "mem_cgroup_css_offline",
-        "fentry_css_offline",
-        "kprobe_css_offline",
+        program::FENTRY_CSS_OFFLINE,
+        program::KPROBE_CSS_OFFLINE,
     ),
     (
         "mem_cgroup_css_released",
-        "fentry_css_released",
-        "kprobe_css_released",
+        program::FENTRY_CSS_RELEASED,
+        program::KPROBE_CSS_RELEASED,
     ),
-    ("mem_cgroup_css_free", "fentry_css_free", "kprobe_css_free"),
+    (
+        "mem_cgroup_css_free",
+        program::FENTRY_CSS_FREE,
+        program::KPROBE_CSS_FREE,
+    ),
 ];
 
 /// Name prefix of the cgroups cgtrace makes at start to run the dying-memcg walk.
@@ -104,17 +126,17 @@ const WALK_RUN_FAILED: u32 = 1;
 /// Failed mkdirs through the enter and exit hooks (the enter hook remembers the path per
 /// thread): (tracepoint, program).
 const MKDIR_FAIL_HOOKS: [(&str, &str); 4] = [
-    ("sys_enter_mkdir", "sys_enter_mkdir"),
-    ("sys_enter_mkdirat", "sys_enter_mkdirat"),
-    ("sys_exit_mkdir", "sys_exit_mkdir"),
-    ("sys_exit_mkdirat", "sys_exit_mkdirat"),
+    ("sys_enter_mkdir", program::SYS_ENTER_MKDIR),
+    ("sys_enter_mkdirat", program::SYS_ENTER_MKDIRAT),
+    ("sys_exit_mkdir", program::SYS_EXIT_MKDIR),
+    ("sys_exit_mkdirat", program::SYS_EXIT_MKDIRAT),
 ];
 
 /// Failed mkdirs through the exit hooks alone (the path comes from the task's saved registers,
 /// `bpf_task_pt_regs`, Linux 5.15+): a successful mkdir costs one read.
 const MKDIR_FAIL_EXIT_HOOKS: [(&str, &str); 2] = [
-    ("sys_exit_mkdir", "exit_mkdir_regs"),
-    ("sys_exit_mkdirat", "exit_mkdirat_regs"),
+    ("sys_exit_mkdir", program::EXIT_MKDIR_REGS),
+    ("sys_exit_mkdirat", program::EXIT_MKDIRAT_REGS),
 ];
 
 /// How failed mkdirs are caught.
@@ -401,18 +423,18 @@ fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> an
     cfg.walk_name_len = trigger.len() as u32;
     let cfg = &cfg;
     let mut ebpf = EbpfLoader::new()
-        .override_global("WALK_NAME", &walk_name, true)
-        .override_global("CONFIG", cfg, true)
-        .override_global("PATH_PREFIX", prefix, true)
-        .override_global("CGROUPFS_PREFIX", &cgroupfs, true)
+        .override_global(global::WALK_NAME, &walk_name, true)
+        .override_global(global::CONFIG, cfg, true)
+        .override_global(global::PATH_PREFIX, prefix, true)
+        .override_global(global::CGROUPFS_PREFIX, &cgroupfs, true)
         .override_global(aya_log::LEVEL, &level, false)
-        .map_max_entries("EVENTS", opts.ring_size)
+        .map_max_entries(map::EVENTS, opts.ring_size)
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object")?;
     // Filled before any program is attached: until then, a subtree filter passes nothing.
     if let Some(subtree) = &opts.subtree {
         let mut map: Array<_, Subtree> = Array::try_from(
-            ebpf.map_mut("SUBTREES")
+            ebpf.map_mut(map::SUBTREES)
                 .ok_or_else(|| anyhow!("map SUBTREES missing from the object"))?,
         )?;
         for (h, s) in &subtree.entries {
@@ -456,8 +478,9 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
                     );
                 }
                 // The allocation's parent, remembered at entry for the kretprobe's filters.
-                let hooks = std::iter::once(("mem_cgroup_css_alloc", "", "kprobe_css_alloc_entry"))
-                    .chain(CSS_HOOKS);
+                let hooks =
+                    std::iter::once(("mem_cgroup_css_alloc", "", program::KPROBE_CSS_ALLOC_ENTRY))
+                        .chain(CSS_HOOKS);
                 for (func, _, prog) in hooks {
                     let p: &mut KProbe = ebpf
                         .program_mut(prog)
@@ -472,7 +495,7 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
         }
     })();
     if result.is_err() {
-        let extra = [("", "", "kprobe_css_alloc_entry")];
+        let extra = [("", "", program::KPROBE_CSS_ALLOC_ENTRY)];
         for (_, fprog, kprog) in CSS_HOOKS.iter().chain(extra.iter()) {
             for prog in [*fprog, *kprog] {
                 if let Some(p) = ebpf.program_mut(prog) {
@@ -655,7 +678,7 @@ fn run_walk(
         }
     }
     let prog: &mut RawTracePoint = ebpf
-        .program_mut("raw_walk_dying")
+        .program_mut(program::RAW_WALK_DYING)
         .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
         .try_into()?;
     let t0 = Instant::now();
@@ -664,7 +687,7 @@ fn run_walk(
     let deadline = Instant::now() + Duration::from_secs(20);
     let read_state = |ebpf: &Ebpf, n: u32, method| -> anyhow::Result<WalkReport> {
         let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
-            ebpf.map("WALK")
+            ebpf.map(map::WALK)
                 .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
         )?;
         let st = state.get(&0, 0)?;
@@ -693,7 +716,7 @@ fn run_walk(
                     break;
                 }
                 let prog: &RawTracePoint = ebpf
-                    .program("raw_walk_dying")
+                    .program(program::RAW_WALK_DYING)
                     .ok_or_else(|| anyhow!("program raw_walk_dying missing"))?
                     .try_into()?;
                 let ret = prog
@@ -729,7 +752,7 @@ fn run_walk(
         ),
     }
     let prog: &mut RawTracePoint = ebpf
-        .program_mut("raw_walk_dying")
+        .program_mut(program::RAW_WALK_DYING)
         .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
         .try_into()?;
     let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
@@ -752,7 +775,7 @@ fn run_walk(
         }
         Ok(())
     })();
-    if let Some(p) = ebpf.program_mut("raw_walk_dying")
+    if let Some(p) = ebpf.program_mut(program::RAW_WALK_DYING)
         && let Ok(p) = <&mut RawTracePoint>::try_from(p)
     {
         let _ = p.detach(link);
@@ -1046,11 +1069,11 @@ impl Probes {
             None
         };
         let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
+            ebpf.take_map(map::EVENTS)
                 .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
         )?;
         let lost = PerCpuArray::try_from(
-            ebpf.take_map("LOST")
+            ebpf.take_map(map::LOST)
                 .ok_or_else(|| anyhow!("map LOST missing from the object"))?,
         )?;
         Ok(Probes {
@@ -1129,7 +1152,7 @@ impl Probes {
         (|| -> anyhow::Result<()> {
             let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)?;
             let prog: &mut RawTracePoint = ebpf
-                .program_mut("raw_walk_dying")
+                .program_mut(program::RAW_WALK_DYING)
                 .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
                 .try_into()?;
             prog.load().context("loading raw_walk_dying")?;
@@ -1167,7 +1190,7 @@ impl Probes {
                     let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)
                         .context("loading the walk's instance of the object")?;
                     let mut ring = RingBuf::try_from(
-                        ebpf.take_map("EVENTS")
+                        ebpf.take_map(map::EVENTS)
                             .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
                     )?;
                     let off = &setup.cfg.offsets;
@@ -1177,7 +1200,7 @@ impl Probes {
                         }
                     })?;
                     let lost = PerCpuArray::<_, u64>::try_from(
-                        ebpf.map("LOST")
+                        ebpf.map(map::LOST)
                             .ok_or_else(|| anyhow!("map LOST missing from the object"))?,
                     )?
                     .get(&(EventKind::DyingAtStart as u32), 0)

@@ -4,7 +4,9 @@ use std::{collections::HashMap, time::Duration};
 
 use cgtrace::probes::{AttachMode, Attached, ProbeOptions, Probes};
 use cgtrace_common::{EventKind, PATH_CAP};
-use integration_tests::{Layout, Seen, cgroup::TestParent, collect_until, count, drain};
+use integration_tests::{
+    Layout, Records, cgroup::TestParent, collect_until, count, drain, path_str,
+};
 
 const N: usize = 40;
 
@@ -43,14 +45,15 @@ fn churn_and_check(attach: AttachMode, expect: Attached) {
         }
     }
 
-    let mut seen: Vec<Seen> = Vec::new();
+    let mut recs = Records::default();
     // Empty cgroups that never held a task are freed promptly; the kernel does it
     // asynchronously, so poll until every release arrived or the deadline passed.
-    let complete = collect_until(&mut probes, &mut seen, Duration::from_secs(30), |s| {
+    let complete = collect_until(&mut probes, &mut recs, Duration::from_secs(30), |s| {
         [layout.memory_id, 0]
             .iter()
             .all(|&h| count(s, EventKind::Release, h) >= N)
     });
+    let seen = recs.events();
     for h in [layout.memory_id, 0] {
         assert_eq!(
             count(&seen, EventKind::Mkdir, h),
@@ -65,7 +68,7 @@ fn churn_and_check(attach: AttachMode, expect: Attached) {
     }
     assert!(complete, "not every release arrived within 30 s: {seen:#?}");
     for s in &seen {
-        let key = (s.hierarchy_id, s.path_str());
+        let key = (s.hierarchy_id, path_str(s));
         let ino = inodes
             .get(&key)
             .unwrap_or_else(|| panic!("event for a cgroup the test did not make: {s:?}"));
@@ -75,13 +78,13 @@ fn churn_and_check(attach: AttachMode, expect: Attached) {
             "cgroup id vs inode of {key:?}"
         );
         assert_eq!(s.level, 2, "{s:?}");
-        assert!(!s.truncated);
+        assert!(!s.path_truncated);
     }
     // Every cgroup: exactly one mkdir, one rmdir, one release, in that order.
     for key in inodes.keys() {
         let kinds: Vec<EventKind> = seen
             .iter()
-            .filter(|s| (s.hierarchy_id, s.path_str()) == *key)
+            .filter(|s| (s.hierarchy_id, path_str(s)) == *key)
             .map(|s| s.kind)
             .collect();
         assert_eq!(
@@ -136,27 +139,25 @@ fn long_paths_are_truncated_and_flagged() {
     let ino = parent
         .mkdir(&layout.memory_mount, format!("{a}/{b}"))
         .expect("mkdir a/b");
-    let mut seen = Vec::new();
+    let mut recs = Records::default();
     assert!(collect_until(
         &mut probes,
-        &mut seen,
+        &mut recs,
         Duration::from_secs(5),
         |s| s.len() >= 2
     ));
-    drain(&mut probes, &mut seen);
+    drain(&mut probes, &mut recs);
+    let seen = recs.events();
     let long = seen
         .iter()
         .find(|s| s.cgroup_id & 0xffff_ffff == ino)
         .expect("event for the long path");
-    assert!(long.truncated, "{long:?}");
+    assert!(long.path_truncated, "{long:?}");
     assert_eq!(long.path.len(), PATH_CAP - 1);
-    assert!(
-        long.path_str()
-            .starts_with(&format!("{}/{a}/bbb", parent.cgroup_path()))
-    );
+    assert!(path_str(long).starts_with(&format!("{}/{a}/bbb", parent.cgroup_path())));
     let short = seen
         .iter()
         .find(|s| s.cgroup_id & 0xffff_ffff != ino)
         .expect("short event");
-    assert!(!short.truncated);
+    assert!(!short.path_truncated);
 }

@@ -2,7 +2,7 @@
 //! exit, like `live` and other Unix tools. Needs no root (doctor reports the tiers it cannot load).
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgtrace");
+use integration_tests::binary::cgtrace_bin;
 
 #[test]
 fn closed_stdout_is_a_quiet_exit() {
@@ -15,7 +15,7 @@ fn closed_stdout_is_a_quiet_exit() {
     ] {
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader); // nobody reads: every write fails with EPIPE
-        let out = Command::new(BIN)
+        let out = Command::new(cgtrace_bin())
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
