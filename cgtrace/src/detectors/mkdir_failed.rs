@@ -8,15 +8,10 @@ use super::{
 };
 use crate::{
     format::{escape::terminal, units::human_secs, units::round_millis},
+    kernel::mkdir_errno::{MkdirCause, errno_message},
     model::event::{Event, errno_name},
     model::k8s,
 };
-
-/// Linux errno values the detector treats specially.
-const ENOENT: i32 = 2;
-const ENOMEM: i32 = 12;
-const EEXIST: i32 = 17;
-const ENOSPC: i32 = 28;
 
 /// Most distinct errnos tracked.
 const MAX_ERRNOS: usize = 32;
@@ -24,8 +19,14 @@ const MAX_ERRNOS: usize = 32;
 /// What a `mkdir_failed` verdict rests on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MkdirFailedEvidence {
+    /// What the failures mean on this kernel (`memcg_ids_exhausted`, …).
+    pub cause: MkdirCause,
+    /// What the kubelet, runc and mkdir print for the errno.
+    pub message: String,
     /// Failures with this errno since start.
     pub count: u64,
+    /// Of them, in the hierarchy holding the memory controller.
+    pub in_memory_hierarchy: u64,
     /// Seconds of event time `in_window` covers.
     pub window_s: f64,
     /// All dying memcgs (ENOSPC/ENOMEM with the memory hierarchy traced).
@@ -34,6 +35,9 @@ pub struct MkdirFailedEvidence {
     /// Memcgs online now (likewise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_memcgs: Option<u64>,
+    /// Dying memcgs whose IDs swap entries hold (likewise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_held: Option<u64>,
     /// This kernel (before 4.8) keeps a dying memcg's ID until it is freed (likewise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids_held_by_dying: Option<bool>,
@@ -83,6 +87,7 @@ struct Failure {
 struct Failures {
     errno: i32,
     total: u64,
+    in_memory: u64,
     ring: Ring<u64>,
     /// Newest last.
     recent: VecDeque<Failure>,
@@ -105,7 +110,10 @@ impl MkdirFailed {
         }
     }
 
-    pub(super) fn observe(&mut self, ev: &Event<'_>) {
+    /// One failed mkdir; `memory`: in the hierarchy holding the memory controller.
+    pub(super) fn observe(&mut self, ev: &Event<'_>, memory: bool) {
+        // EEXIST never gets here from a run (the pipeline drops it: `mkdir -p` and Go's
+        // MkdirAll meet it on every healthy start); fed directly, it is an info verdict.
         let errno = ev.errno.unwrap_or(0).saturating_abs();
         let ts = ev.ts_ns;
         let i = match self.failures.iter().position(|f| f.errno == errno) {
@@ -114,6 +122,7 @@ impl MkdirFailed {
                 self.failures.push(Failures {
                     errno,
                     total: 0,
+                    in_memory: 0,
                     ring: Ring::new(self.width, self.buckets),
                     recent: VecDeque::with_capacity(MAX_EXAMPLES),
                 });
@@ -127,6 +136,7 @@ impl MkdirFailed {
         };
         let f = &mut self.failures[i];
         f.total += 1;
+        f.in_memory += u64::from(memory);
         if let Some(c) = f.ring.at(ts) {
             *c += 1;
         }
@@ -163,19 +173,44 @@ impl Failures {
         } else {
             errno_name(self.errno)
         };
-        let severity = match self.errno {
-            ENOSPC | ENOMEM => Severity::Critical,
-            EEXIST | ENOENT => Severity::Info,
+        let cause = MkdirCause::of(
+            self.errno,
+            cx.kernel.version.as_ref(),
+            self.in_memory > 0,
+            ids.known.then_some(ids.headroom),
+        );
+        let severity = match cause {
+            MkdirCause::MemcgIdsExhausted
+            | MkdirCause::AllocationFailed
+            | MkdirCause::ControllerRefused => Severity::Critical,
+            MkdirCause::Exists | MkdirCause::ParentGone => Severity::Info,
             _ => Severity::Warning,
         };
         let (in_window, start) = self.ring.recent(now);
         let span = now.saturating_sub(start.max(cx.first_ns.unwrap_or(start)));
         let age = age_s(now, last.ts);
-        let ids_relevant = matches!(self.errno, ENOSPC | ENOMEM) && ids.known;
-        let summary = self.summary(&name, age, ids_relevant.then_some((ids, kmem_fired)));
+        let ids_relevant = ids.known
+            && matches!(
+                cause,
+                MkdirCause::MemcgIdsExhausted
+                    | MkdirCause::MaybeMemcgIdsExhausted
+                    | MkdirCause::AllocationFailed
+                    | MkdirCause::ControllerRefused
+            );
+        let mut summary = self.summary(&name, age, ids_relevant.then_some((ids, kmem_fired)));
+        if cause == MkdirCause::MemcgIdsExhausted {
+            summary = format!(
+                "memcg IDs exhausted, new pods cannot start: {summary} ({} live, {} dying, {} held by swap)",
+                ids.live, ids.dying, ids.swap_held
+            );
+        }
         let (paths, pods) = self.recent_paths_and_pods();
         let evidence = MkdirFailedEvidence {
+            cause,
+            message: errno_message(self.errno).to_string(),
             count: self.total,
+            in_memory_hierarchy: self.in_memory,
+            swap_held: ids_relevant.then_some(ids.swap_held),
             window_s: round_millis(span as f64 / NS_PER_S),
             dying: ids_relevant.then_some(ids.dying),
             live_memcgs: ids_relevant.then_some(ids.live),
@@ -198,7 +233,7 @@ impl Failures {
             severity,
             summary,
             evidence: Evidence::MkdirFailed(evidence),
-            recommendation: recommendation(self.errno, ids),
+            recommendation: recommendation(cause, self.errno, ids),
         })
     }
 
@@ -249,40 +284,53 @@ impl Failures {
     }
 }
 
-fn recommendation(errno: i32, ids: &IdPicture) -> String {
-    match errno {
-        ENOSPC | ENOMEM => format!(
-            "Creating a cgroup failed: pods on this node cannot start ('mkdir ...: {}'). \
-             Depending on the kernel, running out of the 65,535 memcg IDs shows as ENOSPC or \
-             ENOMEM: compare the memcg ID headroom{} with `cgtrace check`, which counts \
-             /proc/cgroups. If dying memcgs hold the IDs, see kmem_leak: boot with \
-             cgroup.memory=nokmem or move to a fixed kernel, then drain and reboot. On cgroup v2 \
-             also check cgroup.max.descendants and cgroup.max.depth of the parent; ENOMEM can \
-             also be real memory pressure or fragmentation (per-CPU allocations).",
-            if errno == ENOSPC {
-                "no space left on device"
-            } else {
-                "cannot allocate memory"
-            },
-            match (ids.known, ids.held_by_dying) {
-                (false, _) => String::new(),
-                (true, true) => format!(
-                    " (estimated {} from the memcgs cgtrace saw; this kernel keeps the IDs of \
-                     dying memcgs until they are freed)",
-                    ids.headroom
-                ),
-                (true, false) => format!(
-                    " (estimated {} from the memcgs cgtrace saw; this kernel gives IDs back at \
-                     removal unless swap holds them)",
-                    ids.headroom
-                ),
-            },
+fn recommendation(cause: MkdirCause, errno: i32, ids: &IdPicture) -> String {
+    let msg = errno_message(errno);
+    match cause {
+        MkdirCause::MemcgIdsExhausted if ids.held_by_dying => format!(
+            "The node has used up its 65,535 memcg IDs: every new pod fails with 'mkdir ...: \
+             {msg}' (kubelet, runc). On this kernel dying memcgs keep their IDs until they are \
+             freed ({} dying now): see kmem_leak. Boot with cgroup.memory=nokmem, or use runc \
+             and kubelet built with nokmem, or a fixed kernel; a drain and reboot clears it now.",
+            ids.dying
         ),
-        EEXIST | ENOENT => "Usually a harmless race (the cgroup already exists, or its parent \
-                            was just removed); worth a look only if it repeats for the same path."
+        MkdirCause::MemcgIdsExhausted => format!(
+            "The node has used up its 65,535 memcg IDs: every new pod fails with 'mkdir ...: \
+             {msg}' (kubelet, runc). This kernel gives a removed memcg's ID back at offline \
+             unless swap entries hold it, so the IDs are held by {} live memcgs and {} held by \
+             swap: find what creates them (`cgtrace live` names the paths and processes), \
+             remove leaked cgroups, lower the pod density; swapoff frees the swap-held ones.",
+            ids.live, ids.swap_held
+        ),
+        MkdirCause::MaybeMemcgIdsExhausted => format!(
+            "'mkdir ...: {msg}' is how this kernel reports memcg ID exhaustion; the ID headroom is \
+             not known here: run `cgtrace check`, which counts the memcgs the kernel holds."
+        ),
+        MkdirCause::AllocationFailed | MkdirCause::ControllerRefused => format!(
+            "Creating a cgroup failed: pods on this node cannot start ('mkdir ...: {msg}'). The \
+             memcg ID headroom{} does not point at ID exhaustion: look for memory pressure or \
+             fragmentation (ENOMEM), or a controller refusing the cgroup (a v1 cpuset without \
+             cpus/mems, another controller's limit); `cgtrace check` counts the memcgs.",
+            if ids.known {
+                format!(" ({})", ids.headroom)
+            } else {
+                String::new()
+            }
+        ),
+        MkdirCause::LimitReached => "An ancestor's cgroup.max.descendants or cgroup.max.depth \
+                                     (cgroup v2) is reached: raise it or remove cgroups below it."
             .to_string(),
-        _ => "Check the process and the path: permissions (EACCES/EPERM: user namespaces, \
-              read-only cgroupfs, delegation), or a limit of the parent cgroup."
+        MkdirCause::NotPermitted => "Check the process and the path: permissions \
+                                     (EACCES/EPERM: user namespaces, delegation), or a read-only \
+                                     cgroupfs (EROFS)."
+            .to_string(),
+        MkdirCause::Exists | MkdirCause::ParentGone => "Usually a harmless race (the cgroup \
+                                                        already exists, or its parent was just \
+                                                        removed); worth a look only if it \
+                                                        repeats for the same path."
+            .to_string(),
+        MkdirCause::Other => "Check the process and the path, and the limits of the parent \
+                              cgroup."
             .to_string(),
     }
 }

@@ -346,7 +346,10 @@ impl Detectors {
                     self.kmem_leak.freed(ts);
                 }
             }
-            EventKind::MkdirFailed => self.mkdir_failed.observe(ev),
+            EventKind::MkdirFailed => {
+                let memory = tracker.memory_hierarchy() == Some(ev.hierarchy_id);
+                self.mkdir_failed.observe(ev, memory);
+            }
             // Dying since before start: part of the tracker's dying count, but no removal
             // within the window (its free counts, through `freed_before_start`).
             EventKind::DyingAtStart => {}

@@ -876,3 +876,70 @@ fn memcgs_found_dying_at_start_count_with_ages_as_lower_bounds() {
     assert_eq!((w.rmdirs, w.frees), (0, 12));
     assert!(rig.find("page_cache_pinning").is_empty());
 }
+
+/// The node's memcgs hold every ID (65,535 live, as the baseline walk found them), then a pod's
+/// mkdir fails with this kernel's exhaustion errno.
+fn exhausted_rig(release: &str) -> Rig {
+    let mut rig = Rig::new(release, MEM);
+    let mut base = crate::model::baseline::Baseline::default();
+    for i in 0..MEMCG_ID_MAX {
+        base.cgroups.push(crate::model::baseline::BaselineCgroup {
+            hierarchy_id: MEM,
+            cgroup_id: 1000 + i,
+            level: 2,
+            path: format!("/fill/{i}").into_bytes(),
+        });
+    }
+    rig.t.load_baseline(&base);
+    rig
+}
+
+#[test]
+fn mkdir_failed_at_no_headroom_is_memcg_id_exhaustion() {
+    for (release, errno, name) in [
+        ("6.18.44-fc-v669", 16, "EBUSY"),
+        ("6.1.0-57-cloud-amd64", 28, "ENOSPC"),
+    ] {
+        let mut rig = exhausted_rig(release);
+        let path = format!("/kubepods/burstable/pod{}", uid(7));
+        let mut e = mk(EventKind::MkdirFailed, 42 * S, MEM, 0, path.as_bytes());
+        e.has_cgroup = false;
+        e.errno = Some(errno);
+        e.comm = b"kubelet";
+        rig.feed(&e);
+        let v = rig.find("mkdir_failed");
+        assert_eq!(v.len(), 1, "{v:?}");
+        let m = mkdir(&v[0]);
+        assert_eq!(v[0].severity, Severity::Critical, "{release}");
+        assert_eq!(
+            m.cause,
+            crate::kernel::mkdir_errno::MkdirCause::MemcgIdsExhausted
+        );
+        assert_eq!(m.errno_name, name);
+        assert_eq!(m.id_headroom, Some(0));
+        assert_eq!(m.live_memcgs, Some(MEMCG_ID_MAX));
+        assert_eq!(m.pod_uid, Some(uid(7)));
+        assert!(
+            v[0].summary.starts_with("memcg IDs exhausted") && v[0].summary.contains("kubelet"),
+            "{}",
+            v[0].summary
+        );
+        assert!(
+            v[0].recommendation
+                .contains(crate::kernel::mkdir_errno::errno_message(errno)),
+            "{}",
+            v[0].recommendation
+        );
+        // The same errno outside the memory hierarchy is no ID exhaustion.
+        let mut rig = exhausted_rig(release);
+        let mut e = mk(EventKind::MkdirFailed, 42 * S, MEM + 1, 0, path.as_bytes());
+        e.has_cgroup = false;
+        e.errno = Some(errno);
+        rig.feed(&e);
+        let v = rig.find("mkdir_failed");
+        assert_ne!(
+            mkdir(&v[0]).cause,
+            crate::kernel::mkdir_errno::MkdirCause::MemcgIdsExhausted
+        );
+    }
+}

@@ -315,6 +315,24 @@ impl Hierarchies {
         self.by_id.get(&id)
     }
 
+    /// The hierarchy an absolute path lies in (`/sys/fs/cgroup/memory/kubepods/x` → the one
+    /// mounted at `/sys/fs/cgroup/memory`): the longest mount point that is the path or a
+    /// directory above it.
+    pub fn of_path(&self, path: &[u8]) -> Option<u32> {
+        use std::os::unix::ffi::OsStrExt;
+        self.by_id
+            .values()
+            .filter_map(|h| {
+                let m = h.mount.as_ref()?.as_os_str().as_bytes();
+                let m = m.strip_suffix(b"/").unwrap_or(m);
+                let inside = path.starts_with(m)
+                    && (path.len() == m.len() || path.get(m.len()) == Some(&b'/'));
+                (inside && !m.is_empty()).then_some((m.len(), h.id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
     /// v1, v2 or hybrid, from the hierarchies with a mount point.
     pub fn layout(&self) -> Layout {
         let v1 = self

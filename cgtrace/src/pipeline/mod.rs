@@ -15,7 +15,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
-    kernel::hierarchy::HierarchyError,
+    kernel::{hierarchy::HierarchyError, mkdir_errno},
     model::{baseline::Baseline, event::Event, tracker::Tracker},
     pipeline::{
         facts::RunFacts,
@@ -139,6 +139,25 @@ impl Pipeline {
     /// Handles one event.
     pub fn event(&mut self, ev: &Event<'_>) {
         if ev.kind != EventKind::DyingAtStart && is_own_cgroup(ev.path) {
+            return;
+        }
+        // A failed mkdir caught at the syscall names its hierarchy only through its path.
+        let located;
+        let ev = if ev.kind == EventKind::MkdirFailed
+            && ev.hierarchy_id == 0
+            && let Some(h) = self.facts.hierarchies.of_path(ev.path)
+        {
+            located = Event {
+                hierarchy_id: h,
+                ..*ev
+            };
+            &located
+        } else {
+            ev
+        };
+        // EEXIST (`mkdir -p`, Go's MkdirAll on every healthy start) is not a failure.
+        if ev.kind == EventKind::MkdirFailed && ev.errno.map(i32::abs) == Some(mkdir_errno::EEXIST)
+        {
             return;
         }
         let known = self.known_path(ev);
@@ -361,5 +380,57 @@ mod tests {
         ));
         assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
         assert_eq!(seen.borrow().len(), 2);
+    }
+
+    #[test]
+    fn failed_mkdirs_get_their_hierarchy_and_eexist_is_no_failure() {
+        let seen: Seen = Rc::default();
+        let ids: Rc<RefCell<Vec<u32>>> = Rc::default();
+        struct Ids(Rc<RefCell<Vec<u32>>>);
+        impl Sink for Ids {
+            fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+                self.0.borrow_mut().push(ev.hierarchy_id);
+                Ok(())
+            }
+            fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = RunFacts::memory_at(Some(4));
+        if let Some(m) = h.by_id.get_mut(&4) {
+            m.mount = Some("/sys/fs/cgroup/memory".into());
+        }
+        let facts = RunFacts::new("6.18.44", h);
+        let mut p = Pipeline::new(
+            facts,
+            &Baseline::default(),
+            vec![Box::new(Paths(seen.clone())), Box::new(Ids(ids.clone()))],
+            Box::new(pod_names::NoPodNames),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut busy = ev(
+            EventKind::MkdirFailed,
+            1,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/kubepods/x",
+        );
+        busy.errno = Some(16);
+        busy.has_cgroup = false;
+        p.event(&busy);
+        let mut exists = busy;
+        exists.errno = Some(17);
+        p.event(&exists);
+        assert_eq!(
+            seen.borrow().len(),
+            1,
+            "EEXIST is dropped: {:?}",
+            seen.borrow()
+        );
+        assert_eq!(*ids.borrow(), vec![4], "the hierarchy from the path");
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
     }
 }

@@ -45,6 +45,8 @@ pub(super) fn judge(mut facts: Facts, opts: &CheckOptions) -> CheckReport {
         nr_dying_subsys_memory: facts.v2_stat.nr_dying_subsys_memory,
         id_headroom,
         ids_held_by_dying,
+        id_exhaustion_errno: release
+            .map(|r| crate::model::event::errno_name(r.memcg_id_exhaustion_errno())),
         kmem,
         leaky_3_10: release.is_some_and(|r| r.has_3_10_kmem_leak()),
         empty_pod_dirs,
@@ -320,10 +322,27 @@ fn headroom_problem(report: &mut CheckReport, opts: &CheckOptions) -> Option<Tag
     } else {
         "live memcgs hold IDs"
     };
+    let (errno, message) = match report
+        .kernel_release
+        .as_deref()
+        .and_then(KernelRelease::parse)
+    {
+        Some(k) => {
+            let e = k.memcg_id_exhaustion_errno();
+            (
+                crate::model::event::errno_name(e),
+                crate::kernel::mkdir_errno::errno_message(e),
+            )
+        }
+        None => (
+            "ENOSPC, ENOMEM or EBUSY (by kernel)".to_string(),
+            "no space left on device' (or 'cannot allocate memory', 'device or resource busy'",
+        ),
+    };
     report.problems.push(format!(
         "Only {h} of {MEMCG_ID_MAX} memcg IDs are free (threshold {}; {basis}; {} visible, \
-         {} dying): when none is left, creating a memory cgroup fails with ENOSPC and \
-         new pods fail with 'no space left on device'. Mitigations: reduce the number of \
+         {} dying): when none is left, creating a memory cgroup fails with {errno} on this \
+         kernel and new pods fail with '{message}'. Mitigations: reduce the number of \
          cgroups or pods on the node, on 3.10 kernels boot with cgroup.memory=nokmem or \
          upgrade to 3.10.0-1075.el7 or later, and drain and reboot the node to free IDs \
          held by dying memcgs.",

@@ -180,6 +180,9 @@ pub struct CheckReport {
     pub id_headroom: Option<u64>,
     /// This kernel (before 4.7) keeps a dying memcg's ID until it is freed.
     pub ids_held_by_dying: bool,
+    /// The errno `mkdir` fails with on this kernel when the memcg IDs are used up (`ENOSPC`,
+    /// `ENOMEM` or `EBUSY` by kernel era; None when the release is unknown).
+    pub id_exhaustion_errno: Option<String>,
     /// Kernel-memory accounting evidence.
     pub kmem: KmemReport,
     /// A 3.10 kernel without the RHEL fix (before 3.10.0-1075.el7).
