@@ -407,6 +407,14 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             Some(want_attach),
             "with {hooks:?}"
         );
+        if hooks == MkdirFailureHooks::Auto {
+            // For the kernel table `cargo xtask vm-test --readme` writes (it runs the tests
+            // with --show-output).
+            println!(
+                "CGTRACE-VM-FACT mkdir_failure_hooks {}",
+                want_attach.describe()
+            );
+        }
         // Both syscalls: mkdir(2), and mkdirat(2) with a directory fd (ignored for an absolute
         // path: what the hooks see is the path argument).
         let want = parent.dir(&v2).join("kubepods");
