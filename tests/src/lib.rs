@@ -1,6 +1,7 @@
 //! Shared helpers for the real-kernel integration tests: test cgroups, hierarchy mounts, and
 //! collecting decoded events from loaded programs until a condition or a deadline.
 pub mod cgroup;
+pub mod exhaust;
 
 use std::{
     path::PathBuf,
