@@ -24,6 +24,10 @@ struct Cli {
     /// More diagnostics on stderr (-v: info, -vv: debug incl. BPF-side logs). RUST_LOG works too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Read the kernel's BTF from FILE (raw BTF: the BTFHub layout, or one extracted from the
+    /// kernel package) where /sys/kernel/btf/vmlinux is missing; also `CGTRACE_BTF=FILE`.
+    #[arg(long, value_name = "FILE", global = true)]
+    btf: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -370,6 +374,11 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Some(path) = &cli.btf {
+        // SAFETY: still single-threaded (nothing has been started yet), so no other thread reads
+        // the environment while it changes.
+        unsafe { std::env::set_var(cgtrace::kernel::btf::BTF_ENV, path) };
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -229,7 +229,13 @@ struct TestRun {
     env: Vec<String>,
     /// Extra arguments to the libtest binary.
     args: Vec<String>,
+    /// Run with `/sys/kernel/btf` hidden (an empty tmpfs over it; a copy of its vmlinux stays
+    /// at [`VM_BTF_COPY`]).
+    hide_btf: bool,
 }
+
+/// Where the VM keeps a copy of its kernel's BTF for the runs with `/sys/kernel/btf` hidden.
+const VM_BTF_COPY: &str = "/tmp/vmlinux.btf";
 
 /// The runs of a mode: the test target on every tier (with `--show-output`, so facts printed
 /// by passing tests reach the console), the classic-tracepoint pipeline test, or the exhaustion
@@ -241,6 +247,7 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
             target: EXHAUST_TARGET.to_string(),
             env: vec!["CGTRACE_EXHAUST=1".to_string()],
             args: vec!["--include-ignored".to_string(), "--nocapture".to_string()],
+            hide_btf: false,
         }];
     }
     let target = args.test.clone().unwrap_or_else(|| TEST_TARGET.to_string());
@@ -251,15 +258,39 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
             target: target.clone(),
             env: vec![format!("CGTRACE_TIER={tier}")],
             args: vec!["--show-output".to_string()],
+            hide_btf: false,
         })
         .collect();
     if args.test.is_none() {
-        runs.push(TestRun {
+        let classic = TestRun {
             name: "classic".to_string(),
             target: CLASSIC_TARGET.to_string(),
             env: Vec::new(),
             args: vec![CLASSIC_TEST.to_string(), "--exact".to_string()],
-        });
+            hide_btf: false,
+        };
+        runs.extend([
+            classic.clone(),
+            // The kernel's BTF from a file (`CGTRACE_BTF`) where /sys/kernel/btf is missing: the
+            // lifecycle tests check the memcg reads against the kernel's own files, on the tier
+            // that uses BTF most (fentry: its attach targets too).
+            TestRun {
+                name: "btf-file".to_string(),
+                target: target.clone(),
+                env: vec![
+                    "CGTRACE_TIER=fentry".to_string(),
+                    format!("CGTRACE_BTF={VM_BTF_COPY}"),
+                ],
+                args: Vec::new(),
+                hide_btf: true,
+            },
+            // No BTF at all: the classic tracepoints still stream every mkdir/rmdir/release.
+            TestRun {
+                name: "no-btf".to_string(),
+                hide_btf: true,
+                ..classic
+            },
+        ]);
     }
     runs
 }
@@ -315,7 +346,15 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for kernel in &kernels {
-        let outcome = boot(kernel, &initramfs, &out_dir, &runs, memory, timeout)?;
+        let outcome = boot(
+            kernel,
+            &initramfs,
+            &out_dir,
+            &runs,
+            memory,
+            timeout,
+            if args.exhaust { "-exhaust" } else { "" },
+        )?;
         outcomes.push((kernel, outcome));
     }
 
@@ -483,7 +522,8 @@ impl Apt {
             let name = entry
                 .with_context(|| format!("read {}", dir.display()))?
                 .file_name();
-            if name.to_string_lossy().ends_with("_Packages") {
+            // `..._Packages`, stored compressed (`.lz4`) where apt is configured so.
+            if name.to_string_lossy().contains("_Packages") {
                 return Ok(true);
             }
         }
@@ -859,6 +899,12 @@ fn init_script(runs: &[TestRun]) -> String {
     for run in runs {
         let env: Vec<String> = run.env.iter().map(|e| shell_quote(e)).collect();
         let args: Vec<String> = run.args.iter().map(|a| shell_quote(a)).collect();
+        if run.hide_btf {
+            body.push_str(&format!(
+                "[ -f {VM_BTF_COPY} ] || cp /sys/kernel/btf/vmlinux {VM_BTF_COPY}\n\
+                 mount -t tmpfs btf-hidden /sys/kernel/btf\n"
+            ));
+        }
         body.push_str(&format!(
             "echo \"{RUN_MARKER} run={name}\"\n\
              start=$(cut -d. -f1 /proc/uptime)\n\
@@ -870,6 +916,9 @@ fn init_script(runs: &[TestRun]) -> String {
             target = run.target,
             args = args.join(" "),
         ));
+        if run.hide_btf {
+            body.push_str("umount /sys/kernel/btf\n");
+        }
     }
     let first = runs.first().map_or(String::new(), |r| {
         format!(
@@ -1122,8 +1171,9 @@ fn boot(
     runs: &[TestRun],
     memory_mib: u32,
     timeout: Duration,
+    log_suffix: &str,
 ) -> Result<VmOutcome> {
-    let log = out_dir.join(format!("{}.log", kernel.release));
+    let log = out_dir.join(format!("{}{log_suffix}.log", kernel.release));
     eprintln!(
         "vm-test: booting {} with {memory_mib} MiB (console: {})",
         kernel.release,
@@ -1418,10 +1468,22 @@ fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
         } else {
             format!("FAILED{id}")
         };
-        let btf = match fact("btf") {
+        let mut btf = match fact("btf") {
             Some("none") | None => "none".to_string(),
             Some(path) => format!("`{path}`"),
         };
+        let word = |run: &str| {
+            if o.run_passed(run) {
+                "passed"
+            } else {
+                "FAILED"
+            }
+        };
+        btf.push_str(&format!(
+            "; from a file (`CGTRACE_BTF`, fentry): {}; none (classic tracepoints): {}",
+            word("btf-file"),
+            word("no-btf")
+        ));
         text.push_str(&format!(
             "| {version} (`{release}`) | `{package}` | {memcg} | {tier_cell} | {classic} | {hooks} | {btf} | ring buffer |\n",
             release = kernel.release,
@@ -1592,7 +1654,18 @@ mod tests {
     fn matrix_runs_every_tier_and_the_classic_test() {
         let runs = test_runs(&VmTestArgs::default());
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["fentry", "kprobe", "tracepoint", "classic"]);
+        assert_eq!(
+            names,
+            [
+                "fentry",
+                "kprobe",
+                "tracepoint",
+                "classic",
+                "btf-file",
+                "no-btf"
+            ]
+        );
+        assert!(runs[4].hide_btf && runs[5].hide_btf && !runs[3].hide_btf);
         assert!(runs[0].env.contains(&"CGTRACE_TIER=fentry".to_string()));
         let exhaust = test_runs(&VmTestArgs {
             exhaust: true,
@@ -1602,6 +1675,9 @@ mod tests {
         assert_eq!(exhaust[0].target, EXHAUST_TARGET);
         let script = init_script(&runs);
         assert!(script.contains("CGTRACE-VM-RUN run=classic"));
+        assert!(script.contains(
+            "mount -t tmpfs btf-hidden /sys/kernel/btf\necho \"CGTRACE-VM-RUN run=btf-file\""
+        ));
         assert!(script.contains(
             "/test/pipeline --test-threads=1 classic_tracepoints_see_every_cgroup --exact"
         ));

@@ -1,5 +1,4 @@
 //! `cgtrace doctor`: what this kernel can do for cgtrace, each probe tier tried for real.
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -122,7 +121,7 @@ pub fn run() -> DoctorReport {
         }
     }
     DoctorReport {
-        btf: Path::new(btf::VMLINUX).exists(),
+        btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
         ring_buffer: kernel::check_ring_buffer(&release).is_ok(),
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
@@ -163,7 +162,11 @@ pub fn render(r: &DoctorReport) -> String {
             Err(e) => e.clone(),
         }
     );
-    s += &format!("BTF:             {} ({})\n", yes(r.btf), btf::VMLINUX);
+    s += &format!(
+        "BTF:             {} ({})\n",
+        yes(r.btf),
+        btf::vmlinux_path().display()
+    );
     s += &format!(
         "tracefs:         {}\n",
         r.tracefs

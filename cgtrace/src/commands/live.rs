@@ -336,6 +336,15 @@ async fn live(opts: &LiveOptions) -> anyhow::Result<()> {
             format!("; not used: {rejected}")
         }
     );
+    if probes.offsets.is_none() {
+        eprintln!(
+            "cgtrace: no kernel BTF ({} unreadable; give one with --btf FILE or CGTRACE_BTF=FILE): \
+             memcg IDs and usage (memory, kmem, memsw) are unknown in every event and dying memcgs \
+             from before start are not named; mkdir, rmdir and release still stream from the \
+             cgroup tracepoints",
+            crate::kernel::btf::vmlinux_path().display()
+        );
+    }
     // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
     // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(RingFd(probes), Interest::READABLE) }
