@@ -89,6 +89,10 @@ pub struct VmTestArgs {
     /// Refresh the kernel package lists (`apt-get update` of vm-test's own lists) first.
     #[arg(long)]
     refresh: bool,
+    /// Boot nothing: read the console logs the last run left in target/vm-test (with --readme:
+    /// rewrite the table from them).
+    #[arg(long, conflicts_with_all = ["test", "exhaust", "keep"])]
+    from_logs: bool,
 }
 
 impl Default for VmTestArgs {
@@ -102,6 +106,7 @@ impl Default for VmTestArgs {
             exhaust: false,
             readme: false,
             refresh: false,
+            from_logs: false,
         }
     }
 }
@@ -328,6 +333,29 @@ pub fn run(args: VmTestArgs) -> Result<()> {
 
     let kernels = prepare_kernels(&cache, &args.kernel, args.refresh)?;
     let runs = test_runs(&args);
+    if args.from_logs {
+        let outcomes = kernels
+            .iter()
+            .map(|k| {
+                Ok((
+                    k,
+                    outcome_from_log(
+                        &out_dir.join(format!("{}.log", k.release)),
+                        &runs,
+                        false,
+                        None,
+                    )?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        print_summary(&outcomes, Duration::ZERO);
+        if args.readme {
+            let readme = workspace_root().join("README.md");
+            write_readme_table(&readme, &kernel_table(&outcomes))?;
+            eprintln!("vm-test: wrote the kernel table to {}", readme.display());
+        }
+        return Ok(());
+    }
     let targets: BTreeSet<&str> = runs.iter().map(|r| r.target.as_str()).collect();
     let binaries = build_test_binaries(&targets)?;
     let initramfs = out_dir.join(if args.exhaust {
@@ -1206,7 +1234,17 @@ fn boot(
     } else {
         eprintln!("vm-test: {} ran for {seconds} s", kernel.release);
     }
-    let text = read_log(&log)?;
+    outcome_from_log(&log, runs, timed_out, Some(seconds))
+}
+
+/// What a VM's console log says; `seconds` None: the sum of its runs' times.
+fn outcome_from_log(
+    log: &Path,
+    runs: &[TestRun],
+    timed_out: bool,
+    seconds: Option<u64>,
+) -> Result<VmOutcome> {
+    let text = read_log(log)?;
     Ok(VmOutcome {
         statuses: runs
             .iter()
@@ -1215,8 +1253,12 @@ fn boot(
         facts: facts(&text),
         finished: !timed_out && text.lines().any(|l| l.contains(DONE_MARKER)),
         timed_out,
-        seconds,
-        log,
+        seconds: seconds.unwrap_or_else(|| {
+            runs.iter()
+                .filter_map(|r| run_seconds(&text, &r.name))
+                .sum()
+        }),
+        log: log.to_path_buf(),
     })
 }
 
@@ -1429,7 +1471,8 @@ fn shell_quote(arg: &str) -> String {
 
 /// The upstream version from `/proc/version` (`... #1 SMP Debian 5.10.262-1 (2026-07-31)`).
 fn debian_version(proc_version: &str) -> Option<&str> {
-    let after = &proc_version[proc_version.find("Debian ")? + "Debian ".len()..];
+    // The last one: the compiler's version in parentheses says "Debian" too.
+    let after = &proc_version[proc_version.rfind("Debian ")? + "Debian ".len()..];
     after.split_whitespace().next()
 }
 
@@ -1687,7 +1730,7 @@ mod tests {
     fn table_facts_and_readme_markers() {
         assert_eq!(
             debian_version(
-                "Linux version 5.10.0-46-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-10) #1 SMP Debian 5.10.262-1 (2026-07-31)"
+                "Linux version 5.10.0-46-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-10 (Debian 10.2.1-6) 10.2.1 20210110) #1 SMP Debian 5.10.262-1 (2026-07-31)"
             ),
             Some("5.10.262-1")
         );
