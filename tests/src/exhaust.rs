@@ -28,17 +28,31 @@ pub fn require_allowed() {
 }
 
 /// The memory controller's `num_cgroups` in `/proc/cgroups`: the cgroups of the hierarchy it is
-/// bound to, live and dying (each holding a memcg ID while online).
-pub fn memory_num_cgroups() -> io::Result<u64> {
+/// bound to, live and dying (each holding a memcg ID while online). Kernels without v1 memory
+/// may leave it out of `/proc/cgroups` (7.3 does): then, on v2 (`v2_root`), the root and its
+/// live and dying descendants from the root's `cgroup.stat` (in the VM every v2 cgroup has
+/// memory).
+pub fn memory_num_cgroups(v2_root: Option<&Path>) -> io::Result<u64> {
     let text = fs::read_to_string("/proc/cgroups")?;
-    text.lines()
-        .find_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.first() == Some(&"memory"))
-                .then(|| cols.get(2)?.parse().ok())
-                .flatten()
-        })
-        .ok_or_else(|| io::Error::other("no memory line in /proc/cgroups"))
+    let listed = text.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.first() == Some(&"memory"))
+            .then(|| cols.get(2)?.parse().ok())
+            .flatten()
+    });
+    if let Some(n) = listed {
+        return Ok(n);
+    }
+    let Some(root) = v2_root else {
+        return Err(io::Error::other("no memory line in /proc/cgroups"));
+    };
+    let stat = fs::read_to_string(root.join("cgroup.stat"))?;
+    let field = |name: &str| -> io::Result<u64> {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no {name} in cgroup.stat")))
+    };
+    Ok(1 + field("nr_descendants ")? + field("nr_dying_descendants ")?)
 }
 
 /// What filling took.
@@ -65,6 +79,7 @@ impl FillResult {
 pub struct MemcgFill {
     parent: TestParent,
     mount: PathBuf,
+    v2: bool,
     made: usize,
     removed: bool,
 }
@@ -81,6 +96,7 @@ impl MemcgFill {
         Ok(MemcgFill {
             parent,
             mount: mount.to_path_buf(),
+            v2,
             made: 0,
             removed: false,
         })
@@ -99,7 +115,7 @@ impl MemcgFill {
     /// Makes memcgs `m0`, `m1`, … until `mkdir` fails; the failure is the result. Errors if no
     /// limit is met or the first failure is not the kernel's (EEXIST).
     pub fn fill(&mut self) -> io::Result<FillResult> {
-        let before = memory_num_cgroups()?;
+        let before = memory_num_cgroups(self.v2.then_some(self.mount.as_path()))?;
         let dir = self.dir();
         let started = Instant::now();
         let mut name = String::new();
