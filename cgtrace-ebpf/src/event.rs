@@ -167,13 +167,17 @@ pub fn config() -> Config {
     CONFIG.load()
 }
 
-/// Figures read from a memcg (pages), each `None` where this kernel lacks the field.
+/// Figures read from a memcg (pages); `flags` has the record's `HAS_*` flag of each one read (0
+/// where unread or where this kernel lacks the field). Plain fields, all written whatever was
+/// read: Linux < 5.12 refuses a read of stack never written, and an `Option`'s payload is one
+/// when LLVM loads it without looking at the discriminant (`unwrap_or` as a select).
 #[derive(Clone, Copy, Default)]
 pub struct Memcg {
-    pub id: Option<u32>,
-    pub memory: Option<u64>,
-    pub kmem: Option<u64>,
-    pub memsw: Option<u64>,
+    pub id: u32,
+    pub memory: u64,
+    pub kmem: u64,
+    pub memsw: u64,
+    pub flags: u8,
 }
 
 /// What a hook learned about the cgroup before the event is built.
@@ -250,19 +254,27 @@ pub fn read_memcg(css: *const u8, counters: bool) -> Memcg {
         return Memcg::default();
     }
     let memcg = css.wrapping_sub(off.memcg_css as usize);
-    let id = read_field::<i32>(memcg, off.memcg_id).map(|v| v as u32);
+    let mut m = Memcg::default();
+    if let Some(id) = read_field::<i32>(memcg, off.memcg_id) {
+        m.id = id as u32;
+        m.flags |= flags::HAS_MEMCG_ID;
+    }
     if !counters {
-        return Memcg {
-            id,
-            ..Memcg::default()
-        };
+        return m;
     }
-    Memcg {
-        id,
-        memory: read_field::<u64>(memcg, off.memcg_memory),
-        kmem: read_field::<u64>(memcg, off.memcg_kmem),
-        memsw: read_field::<u64>(memcg, off.memcg_memsw),
+    if let Some(v) = read_field::<u64>(memcg, off.memcg_memory) {
+        m.memory = v;
+        m.flags |= flags::HAS_MEMORY;
     }
+    if let Some(v) = read_field::<u64>(memcg, off.memcg_kmem) {
+        m.kmem = v;
+        m.flags |= flags::HAS_KMEM;
+    }
+    if let Some(v) = read_field::<u64>(memcg, off.memcg_memsw) {
+        m.memsw = v;
+        m.flags |= flags::HAS_MEMSW;
+    }
+    m
 }
 
 /// Whether the cgroup is at or below the configured subtree of its hierarchy.
@@ -438,22 +450,12 @@ fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
 #[inline(always)]
 fn present_flags(info: &CgroupInfo) -> u8 {
     let m = info.memcg;
-    let mut ev_flags = if info.has_cgroup {
-        flags::HAS_CGROUP
-    } else {
-        0
-    };
-    for (present, flag) in [
-        (m.id.is_some(), flags::HAS_MEMCG_ID),
-        (m.memory.is_some(), flags::HAS_MEMORY),
-        (m.kmem.is_some(), flags::HAS_KMEM),
-        (m.memsw.is_some(), flags::HAS_MEMSW),
-    ] {
-        if present {
-            ev_flags |= flag;
+    m.flags
+        | if info.has_cgroup {
+            flags::HAS_CGROUP
+        } else {
+            0
         }
-    }
-    ev_flags
 }
 
 /// Writes every field but `path_len`, `flags` and `level`, and the path; returns what the string
@@ -471,13 +473,13 @@ unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).cgroup_id = info.cgroup_id;
         (*ev).css = info.css;
-        (*ev).memory_pages = m.memory.unwrap_or(0);
-        (*ev).kmem_pages = m.kmem.unwrap_or(0);
-        (*ev).memsw_pages = m.memsw.unwrap_or(0);
+        (*ev).memory_pages = m.memory;
+        (*ev).kmem_pages = m.kmem;
+        (*ev).memsw_pages = m.memsw;
         (*ev).hierarchy_id = info.hierarchy_id;
         (*ev).tgid = (pid_tgid >> 32) as u32;
         (*ev).tid = pid_tgid as u32;
-        (*ev).memcg_id = m.id.unwrap_or(0);
+        (*ev).memcg_id = m.id;
         (*ev).kind = kind as u8;
         (*ev).errno = info.errno;
         (*ev)._pad = 0;

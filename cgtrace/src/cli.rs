@@ -35,6 +35,10 @@ pub struct Cli {
     /// More diagnostics on stderr (-v: info, -vv: debug incl. BPF-side logs). RUST_LOG works too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Read the kernel's BTF from FILE (raw BTF: the BTFHub layout, or one extracted from the
+    /// kernel package) where /sys/kernel/btf/vmlinux is missing; also `CGTRACE_BTF=FILE`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub btf: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }

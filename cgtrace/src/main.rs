@@ -18,6 +18,11 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
+    if let Some(path) = &cli.btf {
+        // SAFETY: still single-threaded (nothing has been started yet), so no other thread reads
+        // the environment while it changes.
+        unsafe { std::env::set_var(cgtrace::kernel::btf::BTF_ENV, path) };
+    }
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

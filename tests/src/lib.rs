@@ -2,6 +2,7 @@
 //! collecting decoded events from loaded programs until a condition or a deadline.
 pub mod binary;
 pub mod cgroup;
+pub mod exhaust;
 
 use std::{
     path::PathBuf,

@@ -247,6 +247,19 @@ fn scratch_dir() -> PathBuf {
     }
 }
 
+/// The kernel's count of dying cgroups below the test parent (v2 `cgroup.stat`; None on v1).
+fn kernel_dying_descendants(f: &Fixture) -> Option<u64> {
+    if !f.mem.v2 {
+        return None;
+    }
+    let stat = fs::read_to_string(f.parent.dir(&f.mem.mount).join("cgroup.stat")).ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("nr_dying_descendants "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[test]
 fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
     let Some(mut f) = setup("pagecache") else {
@@ -295,6 +308,21 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         assert!(rmdir.usage_bytes.is_some_and(|u| u >= 4 << 20), "{rmdir:?}");
         (rmdir.css, events_of(&seen, ino, rmdir.css))
     };
+    // Newer kernels (7.3 here, v2) move a dying memcg's page cache to the parent at offline:
+    // then nothing pins it and the kernel counts no dying descendant. cgtrace must agree with
+    // the kernel either way.
+    if kernel_dying_descendants(&f) == Some(0) {
+        eprintln!("this kernel does not keep a memcg dying for its page cache");
+        assert!(
+            before.contains(&EventKind::Release),
+            "the kernel freed the memcg, cgtrace saw no release: {before:?}"
+        );
+        if is_css_tier(tier) {
+            assert!(before.contains(&EventKind::CssFree), "{before:?}");
+        }
+        let _ = fs::remove_file(&file);
+        return;
+    }
     assert!(
         !before.contains(&EventKind::Release),
         "released while pinned: {before:?}"
@@ -337,14 +365,16 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
 /// where the kernel has them (6.12 without CONFIG_MEMCG_V1 has no `kmem`: reported unknown).
 #[test]
 fn offsets_resolve_from_this_kernels_btf() {
-    let data = match cgtrace::kernel::btf::read_vmlinux(Path::new(cgtrace::kernel::btf::VMLINUX)) {
+    // `CGTRACE_BTF` names a file where /sys/kernel/btf/vmlinux is hidden (vm-test's btf-file run).
+    let path = cgtrace::kernel::btf::vmlinux_path();
+    let data = match cgtrace::kernel::btf::read_vmlinux(&path) {
         Ok(d) => d,
         Err(e) => {
             assert!(std::env::var("CI").is_err(), "no BTF in CI: {e}");
             return;
         }
     };
-    let btf = cgtrace::kernel::btf::KernelBtf::parse(&data, cgtrace::kernel::btf::VMLINUX)
+    let btf = cgtrace::kernel::btf::KernelBtf::parse(&data, &path.display().to_string())
         .expect("parse BTF");
     let o = cgtrace::kernel::btf::cgroup_offsets(&btf);
     assert!(cgtrace::kernel::btf::missing(&o).is_empty(), "{o:?}");
@@ -410,6 +440,14 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             Some(want_attach),
             "with {hooks:?}"
         );
+        if hooks == MkdirFailureHooks::Auto {
+            // For the kernel table `cargo xtask vm-test --readme` writes (it runs the tests
+            // with --show-output).
+            println!(
+                "CGTRACE-VM-FACT mkdir_failure_hooks {}",
+                want_attach.describe()
+            );
+        }
         // Both syscalls: mkdir(2), and mkdirat(2) with a directory fd (ignored for an absolute
         // path: what the hooks see is the path argument).
         let want = parent.dir(&v2).join("kubepods");

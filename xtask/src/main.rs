@@ -55,8 +55,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run the memcg lifecycle tests on every
-    /// probe tier (fentry, kprobe, tracepoint) there.
+    /// Boot Debian's 5.10, 6.1, 6.12 and newest kernels in QEMU and run the memcg lifecycle tests
+    /// on every probe tier (fentry, kprobe, tracepoint) and the classic-tracepoint test there;
+    /// `--exhaust` runs the memcg ID exhaustion test instead, `--readme` writes the kernel table.
     VmTest(vm::VmTestArgs),
     /// Measure cgtrace on this machine (as root): churn overhead against no tracer and bpftrace,
     /// loss and ring size, the user-space pipeline, memory per dying memcg, start-up. Prints a

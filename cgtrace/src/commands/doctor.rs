@@ -1,8 +1,5 @@
 //! `cgtrace doctor`: what this kernel can do for cgtrace, each probe tier tried for real.
-use std::{
-    io::{self, Write},
-    path::Path,
-};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
@@ -74,7 +71,7 @@ pub fn run() -> DoctorReport {
     let offsets = crate::probes::kernel_offsets().ok();
     let tried = try_tiers();
     DoctorReport {
-        btf: Path::new(btf::VMLINUX).exists(),
+        btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
         ring_buffer: kernel::check_ring_buffer(&release).is_ok(),
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
@@ -212,7 +209,11 @@ pub fn render(r: &DoctorReport) -> String {
             Err(e) => e.clone(),
         }
     );
-    s += &format!("BTF:             {} ({})\n", yes(r.btf), btf::VMLINUX);
+    s += &format!(
+        "BTF:             {} ({})\n",
+        yes(r.btf),
+        btf::vmlinux_path().display()
+    );
     s += &format!(
         "tracefs:         {}\n",
         r.tracefs

@@ -197,6 +197,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     };
     let (probes, baseline) = attach_probes(opts, &hierarchies)?;
     let mut walk = start_walk(&probes, &baseline, &hierarchies);
+    let probes_without_btf = probes.offsets.is_none();
     let clock = ClockRef::now();
     let facts = RunFacts::of_probes(&probes, hierarchies, opts.filters.clone(), clock);
     let pod_names = Box::new(PodLogDir::new(opts.host_root.join("var/log/pods")));
@@ -216,6 +217,15 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
     announce(pipe.facts(), opts.probe.ring_size);
+    if probes_without_btf {
+        eprintln!(
+            "cgtrace: no kernel BTF ({} unreadable; give one with --btf FILE or CGTRACE_BTF=FILE): \
+             memcg IDs and usage (memory, kmem, memsw) are unknown in every event and dying memcgs \
+             from before start are not named; mkdir, rmdir and release still stream from the \
+             cgroup tracepoints",
+            crate::kernel::btf::vmlinux_path().display()
+        );
+    }
     if let ModeState::Attach(a) = &mut state {
         a.attached(pipe.facts());
     }

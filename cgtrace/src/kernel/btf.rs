@@ -3,13 +3,31 @@
 //!
 //! Members are found by name, descending into anonymous structs and unions; renamed fields are
 //! tried under each known spelling. A field this kernel lacks is `None`, never 0.
-use std::{collections::HashMap, fs, path::Path};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use btf::types::{Btf, BtfType};
 use cgtrace_common::KernelOffsets;
 use thiserror::Error;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// A BTF file to read instead of [`VMLINUX`], for kernels that do not expose their BTF (the
+/// BTFHub layout, or one extracted from the kernel package): raw BTF. `cgtrace --btf FILE` sets
+/// it; a DaemonSet sets it in the environment.
+pub const BTF_ENV: &str = "CGTRACE_BTF";
+
+/// Where the kernel's BTF is read from: `$CGTRACE_BTF` when set and not empty, else
+/// [`VMLINUX`].
+pub fn vmlinux_path() -> PathBuf {
+    match std::env::var_os(BTF_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(VMLINUX),
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum BtfError {

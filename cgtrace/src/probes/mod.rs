@@ -452,7 +452,8 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
         match tier {
             Tier::Tracepoint => Ok(()),
             Tier::Fentry => {
-                let btf = btf.ok_or_else(|| anyhow!("no kernel BTF ({})", btf::VMLINUX))?;
+                let btf = btf
+                    .ok_or_else(|| anyhow!("no kernel BTF ({})", btf::vmlinux_path().display()))?;
                 for (func, prog, _) in CSS_HOOKS {
                     let p = ebpf
                         .program_mut(prog)
@@ -864,8 +865,9 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
 /// The struct offsets, and where `struct pt_regs` keeps the syscall arguments holding a mkdir's
 /// path (see [`btf::syscall_arg_regs`]), from one parse of the kernel's BTF.
 fn kernel_btf_facts() -> anyhow::Result<(KernelOffsets, Option<(u32, u32)>)> {
-    let data = btf::read_vmlinux(Path::new(btf::VMLINUX))?;
-    let kbtf = btf::KernelBtf::parse(&data, btf::VMLINUX)?;
+    let path = btf::vmlinux_path();
+    let data = btf::read_vmlinux(&path)?;
+    let kbtf = btf::KernelBtf::parse(&data, &path.display().to_string())?;
     Ok((btf::cgroup_offsets(&kbtf), btf::syscall_arg_regs(&kbtf)))
 }
 
@@ -1015,7 +1017,7 @@ impl Probes {
 
         // The probe ladder, tried for real: the first tier the kernel accepts wins.
         let t0 = Instant::now();
-        let aya_btf = Btf::from_sys_fs().ok();
+        let aya_btf = Btf::parse_file(btf::vmlinux_path(), aya::Endianness::default()).ok();
         log::debug!(
             "kernel BTF parsed for fentry in {} ms",
             t0.elapsed().as_millis()
