@@ -176,7 +176,7 @@ fn memcg_id_exhaustion_fails_mkdir_with_the_kernels_errno() {
         removal.as_secs_f64(),
         release_ev.map_or("none".to_string(), |e| format!(
             "{}[{}]",
-            String::from_utf8_lossy(&e.comm),
+            String::from_utf8_lossy(e.comm),
             e.pid
         )),
         failed_ev.map_or("none".to_string(), |e| format!(
