@@ -34,7 +34,7 @@ use crate::{is_root, run as run_command, setup, workspace_root};
 /// The integration test target run on every tier in the VMs.
 const TEST_TARGET: &str = "memcg_lifecycle";
 /// The classic-tracepoint run: the pipeline test that attaches `cgroup:*` through tracefs.
-const CLASSIC_TARGET: &str = "pipeline";
+const CLASSIC_TARGET: &str = "probes";
 const CLASSIC_TEST: &str = "classic_tracepoints_see_every_cgroup";
 /// The memcg ID exhaustion test target (`--exhaust` only).
 const EXHAUST_TARGET: &str = "exhaust";
@@ -1722,7 +1722,7 @@ mod tests {
             "mount -t tmpfs btf-hidden /sys/kernel/btf\necho \"CGTRACE-VM-RUN run=btf-file\""
         ));
         assert!(script.contains(
-            "/test/pipeline --test-threads=1 classic_tracepoints_see_every_cgroup --exact"
+            "/test/probes --test-threads=1 classic_tracepoints_see_every_cgroup --exact"
         ));
     }
 
