@@ -228,7 +228,8 @@ impl Default for Metrics {
     }
 }
 
-fn to_i64(v: u64) -> i64 {
+/// A count as a gauge value (saturating).
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::kernel::hierarchy::Hierarchies;
+use crate::{kernel::hierarchy::Hierarchies, pipeline::metrics::to_i64};
 
 /// Where the node's BPF run-time statistics switch is.
 pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -180,24 +180,6 @@ pub struct OwnCostMetrics {
     run_count: Family<ProgramLabels, Counter>,
     stats_enabled: Gauge,
     last: OwnCost,
-}
-
-/// The metric names, as exposed.
-pub const OWN_COST_METRIC_NAMES: &[&str] = &[
-    "cgtrace_self_cpu_seconds_total",
-    "cgtrace_self_resident_memory_bytes",
-    "cgtrace_self_cgroup_memory_bytes",
-    "cgtrace_ring_drains_total",
-    "cgtrace_ring_records_total",
-    "cgtrace_ring_fill_bytes",
-    "cgtrace_ring_size_bytes",
-    "cgtrace_bpf_program_run_seconds_total",
-    "cgtrace_bpf_program_runs_total",
-    "cgtrace_bpf_stats_enabled",
-];
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl OwnCostMetrics {
