@@ -107,3 +107,21 @@ pub fn count(seen: &[Event<'_>], kind: EventKind, h: u32) -> usize {
         .filter(|s| s.kind == kind && s.hierarchy_id == h)
         .count()
 }
+
+/// Whether CI forbids skipping (`CI=true`).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `cmd`'s stdout, failing the test with its stderr when it fails.
+pub fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let desc = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{desc}: {e}"));
+    assert!(
+        out.status.success(),
+        "{desc}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -11,7 +11,10 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-use integration_tests::binary::{cgtrace_bin, workspace};
+use integration_tests::{
+    binary::{cgtrace_bin, workspace},
+    ci, stdout_of,
+};
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -613,24 +616,6 @@ fn invocations_are_checked() {
         let r = std::panic::catch_unwind(|| check_invocation("bad", &bad));
         assert!(r.is_err(), "{bad:?} must be refused");
     }
-}
-
-/// Whether CI forbids skipping.
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// `cmd`'s stdout, failing the test with its stderr when it fails.
-fn stdout_of(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| panic!("{desc}: {e}"));
-    assert!(
-        out.status.success(),
-        "{desc}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// "256Mi", "64M", "1Gi" as bytes.

@@ -11,23 +11,7 @@ use std::{
     process::Command,
 };
 
-use integration_tests::binary::workspace;
-
-fn ci() -> bool {
-    env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn stdout_of(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| panic!("{desc}: {e}"));
-    assert!(
-        out.status.success(),
-        "{desc}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use integration_tests::{binary::workspace, ci, stdout_of};
 
 /// The build `cargo xtask dist` makes (xtask/src/dist.rs: same flags, same target directory, so
 /// after it this is a no-op), in an environment where only the stable toolchain is reachable:
