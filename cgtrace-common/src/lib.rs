@@ -203,6 +203,11 @@ pub struct KernelOffsets {
     /// hierarchy from cgtrace's own task.
     pub task_cgroups: u32,
     pub css_set_subsys: u32,
+    /// `struct kernfs_node` → `flags` (u16), and the value of `KERNFS_ACTIVATED` in it: a cgroup
+    /// whose node was never activated was never announced — its `mkdir` failed after
+    /// `cgroup_create()`, and its release is the trace of that failure.
+    pub kn_flags: u32,
+    pub kn_activated: u32,
     pub _pad: u32,
 }
 
@@ -232,6 +237,8 @@ impl KernelOffsets {
         kn_parent: Self::UNKNOWN,
         task_cgroups: Self::UNKNOWN,
         css_set_subsys: Self::UNKNOWN,
+        kn_flags: Self::UNKNOWN,
+        kn_activated: 0,
         _pad: 0,
     };
 }
@@ -358,7 +365,7 @@ const _: () =
     assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + 8 + COMM_LEN + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
 const _: () = assert!(core::mem::size_of::<WalkState>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 96 + 32 + 24 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 104 + 32 + 24 + 8 + 4 + 4 + 4 + 4 + 8);

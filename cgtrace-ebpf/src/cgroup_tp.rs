@@ -9,7 +9,8 @@ use aya_log_ebpf::debug;
 use cgtrace_common::{EventKind, flags};
 
 use crate::event::{
-    CgroupInfo, Memcg, cgroup_hierarchy_and_id, cgroup_level, config, emit, memory_css, read_memcg,
+    CgroupInfo, Memcg, cgroup_hierarchy_and_id, cgroup_level, config, emit, memory_css,
+    never_activated, read_memcg,
 };
 
 /// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
@@ -35,7 +36,16 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
     } else {
         cgroup_level(cgrp).ok_or(1u32)?
     };
-    let (css, memcg) = if kind == EventKind::Release {
+    // A release of a cgroup whose mkdir failed after the cgroup was made (its memory css could
+    // not be created: memcg IDs exhausted, an allocation failure): reported as that failure,
+    // with no errno (the kernel keeps it nowhere) and no task (a kworker releases it).
+    let half_made = kind == EventKind::Release && never_activated(cgrp);
+    let kind = if half_made {
+        EventKind::MkdirFailed
+    } else {
+        kind
+    };
+    let (css, memcg) = if kind == EventKind::Release || half_made {
         (core::ptr::null(), Memcg::default())
     } else {
         let css = memory_css(cgrp);
@@ -54,6 +64,7 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         errno: 0,
         truncated: false,
         level_from_path,
+        no_task: half_made,
     };
     report(ctx, kind, &info)
 }
@@ -91,6 +102,7 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         errno: 0,
         truncated: false,
         level_from_path: false,
+        no_task: false,
     };
     report(ctx, kind, &info)
 }

@@ -50,6 +50,7 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         errno: 0,
         truncated,
         level_from_path: false,
+        no_task: false,
     };
     report(ctx, kind, &info)
 }
@@ -78,6 +79,7 @@ fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Re
         errno: 0,
         truncated: false,
         level_from_path: false,
+        no_task: false,
     };
     report(ctx, EventKind::CssAlloc, &info)
 }

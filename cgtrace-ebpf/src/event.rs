@@ -204,6 +204,9 @@ pub struct CgroupInfo {
     /// `level` was not read: the user side counts it from the path (cgroup names hold no `/`),
     /// unless the path is cut or unread, when `emit` reads it after all.
     pub level_from_path: bool,
+    /// The current task is not the event's cause (a kworker releasing a half-made cgroup): no
+    /// pid or comm in the record.
+    pub no_task: bool,
 }
 
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
@@ -222,6 +225,23 @@ pub fn cgroup_hierarchy_and_id(cgrp: *const u8) -> Option<(u32, u64)> {
     let h = read_field::<i32>(root, off.root_hierarchy_id)?;
     let id = read_field::<u64>(kn, off.kn_id)?;
     Some((h as u32, id))
+}
+
+/// Whether the kernfs node of a `struct cgroup *` was never activated: `cgroup_mkdir()`
+/// activates it only once the cgroup and its css exist, so a cgroup released without it is the
+/// remains of a `mkdir` that failed after `cgroup_create()`. False when this kernel's BTF lacks
+/// the field or the flag.
+#[inline(always)]
+pub fn never_activated(cgrp: *const u8) -> bool {
+    let off = config().offsets;
+    if off.kn_activated == 0 {
+        return false;
+    }
+    let Some(kn) = read_field::<u64>(cgrp, off.cgroup_kn) else {
+        return false;
+    };
+    read_field::<u16>(kn as *const u8, off.kn_flags)
+        .is_some_and(|f| u32::from(f) & off.kn_activated == 0)
 }
 
 /// The depth of a `struct cgroup *` below its hierarchy root.
@@ -436,9 +456,10 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
 /// Whether the event passes the load-time filters (hierarchies, path prefix, subtrees).
 #[inline(always)]
 fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
-    // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
+    // Failed mkdirs seen at the syscall have no cgroup: their own program checked the cgroupfs
+    // prefix (a half-made cgroup's release has one, and is filtered like any cgroup).
     // Start-up walk records carry a leaf name, not a path: no prefix check for them.
-    kind == EventKind::MkdirFailed
+    (kind == EventKind::MkdirFailed && !info.has_cgroup)
         || (hierarchy_passes(cfg, info.hierarchy_id)
             && (kind == EventKind::DyingAtStart
                 || info.path.is_null()
@@ -477,14 +498,23 @@ unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
         (*ev).kmem_pages = m.kmem;
         (*ev).memsw_pages = m.memsw;
         (*ev).hierarchy_id = info.hierarchy_id;
-        (*ev).tgid = (pid_tgid >> 32) as u32;
-        (*ev).tid = pid_tgid as u32;
+        if info.no_task {
+            (*ev).tgid = 0;
+            (*ev).tid = 0;
+        } else {
+            (*ev).tgid = (pid_tgid >> 32) as u32;
+            (*ev).tid = pid_tgid as u32;
+        }
         (*ev).memcg_id = m.id;
         (*ev).kind = kind as u8;
         (*ev).errno = info.errno;
         (*ev)._pad = 0;
         // Straight into the record (the kernel zeroes it when there is no task).
-        bpf_get_current_comm_raw((*ev).comm.as_mut_ptr().cast(), COMM_LEN as u32);
+        if info.no_task {
+            (*ev).comm[0] = 0;
+        } else {
+            bpf_get_current_comm_raw((*ev).comm.as_mut_ptr().cast(), COMM_LEN as u32);
+        }
         if info.path.is_null() {
             (*ev).path[0] = 0;
             1

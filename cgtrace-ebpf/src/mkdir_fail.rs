@@ -103,6 +103,7 @@ fn report_failure(ctx: &TracePointContext, ret: i64, path: *const u8) -> Result<
         errno: (-ret) as i32,
         truncated: false,
         level_from_path: false,
+        no_task: false,
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

@@ -7,7 +7,6 @@
 //!   root of cgtrace's own memcg's ancestry, and needs no cgroup of cgtrace's own; or
 //! - as the fallback, on the raw tracepoint of mkdirs that cgtrace itself makes
 //!   (`cgtrace-walk-*` at the hierarchy root).
-use core::{mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
     helpers::bpf_get_current_task,
@@ -251,6 +250,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         errno: 0,
         truncated: false,
         level_from_path: false,
+        no_task: false,
     };
     let _ = report(ctx, EventKind::DyingAtStart, &info);
 }

@@ -135,7 +135,7 @@ fn start(
     let mut opts = ProbeOptions {
         tier: tier_from_env(),
         attach,
-        mkdir_failures: false,
+        mkdir_failures: cgtrace::probes::MkdirFailureMode::Cgroupfs,
         ..ProbeOptions::default()
     };
     opts.set_filters(filters, &layout.hierarchies)

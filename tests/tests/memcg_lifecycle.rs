@@ -426,6 +426,7 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             tier: tier_from_env(),
             hierarchies: Some(vec![0]),
             subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
+            mkdir_failures: cgtrace::probes::MkdirFailureMode::Syscall,
             mkdir_failure_hooks: hooks,
             ..ProbeOptions::default()
         })

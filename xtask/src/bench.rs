@@ -977,25 +977,38 @@ fn syscall_ns() -> f64 {
     t.elapsed().as_nanos() as f64 / f64::from(TAX_CALLS)
 }
 
-/// What every syscall on the node pays while cgtrace is attached: the syscall tracepoint that
-/// catches failed mkdirs sends every syscall through the kernel's tracing slow path. Rounds of
-/// (nothing attached, `live`, `live --no-mkdir-failures`) in rotating order; ns per syscall of
-/// each, in that order.
-fn syscall_tax(ctx: &Ctx) -> Result<[Vec<f64>; 3]> {
-    let variants: [&[&str]; 3] = [
-        &[],
-        &["live", "--json"],
-        &["live", "--json", "--no-mkdir-failures"],
-    ];
-    let mut out: [Vec<f64>; 3] = Default::default();
+/// The modes the syscall tax is measured under, after "nothing attached": the three default
+/// modes, then the opt-in syscall hook for failed mkdirs.
+const TAX_MODES: [&str; 4] = [
+    "live --json",
+    "record --force -o {tmp}/tax.cgtrace",
+    "attach",
+    "live --json --mkdir-failures syscall",
+];
+
+/// What every syscall on the node pays while cgtrace is attached (the syscall tracepoint of
+/// `--mkdir-failures syscall` sends every syscall through the kernel's tracing slow path; the
+/// default modes attach none). Rounds of (nothing attached, then each of [`TAX_MODES`]) in
+/// rotating order; ns per syscall of each, in that order.
+fn syscall_tax(ctx: &Ctx) -> Result<[Vec<f64>; 5]> {
+    let tmp = ctx.tmp.to_string_lossy().into_owned();
+    let variants: Vec<Vec<String>> = std::iter::once(Vec::new())
+        .chain(TAX_MODES.iter().map(|m| {
+            m.replace("{tmp}", &tmp)
+                .split(' ')
+                .map(str::to_string)
+                .collect()
+        }))
+        .collect();
+    let mut out: [Vec<f64>; 5] = Default::default();
     for round in 0..TAX_ROUNDS {
         for k in 0..variants.len() {
             let i = (round + k) % variants.len();
             let ns = if variants[i].is_empty() {
                 syscall_ns()
             } else {
-                let args: Vec<String> = variants[i].iter().map(|a| a.to_string()).collect();
-                let mut t = Tracer::spawn(&args.join(" "), &ctx.bin, &args, Out::Null)?;
+                let args = &variants[i];
+                let mut t = Tracer::spawn(&args.join(" "), &ctx.bin, args, Out::Null)?;
                 t.wait_cgtrace_attached()?;
                 thread::sleep(SETTLE);
                 let ns = syscall_ns();
@@ -1789,7 +1802,7 @@ fn measure(
         }
     }
     match &tax {
-        Ok([base, live, no_fail]) => {
+        Ok([base, rest @ ..]) => {
             if let Some(s) = stats(base) {
                 rows.push(Row::measured(
                     "syscall tax: one getppid(2), nothing attached",
@@ -1797,16 +1810,11 @@ fn measure(
                     nanos,
                 ));
             }
-            for (figure, v) in [
-                (
-                    "syscall tax: getppid(2) under `cgtrace live` (÷ nothing attached)",
-                    live,
-                ),
-                (
-                    "syscall tax: getppid(2) under `cgtrace live --no-mkdir-failures` (÷ nothing attached)",
-                    no_fail,
-                ),
-            ] {
+            for (mode, v) in TAX_MODES.iter().zip(rest) {
+                let mode = mode.replace(" --force -o {tmp}/tax.cgtrace", "");
+                let figure =
+                    format!("syscall tax: getppid(2) under `cgtrace {mode}` (÷ nothing attached)");
+                let figure = figure.as_str();
                 let r: Vec<f64> = v.iter().zip(base).map(|(t, b)| t / b).collect();
                 if let Some(s) = stats(&r) {
                     rows.push(Row::measured(figure, s, ratio));

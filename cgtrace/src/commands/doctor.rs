@@ -8,7 +8,7 @@ use crate::{
     kernel::btf,
     kernel::hierarchy::{Hierarchies, Layout},
     kernel::tracefs,
-    probes::{AttachMode, ProbeOptions, Probes, Tier, WalkMethod},
+    probes::{AttachMode, MkdirFailureMode, ProbeOptions, Probes, Tier, WalkMethod},
 };
 
 #[derive(Debug, Serialize)]
@@ -109,6 +109,24 @@ struct Tried {
     dying_walk: Option<String>,
 }
 
+/// What each `--mkdir-failures` mode would report with these probes.
+fn failed_mkdirs(p: &Probes) -> String {
+    let cgroupfs = match p.half_made_releases() {
+        Ok(()) => "failures inside cgroup creation (memcg IDs exhausted, css allocation) from the \
+                   half-made cgroup's release, no cost per syscall, no caller"
+            .to_string(),
+        Err(why) => format!("not reported ({why})"),
+    };
+    let syscall = match &p.mkdir_failures {
+        Ok(h) => format!(
+            "every failed mkdir with errno and caller, by {} (every syscall slower)",
+            h.describe()
+        ),
+        Err(why) => format!("not available: {why}"),
+    };
+    format!("cgroupfs (default): {cgroupfs}; syscall: {syscall}")
+}
+
 /// How the start-up walk would run on these probes.
 fn walk_method(p: &Probes) -> String {
     match p.try_walk_test_run() {
@@ -137,17 +155,14 @@ fn try_tiers() -> Tried {
             tier: Some(t),
             attach: AttachMode::Auto,
             ring_size: 64 * 1024,
+            // Whether the syscall hooks would attach, for what `--mkdir-failures syscall` adds.
+            mkdir_failures: MkdirFailureMode::Syscall,
             ..ProbeOptions::default()
         };
         let result = match Probes::load(&opts) {
             Ok(p) => {
                 tried.live_tier.get_or_insert(t.name());
-                tried
-                    .failed_mkdirs
-                    .get_or_insert_with(|| match &p.mkdir_failures {
-                        Ok(h) => format!("traced by {}", h.describe()),
-                        Err(why) => format!("not traced: {why}"),
-                    });
+                tried.failed_mkdirs.get_or_insert_with(|| failed_mkdirs(&p));
                 if tried.dying_walk.is_none() {
                     tried.dying_walk = Some(walk_method(&p));
                 }

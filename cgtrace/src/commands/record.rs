@@ -15,6 +15,7 @@ use cgtrace_common::EventKind;
 use crate::{
     commands::replay::RecordedOptions,
     format::units::human_bytes,
+    kernel::memcg_ids::KernelMemcgs,
     model::{baseline::Baseline, event::Event, tracker::PodStats},
     pipeline::{
         Pipeline,
@@ -179,6 +180,16 @@ impl Sink for SessionSink {
 
     fn lost(&mut self, ts_ns: u64, kind: EventKind, count: u64) -> io::Result<()> {
         let r = self.w()?.lost(ts_ns, kind, count);
+        r.map_err(|e| self.context(e))
+    }
+
+    fn note(&mut self, text: &str) -> io::Result<()> {
+        let r = self.w()?.note(text);
+        r.map_err(|e| self.context(e))
+    }
+
+    fn kernel_memcgs(&mut self, k: &KernelMemcgs) -> io::Result<()> {
+        let r = self.w()?.kernel_memcgs(k);
         r.map_err(|e| self.context(e))
     }
 

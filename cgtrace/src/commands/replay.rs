@@ -191,6 +191,10 @@ pub fn feed<R: Read>(
                 namespace,
                 name,
             } => r.pipe.pod_name(&pod_uid, &namespace, &name),
+            Item::KernelMemcgs(k) => r.pipe.kernel_memcgs(&k),
+            Item::Note(n) => {
+                r.pipe.note(&n);
+            }
             Item::Footer { end_ns, .. } => r.end_ns = Some(end_ns),
             Item::Header(_) | Item::Baseline(_) => {}
         }

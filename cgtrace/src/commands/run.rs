@@ -22,7 +22,7 @@ use crate::{
         record::{self, RecordOptions, Recording},
     },
     format::clock::{ClockRef, monotonic_ns},
-    kernel::hierarchy::Hierarchies,
+    kernel::{hierarchy::Hierarchies, memcg_ids::KernelMemcgs},
     model::baseline::{self, Baseline},
     pipeline::{
         Pipeline,
@@ -31,7 +31,7 @@ use crate::{
         own_cost::{OwnCost, RingStats},
         pod_names::PodLogDir,
     },
-    probes::{ProbeOptions, Probes, Tier, WalkTask},
+    probes::{MkdirFailureMode, ProbeOptions, Probes, Tier, WalkTask},
 };
 
 /// Records handled per drain batch before yielding to signals and timers.
@@ -40,6 +40,10 @@ pub const DRAIN_BATCH: usize = 4096;
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the per-CPU lost counters are read.
 const LOST_POLL: Duration = Duration::from_millis(250);
+/// How often the kernel's memcg counters are read for the memcg ID headroom (one small file).
+const KERNEL_COUNTS_POLL: Duration = Duration::from_secs(1);
+/// A reading equal to the last one applied is applied (and recorded) again after this long.
+const KERNEL_COUNTS_REFRESH: Duration = Duration::from_secs(60);
 
 /// What a traced run does with the events.
 #[derive(Clone, Debug, Default)]
@@ -142,25 +146,42 @@ fn attach_probes(opts: &RunOptions, h: &Hierarchies) -> anyhow::Result<(Probes, 
 
 /// Dying memcgs already there: named by the start-up walk, in the background (its program's
 /// verification and the walk itself would delay streaming).
-fn start_walk(probes: &Probes, baseline: &Baseline, h: &Hierarchies) -> Option<WalkTask> {
+fn start_walk(
+    probes: &Probes,
+    baseline: &Baseline,
+    h: &Hierarchies,
+) -> Result<Option<WalkTask>, String> {
     if baseline.dying_before_start_total() == 0 {
-        return None;
+        return Ok(None);
     }
-    let mount = h.with_controller("memory").and_then(|m| m.mount.clone())?;
-    match probes.spawn_walk(&mount) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            log::info!("dying memcgs before start are counted, not named: {e:#}");
-            None
-        }
+    let Some(mount) = h.with_controller("memory").and_then(|m| m.mount.clone()) else {
+        return Ok(None);
+    };
+    probes
+        .spawn_walk(&mount)
+        .map(Some)
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// Says once, on stderr and in the summary and session, that the start-up walk could not name
+/// the memcgs dying before start; they are still counted.
+fn walk_failed(pipe: &mut Pipeline, why: &str) {
+    let n = pipe.tracker.totals().dying_before_start;
+    let text = format!(
+        "the start-up walk could not run ({why}): the {n} memcgs dying before start are counted \
+         but not named"
+    );
+    if pipe.note(&text) {
+        eprintln!("cgtrace: {text}");
     }
 }
 
 /// The first line on stderr: what was attached, and what was not used and why.
-fn announce(facts: &RunFacts, ring_size: u32) {
+fn announce(facts: &RunFacts, ring_size: u32, failed_mkdirs: &str) {
     let rejected = facts.rejected_list();
     eprintln!(
-        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, ring {} KiB{}",
+        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, ring {} KiB, \
+         failed mkdirs: {failed_mkdirs}{}",
         facts.tier.name(),
         facts.tracepoints.name(),
         if facts.tier == Tier::Tracepoint {
@@ -176,6 +197,21 @@ fn announce(facts: &RunFacts, ring_size: u32) {
             format!("; not used: {rejected}")
         }
     );
+}
+
+/// How failed mkdirs are caught in this run, for the first line.
+fn failed_mkdirs(probes: &Probes, mode: MkdirFailureMode) -> String {
+    let release = match probes.half_made_releases() {
+        Ok(()) => "at the half-made cgroup's release".to_string(),
+        Err(why) => format!("not at the half-made cgroup's release ({why})"),
+    };
+    match (mode, &probes.mkdir_failures) {
+        (MkdirFailureMode::Cgroupfs, _) => release,
+        (MkdirFailureMode::Syscall, Ok(h)) => format!("{release} and by {}", h.describe()),
+        (MkdirFailureMode::Syscall, Err(why)) => {
+            format!("{release}; not at the syscall ({why})")
+        }
+    }
 }
 
 /// The mode's own state: its periodic work and its end.
@@ -196,8 +232,9 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let (probes, baseline) = attach_probes(opts, &hierarchies)?;
-    let mut walk = start_walk(&probes, &baseline, &hierarchies);
+    let walk_start = start_walk(&probes, &baseline, &hierarchies);
     let probes_without_btf = probes.offsets.is_none();
+    let failed_mkdirs = failed_mkdirs(&probes, opts.probe.mkdir_failures);
     let clock = ClockRef::now();
     let facts = RunFacts::of_probes(&probes, hierarchies, opts.filters.clone(), clock);
     let pod_names = Box::new(PodLogDir::new(opts.host_root.join("var/log/pods")));
@@ -216,7 +253,14 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     };
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
-    announce(pipe.facts(), opts.probe.ring_size);
+    announce(pipe.facts(), opts.probe.ring_size, &failed_mkdirs);
+    let mut walk = match walk_start {
+        Ok(w) => w,
+        Err(e) => {
+            walk_failed(&mut pipe, &e);
+            None
+        }
+    };
     if probes_without_btf {
         eprintln!(
             "cgtrace: no kernel BTF ({} unreadable; give one with --btf FILE or CGTRACE_BTF=FILE): \
@@ -235,6 +279,8 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         .map_err(io::Error::from)
         .context("registering the ring buffer with epoll")?;
     let mut lost = LostReporter::default();
+    let mut counts = KernelCounts::default();
+    counts.poll(&mut pipe);
     let mut drains = Drains {
         stats: RingStats {
             size_bytes: u64::from(opts.probe.ring_size),
@@ -249,6 +295,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         &mut pipe,
         &mut state,
         &mut lost,
+        &mut counts,
         &mut drains,
     )
     .await?;
@@ -258,7 +305,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     if let Some(w) = &mut walk
         && let Some(report) = w.finish(|b| pipe.record(b))
     {
-        log_walk(&report);
+        log_walk(&mut pipe, &report);
     }
     while drains.drain(&mut ring.get_mut().0, &mut pipe) > 0 {
         pipe.check()?;
@@ -307,6 +354,7 @@ async fn run_loop(
     pipe: &mut Pipeline,
     state: &mut ModeState,
     lost: &mut LostReporter,
+    counts: &mut KernelCounts,
     drains: &mut Drains,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
@@ -343,7 +391,7 @@ async fn run_loop(
         if let Some(w) = walk
             && let Some(report) = w.poll(|b| pipe.record(b))
         {
-            log_walk(&report);
+            log_walk(pipe, &report);
         }
         // Drain in bounded batches, yielding between them so signals are never starved.
         loop {
@@ -361,6 +409,9 @@ async fn run_loop(
         status.around_flush(pipe, recording)?;
         if let Some(logger) = ring.get_mut().0.logger.as_mut() {
             logger.flush();
+        }
+        if counts.due() {
+            counts.poll(pipe);
         }
         if last_lost_poll.elapsed() >= LOST_POLL {
             last_lost_poll = Instant::now();
@@ -385,7 +436,7 @@ async fn run_loop(
     Ok(())
 }
 
-fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
+fn log_walk(pipe: &mut Pipeline, report: &Result<crate::probes::WalkReport, String>) {
     match report {
         Ok(r) => log::info!(
             "start-up walk ({}): {} memcgs visited, {} found dying, {} runs{}",
@@ -399,7 +450,52 @@ fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
                 " (stopped before the end)"
             }
         ),
-        Err(e) => log::info!("dying memcgs before start are counted, not named: {e}"),
+        Err(e) => walk_failed(pipe, e),
+    }
+}
+
+/// Reads the kernel's memcg counters once a second, after a drain (so the events before the
+/// reading are in), and hands a changed reading (or the same one once a minute) to the pipeline,
+/// which corrects the memcg ID headroom with it and records it.
+#[derive(Default)]
+struct KernelCounts {
+    applied: Option<(KernelMemcgs, Instant)>,
+    polled: Option<Instant>,
+    failed: bool,
+}
+
+impl KernelCounts {
+    fn due(&self) -> bool {
+        self.polled
+            .is_none_or(|t| t.elapsed() >= KERNEL_COUNTS_POLL)
+    }
+
+    fn poll(&mut self, pipe: &mut Pipeline) {
+        self.polled = Some(Instant::now());
+        if pipe.tracker.memory_hierarchy().is_none() {
+            return;
+        }
+        let k = match KernelMemcgs::read(&pipe.facts().hierarchies, monotonic_ns()) {
+            Ok(k) => k,
+            Err(e) => {
+                if !self.failed {
+                    self.failed = true;
+                    log::warn!(
+                        "cannot read the kernel's memcg counters: the memcg ID headroom is counted from the events alone: {e}"
+                    );
+                }
+                return;
+            }
+        };
+        let same = |a: &KernelMemcgs| (a.live, a.all, a.dying) == (k.live, k.all, k.dying);
+        if let Some((last, at)) = &self.applied
+            && same(last)
+            && at.elapsed() < KERNEL_COUNTS_REFRESH
+        {
+            return;
+        }
+        pipe.kernel_memcgs(&k);
+        self.applied = Some((k, Instant::now()));
     }
 }
 

@@ -35,7 +35,7 @@ pub struct KmemLeakEvidence {
     /// Dying memcgs whose memcg ID swap entries hold (memory+swap above memory at removal on v1,
     /// swap above 0 on v2).
     pub swap_held: u64,
-    /// This kernel (before 4.8) keeps a dying memcg's ID until it is freed.
+    /// This kernel (before 4.7) keeps a dying memcg's ID until it is freed.
     pub ids_held_by_dying: bool,
     /// Memcg IDs left of 65,535, counted the way this kernel spends them.
     pub id_headroom: u64,
@@ -235,7 +235,7 @@ impl KmemLeak {
         } else {
             0.0
         };
-        // Growth of the IDs dying memcgs hold: all of it before 4.8, the swap-held share after.
+        // Growth of the IDs dying memcgs hold: all of it before 4.7, the swap-held share after.
         let id_growth = if ids.held_by_dying {
             growth_per_hour
         } else if ids.swap_held > 0 && ids.dying_seen > 0 {
@@ -275,7 +275,7 @@ fn summary(leak: &Leak<'_>, totals: &Totals, ids: &IdPicture) -> String {
 fn recommendation(cx: &Ctx<'_>, ids: &IdPicture) -> String {
     let ids_txt = if ids.held_by_dying {
         format!(
-            "Kernel {} (before 4.8) keeps each dying memcg's ID until it is freed, so they use \
+            "Kernel {} (before 4.7) keeps each dying memcg's ID until it is freed, so they use \
              up the 65,535 memcg IDs and then every new pod fails with 'mkdir \
              /sys/fs/cgroup/memory/kubepods/...: no space left on device'. ",
             terminal(&cx.kernel.release)

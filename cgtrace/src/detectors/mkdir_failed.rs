@@ -38,7 +38,7 @@ pub struct MkdirFailedEvidence {
     /// Dying memcgs whose IDs swap entries hold (likewise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swap_held: Option<u64>,
-    /// This kernel (before 4.8) keeps a dying memcg's ID until it is freed (likewise).
+    /// This kernel (before 4.7) keeps a dying memcg's ID until it is freed (likewise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids_held_by_dying: Option<bool>,
     /// Memcg IDs left of 65,535, counted the way this kernel spends them (likewise).
@@ -182,7 +182,8 @@ impl Failures {
         let severity = match cause {
             MkdirCause::MemcgIdsExhausted
             | MkdirCause::AllocationFailed
-            | MkdirCause::ControllerRefused => Severity::Critical,
+            | MkdirCause::ControllerRefused
+            | MkdirCause::CssCreationFailed => Severity::Critical,
             MkdirCause::Exists | MkdirCause::ParentGone => Severity::Info,
             _ => Severity::Warning,
         };
@@ -196,6 +197,7 @@ impl Failures {
                     | MkdirCause::MaybeMemcgIdsExhausted
                     | MkdirCause::AllocationFailed
                     | MkdirCause::ControllerRefused
+                    | MkdirCause::CssCreationFailed
             );
         let mut summary = self.summary(&name, age, ids_relevant.then_some((ids, kmem_fired)));
         if cause == MkdirCause::MemcgIdsExhausted {
@@ -254,15 +256,18 @@ impl Failures {
             ),
             None => String::new(),
         };
+        let by = if last.pid == 0 && last.comm.is_empty() {
+            "a caller not seen (the kernel left only the half-made cgroup)".to_string()
+        } else {
+            format!("{}[{}]", terminal(&last.comm), last.pid)
+        };
         format!(
             "mkdir in cgroupfs failed with {name} {} time{} (latest {} ago: {} by \
-             {}[{}]{pod_txt}){ids_txt}",
+             {by}{pod_txt}){ids_txt}",
             self.total,
             if self.total == 1 { "" } else { "s" },
             human_secs(age),
             terminal(&last.path),
-            terminal(&last.comm),
-            last.pid,
         )
     }
 
@@ -329,6 +334,18 @@ fn recommendation(cause: MkdirCause, errno: i32, ids: &IdPicture) -> String {
                                                         removed); worth a look only if it \
                                                         repeats for the same path."
             .to_string(),
+        MkdirCause::CssCreationFailed => format!(
+            "The kernel made the cgroup but could not create a controller's state for it, and \
+             destroyed it again: pods on this node cannot start. The errno is kept nowhere; the \
+             memcg ID headroom{} does not point at ID exhaustion: look for memory pressure \
+             (kernel allocation failures in dmesg), a controller refusing the cgroup, or run \
+             cgtrace with `--mkdir-failures syscall` to see the errno and the caller.",
+            if ids.known {
+                format!(" ({})", ids.headroom)
+            } else {
+                String::new()
+            }
+        ),
         MkdirCause::Other => "Check the process and the path, and the limits of the parent \
                               cgroup."
             .to_string(),

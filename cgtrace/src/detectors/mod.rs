@@ -26,6 +26,8 @@
 //!   (`--controller` filters, v1 without a memory hierarchy, name=systemd only, v2).
 //! * `crash_loop`: a pod whose container cgroups are created over and over.
 //! * `mkdir_failed`: failed `mkdir` in cgroupfs, one verdict per errno.
+//! * `id_headroom`: few memcg IDs left (the thresholds of `check`), counted the way the running
+//!   kernel spends them, from the events and the kernel's own counters read during the run.
 //!
 //! Layout: this file holds the set ([`Detectors`]), its thresholds, the [`Verdict`] type and the
 //! dispatch of events and judgements; each detector has its own file with its state and its
@@ -39,13 +41,14 @@ use serde::Serialize;
 
 use crate::{
     format::units::round_millis,
-    kernel::hierarchy::V2_HIERARCHY,
+    kernel::{hierarchy::V2_HIERARCHY, memcg_ids, memcg_ids::KernelMemcgs},
     model::event::Event,
     model::tracker::{DyingMemcg, Observed, Totals, Tracker},
 };
 
 mod churn_storm;
 mod crash_loop;
+mod id_headroom;
 mod kernel_facts;
 mod kmem_leak;
 mod mkdir_failed;
@@ -56,6 +59,7 @@ mod window;
 
 pub use churn_storm::ChurnStormEvidence;
 pub use crash_loop::CrashLoopEvidence;
+pub use id_headroom::IdHeadroomEvidence;
 pub use kernel_facts::{KernelFacts, MEMCG_ID_MAX};
 pub use kmem_leak::KmemLeakEvidence;
 pub use mkdir_failed::MkdirFailedEvidence;
@@ -174,6 +178,8 @@ pub enum Evidence {
     CrashLoop(CrashLoopEvidence),
     /// Of a `mkdir_failed` verdict.
     MkdirFailed(MkdirFailedEvidence),
+    /// Of an `id_headroom` verdict.
+    IdHeadroom(IdHeadroomEvidence),
 }
 
 /// Some dying memcgs as evidence (oldest first): the age of the oldest, how many were found at
@@ -214,7 +220,8 @@ impl DyingSample {
 /// One finding.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Verdict {
-    /// `"kmem_leak"`, `"page_cache_pinning"`, `"churn_storm"`, `"crash_loop"` or `"mkdir_failed"`.
+    /// `"kmem_leak"`, `"page_cache_pinning"`, `"churn_storm"`, `"crash_loop"`, `"mkdir_failed"`
+    /// or `"id_headroom"`.
     pub detector: &'static str,
     /// How bad.
     pub severity: Severity,
@@ -247,27 +254,48 @@ struct IdPicture {
     dying_seen: u64,
     held_by_dying: bool,
     headroom: u64,
+    /// When the kernel's counters corrected the live count (None: the events alone).
+    counters_at: Option<u64>,
 }
 
 impl IdPicture {
-    fn new(kernel: &KernelFacts, known: bool, totals: &Totals, dying: &[DyingMemcg]) -> Self {
+    fn new(
+        kernel: &KernelFacts,
+        known: bool,
+        totals: &Totals,
+        dying: &[DyingMemcg],
+        correction: Option<IdCorrection>,
+    ) -> Self {
         let swap_held = dying.iter().filter(|d| holds_swap(d)).count() as u64;
         let held_by_dying = kernel.ids_held_by_dying();
-        let used = if held_by_dying {
-            totals.live + totals.dying
-        } else {
-            totals.live + swap_held
+        let live = match correction {
+            Some(c) => totals.live.saturating_add_signed(c.live_delta),
+            None => totals.live,
         };
         IdPicture {
             known,
-            live: totals.live,
+            live,
             dying: totals.dying,
             swap_held,
             dying_seen: dying.len() as u64,
             held_by_dying,
-            headroom: MEMCG_ID_MAX.saturating_sub(used),
+            headroom: memcg_ids::headroom(memcg_ids::ids_in_use(
+                held_by_dying,
+                live,
+                totals.dying,
+                swap_held,
+            )),
+            counters_at: correction.map(|c| c.at_ns),
         }
     }
+}
+
+/// What the kernel's counters said beyond the events: the live memcgs they count less those the
+/// tracker counts, at the time of the reading. Events after it move both alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IdCorrection {
+    live_delta: i64,
+    at_ns: u64,
 }
 
 /// The detectors. Feed every event with [`Detectors::observe`]; ask [`Detectors::verdicts`].
@@ -280,6 +308,7 @@ pub struct Detectors {
     churn_storm: churn_storm::ChurnStorm,
     crash_loop: crash_loop::CrashLoop,
     mkdir_failed: mkdir_failed::MkdirFailed,
+    ids: Option<IdCorrection>,
 }
 
 impl Detectors {
@@ -296,7 +325,34 @@ impl Detectors {
             kernel,
             first_ns: None,
             now_ns: 0,
+            ids: None,
         }
+    }
+
+    /// A reading of the kernel's memcg counters, taken after the events before it were fed:
+    /// from now on the memcg ID headroom counts the live memcgs the kernel counted, moved by the
+    /// events since.
+    pub fn kernel_memcgs(&mut self, k: &KernelMemcgs, tracker: &Tracker) {
+        let totals = tracker.totals();
+        let Some(kernel_live) = k.live_with(totals.dying) else {
+            return;
+        };
+        let delta = i64::try_from(kernel_live).unwrap_or(i64::MAX)
+            - i64::try_from(totals.live).unwrap_or(i64::MAX);
+        // Where the kernel counts live memcgs (v2) it is the authority. Where it counts only all
+        // of them (v1), the live ones are that less the dying ones the tracker knows, which lost
+        // release events inflate: then it may only add to the tracker's count, never take away
+        // (the headroom errs low, never high).
+        let delta = if k.live.is_some() {
+            delta
+        } else {
+            delta.max(0)
+        };
+        self.ids = Some(IdCorrection {
+            live_delta: delta,
+            at_ns: k.ts_ns,
+        });
+        self.now_ns = self.now_ns.max(k.ts_ns);
     }
 
     /// The kernel facts the detectors judge with.
@@ -361,7 +417,7 @@ impl Detectors {
     }
 
     /// Current verdicts, judged at `tracker.now_ns()`: kmem_leak, page_cache_pinning,
-    /// churn_storm, crash_loop, mkdir_failed, in that order.
+    /// churn_storm, crash_loop, mkdir_failed, id_headroom, in that order.
     pub fn verdicts(&self, tracker: &Tracker) -> Vec<Verdict> {
         let cx = self.ctx(tracker.now_ns().max(self.now_ns));
         let totals = tracker.totals();
@@ -371,7 +427,7 @@ impl Detectors {
         } else {
             Vec::new()
         };
-        let ids = IdPicture::new(&self.kernel, known, &totals, &dying);
+        let ids = IdPicture::new(&self.kernel, known, &totals, &dying, self.ids);
         let mut out = Vec::new();
         let kmem = self.kmem_leak.verdict(&cx, &totals, &dying, &ids);
         let kmem_fired = kmem.is_some();
@@ -380,6 +436,7 @@ impl Detectors {
         out.extend(self.churn_storm.verdicts(&cx));
         out.extend(self.crash_loop.verdicts(&cx, tracker));
         out.extend(self.mkdir_failed.verdicts(&cx, &ids, kmem_fired));
+        out.extend(id_headroom::verdict(&cx, &ids));
         out
     }
 
@@ -388,7 +445,7 @@ impl Detectors {
     pub fn id_headroom(&self, tracker: &Tracker) -> Option<u64> {
         tracker.memory_hierarchy()?;
         let dying = tracker.dying_memcgs();
-        Some(IdPicture::new(&self.kernel, true, &tracker.totals(), &dying).headroom)
+        Some(IdPicture::new(&self.kernel, true, &tracker.totals(), &dying, self.ids).headroom)
     }
 }
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    ChurnStormEvidence, CrashLoopEvidence, DyingSample, Evidence, KmemLeakEvidence, MEMCG_ID_MAX,
-    MkdirFailedEvidence, PageCacheEvidence, Verdict,
+    ChurnStormEvidence, CrashLoopEvidence, DyingSample, Evidence, IdHeadroomEvidence,
+    KmemLeakEvidence, MEMCG_ID_MAX, MkdirFailedEvidence, PageCacheEvidence, Verdict,
 };
 use crate::format::{
     escape::terminal,
@@ -27,6 +27,7 @@ pub fn render_verdict(v: &Verdict) -> String {
         Evidence::ChurnStorm(e) => churn_storm(&mut out, e),
         Evidence::CrashLoop(e) => crash_loop(&mut out, e),
         Evidence::MkdirFailed(e) => mkdir_failed(&mut out, e),
+        Evidence::IdHeadroom(e) => id_headroom(&mut out, e),
     }
     let _ = writeln!(s, "  what to do: {}", v.recommendation);
     s
@@ -63,7 +64,7 @@ impl Lines<'_> {
         self.line(
             "dying memcgs hold IDs",
             if held {
-                "yes (kernel before 4.8)"
+                "yes (kernel before 4.7)"
             } else {
                 "no (only when swap holds them)"
             },
@@ -171,4 +172,30 @@ fn mkdir_failed(out: &mut Lines<'_>, e: &MkdirFailedEvidence) {
     out.maybe("kernel", e.kernel.as_ref());
     out.list("pods", &e.pod_uids);
     out.list("example paths", &e.example_paths);
+}
+
+fn id_headroom(out: &mut Lines<'_>, e: &IdHeadroomEvidence) {
+    out.headroom(e.id_headroom);
+    out.line("low below", e.warn_below);
+    out.line("live memcgs", e.live_memcgs);
+    out.line("dying memcgs", e.dying);
+    out.line("held by swap", e.swap_held);
+    out.ids_held(e.ids_held_by_dying);
+    out.line(
+        "counted from",
+        match e.counters_age_s {
+            Some(age) => format!(
+                "the kernel's counters ({} ago) and the events since",
+                human_secs(age)
+            ),
+            None => "the start-up walk and the events".to_string(),
+        },
+    );
+    if let (Some(errno), Some(msg)) = (&e.exhaustion_errno, e.exhaustion_message) {
+        out.line(
+            "when none is left",
+            format!("mkdir fails with {errno} ('{msg}')"),
+        );
+    }
+    out.line("kernel", &e.kernel);
 }

@@ -195,6 +195,11 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
         kn_parent: u(btf.offset_of("kernfs_node", &[&["__parent", "parent"]])),
         task_cgroups: u(btf.offset_of("task_struct", &[&["cgroups"]])),
         css_set_subsys: u(btf.offset_of("css_set", &[&["subsys"]])),
+        kn_flags: u(btf.offset_of("kernfs_node", &[&["flags"]])),
+        kn_activated: btf
+            .enum_value("kernfs_node_flag", "KERNFS_ACTIVATED")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
         _pad: 0,
     }
 }
@@ -213,7 +218,7 @@ pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
 }
 
 /// Every offset with its name, for `doctor` and tests.
-pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 22] {
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 23] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
@@ -237,6 +242,7 @@ pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 22] {
         ("kernfs_node.parent", o.kn_parent),
         ("task_struct.cgroups", o.task_cgroups),
         ("css_set.subsys", o.css_set_subsys),
+        ("kernfs_node.flags", o.kn_flags),
     ]
 }
 

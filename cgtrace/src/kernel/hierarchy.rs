@@ -333,6 +333,21 @@ impl Hierarchies {
             .map(|(_, id)| id)
     }
 
+    /// An absolute path in hierarchy `id` as the kernel names it there: below the hierarchy's
+    /// root (`/sys/fs/cgroup/memory/kubepods/x` → `/kubepods/x`; the mount point itself → `/`).
+    /// None when the path is not under that hierarchy's mount.
+    pub fn relative_path<'p>(&self, id: u32, path: &'p [u8]) -> Option<&'p [u8]> {
+        use std::os::unix::ffi::OsStrExt;
+        let m = self.get(id)?.mount.as_ref()?.as_os_str().as_bytes();
+        let m = m.strip_suffix(b"/").unwrap_or(m);
+        let rest = path.strip_prefix(m)?;
+        match rest {
+            [] => Some(b"/"),
+            [b'/', ..] => Some(rest),
+            _ => None,
+        }
+    }
+
     /// v1, v2 or hybrid, from the hierarchies with a mount point.
     pub fn layout(&self) -> Layout {
         let v1 = self

@@ -10,6 +10,7 @@
 //! | EACCES, EPERM, EROFS | no permission: delegation, user namespaces, a read-only cgroupfs |
 //! | EEXIST | the cgroup exists already: `mkdir -p` / Go's `MkdirAll` on every healthy start, not a failure |
 //! | ENOENT | the parent was removed meanwhile: a race |
+//! | none (0): only the half-made cgroup's release was seen | a controller's css could not be created (the failures inside cgroup creation); at no memcg ID headroom the pipeline infers the exhaustion errno instead |
 use serde::Serialize;
 
 use super::release::{EBUSY, ENOMEM, ENOSPC, KernelRelease};
@@ -45,6 +46,9 @@ pub enum MkdirCause {
     Exists,
     /// The parent is gone: a race.
     ParentGone,
+    /// The kernel made the cgroup but not its css (seen at the half-made cgroup's release,
+    /// errno unknown).
+    CssCreationFailed,
     /// Anything else.
     #[default]
     Other,
@@ -72,6 +76,7 @@ impl MkdirCause {
             };
         }
         match errno {
+            0 => MkdirCause::CssCreationFailed,
             ENOMEM => MkdirCause::AllocationFailed,
             ENOSPC | EBUSY => MkdirCause::ControllerRefused,
             EAGAIN => MkdirCause::LimitReached,
@@ -104,6 +109,9 @@ impl MkdirCause {
             }
             MkdirCause::Exists => "the cgroup exists already",
             MkdirCause::ParentGone => "the parent cgroup was removed meanwhile",
+            MkdirCause::CssCreationFailed => {
+                "a controller's state for the new cgroup could not be created (errno unknown)"
+            }
             MkdirCause::Other => "an unusual error",
         }
     }

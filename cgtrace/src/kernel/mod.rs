@@ -5,6 +5,7 @@ use std::{fs, sync::OnceLock};
 pub mod btf;
 pub mod counters;
 pub mod hierarchy;
+pub mod memcg_ids;
 pub mod mkdir_errno;
 pub mod mountinfo;
 pub mod release;

@@ -36,8 +36,12 @@ pub struct Event<'a> {
     pub usage_bytes: Option<u64>,
     pub kmem_bytes: Option<u64>,
     pub memsw_bytes: Option<u64>,
-    /// `mkdir_failed`: the errno.
+    /// `mkdir_failed`: the errno; None where the kernel left only the half-made cgroup's
+    /// release (the errno is kept nowhere).
     pub errno: Option<i32>,
+    /// `errno` was not reported but inferred by the pipeline (the memory hierarchy at no memcg ID
+    /// headroom gives this kernel's ID-exhaustion errno). Not recorded: a replay infers it again.
+    pub errno_inferred: bool,
 }
 
 /// The symbolic name of an errno a failed mkdir returns.
@@ -78,6 +82,12 @@ fn until_nul(b: &[u8]) -> &[u8] {
 }
 
 impl<'a> Event<'a> {
+    /// A failed mkdir seen through the release of the cgroup the kernel had begun to make (the
+    /// failures inside cgroup creation, every path spelling, no caller), not at the syscall.
+    pub fn is_half_made_release(&self) -> bool {
+        self.kind == EventKind::MkdirFailed && self.has_cgroup
+    }
+
     /// Decodes a record as the eBPF programs wrote it.
     pub fn decode(buf: &'a [u8]) -> Result<Event<'a>, DecodeError> {
         let want = size_of::<RawEvent>();
@@ -134,7 +144,9 @@ impl<'a> Event<'a> {
             path,
             path_truncated: fl & flags::PATH_TRUNCATED != 0,
             has_cgroup: fl & flags::HAS_CGROUP != 0,
-            errno: (kind == EventKind::MkdirFailed).then_some(errno),
+            // 0: a half-made cgroup's release, reported as the failed mkdir it is.
+            errno: (kind == EventKind::MkdirFailed && errno != 0).then_some(errno),
+            errno_inferred: false,
         })
     }
 }

@@ -9,13 +9,14 @@ pub mod output;
 pub mod own_cost;
 pub mod pod_names;
 
-use std::io;
+use std::{collections::VecDeque, io};
 
 use cgtrace_common::EventKind;
 
 use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
-    kernel::{hierarchy::HierarchyError, mkdir_errno},
+    kernel::{hierarchy::HierarchyError, memcg_ids::KernelMemcgs, mkdir_errno},
+    model::hash::FastHasher,
     model::{baseline::Baseline, event::Event, tracker::Tracker},
     pipeline::{
         facts::RunFacts,
@@ -47,7 +48,37 @@ pub struct Pipeline {
     filters: FilterSet,
     sinks: Vec<Box<dyn Sink>>,
     pod_names: Box<dyn PodNameSource>,
+    /// Failed mkdirs seen at the syscall lately, newest last: the release of the half-made cgroup
+    /// that follows one is the same failure.
+    syscall_failures: VecDeque<SyscallFailure>,
+    /// What the run could not do, said once each (at most [`MAX_NOTES`]).
+    notes: Vec<String>,
     error: Option<io::Error>,
+}
+
+/// Most notes a run keeps.
+const MAX_NOTES: usize = 16;
+
+/// Most failed mkdirs remembered to match their half-made cgroup's release.
+const SYSCALL_FAILURES: usize = 64;
+/// How long after the syscall the release of its half-made cgroup is looked for (it comes from a
+/// kworker after an RCU grace period: 29–65 ms where it was measured).
+const HALF_MADE_RELEASE_WITHIN_NS: u64 = 5_000_000_000;
+
+/// A failed mkdir seen at the syscall: its hierarchy and the hash of its path below the
+/// hierarchy's root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SyscallFailure {
+    ts_ns: u64,
+    hierarchy_id: u32,
+    path_hash: u64,
+}
+
+fn path_hash(p: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = FastHasher::default();
+    h.write(p);
+    h.finish()
 }
 
 impl Pipeline {
@@ -75,6 +106,8 @@ impl Pipeline {
             filters,
             sinks,
             pod_names,
+            syscall_failures: VecDeque::with_capacity(SYSCALL_FAILURES),
+            notes: Vec::new(),
             error: None,
         })
     }
@@ -160,6 +193,25 @@ impl Pipeline {
         {
             return;
         }
+        let inferred;
+        let ev = if ev.kind != EventKind::MkdirFailed {
+            ev
+        } else if !ev.is_half_made_release() {
+            self.remember_syscall_failure(ev);
+            ev
+        } else if self.seen_at_syscall(ev) {
+            // The same failure, reported at the syscall with its caller and errno.
+            return;
+        } else if let Some(errno) = self.inferred_errno(ev) {
+            inferred = Event {
+                errno: Some(errno),
+                errno_inferred: true,
+                ..*ev
+            };
+            &inferred
+        } else {
+            ev
+        };
         let known = self.known_path(ev);
         let path = known.as_deref().unwrap_or(ev.path);
         if !self.passes(ev, path) {
@@ -199,6 +251,81 @@ impl Pipeline {
         }
         if let Some(e) = err {
             self.keep(Err::<(), _>(e));
+        }
+    }
+
+    /// Remembers a failed mkdir seen at the syscall (its path absolute) by its hierarchy and its
+    /// path below the hierarchy's root, as its half-made cgroup's release will name it.
+    fn remember_syscall_failure(&mut self, ev: &Event<'_>) {
+        let Some(rel) = self
+            .facts
+            .hierarchies
+            .relative_path(ev.hierarchy_id, ev.path)
+        else {
+            return;
+        };
+        if self.syscall_failures.len() >= SYSCALL_FAILURES {
+            self.syscall_failures.pop_front();
+        }
+        self.syscall_failures.push_back(SyscallFailure {
+            ts_ns: ev.ts_ns,
+            hierarchy_id: ev.hierarchy_id,
+            path_hash: path_hash(rel),
+        });
+    }
+
+    /// Whether a half-made cgroup's release is a failure already seen at the syscall (which it
+    /// follows within [`HALF_MADE_RELEASE_WITHIN_NS`]); forgets that one.
+    fn seen_at_syscall(&mut self, ev: &Event<'_>) -> bool {
+        let want = path_hash(ev.path);
+        let found = self.syscall_failures.iter().rposition(|f| {
+            f.hierarchy_id == ev.hierarchy_id
+                && f.path_hash == want
+                && ev.ts_ns.saturating_sub(f.ts_ns) <= HALF_MADE_RELEASE_WITHIN_NS
+        });
+        match found {
+            Some(i) => {
+                self.syscall_failures.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The errno of a failed mkdir known only from its half-made cgroup's release, where only one
+    /// is possible: in the memory hierarchy with no memcg ID left, this kernel's ID-exhaustion
+    /// errno. Elsewhere it stays unknown ("css creation failed").
+    fn inferred_errno(&self, ev: &Event<'_>) -> Option<i32> {
+        if self.tracker.memory_hierarchy() != Some(ev.hierarchy_id) {
+            return None;
+        }
+        let headroom = self.detectors.id_headroom(&self.tracker)?;
+        (headroom <= mkdir_errno::EXHAUSTED_HEADROOM)
+            .then(|| self.detectors.kernel().id_exhaustion_errno())
+            .flatten()
+    }
+
+    /// Something the run could not do (said once: a repeat is dropped), for the summary and the
+    /// session; returns whether it was new.
+    pub fn note(&mut self, text: &str) -> bool {
+        if self.notes.len() >= MAX_NOTES || self.notes.iter().any(|n| n == text) {
+            return false;
+        }
+        self.notes.push(text.to_string());
+        for i in 0..self.sinks.len() {
+            let r = self.sinks[i].note(text);
+            self.keep(r);
+        }
+        true
+    }
+
+    /// A reading of the kernel's memcg counters, taken after the events before it were fed: the
+    /// memcg ID headroom follows it from now on; recorded by the sinks that keep the run.
+    pub fn kernel_memcgs(&mut self, k: &KernelMemcgs) {
+        self.detectors.kernel_memcgs(k, &self.tracker);
+        for i in 0..self.sinks.len() {
+            let r = self.sinks[i].kernel_memcgs(k);
+            self.keep(r);
         }
     }
 
@@ -272,6 +399,8 @@ impl Pipeline {
         s.end_ns = end_ns;
         s.tier_rejected = self.facts.rejected.iter().cloned().collect();
         s.totals = self.tracker.totals();
+        s.id_headroom = self.detectors.id_headroom(&self.tracker);
+        s.notes = self.notes.clone();
         s.pods = self.tracker.pods(self.tracker.now_ns());
         s
     }
@@ -432,5 +561,163 @@ mod tests {
         );
         assert_eq!(*ids.borrow(), vec![4], "the hierarchy from the path");
         assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
+    }
+
+    /// The failed mkdirs the sinks got: (path, errno, inferred).
+    type Failures = Rc<RefCell<Vec<(Vec<u8>, Option<i32>, bool)>>>;
+
+    struct FailureSink(Failures);
+
+    impl Sink for FailureSink {
+        fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+            if ev.kind == EventKind::MkdirFailed {
+                self.0
+                    .borrow_mut()
+                    .push((ev.path.to_vec(), ev.errno, ev.errno_inferred));
+            }
+            Ok(())
+        }
+        fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A pipeline on `release` with the memory hierarchy 4 mounted at /sys/fs/cgroup/memory.
+    fn memory_pipeline(release: &str, sink: Failures) -> Pipeline {
+        let mut h = RunFacts::memory_at(Some(4));
+        if let Some(m) = h.by_id.get_mut(&4) {
+            m.mount = Some("/sys/fs/cgroup/memory".into());
+        }
+        Pipeline::new(
+            RunFacts::new(release, h),
+            &Baseline::default(),
+            vec![Box::new(FailureSink(sink))],
+            Box::new(pod_names::NoPodNames),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// What the release program sends for a half-made cgroup: a failed mkdir with the cgroup's
+    /// ids and path, no errno, no task.
+    fn half_made(ts: u64, id: u64, path: &'static [u8]) -> Event<'static> {
+        let mut e = ev(EventKind::MkdirFailed, ts, 4, id, path);
+        e.pid = 0;
+        e.tid = 0;
+        e.comm = b"";
+        e.errno = None;
+        e
+    }
+
+    #[test]
+    fn a_half_made_cgroup_at_no_headroom_is_memcg_id_exhaustion() {
+        let seen: Failures = Rc::default();
+        let mut p = memory_pipeline("6.18.44", seen.clone());
+        // Far from exhaustion: the errno stays unknown.
+        p.event(&half_made(1, 900, b"/kubepods/burstable/podaa"));
+        // The kernel's counters say every memcg ID is used.
+        p.kernel_memcgs(&KernelMemcgs {
+            ts_ns: 2,
+            all: Some(crate::kernel::MEMCG_ID_MAX),
+            ..KernelMemcgs::default()
+        });
+        assert_eq!(p.detectors.id_headroom(&p.tracker), Some(0));
+        p.event(&half_made(3, 901, b"/kubepods/burstable/podbb"));
+        let got = seen.borrow().clone();
+        assert_eq!(
+            got,
+            vec![
+                (b"/kubepods/burstable/podaa".to_vec(), None, false),
+                (b"/kubepods/burstable/podbb".to_vec(), Some(16), true),
+            ],
+            "EBUSY inferred on 6.12+ only at no headroom"
+        );
+        let v = p.verdicts();
+        let exhausted = v
+            .iter()
+            .find(|v| v.detector == "mkdir_failed" && v.summary.starts_with("memcg IDs exhausted"))
+            .expect("a memcg-IDs-exhausted verdict");
+        assert_eq!(exhausted.severity, crate::detectors::Severity::Critical);
+        assert!(
+            exhausted.summary.contains("caller not seen"),
+            "{}",
+            exhausted.summary
+        );
+        let unknown = v
+            .iter()
+            .find(|v| {
+                v.detector == "mkdir_failed"
+                    && matches!(&v.evidence, crate::detectors::Evidence::MkdirFailed(e)
+                        if e.cause == mkdir_errno::MkdirCause::CssCreationFailed)
+            })
+            .expect("the unknown-errno failure has its own verdict");
+        assert_eq!(unknown.severity, crate::detectors::Severity::Critical);
+        let headroom = v
+            .iter()
+            .find(|v| v.detector == "id_headroom")
+            .expect("an id_headroom verdict");
+        assert_eq!(headroom.severity, crate::detectors::Severity::Critical);
+        assert_eq!(p.summary(4).id_headroom, Some(0));
+    }
+
+    #[test]
+    fn a_failure_seen_at_the_syscall_is_not_reported_again_at_its_release() {
+        let seen: Failures = Rc::default();
+        let mut p = memory_pipeline("6.1.0", seen.clone());
+        let mut at_syscall = ev(
+            EventKind::MkdirFailed,
+            1,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/kubepods/podcc",
+        );
+        at_syscall.has_cgroup = false;
+        at_syscall.errno = Some(28);
+        p.event(&at_syscall);
+        // Its half-made cgroup's release 40 ms later: the same failure.
+        p.event(&half_made(40_000_001, 77, b"/kubepods/podcc"));
+        // Another path, and the same path much later: failures of their own.
+        p.event(&half_made(40_000_002, 78, b"/kubepods/poddd"));
+        p.event(&half_made(90_000_000_000, 79, b"/kubepods/podcc"));
+        let paths: Vec<Vec<u8>> = seen.borrow().iter().map(|f| f.0.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                b"/sys/fs/cgroup/memory/kubepods/podcc".to_vec(),
+                b"/kubepods/poddd".to_vec(),
+                b"/kubepods/podcc".to_vec(),
+            ]
+        );
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 3);
+    }
+
+    #[test]
+    fn kernel_counts_correct_the_headroom_and_events_move_it_after() {
+        let seen: Failures = Rc::default();
+        let mut p = memory_pipeline("6.1.0", seen);
+        assert_eq!(
+            p.detectors.id_headroom(&p.tracker),
+            Some(crate::kernel::MEMCG_ID_MAX)
+        );
+        // 1,000 memcgs the events never showed (made before a filtered subtree, say).
+        p.kernel_memcgs(&KernelMemcgs {
+            ts_ns: 1,
+            all: Some(1_000),
+            ..KernelMemcgs::default()
+        });
+        assert_eq!(
+            p.detectors.id_headroom(&p.tracker),
+            Some(crate::kernel::MEMCG_ID_MAX - 1_000)
+        );
+        p.event(&ev(EventKind::Mkdir, 2, 4, 5, b"/kubepods/x"));
+        assert_eq!(
+            p.detectors.id_headroom(&p.tracker),
+            Some(crate::kernel::MEMCG_ID_MAX - 1_001)
+        );
+        p.note("said once");
+        assert!(!p.note("said once"));
+        assert_eq!(p.summary(3).notes, vec!["said once".to_string()]);
     }
 }

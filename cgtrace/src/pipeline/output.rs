@@ -11,7 +11,7 @@ use crate::{
     detectors::Verdict,
     format::clock::ClockRef,
     format::escape::{write_json_str, write_terminal},
-    kernel::hierarchy::Hierarchies,
+    kernel::{hierarchy::Hierarchies, memcg_ids::KernelMemcgs},
     model::event::Event,
     model::k8s,
     model::tracker::{Observed, PodStats, PodSummary, Totals, Tracker},
@@ -38,6 +38,13 @@ pub struct Summary {
     /// Memcgs (on the hierarchy holding memory) by state, and the kernel's dying count at start.
     #[serde(flatten)]
     pub totals: Totals,
+    /// Memcg IDs left of 65,535, counted the way this kernel spends them (absent without a
+    /// memory hierarchy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_headroom: Option<u64>,
+    /// What the run could not do, said once (e.g. the start-up walk that names dying memcgs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Pods with memcgs, most dying first.
     pub pods: Vec<PodSummary>,
 }
@@ -63,6 +70,8 @@ impl Summary {
             duration_ns,
             end_ns: 0,
             totals: Totals::default(),
+            id_headroom: None,
+            notes: Vec::new(),
             pods: Vec::new(),
         }
     }
@@ -73,6 +82,29 @@ impl Summary {
 pub struct Counts {
     pub seen: [u64; EventKind::SLOTS],
     pub lost: [u64; EventKind::SLOTS],
+}
+
+/// The rest of a failed mkdir's line: the caller (none when the kernel left only the half-made
+/// cgroup's release) and the errno, inferred or unknown.
+fn write_failure<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
+    if ev.is_half_made_release() {
+        w.write_all(b"(caller unknown: seen at the half-made cgroup's release)")?;
+    } else {
+        write_terminal(w, ev.comm)?;
+        write!(w, "[{}]", ev.pid)?;
+    }
+    match ev.errno {
+        Some(e) => {
+            let name = crate::model::event::errno_name(e);
+            let msg = crate::kernel::mkdir_errno::errno_message(e);
+            if ev.errno_inferred {
+                writeln!(w, " {name} ({msg}; inferred: no memcg ID left)")
+            } else {
+                writeln!(w, " {name} ({msg})")
+            }
+        }
+        None => writeln!(w, " errno unknown (cgroup creation failed)"),
+    }
 }
 
 /// What every sink needs to render an event.
@@ -128,6 +160,14 @@ pub trait Sink {
         Ok(())
     }
     /// A pod's name was looked up (recorded so replays need no lookups).
+    /// A note of what the run could not do (sessions record it).
+    fn note(&mut self, _text: &str) -> io::Result<()> {
+        Ok(())
+    }
+    /// A reading of the kernel's memcg counters (sessions record it).
+    fn kernel_memcgs(&mut self, _k: &KernelMemcgs) -> io::Result<()> {
+        Ok(())
+    }
     fn pod_name(&mut self, _uid: &str, _namespace: &str, _name: &str) -> io::Result<()> {
         Ok(())
     }
@@ -173,6 +213,9 @@ impl<W: Write> Sink for TextSink<W> {
             w.write_all("…[truncated]".as_bytes())?;
         }
         w.write_all(b"  ")?;
+        if ev.kind == EventKind::MkdirFailed {
+            return write_failure(w, ev);
+        }
         write_terminal(w, ev.comm)?;
         writeln!(w, "[{}] id={}", ev.pid, ev.cgroup_id)
     }
@@ -201,6 +244,18 @@ impl<W: Write> Sink for TextSink<W> {
             "-- memcgs: {} live, {} dying, {} freed during the run; {} were dying before start ({} of them freed since)",
             t.live, t.dying, t.freed, t.dying_before_start, t.freed_before_start
         )?;
+        if let Some(h) = s.id_headroom {
+            writeln!(
+                w,
+                "-- memcg ID headroom: {h} of {}",
+                crate::kernel::MEMCG_ID_MAX
+            )?;
+        }
+        for n in &s.notes {
+            w.write_all(b"-- note: ")?;
+            write_terminal(w, n.as_bytes())?;
+            writeln!(w)?;
+        }
         for p in s.pods.iter().filter(|p| p.stats.dying > 0).take(10) {
             write!(w, "   pod {}", p.stats.pod_uid)?;
             if let (Some(ns), Some(name)) = (&p.stats.namespace, &p.stats.name) {
@@ -356,6 +411,16 @@ impl<W: Write> Sink for JsonSink<W> {
                 ",\"errno\":{e},\"error\":\"{}\"",
                 crate::model::event::errno_name(e)
             )?;
+            if ev.errno_inferred {
+                w.write_all(b",\"errno_inferred\":true")?;
+            }
+        }
+        if ev.kind == EventKind::MkdirFailed {
+            w.write_all(if ev.is_half_made_release() {
+                b",\"seen_at\":\"release\""
+            } else {
+                b",\"seen_at\":\"syscall\""
+            })?;
         }
         for (k, v) in [
             ("memcg_id", ev.memcg_id.map(u64::from)),

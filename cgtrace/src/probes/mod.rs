@@ -139,7 +139,30 @@ const MKDIR_FAIL_EXIT_HOOKS: [(&str, &str); 2] = [
     ("sys_exit_mkdirat", program::EXIT_MKDIRAT_REGS),
 ];
 
-/// How failed mkdirs are caught.
+/// Which failed mkdirs in cgroupfs are reported (`--mkdir-failures`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MkdirFailureMode {
+    /// The failures inside cgroup creation (memcg IDs exhausted, a memcg that cannot be
+    /// allocated), from the half-made cgroup's release on every tier: whatever the path's
+    /// spelling, no cost per syscall; no caller, the errno inferred where only one is possible
+    #[default]
+    Cgroupfs,
+    /// Also every failed mkdir(2)/mkdirat(2) under /sys/fs/cgroup with its errno and caller
+    /// (EACCES, EPERM, EROFS, ENOENT, EAGAIN too), from the syscall tracepoints: every syscall
+    /// on the node gets slower while cgtrace runs (a trivial one about 1.4× here)
+    Syscall,
+}
+
+impl MkdirFailureMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MkdirFailureMode::Cgroupfs => "cgroupfs",
+            MkdirFailureMode::Syscall => "syscall",
+        }
+    }
+}
+
+/// How failed mkdirs are caught at the syscall.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MkdirFailureHooks {
     /// The exit hooks alone where the kernel and architecture allow, else enter and exit.
@@ -285,8 +308,9 @@ pub struct ProbeOptions {
     pub wakeup_bytes: Option<u64>,
     /// Enable BPF-side debug logs (aya-log).
     pub bpf_debug_log: bool,
-    /// Trace failed mkdirs in cgroupfs (syscall tracepoints; needs tracefs).
-    pub mkdir_failures: bool,
+    /// Which failed mkdirs are reported: [`MkdirFailureMode::Syscall`] attaches the syscall
+    /// tracepoints (needs tracefs); the half-made cgroup's release is reported in every mode.
+    pub mkdir_failures: MkdirFailureMode,
     /// Which syscall hooks catch them.
     pub mkdir_failure_hooks: MkdirFailureHooks,
 }
@@ -302,7 +326,7 @@ impl Default for ProbeOptions {
             path_prefix: None,
             wakeup_bytes: None,
             bpf_debug_log: false,
-            mkdir_failures: true,
+            mkdir_failures: MkdirFailureMode::Cgroupfs,
             mkdir_failure_hooks: MkdirFailureHooks::Auto,
         }
     }
@@ -927,7 +951,7 @@ impl Probes {
         log::debug!("BTF offsets resolved in {} ms", t0.elapsed().as_millis());
         // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
         let mut mkdir_failures_off: Option<String> = None;
-        if opts.mkdir_failures {
+        if opts.mkdir_failures == MkdirFailureMode::Syscall {
             match tracefs::find_or_mount()
                 .map_err(anyhow::Error::from)
                 .and_then(|root| Ok(tracefs::syscall_layout(&root)?))
@@ -945,7 +969,7 @@ impl Probes {
                 Err(e) => mkdir_failures_off = Some(format!("{e:#}")),
             }
         } else {
-            mkdir_failures_off = Some("disabled".to_string());
+            mkdir_failures_off = Some("not asked for (--mkdir-failures syscall)".to_string());
         }
         if let Err(e) = &offsets {
             log::info!("no kernel BTF: {e:#}");
@@ -1095,6 +1119,19 @@ impl Probes {
     }
 
     /// Why failed mkdirs are not traced (None: they are).
+    /// Whether the failures inside cgroup creation are reported from the half-made cgroup's
+    /// release (raw tracepoints, `kernfs_node.flags` and `KERNFS_ACTIVATED` from BTF), or why
+    /// not.
+    pub fn half_made_releases(&self) -> Result<(), &'static str> {
+        if self.attached != Attached::RawTracepoint {
+            return Err("the classic tracepoints carry no struct cgroup to read");
+        }
+        match &self.offsets {
+            Some(o) if o.kn_activated != 0 && o.kn_flags != KernelOffsets::UNKNOWN => Ok(()),
+            _ => Err("this kernel's BTF has no kernfs_node.flags or KERNFS_ACTIVATED"),
+        }
+    }
+
     pub fn mkdir_failures_off(&self) -> Option<&str> {
         self.mkdir_failures.as_ref().err().map(String::as_str)
     }

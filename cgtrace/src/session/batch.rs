@@ -3,7 +3,10 @@
 
 use cgtrace_common::EventKind;
 
+use bytes::BytesMut;
+
 use super::wire::*;
+use crate::kernel::memcg_ids::KernelMemcgs;
 
 pub(super) struct RSlot {
     pub(super) serial: u64,
@@ -165,6 +168,8 @@ pub(super) enum Parsed {
         count: u64,
     },
     PodName(String, String, String),
+    KernelMemcgs(KernelMemcgs),
+    Note(String),
 }
 
 /// The batch frame being decoded.
@@ -185,6 +190,39 @@ pub(super) fn read_ts(c: &mut Cur<'_>, d: &mut Deltas) -> DResult<u64> {
     let ts = d.prev_ts.wrapping_add(unzigzag(c.varint()?) as u64);
     d.prev_ts = ts;
     Ok(ts)
+}
+
+/// The payload of an [`tag::EXT_KERNEL_MEMCGS`] record: `ts_ns`, a presence bitmap (1 live,
+/// 2 all, 4 dying), then each present count, all varints. None when it is cut short: an
+/// extension a reader cannot decode is skipped.
+fn decode_kernel_memcgs(b: &[u8]) -> Option<KernelMemcgs> {
+    let mut c = Cur { b, pos: 0 };
+    let ts_ns = c.varint().ok()?;
+    let present = c.varint().ok()?;
+    let mut take = |bit: u64| -> Option<Option<u64>> {
+        if present & bit == 0 {
+            return Some(None);
+        }
+        c.varint().ok().map(Some)
+    };
+    Some(KernelMemcgs {
+        ts_ns,
+        live: take(1)?,
+        all: take(2)?,
+        dying: take(4)?,
+    })
+}
+
+/// The payload of an [`tag::EXT_KERNEL_MEMCGS`] record.
+pub(super) fn encode_kernel_memcgs(k: &KernelMemcgs, out: &mut BytesMut) {
+    put_varint(out, k.ts_ns);
+    let present = u64::from(k.live.is_some())
+        | u64::from(k.all.is_some()) << 1
+        | u64::from(k.dying.is_some()) << 2;
+    put_varint(out, present);
+    for v in [k.live, k.all, k.dying].into_iter().flatten() {
+        put_varint(out, v);
+    }
 }
 
 /// Decodes one record of a batch frame.
@@ -295,8 +333,15 @@ pub(super) fn parse_record(
         }
         tag::POD_NAME => Ok(Parsed::PodName(c.string()?, c.string()?, c.string()?)),
         tag::EXT_MIN..=tag::EXT_MAX => {
-            c.bytes()?;
-            Ok(Parsed::Nothing)
+            let b = c.bytes()?;
+            Ok(match t {
+                tag::EXT_KERNEL_MEMCGS => {
+                    decode_kernel_memcgs(b).map_or(Parsed::Nothing, Parsed::KernelMemcgs)
+                }
+                tag::EXT_NOTE => Parsed::Note(String::from_utf8_lossy(b).into_owned()),
+                // Extensions of later writers.
+                _ => Parsed::Nothing,
+            })
         }
         _ => Err(Malformed("unknown record type")),
     }

@@ -13,7 +13,7 @@ use super::{
     header::decode_header,
     wire::*,
 };
-use crate::model::event::Event;
+use crate::{kernel::memcg_ids::KernelMemcgs, model::event::Event};
 
 /// Warnings kept; more are counted.
 const MAX_WARNINGS: usize = 100;
@@ -47,6 +47,11 @@ pub enum Item<'a> {
         /// Its name.
         name: String,
     },
+    /// A reading of the kernel's memcg counters the live run made (the memcg ID headroom
+    /// follows it).
+    KernelMemcgs(KernelMemcgs),
+    /// A note of what the live run could not do.
+    Note(String),
     /// Clean end: totals written by the recorder.
     Footer {
         /// Events written.
@@ -620,6 +625,8 @@ impl<R: Read> SessionReader<R> {
                         self.stats.lost = self.stats.lost.saturating_add(count);
                         return Ok(Some(Item::Lost { ts_ns, kind, count }));
                     }
+                    Ok(Parsed::KernelMemcgs(k)) => return Ok(Some(Item::KernelMemcgs(k))),
+                    Ok(Parsed::Note(n)) => return Ok(Some(Item::Note(n))),
                     Ok(Parsed::PodName(pod_uid, namespace, name)) => {
                         return Ok(Some(Item::PodName {
                             pod_uid,
@@ -737,6 +744,7 @@ impl<R: Read> SessionReader<R> {
             kmem_bytes: r.kmem_bytes,
             memsw_bytes: r.memsw_bytes,
             errno: r.errno,
+            errno_inferred: false,
         }
     }
 }

@@ -15,7 +15,10 @@ use cgtrace_common::EventKind;
 use super::{wire::*, *};
 use crate::{
     format::clock::ClockRef,
-    kernel::hierarchy::{Hierarchies, Hierarchy},
+    kernel::{
+        hierarchy::{Hierarchies, Hierarchy},
+        memcg_ids::KernelMemcgs,
+    },
     model::event::Event,
 };
 
@@ -61,6 +64,7 @@ impl Ev {
             kmem_bytes: self.kmem_bytes,
             memsw_bytes: self.memsw_bytes,
             errno: self.errno,
+            errno_inferred: false,
         }
     }
 
@@ -117,6 +121,8 @@ enum Owned {
     Event(Ev),
     Lost(u64, EventKind, u64),
     Pod(String, String, String),
+    Kernel(KernelMemcgs),
+    Note(String),
     Footer(u64, u64, u64),
 }
 
@@ -131,6 +137,8 @@ fn own(it: Item<'_>) -> Owned {
             namespace,
             name,
         } => Owned::Pod(pod_uid, namespace, name),
+        Item::KernelMemcgs(k) => Owned::Kernel(k),
+        Item::Note(n) => Owned::Note(n),
         Item::Footer {
             events,
             lost,
@@ -145,6 +153,8 @@ enum In {
     Ev(Ev),
     Lost(u64, EventKind, u64),
     Pod(String, String, String),
+    Kernel(KernelMemcgs),
+    Note(String),
     Flush,
 }
 
@@ -242,6 +252,8 @@ fn write(h: &Header, b: &Baseline, inputs: &[In], end_ns: u64) -> (Vec<u8>, Vec<
             In::Ev(e) => w.event(&e.view()).expect("event"),
             In::Lost(ts, k, n) => w.lost(*ts, *k, *n).expect("lost"),
             In::Pod(u, n, p) => w.pod_name(u, n, p).expect("pod"),
+            In::Kernel(k) => w.kernel_memcgs(k).expect("kernel memcgs"),
+            In::Note(n) => w.note(n).expect("note"),
             In::Flush => flush(&mut w, &mut frames),
         }
         if !matches!(i, In::Flush) && w.bytes_written() != before {
@@ -266,6 +278,8 @@ fn expected(h: &Header, b: &Baseline, inputs: &[In], end_ns: u64) -> Vec<Owned> 
                 out.push(Owned::Lost(*ts, *k, *n));
             }
             In::Pod(u, n, p) => out.push(Owned::Pod(u.clone(), n.clone(), p.clone())),
+            In::Kernel(k) => out.push(Owned::Kernel(*k)),
+            In::Note(n) => out.push(Owned::Note(n.clone())),
             In::Flush => {}
         }
     }
@@ -500,6 +514,26 @@ fn odd_inputs() -> Vec<In> {
         "/a/0123456789abcdef0123456789abcde/1",
     )));
     v.push(In::Lost(0, EventKind::CssFree, 0));
+    for k in [
+        KernelMemcgs {
+            ts_ns: 7,
+            all: Some(65_535),
+            ..KernelMemcgs::default()
+        },
+        KernelMemcgs {
+            ts_ns: u64::MAX,
+            live: Some(0),
+            all: None,
+            dying: Some(u64::MAX),
+        },
+        KernelMemcgs::default(),
+    ] {
+        v.push(In::Kernel(k));
+    }
+    v.push(In::Note(
+        "the start-up walk could not run (\u{1b}[31m\n)".to_string(),
+    ));
+    v.push(In::Note(String::new()));
     v
 }
 

@@ -65,6 +65,10 @@ pub(super) mod tag {
     pub const DEF_COMM: u8 = 0x11;
     pub const LOST: u8 = 0x12;
     pub const POD_NAME: u8 = 0x13;
+    /// Extension: a reading of the kernel's memcg counters (see `docs/format.md`).
+    pub const EXT_KERNEL_MEMCGS: u8 = 0x40;
+    /// Extension: a note of what the live run could not do (UTF-8, at most 64 KiB).
+    pub const EXT_NOTE: u8 = 0x41;
     /// `0x40..=0x7F`: extension records, `varint length · bytes`, skipped by readers that do not
     /// know them.
     pub const EXT_MIN: u8 = 0x40;

@@ -11,7 +11,7 @@ use bytes::{BufMut, BytesMut};
 use cgtrace_common::EventKind;
 
 use super::{Baseline, Header, baseline::encode_baseline_chunks, header::encode_header, wire::*};
-use crate::model::event::Event;
+use crate::{kernel::memcg_ids::KernelMemcgs, model::event::Event};
 
 /// How many parent directories a writer tries as the base of a new path definition.
 const MAX_BASE_LEVELS: usize = 4;
@@ -337,7 +337,9 @@ impl<W: Write> SessionWriter<W> {
         set(&mut fl, evflag::USAGE, ev.usage_bytes.is_some());
         set(&mut fl, evflag::KMEM, ev.kmem_bytes.is_some());
         set(&mut fl, evflag::MEMSW, ev.memsw_bytes.is_some());
-        set(&mut fl, evflag::ERRNO, ev.errno.is_some());
+        // An inferred errno is the pipeline's, not the kernel's: a replay infers it again.
+        let errno = ev.errno.filter(|_| !ev.errno_inferred);
+        set(&mut fl, evflag::ERRNO, errno.is_some());
 
         let kind = ev.kind as u8;
         self.buf.put_u8(kind);
@@ -371,7 +373,7 @@ impl<W: Write> SessionWriter<W> {
         {
             put_varint(b, mem_enc(v));
         }
-        if let Some(e) = ev.errno {
+        if let Some(e) = errno {
             put_varint(b, zigzag(i64::from(e)));
         }
         self.batch_events += 1;
@@ -387,6 +389,25 @@ impl<W: Write> SessionWriter<W> {
         self.buf.put_u8(kind as u8);
         put_varint(&mut self.buf, count);
         self.lost = self.lost.saturating_add(count);
+        self.maybe_flush()
+    }
+
+    /// Records a note of what the run could not do.
+    pub fn note(&mut self, text: &str) -> io::Result<()> {
+        check_str("note", text.as_bytes())?;
+        self.begin_batch(self.last_ts);
+        self.buf.put_u8(tag::EXT_NOTE);
+        put_bytes(&mut self.buf, text.as_bytes());
+        self.maybe_flush()
+    }
+
+    /// Records a reading of the kernel's memcg counters.
+    pub fn kernel_memcgs(&mut self, k: &KernelMemcgs) -> io::Result<()> {
+        self.begin_batch(self.last_ts.max(k.ts_ns));
+        self.buf.put_u8(tag::EXT_KERNEL_MEMCGS);
+        let mut payload = BytesMut::with_capacity(32);
+        super::batch::encode_kernel_memcgs(k, &mut payload);
+        put_bytes(&mut self.buf, &payload);
         self.maybe_flush()
     }
 

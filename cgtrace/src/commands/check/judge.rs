@@ -2,7 +2,7 @@
 use super::gather::{Facts, KmemProbe, WalkResult};
 use super::render::{count_or_unknown, fit_message, short_release};
 use super::{CheckOptions, CheckReport, EmptyPodDir, KmemReport, MAX_LISTED_POD_DIRS, Status};
-use crate::kernel::{KernelRelease, MEMCG_ID_MAX, hierarchy::MemoryHierarchy};
+use crate::kernel::{KernelRelease, MEMCG_ID_MAX, hierarchy::MemoryHierarchy, memcg_ids};
 
 /// The report the facts call for.
 pub(super) fn judge(mut facts: Facts, opts: &CheckOptions) -> CheckReport {
@@ -109,16 +109,15 @@ fn id_headroom(
     visible: Option<u64>,
     dying: Option<u64>,
 ) -> Option<u64> {
-    let id_users = if ids_held_by_dying {
-        match (hierarchy, visible, dying) {
-            (MemoryHierarchy::V1, Some(v), _) => num_cgroups_memory.map(|n| n.max(v)),
-            (_, Some(v), Some(d)) => Some(v + d),
-            _ => None,
-        }
-    } else {
-        visible
+    // check cannot tell which dying memcgs swap entries hold: none are counted.
+    let id_users = match (hierarchy, ids_held_by_dying, visible, dying) {
+        // /proc/cgroups counts every memcg the v1 hierarchy holds, live and dying.
+        (MemoryHierarchy::V1, true, Some(v), _) => num_cgroups_memory.map(|n| n.max(v)),
+        (_, true, Some(v), Some(d)) => Some(memcg_ids::ids_in_use(true, v, d, 0)),
+        (_, true, _, _) => None,
+        (_, false, v, _) => v.map(|v| memcg_ids::ids_in_use(false, v, 0, 0)),
     };
-    id_users.map(|u| MEMCG_ID_MAX.saturating_sub(u))
+    id_users.map(memcg_ids::headroom)
 }
 
 /// Kernel-memory accounting: active or not, and on what evidence.

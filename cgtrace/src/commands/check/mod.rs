@@ -77,7 +77,7 @@ impl Default for CheckOptions {
         Self {
             host_root: PathBuf::from("/"),
             dying_warn: 1000,
-            headroom_warn: 10_000,
+            headroom_warn: crate::kernel::memcg_ids::HEADROOM_WARN,
             pod_dir_min_age: Duration::from_secs(120),
         }
     }

@@ -824,6 +824,7 @@ pub(crate) mod tests {
             kmem_bytes: None,
             memsw_bytes: None,
             errno: None,
+            errno_inferred: false,
         }
     }
 
