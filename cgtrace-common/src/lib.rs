@@ -208,7 +208,9 @@ pub struct KernelOffsets {
     /// `cgroup_create()`, and its release is the trace of that failure.
     pub kn_flags: u32,
     pub kn_activated: u32,
-    pub _pad: u32,
+    /// `struct kernfs_node` → `priv` (a cgroup directory's `struct cgroup *`): the parent of a
+    /// failed `cgroup_mkdir()`.
+    pub kn_priv: u32,
 }
 
 impl KernelOffsets {
@@ -239,7 +241,7 @@ impl KernelOffsets {
         css_set_subsys: Self::UNKNOWN,
         kn_flags: Self::UNKNOWN,
         kn_activated: 0,
-        _pad: 0,
+        kn_priv: Self::UNKNOWN,
     };
 }
 

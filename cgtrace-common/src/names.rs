@@ -30,6 +30,11 @@ pub mod program {
     pub const KPROBE_CSS_OFFLINE: &str = "kprobe_css_offline";
     pub const KPROBE_CSS_RELEASED: &str = "kprobe_css_released";
     pub const KPROBE_CSS_FREE: &str = "kprobe_css_free";
+    /// Failed mkdirs inside cgroup creation: the return of cgroupfs's `cgroup_mkdir()`
+    /// (fexit; kprobe at entry for the arguments, kretprobe for the return).
+    pub const FEXIT_CGROUP_MKDIR: &str = "fexit_cgroup_mkdir";
+    pub const KPROBE_CGROUP_MKDIR_ENTRY: &str = "kprobe_cgroup_mkdir_entry";
+    pub const KRETPROBE_CGROUP_MKDIR: &str = "kretprobe_cgroup_mkdir";
     /// Failed mkdirs: enter and exit hooks.
     pub const SYS_ENTER_MKDIR: &str = "sys_enter_mkdir";
     pub const SYS_ENTER_MKDIRAT: &str = "sys_enter_mkdirat";
@@ -60,6 +65,9 @@ pub mod program {
         KPROBE_CSS_OFFLINE,
         KPROBE_CSS_RELEASED,
         KPROBE_CSS_FREE,
+        FEXIT_CGROUP_MKDIR,
+        KPROBE_CGROUP_MKDIR_ENTRY,
+        KRETPROBE_CGROUP_MKDIR,
         SYS_ENTER_MKDIR,
         SYS_ENTER_MKDIRAT,
         SYS_EXIT_MKDIR,

@@ -95,6 +95,13 @@ const MAX_DEPTH: usize = 16;
 /// cut; None when the fields are unknown.
 #[inline(always)]
 pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
+    compose_child_path(cgrp, core::ptr::null())
+}
+
+/// [`compose_path`] of `cgrp`, then `/leaf` when `leaf` (a kernel string) is not null: the path
+/// a child named `leaf` would have (a failed `cgroup_mkdir()`'s).
+#[inline(always)]
+pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8, bool)> {
     let off = config().offsets;
     if off.kn_parent == KernelOffsets::UNKNOWN || off.kn_name == KernelOffsets::UNKNOWN {
         return None;
@@ -147,6 +154,26 @@ pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
             return None;
         }
         pos = dst + (n as usize).min(PATH_CAP) - 1;
+    }
+    if !leaf.is_null() && !truncated {
+        if pos >= PATH_CAP - 1 {
+            truncated = true;
+        } else {
+            // SAFETY: reading a local (the mask bounds `at` for the verifier).
+            let at = unsafe { ptr::read_volatile(&pos) } & (PATH_CAP - 1);
+            // SAFETY: at < PATH_CAP; the helper writes at most PATH_CAP bytes after it.
+            unsafe { *buf.add(at) = b'/' };
+            let dst = (at + 1) & (PATH_CAP - 1);
+            // SAFETY: as above.
+            let n = unsafe {
+                bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+            };
+            if n <= 0 {
+                return None;
+            }
+            pos = dst + (n as usize).min(PATH_CAP) - 1;
+            depth += 1;
+        }
     }
     if depth == 0 {
         pos = 1;

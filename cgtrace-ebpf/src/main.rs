@@ -32,6 +32,7 @@ macro_rules! bpf_name {
     };
 }
 
+mod cgroup_mkdir;
 mod cgroup_tp;
 mod css;
 mod event;

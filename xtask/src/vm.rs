@@ -250,7 +250,10 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
         return vec![TestRun {
             name: "exhaust".to_string(),
             target: EXHAUST_TARGET.to_string(),
-            env: vec!["CGTRACE_EXHAUST=1".to_string()],
+            env: vec![
+                "CGTRACE_EXHAUST=1".to_string(),
+                format!("CGTRACE_BIN=/{VM_TEST_DIR}/{CGTRACE_IN_VM}"),
+            ],
             args: vec!["--include-ignored".to_string(), "--nocapture".to_string()],
             hide_btf: false,
         }];
@@ -357,7 +360,11 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         return Ok(());
     }
     let targets: BTreeSet<&str> = runs.iter().map(|r| r.target.as_str()).collect();
-    let binaries = build_test_binaries(&targets)?;
+    let mut binaries = build_test_binaries(&targets)?;
+    if args.exhaust {
+        // The exhaustion test runs `cgtrace live` and `cgtrace check` as an operator would.
+        binaries.insert(CGTRACE_IN_VM.to_string(), build_cgtrace_binary()?);
+    }
     let initramfs = out_dir.join(if args.exhaust {
         "initramfs-exhaust.cpio.gz"
     } else {
@@ -850,6 +857,37 @@ fn build_test_binaries(targets: &BTreeSet<&str>) -> Result<BTreeMap<String, Path
         bail!("cargo reported no executable for the test target `{missing}`");
     }
     Ok(found)
+}
+
+/// The name of the cgtrace binary in the VM's test directory (`--exhaust` only).
+const CGTRACE_IN_VM: &str = "cgtrace";
+
+/// `cargo build -p cgtrace --bin cgtrace` (the tests' profile); the executable's path.
+fn build_cgtrace_binary() -> Result<PathBuf> {
+    let out = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(workspace_root())
+        .env("PATH", setup::path_with_cargo_bin())
+        .args([
+            "build",
+            "-p",
+            "cgtrace",
+            "--bin",
+            "cgtrace",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run cargo build -p cgtrace")?;
+    if !out.status.success() {
+        bail!("building cgtrace failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
+        .filter(|l| artifact_target_name(l).as_deref() == Some("cgtrace"))
+        .find_map(|l| json_string_field(l, "executable"))
+        .map(PathBuf::from)
+        .context("cargo reported no cgtrace executable")
 }
 
 /// The `target.name` of a cargo compiler-artifact message.

@@ -200,7 +200,7 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
             .enum_value("kernfs_node_flag", "KERNFS_ACTIVATED")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0),
-        _pad: 0,
+        kn_priv: u(btf.offset_of("kernfs_node", &[&["priv"]])),
     }
 }
 
@@ -218,7 +218,7 @@ pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
 }
 
 /// Every offset with its name, for `doctor` and tests.
-pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 23] {
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 24] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
@@ -243,6 +243,7 @@ pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 23] {
         ("task_struct.cgroups", o.task_cgroups),
         ("css_set.subsys", o.css_set_subsys),
         ("kernfs_node.flags", o.kn_flags),
+        ("kernfs_node.priv", o.kn_priv),
     ]
 }
 

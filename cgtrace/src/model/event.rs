@@ -44,6 +44,30 @@ pub struct Event<'a> {
     pub errno_inferred: bool,
 }
 
+/// Where a failed mkdir was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureSource {
+    /// At the `mkdir`/`mkdirat` syscall exit (`--mkdir-failures syscall`): absolute path, errno,
+    /// caller.
+    Syscall,
+    /// At the return of cgroupfs's `cgroup_mkdir()` (fentry/kprobe tiers): path in its hierarchy,
+    /// errno, caller.
+    CgroupMkdir,
+    /// At the release of the half-made cgroup: path in its hierarchy, no caller, no errno.
+    Release,
+}
+
+impl FailureSource {
+    /// `syscall`, `cgroup_mkdir` or `release`, as JSON has it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureSource::Syscall => "syscall",
+            FailureSource::CgroupMkdir => "cgroup_mkdir",
+            FailureSource::Release => "release",
+        }
+    }
+}
+
 /// The symbolic name of an errno a failed mkdir returns.
 pub fn errno_name(e: i32) -> String {
     match e {
@@ -83,9 +107,24 @@ fn until_nul(b: &[u8]) -> &[u8] {
 
 impl<'a> Event<'a> {
     /// A failed mkdir seen through the release of the cgroup the kernel had begun to make (the
-    /// failures inside cgroup creation, every path spelling, no caller), not at the syscall.
+    /// failures inside cgroup creation, every path spelling, no caller, no errno of the
+    /// kernel's).
     pub fn is_half_made_release(&self) -> bool {
-        self.kind == EventKind::MkdirFailed && self.has_cgroup
+        self.failure_seen_at() == Some(FailureSource::Release)
+    }
+
+    /// Where a failed mkdir was seen (None for other events).
+    pub fn failure_seen_at(&self) -> Option<FailureSource> {
+        if self.kind != EventKind::MkdirFailed {
+            return None;
+        }
+        Some(if !self.has_cgroup {
+            FailureSource::Syscall
+        } else if self.errno.is_none() || self.errno_inferred {
+            FailureSource::Release
+        } else {
+            FailureSource::CgroupMkdir
+        })
     }
 
     /// Decodes a record as the eBPF programs wrote it.

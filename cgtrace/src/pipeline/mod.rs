@@ -17,7 +17,11 @@ use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
     kernel::{hierarchy::HierarchyError, memcg_ids::KernelMemcgs, mkdir_errno},
     model::hash::FastHasher,
-    model::{baseline::Baseline, event::Event, tracker::Tracker},
+    model::{
+        baseline::Baseline,
+        event::{Event, FailureSource},
+        tracker::Tracker,
+    },
     pipeline::{
         facts::RunFacts,
         filters::FilterSet,
@@ -48,9 +52,10 @@ pub struct Pipeline {
     filters: FilterSet,
     sinks: Vec<Box<dyn Sink>>,
     pod_names: Box<dyn PodNameSource>,
-    /// Failed mkdirs seen at the syscall lately, newest last: the release of the half-made cgroup
-    /// that follows one is the same failure.
-    syscall_failures: VecDeque<SyscallFailure>,
+    /// Failed mkdirs seen lately, newest last: one failure is seen up to three times (at
+    /// cgroupfs's `cgroup_mkdir()` return, then at the syscall exit, then at the half-made
+    /// cgroup's release) and reported once.
+    recent_failures: VecDeque<SeenFailure>,
     /// What the run could not do, said once each (at most [`MAX_NOTES`]).
     notes: Vec<String>,
     error: Option<io::Error>,
@@ -59,17 +64,19 @@ pub struct Pipeline {
 /// Most notes a run keeps.
 const MAX_NOTES: usize = 16;
 
-/// Most failed mkdirs remembered to match their half-made cgroup's release.
-const SYSCALL_FAILURES: usize = 64;
-/// How long after the syscall the release of its half-made cgroup is looked for (it comes from a
-/// kworker after an RCU grace period: 29–65 ms where it was measured).
-const HALF_MADE_RELEASE_WITHIN_NS: u64 = 5_000_000_000;
+/// Most failed mkdirs remembered to match their later sightings.
+const RECENT_FAILURES: usize = 64;
+/// How long after the first sighting of a failed mkdir the later ones are looked for (the
+/// half-made cgroup's release comes from a kworker after an RCU grace period: 29–65 ms where it
+/// was measured).
+const SAME_FAILURE_WITHIN_NS: u64 = 5_000_000_000;
 
-/// A failed mkdir seen at the syscall: its hierarchy and the hash of its path below the
+/// A failed mkdir reported: where, its hierarchy and the hash of its path below the
 /// hierarchy's root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SyscallFailure {
+struct SeenFailure {
     ts_ns: u64,
+    source: FailureSource,
     hierarchy_id: u32,
     path_hash: u64,
 }
@@ -106,7 +113,7 @@ impl Pipeline {
             filters,
             sinks,
             pod_names,
-            syscall_failures: VecDeque::with_capacity(SYSCALL_FAILURES),
+            recent_failures: VecDeque::with_capacity(RECENT_FAILURES),
             notes: Vec::new(),
             error: None,
         })
@@ -196,12 +203,11 @@ impl Pipeline {
         let inferred;
         let ev = if ev.kind != EventKind::MkdirFailed {
             ev
-        } else if !ev.is_half_made_release() {
-            self.remember_syscall_failure(ev);
-            ev
-        } else if self.seen_at_syscall(ev) {
-            // The same failure, reported at the syscall with its caller and errno.
+        } else if self.seen_before(ev) {
+            // The same failure, already reported from a source that says more.
             return;
+        } else if !ev.is_half_made_release() {
+            ev
         } else if let Some(errno) = self.inferred_errno(ev) {
             inferred = Event {
                 errno: Some(errno),
@@ -254,42 +260,52 @@ impl Pipeline {
         }
     }
 
-    /// Remembers a failed mkdir seen at the syscall (its path absolute) by its hierarchy and its
-    /// path below the hierarchy's root, as its half-made cgroup's release will name it.
-    fn remember_syscall_failure(&mut self, ev: &Event<'_>) {
-        let Some(rel) = self
-            .facts
-            .hierarchies
-            .relative_path(ev.hierarchy_id, ev.path)
-        else {
-            return;
+    /// Whether this failed mkdir was already reported from a source that says more (the
+    /// `cgroup_mkdir()` return before the syscall exit, either before the half-made cgroup's
+    /// release) within [`SAME_FAILURE_WITHIN_NS`]; else remembers it. Matched by hierarchy and
+    /// path below the hierarchy's root (the syscall's absolute path made relative).
+    fn seen_before(&mut self, ev: &Event<'_>) -> bool {
+        let Some(source) = ev.failure_seen_at() else {
+            return false;
         };
-        if self.syscall_failures.len() >= SYSCALL_FAILURES {
-            self.syscall_failures.pop_front();
-        }
-        self.syscall_failures.push_back(SyscallFailure {
-            ts_ns: ev.ts_ns,
-            hierarchy_id: ev.hierarchy_id,
-            path_hash: path_hash(rel),
-        });
-    }
-
-    /// Whether a half-made cgroup's release is a failure already seen at the syscall (which it
-    /// follows within [`HALF_MADE_RELEASE_WITHIN_NS`]); forgets that one.
-    fn seen_at_syscall(&mut self, ev: &Event<'_>) -> bool {
-        let want = path_hash(ev.path);
-        let found = self.syscall_failures.iter().rposition(|f| {
+        let rel = match source {
+            FailureSource::Syscall => self
+                .facts
+                .hierarchies
+                .relative_path(ev.hierarchy_id, ev.path),
+            _ => Some(ev.path),
+        };
+        let Some(rel) = rel else {
+            return false;
+        };
+        let want = path_hash(rel);
+        let found = self.recent_failures.iter().rposition(|f| {
             f.hierarchy_id == ev.hierarchy_id
                 && f.path_hash == want
-                && ev.ts_ns.saturating_sub(f.ts_ns) <= HALF_MADE_RELEASE_WITHIN_NS
+                && ev.ts_ns.saturating_sub(f.ts_ns) <= SAME_FAILURE_WITHIN_NS
+                && match source {
+                    FailureSource::Release => true,
+                    FailureSource::Syscall => f.source == FailureSource::CgroupMkdir,
+                    FailureSource::CgroupMkdir => false,
+                }
         });
-        match found {
-            Some(i) => {
-                self.syscall_failures.remove(i);
-                true
+        if let Some(i) = found {
+            // A release is the last sighting: nothing more to match.
+            if source == FailureSource::Release {
+                self.recent_failures.remove(i);
             }
-            None => false,
+            return true;
         }
+        if self.recent_failures.len() >= RECENT_FAILURES {
+            self.recent_failures.pop_front();
+        }
+        self.recent_failures.push_back(SeenFailure {
+            ts_ns: ev.ts_ns,
+            source,
+            hierarchy_id: ev.hierarchy_id,
+            path_hash: want,
+        });
+        false
     }
 
     /// The errno of a failed mkdir known only from its half-made cgroup's release, where only one
@@ -681,6 +697,22 @@ mod tests {
         // Another path, and the same path much later: failures of their own.
         p.event(&half_made(40_000_002, 78, b"/kubepods/poddd"));
         p.event(&half_made(90_000_000_000, 79, b"/kubepods/podcc"));
+        // Seen at cgroupfs's cgroup_mkdir() return first (fentry/kprobe tiers), then at the
+        // syscall exit, then at the release: one failure.
+        let mut at_cgroupfs = ev(
+            EventKind::MkdirFailed,
+            100_000_000_000,
+            4,
+            0,
+            b"/kubepods/podee",
+        );
+        at_cgroupfs.errno = Some(28);
+        p.event(&at_cgroupfs);
+        let mut later_syscall = at_syscall;
+        later_syscall.ts_ns = 100_000_000_001;
+        later_syscall.path = b"/sys/fs/cgroup/memory/kubepods/podee";
+        p.event(&later_syscall);
+        p.event(&half_made(100_040_000_000, 80, b"/kubepods/podee"));
         let paths: Vec<Vec<u8>> = seen.borrow().iter().map(|f| f.0.clone()).collect();
         assert_eq!(
             paths,
@@ -688,9 +720,10 @@ mod tests {
                 b"/sys/fs/cgroup/memory/kubepods/podcc".to_vec(),
                 b"/kubepods/poddd".to_vec(),
                 b"/kubepods/podcc".to_vec(),
+                b"/kubepods/podee".to_vec(),
             ]
         );
-        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 3);
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 4);
     }
 
     #[test]

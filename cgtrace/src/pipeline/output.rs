@@ -415,12 +415,10 @@ impl<W: Write> Sink for JsonSink<W> {
                 w.write_all(b",\"errno_inferred\":true")?;
             }
         }
-        if ev.kind == EventKind::MkdirFailed {
-            w.write_all(if ev.is_half_made_release() {
-                b",\"seen_at\":\"release\""
-            } else {
-                b",\"seen_at\":\"syscall\""
-            })?;
+        if let Some(at) = ev.failure_seen_at() {
+            w.write_all(b",\"seen_at\":\"")?;
+            w.write_all(at.name().as_bytes())?;
+            w.write_all(b"\"")?;
         }
         for (k, v) in [
             ("memcg_id", ev.memcg_id.map(u64::from)),

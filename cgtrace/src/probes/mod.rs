@@ -53,8 +53,14 @@ const CGROUP_HOOKS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// The memcg css lifecycle hooks: (kernel function, fentry/fexit program, kprobe program).
-const CSS_HOOKS: [(&str, &str, &str); 5] = [
+/// The memcg css lifecycle hooks, and the return of cgroupfs's `cgroup_mkdir()` (failed mkdirs
+/// with their caller and errno): (kernel function, fentry/fexit program, kprobe program).
+const CSS_HOOKS: [(&str, &str, &str); 6] = [
+    (
+        "cgroup_mkdir",
+        program::FEXIT_CGROUP_MKDIR,
+        program::KRETPROBE_CGROUP_MKDIR,
+    ),
     (
         "mem_cgroup_css_alloc",
         program::FEXIT_CSS_ALLOC,
@@ -471,6 +477,13 @@ fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> an
 
 /// Attaches the memcg css programs of `tier`, or says why the kernel would not have them.
 /// On failure nothing of the tier stays attached.
+/// The kprobe tier's entry halves of the return hooks: the arguments, kept per thread for the
+/// kretprobe.
+const KPROBE_ENTRIES: [(&str, &str, &str); 2] = [
+    ("mem_cgroup_css_alloc", "", program::KPROBE_CSS_ALLOC_ENTRY),
+    ("cgroup_mkdir", "", program::KPROBE_CGROUP_MKDIR_ENTRY),
+];
+
 fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         match tier {
@@ -503,9 +516,7 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
                     );
                 }
                 // The allocation's parent, remembered at entry for the kretprobe's filters.
-                let hooks =
-                    std::iter::once(("mem_cgroup_css_alloc", "", program::KPROBE_CSS_ALLOC_ENTRY))
-                        .chain(CSS_HOOKS);
+                let hooks = KPROBE_ENTRIES.into_iter().chain(CSS_HOOKS);
                 for (func, _, prog) in hooks {
                     let p: &mut KProbe = ebpf
                         .program_mut(prog)
@@ -520,8 +531,7 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
         }
     })();
     if result.is_err() {
-        let extra = [("", "", program::KPROBE_CSS_ALLOC_ENTRY)];
-        for (_, fprog, kprog) in CSS_HOOKS.iter().chain(extra.iter()) {
+        for (_, fprog, kprog) in CSS_HOOKS.iter().chain(KPROBE_ENTRIES.iter()) {
             for prog in [*fprog, *kprog] {
                 if let Some(p) = ebpf.program_mut(prog) {
                     let _ = match p {
