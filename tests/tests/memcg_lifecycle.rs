@@ -17,7 +17,9 @@ use cgtrace::{
     probes::{MkdirFailureAttach, MkdirFailureHooks, ProbeOptions, Probes, SubtreeFilter, Tier},
 };
 use cgtrace_common::{EventKind, KernelOffsets};
-use integration_tests::{Records, cgroup::TestParent, collect_until, drain, tier_from_env};
+use integration_tests::{
+    Records, cgroup::TestParent, collect_until, drain, path_str, tier_from_env,
+};
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
 struct MemHier {
@@ -499,4 +501,64 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             assert_eq!(ev.pid, std::process::id());
         }
     }
+}
+
+/// In the default mode (no syscall hook) the fentry/kprobe tiers still see a mkdir that fails
+/// inside cgroupfs (EAGAIN from `cgroup.max.descendants` here) at the return of `cgroup_mkdir()`,
+/// with the path in its hierarchy, the errno and the caller. The tracepoint tier cannot: EAGAIN
+/// is refused before a cgroup is made, so no half-made cgroup is released either.
+#[test]
+fn failed_mkdir_inside_cgroupfs_is_reported_without_a_syscall_hook() {
+    if !integration_tests::cgroup::privileged(
+        "failed_mkdir_inside_cgroupfs_is_reported_without_a_syscall_hook",
+    ) {
+        return;
+    }
+    let h = Hierarchies::load().expect("hierarchies");
+    let v2 = h.get(0).and_then(|x| x.mount.clone()).expect("v2 mount");
+    let parent = TestParent::new("cgmkdirfail", &[&v2]).expect("test parent");
+    fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
+    let mut probes = Probes::load(&ProbeOptions {
+        tier: tier_from_env(),
+        hierarchies: Some(vec![0]),
+        subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
+        ..ProbeOptions::default()
+    })
+    .expect("load");
+    assert!(
+        probes.mkdir_failures_off().is_some(),
+        "no syscall hook by default"
+    );
+    let dir = parent.dir(&v2).join("kubepods");
+    let err = fs::create_dir(&dir).expect_err("mkdir must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+    let want = format!("{}/kubepods", parent.cgroup_path());
+    let mut recs = Records::default();
+    let css_tier = probes.tier != cgtrace::probes::Tier::Tracepoint;
+    let found = collect_until(&mut probes, &mut recs, Duration::from_secs(3), |s| {
+        s.iter()
+            .any(|e| e.kind == EventKind::MkdirFailed && path_str(e) == want)
+    });
+    let seen = recs.events();
+    if !css_tier {
+        assert!(!found, "the tracepoint tier has no such hook: {seen:#?}");
+        return;
+    }
+    assert!(
+        found,
+        "no mkdir_failed for {want} on {}: {seen:#?}",
+        probes.tier.name()
+    );
+    let ev = seen
+        .iter()
+        .find(|e| e.kind == EventKind::MkdirFailed && path_str(e) == want)
+        .expect("the event");
+    assert_eq!(ev.errno, Some(libc::EAGAIN));
+    assert_eq!(ev.pid, std::process::id());
+    assert_eq!(ev.hierarchy_id, 0);
+    assert!(ev.has_cgroup);
+    assert_eq!(
+        ev.failure_seen_at(),
+        Some(cgtrace::model::event::FailureSource::CgroupMkdir)
+    );
 }
