@@ -3,7 +3,10 @@
 //! Data flows one way: [`probes`] → ring buffer → [`model::event`] decoding → [`model::tracker`]
 //! → [`detectors`] → sinks ([`pipeline`], [`session`]). [`kernel`] holds the facts about the
 //! running kernel and its cgroupfs; [`cli`] the command line; [`commands`] one file per CLI verb; [`format`] the text helpers.
+// The output layer: what the verbs print on stdout and stderr.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod cli;
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod commands;
 pub mod detectors;
 pub mod format;

@@ -1,4 +1,6 @@
 //! The `cgtrace` command (its definition lives in the library: [`cgtrace::cli`]).
+// The last error is printed here: part of the output layer.
+#![allow(clippy::print_stderr)]
 use std::{io, process::ExitCode};
 
 use cgtrace::{UsageError, cli};
