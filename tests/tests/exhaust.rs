@@ -201,8 +201,16 @@ fn memcg_id_exhaustion_end_to_end() {
         }
     }
     let tmp = std::env::temp_dir();
-    // Started before the exhaustion, tracing the syscalls too (the caller where it is known).
-    let before = Live::start("before", &tmp, &["--mkdir-failures", "syscall"]);
+    let parent_path = fill.cgroup_path();
+    // Started before the exhaustion, tracing the syscalls too (the caller where it is known),
+    // watching the pods' subtree: the fill's memcgs are filtered out in the kernel, so its ID
+    // headroom comes from the kernel's counters.
+    let pods_subtree = format!("{parent_path}/kubepods");
+    let before = Live::start(
+        "before",
+        &tmp,
+        &["--mkdir-failures", "syscall", "--subtree", &pods_subtree],
+    );
     let result = fill.fill().expect("fill memcg IDs");
     eprintln!(
         "filled: {} memcgs in {:.1} s ({} before), then mkdir failed with {}",
@@ -213,7 +221,6 @@ fn memcg_id_exhaustion_end_to_end() {
     );
     // Started after it, in the default mode, filtered to the test's subtree: the operator who
     // arrives when pods already fail.
-    let parent_path = fill.cgroup_path();
     let after = Live::start("after", &tmp, &["--subtree", &parent_path]);
     // Let both read the kernel's counters once more (once a second).
     std::thread::sleep(Duration::from_millis(1500));

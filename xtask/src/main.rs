@@ -148,6 +148,14 @@ fn test(args: Vec<OsString>) -> Result<()> {
     run(cargo()
         .args(["test", "--workspace", "--exclude", "cgtrace-ebpf"])
         .args(args))?;
+    // The memcg ID exhaustion reproduction fills every memcg ID of the machine for some
+    // seconds: alone, once everything else has finished, as root.
+    if is_root() {
+        run(cargo()
+            .env("CGTRACE_EXHAUST", "1")
+            .args(["test", "-p", "integration-tests", "--test", "exhaust", "--"])
+            .args(["--include-ignored", "--test-threads=1", "--nocapture"]))?;
+    }
     // The kernel matrix: the fentry and kprobe tiers only exist in the VMs' kernels.
     let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     if !ci && env::var("CGTRACE_SKIP_VM").is_ok_and(|v| v == "1") {
