@@ -325,6 +325,9 @@ impl Detectors {
         let first = *self.first_ns.get_or_insert(ts);
         self.first_ns = Some(first.min(ts));
         self.kmem_leak.tick(self.now_ns, self.first_ns, &self.cfg);
+        if let Some(pod) = obs.forgotten_pod {
+            self.crash_loop.forget_pod(pod);
+        }
         match ev.kind {
             EventKind::Mkdir => {
                 self.churn_storm.observe(ev, false, None, &self.cfg);
