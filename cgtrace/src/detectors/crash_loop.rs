@@ -120,7 +120,6 @@ impl CrashLoop {
     }
 
     /// How many pods are tracked.
-    #[cfg(test)]
     pub(super) fn pods_tracked(&self) -> usize {
         self.loops.len()
     }

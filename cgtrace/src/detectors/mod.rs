@@ -270,6 +270,18 @@ impl IdPicture {
     }
 }
 
+/// What the detectors' tables hold: all bounded (capped, windowed), and a pod's entries go
+/// when the tracker forgets the pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectorFootprint {
+    /// Pods `crash_loop` keeps container creations of.
+    pub crash_loop_pods: usize,
+    /// Name shapes `churn_storm` counts.
+    pub churn_shapes: usize,
+    /// Errnos `mkdir_failed` counts.
+    pub mkdir_errnos: usize,
+}
+
 /// The detectors. Feed every event with [`Detectors::observe`]; ask [`Detectors::verdicts`].
 pub struct Detectors {
     cfg: DetectorConfig,
@@ -384,6 +396,15 @@ impl Detectors {
         out.extend(self.crash_loop.verdicts(&cx, tracker));
         out.extend(self.mkdir_failed.verdicts(&cx, &ids, kmem_fired));
         out
+    }
+
+    /// How much the detectors' tables hold, for tests and benches.
+    pub fn footprint(&self) -> DetectorFootprint {
+        DetectorFootprint {
+            crash_loop_pods: self.crash_loop.pods_tracked(),
+            churn_shapes: self.churn_storm.shapes_tracked(),
+            mkdir_errnos: self.mkdir_failed.errnos_tracked(),
+        }
     }
 
     /// Memcg ID headroom the way the running kernel uses IDs (what `kmem_leak` reports, and the
