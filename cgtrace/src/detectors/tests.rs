@@ -994,7 +994,7 @@ fn detector_tables_return_to_the_baseline_after_many_pods() {
         "{baseline:?}"
     );
     let tracker = rig.t.footprint();
-    for n in 100..10_000u64 {
+    for n in 100..3_000u64 {
         ts = crash_looping_pod(&mut rig, n, 6, ts);
     }
     assert_eq!(rig.d.footprint(), baseline);
