@@ -1611,11 +1611,18 @@ fn pods_only(args: &BenchArgs, bin: &Path, out_dir: &Path) -> Result<()> {
     md.push_str(&render_table(&rows));
     md.push_str("\nDetails:\n");
     md.push_str(&details);
+    write_report(out_dir, "pods.md", &md)?;
+    res
+}
+
+/// Prints the report and writes it to `out_dir/name`.
+fn write_report(out_dir: &Path, name: &str, md: &str) -> Result<()> {
     println!("{md}");
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let latest = out_dir.join("pods.md");
-    fs::write(&latest, &md).with_context(|| format!("writing {}", latest.display()))?;
-    res
+    let latest = out_dir.join(name);
+    fs::write(&latest, md).with_context(|| format!("writing {}", latest.display()))?;
+    eprintln!("xtask bench: table written to {}", latest.display());
+    Ok(())
 }
 
 fn measure(
@@ -2111,11 +2118,7 @@ fn measure(
     }
     md.push_str("\nDetails:\n");
     md.push_str(&details);
-    println!("{md}");
-    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let latest = out_dir.join("latest.md");
-    fs::write(&latest, &md).with_context(|| format!("writing {}", latest.display()))?;
-    eprintln!("xtask bench: table written to {}", latest.display());
+    write_report(out_dir, "latest.md", &md)?;
     if !errors.is_empty() {
         bail!("some measures failed:\n  {}", errors.join("\n  "));
     }

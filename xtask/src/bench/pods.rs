@@ -106,43 +106,32 @@ impl PodChurn {
             max: v,
             n: 1,
         };
-        let n = grouped(l.cycles as f64);
-        let warm = grouped(w.cycles as f64);
-        let file = self.cgroup_file;
-        let mut rows = vec![
-            Row::measured(
-                format!("pod churn: RSS of `cgtrace attach` after {warm} pod cycles"),
-                one(w.rss as f64),
+        let (n, warm) = (grouped(l.cycles as f64), grouped(w.cycles as f64));
+        let memcg = format!("cgtrace's memcg ({})", self.cgroup_file);
+        let mut rows = Vec::new();
+        for (what, short, at_warm, at_last, growth) in [
+            ("RSS of `cgtrace attach`", "RSS", w.rss, l.rss, g_rss),
+            (memcg.as_str(), "cgtrace's memcg", w.cgroup, l.cgroup, g_cg),
+        ] {
+            rows.push(Row::measured(
+                format!("pod churn: {what} after {warm} pod cycles"),
+                one(at_warm as f64),
                 mib,
-            ),
-            Row::measured(
-                format!("pod churn: RSS of `cgtrace attach` after {n} pod cycles"),
-                one(l.rss as f64),
+            ));
+            rows.push(Row::measured(
+                format!("pod churn: {what} after {n} pod cycles"),
+                one(at_last as f64),
                 mib,
-            ),
-            Row::measured(
-                format!("pod churn: RSS growth, {warm} → {n} pod cycles"),
-                one(g_rss),
-                mib_signed,
-            )
-            .target("≤ 2 MiB", g_rss <= TARGET_GROWTH),
-            Row::measured(
-                format!("pod churn: cgtrace's memcg ({file}) after {warm} pod cycles"),
-                one(w.cgroup as f64),
-                mib,
-            ),
-            Row::measured(
-                format!("pod churn: cgtrace's memcg ({file}) after {n} pod cycles"),
-                one(l.cgroup as f64),
-                mib,
-            ),
-            Row::measured(
-                format!("pod churn: cgtrace's memcg growth, {warm} → {n} pod cycles"),
-                one(g_cg),
-                mib_signed,
-            )
-            .target("≤ 2 MiB", g_cg <= TARGET_GROWTH),
-        ];
+            ));
+            rows.push(
+                Row::measured(
+                    format!("pod churn: {short} growth, {warm} → {n} pod cycles"),
+                    one(growth),
+                    mib_signed,
+                )
+                .target("≤ 2 MiB", growth <= TARGET_GROWTH),
+            );
+        }
         if l.lost > 0 {
             rows.push(Row::note(
                 "pod churn: events lost",
