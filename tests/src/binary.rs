@@ -5,8 +5,8 @@
 //! here (`cargo build -p cgtrace --bin cgtrace`, a no-op when it is up to date, in the profile
 //! of the tests) and cargo names the executable; `CGTRACE_BIN` overrides it.
 use std::{
-    io::{BufRead, BufReader, Read},
-    net::TcpListener,
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::OnceLock,
@@ -70,8 +70,13 @@ pub fn cgtrace_command() -> Command {
 /// Spawns `cgtrace ARGS` and returns once it printed `cgtrace: attached` on stderr, with a
 /// thread that collects the rest of stderr (so cgtrace never blocks on it).
 pub fn spawn_attached(args: &[&str], stdout: Stdio) -> (Child, JoinHandle<String>) {
-    let mut child = cgtrace_command()
-        .args(args)
+    spawn_attached_command(cgtrace_command().args(args), stdout)
+}
+
+/// [`spawn_attached`] of a command that becomes cgtrace (e.g. a shell that moves itself into a
+/// cgroup first, then execs it).
+pub fn spawn_attached_command(cmd: &mut Command, stdout: Stdio) -> (Child, JoinHandle<String>) {
+    let mut child = cmd
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
@@ -111,6 +116,34 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// `GET path` from 127.0.0.1:`port` (one connection): (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut all = String::new();
+    s.read_to_string(&mut all).expect("read");
+    let status = all
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The value of a metric line `name{labels} value` (the first that matches).
+pub fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Whether the program `name` is on PATH. Missing outside CI, the caller skips (this prints

@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod cgroup;
 pub mod exhaust;
+pub mod pods;
 
 use std::{
     path::PathBuf,

@@ -7,7 +7,9 @@
 //! - the kernel side alone (the programs' own run time, `kernel.bpf_stats_enabled`), and the
 //!   syscall tax: what a trivial syscall costs anywhere on the node while cgtrace is attached;
 //! - the user-space pipeline and the tracker's memory (`cgtrace/benches/pipeline.rs`);
-//! - start-up: spawn → attached and spawn → first event streamed, with 10,000 cgroups around.
+//! - start-up: spawn → attached and spawn → first event streamed, with 10,000 cgroups around;
+//! - memory under pod churn: `cgtrace attach` through a million kubelet-like pod lifetimes
+//!   ([`pods`]; `--pods-only` runs it alone and `--pod-cycles` sets its length).
 //!
 //! Every cgroup it makes lives under one parent unique to the run (`cgtrace-bench-<pid>` in the
 //! memory hierarchy), removed at the end, after an error or a panic too. The table goes to
@@ -30,6 +32,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
 
 use crate::{cargo, is_root, setup, workspace_root};
+
+mod pods;
 
 /// The bpftrace program the overhead is compared with: the same three tracepoints, streamed.
 const BPFTRACE_PROGRAM: &str = r#"tracepoint:cgroup:cgroup_mkdir,tracepoint:cgroup:cgroup_rmdir,tracepoint:cgroup:cgroup_release { printf("%s %d %s\n", probe, args->id, str(args->path)); }"#;
@@ -64,6 +68,13 @@ pub struct BenchArgs {
     /// Do not run `setup` and the release build first (use target/release/cgtrace as it is).
     #[arg(long)]
     no_build: bool,
+    /// Pod create/remove cycles of the pod-churn memory measure (0: skip it); figures after
+    /// 20,000 and every 100,000.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pod_cycles: u64,
+    /// Run only the pod-churn memory measure (and write its README table).
+    #[arg(long)]
+    pods_only: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,7 +448,18 @@ struct BenchParent {
 
 impl BenchParent {
     fn create(mount: &Path) -> Result<BenchParent> {
-        let name = format!("cgtrace-bench-{}", std::process::id());
+        Self::create_as(mount, format!("cgtrace-bench-{}", std::process::id()))
+    }
+
+    /// `cgtrace-bench-<pid>-<what>`: a second parent of the same run.
+    fn create_named(mount: &Path, what: &str) -> Result<BenchParent> {
+        Self::create_as(
+            mount,
+            format!("cgtrace-bench-{}-{what}", std::process::id()),
+        )
+    }
+
+    fn create_as(mount: &Path, name: String) -> Result<BenchParent> {
         let dir = mount.join(&name);
         fs::create_dir(&dir)
             .with_context(|| format!("creating the bench parent cgroup {}", dir.display()))?;
@@ -1530,11 +1552,90 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let out_dir = workspace_root().join("target/bench");
+    if args.pods_only {
+        return pods_only(&args, &bin, &out_dir);
+    }
     let tmp = out_dir.join(format!("tmp-{}", std::process::id()));
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let res = measure(&args, &bin, &out_dir, &tmp, started);
     let _ = fs::remove_dir_all(&tmp);
     res
+}
+
+/// The pod-churn rows, its curve for the details, and its README table (written now).
+fn pod_churn(
+    args: &BenchArgs,
+    bin: &Path,
+    machine: &Machine,
+    rows: &mut Vec<Row>,
+    details: &mut String,
+) -> Result<()> {
+    if args.pod_cycles == 0 {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask bench: memory under pod churn ({} pod cycles under `cgtrace attach`)",
+        grouped(args.pod_cycles as f64)
+    );
+    let churn = match pods::measure(bin, args.pod_cycles) {
+        Ok(c) => c,
+        Err(e) => {
+            rows.push(Row::note(
+                "pod churn: memory of `cgtrace attach`",
+                format!("failed: {e:#}"),
+            ));
+            return Err(e);
+        }
+    };
+    let own = churn.rows();
+    let table = render_table(&own);
+    let _ = writeln!(
+        details,
+        "- pod churn ({}/s): {}",
+        grouped(churn.rate),
+        churn.curve()
+    );
+    rows.extend(own);
+    let readme = workspace_root().join("README.md");
+    crate::write_between_markers(
+        &readme,
+        pods::README_BEGIN,
+        pods::README_END,
+        &churn.readme_section(&table, &machine.date, &machine.commit),
+    )?;
+    eprintln!(
+        "xtask bench: pod-churn table written to {}",
+        readme.display()
+    );
+    Ok(())
+}
+
+/// `--pods-only`: the pod-churn measure alone.
+fn pods_only(args: &BenchArgs, bin: &Path, out_dir: &Path) -> Result<()> {
+    if args.pod_cycles == 0 {
+        bail!("--pods-only needs --pod-cycles above 0");
+    }
+    let machine = Machine::describe();
+    let (mut rows, mut details) = (Vec::new(), String::new());
+    let res = pod_churn(args, bin, &machine, &mut rows, &mut details);
+    let mut md = String::from("## cgtrace benchmarks (`cargo xtask bench --pods-only`)\n\n");
+    md.push_str(&machine.render());
+    md.push('\n');
+    md.push_str(&render_table(&rows));
+    md.push_str("\nDetails:\n");
+    md.push_str(&details);
+    write_report(out_dir, "pods.md", &md)?;
+    res
+}
+
+/// Prints the report and writes it to `out_dir/name`.
+fn write_report(out_dir: &Path, name: &str, md: &str) -> Result<()> {
+    println!("{md}");
+    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let latest = out_dir.join(name);
+    fs::write(&latest, md).with_context(|| format!("writing {}", latest.display()))?;
+    eprintln!("xtask bench: table written to {}", latest.display());
+    Ok(())
 }
 
 fn measure(
@@ -1614,6 +1715,14 @@ fn measure(
     if let Err(e) = parent.remove() {
         errors.push(format!("{e:#}"));
     }
+
+    // 5. Memory under pod churn (its rows come last).
+    let t = Instant::now();
+    let mut pod_rows = Vec::new();
+    if let Err(e) = pod_churn(args, bin, &machine, &mut pod_rows, &mut details) {
+        errors.push(format!("pod churn: {e:#}"));
+    }
+    let pods_time = t.elapsed();
 
     // The table.
     let base = rounds.values(Mode::Untraced, |r| Some(r.churn.rate));
@@ -1960,6 +2069,8 @@ fn measure(
         }
     }
 
+    rows.extend(pod_rows);
+
     // Per-round raw figures.
     let rounds_n = rounds
         .results
@@ -1989,11 +2100,12 @@ fn measure(
     let total = started.elapsed();
     let _ = writeln!(
         details,
-        "- time: pipeline bench (incl. its build) {:.0} s, overhead rounds {:.0} s, ring scan {:.0} s, start-up {:.0} s; total {:.0} s",
+        "- time: pipeline bench (incl. its build) {:.0} s, overhead rounds {:.0} s, ring scan {:.0} s, start-up {:.0} s, pod churn {:.0} s; total {:.0} s",
         pipeline_time.as_secs_f64(),
         rounds_time.as_secs_f64(),
         scan_time.as_secs_f64(),
         startup_time.as_secs_f64(),
+        pods_time.as_secs_f64(),
         total.as_secs_f64()
     );
 
@@ -2014,11 +2126,7 @@ fn measure(
     }
     md.push_str("\nDetails:\n");
     md.push_str(&details);
-    println!("{md}");
-    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let latest = out_dir.join("latest.md");
-    fs::write(&latest, &md).with_context(|| format!("writing {}", latest.display()))?;
-    eprintln!("xtask bench: table written to {}", latest.display());
+    write_report(out_dir, "latest.md", &md)?;
     if !errors.is_empty() {
         bail!("some measures failed:\n  {}", errors.join("\n  "));
     }

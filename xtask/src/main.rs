@@ -101,6 +101,33 @@ fn cargo() -> Command {
 }
 
 /// Builds the release `cgtrace` binary and returns its path.
+/// `text` with what lies between the lines `begin` and `end` replaced by `section`.
+pub fn replace_between_markers(
+    text: &str,
+    begin: &str,
+    end: &str,
+    section: &str,
+) -> Result<String> {
+    let b = text
+        .find(begin)
+        .with_context(|| format!("no line {begin}"))?;
+    let body = b + begin.len();
+    let e = body
+        + text[body..]
+            .find(end)
+            .with_context(|| format!("no line {end} after {begin}"))?;
+    Ok(format!("{}\n{section}{}", &text[..body], &text[e..]))
+}
+
+/// Writes `section` between the lines `begin` and `end` of the file `path` (README.md's
+/// generated tables).
+pub fn write_between_markers(path: &Path, begin: &str, end: &str, section: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let new = replace_between_markers(&text, begin, end, section)
+        .with_context(|| format!("{}", path.display()))?;
+    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
+}
+
 pub fn build_release_cgtrace() -> Result<PathBuf> {
     run(cargo().args([
         "build",

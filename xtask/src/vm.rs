@@ -1590,22 +1590,8 @@ fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
 }
 
 /// Replaces what is between the markers in the README (the markers stay).
-fn replace_between_markers(readme: &str, table: &str) -> Result<String> {
-    let begin = readme
-        .find(README_BEGIN)
-        .with_context(|| format!("README.md has no line {README_BEGIN}"))?;
-    let body = begin + README_BEGIN.len();
-    let end = body
-        + readme[body..].find(README_END).with_context(|| {
-            format!("README.md has no line {README_END} after the begin marker")
-        })?;
-    Ok(format!("{}\n{table}{}", &readme[..body], &readme[end..]))
-}
-
 fn write_readme_table(readme: &Path, table: &str) -> Result<()> {
-    let text = fs::read_to_string(readme).with_context(|| format!("read {}", readme.display()))?;
-    let new = replace_between_markers(&text, table)?;
-    fs::write(readme, new).with_context(|| format!("write {}", readme.display()))
+    crate::write_between_markers(readme, README_BEGIN, README_END, table)
 }
 
 #[cfg(test)]
@@ -1777,10 +1763,12 @@ mod tests {
         assert_eq!(tracepoint_id_type(""), None);
         let readme = format!("a\n{README_BEGIN}\nold\n{README_END}\nb\n");
         assert_eq!(
-            replace_between_markers(&readme, "new\n").ok(),
+            crate::replace_between_markers(&readme, README_BEGIN, README_END, "new\n").ok(),
             Some(format!("a\n{README_BEGIN}\nnew\n{README_END}\nb\n"))
         );
-        assert!(replace_between_markers("no markers", "x").is_err());
+        assert!(
+            crate::replace_between_markers("no markers", README_BEGIN, README_END, "x").is_err()
+        );
     }
 
     #[test]

@@ -41,10 +41,9 @@ pub fn status_line(pipe: &Pipeline, lost: u64) -> String {
         pipe.counts.seen.iter().sum::<u64>(),
         lost
     );
-    let pods = pipe.tracker.pods(pipe.tracker.now_ns());
+    let pods = pipe.tracker.dying_pods();
     let top: Vec<String> = pods
         .iter()
-        .filter(|p| p.stats.dying > 0)
         .take(3)
         .map(|p| {
             let name = match (&p.stats.namespace, &p.stats.name) {

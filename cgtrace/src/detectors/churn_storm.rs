@@ -120,7 +120,6 @@ impl ChurnStorm {
     }
 
     /// How many shapes are tracked.
-    #[cfg(test)]
     pub(super) fn shapes_tracked(&self) -> usize {
         self.shapes.len()
     }

@@ -113,6 +113,17 @@ impl CrashLoop {
         }
     }
 
+    /// The tracker forgot the pod (all its cgroups were freed): its number may name another
+    /// pod from the next event on.
+    pub(super) fn forget_pod(&mut self, pod: u32) {
+        self.loops.remove(&pod);
+    }
+
+    /// How many pods are tracked.
+    pub(super) fn pods_tracked(&self) -> usize {
+        self.loops.len()
+    }
+
     fn make_room_for_pod(&mut self, now: u64, pod: u32, cfg: &DetectorConfig) {
         if self.loops.len() < MAX_LOOP_PODS || self.loops.contains_key(&pod) {
             return;

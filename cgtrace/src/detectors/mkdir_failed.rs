@@ -110,6 +110,11 @@ impl MkdirFailed {
         }
     }
 
+    /// How many errnos are counted (at most `MAX_ERRNOS`).
+    pub(super) fn errnos_tracked(&self) -> usize {
+        self.failures.len()
+    }
+
     /// One failed mkdir; `memory`: in the hierarchy holding the memory controller.
     pub(super) fn observe(&mut self, ev: &Event<'_>, memory: bool) {
         // EEXIST never gets here from a run (the pipeline drops it: `mkdir -p` and Go's

@@ -298,6 +298,18 @@ struct IdCorrection {
     at_ns: u64,
 }
 
+/// What the detectors' tables hold: all bounded (capped, windowed), and a pod's entries go
+/// when the tracker forgets the pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectorFootprint {
+    /// Pods `crash_loop` keeps container creations of.
+    pub crash_loop_pods: usize,
+    /// Name shapes `churn_storm` counts.
+    pub churn_shapes: usize,
+    /// Errnos `mkdir_failed` counts.
+    pub mkdir_errnos: usize,
+}
+
 /// The detectors. Feed every event with [`Detectors::observe`]; ask [`Detectors::verdicts`].
 pub struct Detectors {
     cfg: DetectorConfig,
@@ -381,6 +393,9 @@ impl Detectors {
         let first = *self.first_ns.get_or_insert(ts);
         self.first_ns = Some(first.min(ts));
         self.kmem_leak.tick(self.now_ns, self.first_ns, &self.cfg);
+        if let Some(pod) = obs.forgotten_pod {
+            self.crash_loop.forget_pod(pod);
+        }
         match ev.kind {
             EventKind::Mkdir => {
                 self.churn_storm.observe(ev, false, None, &self.cfg);
@@ -438,6 +453,15 @@ impl Detectors {
         out.extend(self.mkdir_failed.verdicts(&cx, &ids, kmem_fired));
         out.extend(id_headroom::verdict(&cx, &ids));
         out
+    }
+
+    /// How much the detectors' tables hold, for tests and benches.
+    pub fn footprint(&self) -> DetectorFootprint {
+        DetectorFootprint {
+            crash_loop_pods: self.crash_loop.pods_tracked(),
+            churn_shapes: self.churn_storm.shapes_tracked(),
+            mkdir_errnos: self.mkdir_failed.errnos_tracked(),
+        }
     }
 
     /// Memcg ID headroom the way the running kernel uses IDs (what `kmem_leak` reports, and the

@@ -943,3 +943,101 @@ fn mkdir_failed_at_no_headroom_is_memcg_id_exhaustion() {
         );
     }
 }
+
+/// Pod `n` (uid(n)) restarting its container `restarts` times, then removed; everything freed
+/// a second later. Returns the time after it.
+fn crash_looping_pod(rig: &mut Rig, n: u64, restarts: u64, t0: u64) -> u64 {
+    let pod = format!("/kubepods/burstable/pod{}", uid(n));
+    let pod_id = 1_000_000 + n * 100;
+    rig.feed(&mk(EventKind::Mkdir, t0, MEM, pod_id, pod.as_bytes()));
+    let mut ts = t0;
+    let mut ctrs = Vec::new();
+    for j in 0..restarts {
+        let c = format!("{pod}/{}", cid(n * 100 + j));
+        let id = pod_id + 1 + j;
+        rig.feed(&mk(EventKind::Mkdir, ts + MS, MEM, id, c.as_bytes()));
+        rig.feed(&mk(EventKind::Rmdir, ts + 2 * MS, MEM, id, c.as_bytes()));
+        ctrs.push((id, c));
+        ts += 3 * MS;
+    }
+    // A failed mkdir of the pod's next container (a full memcg ID space, say).
+    let at = format!("/sys/fs/cgroup/memory{pod}/{}", cid(n * 100 + 99));
+    let mut failed = mk(EventKind::MkdirFailed, ts, 0, 0, at.as_bytes());
+    failed.errno = Some(-28);
+    failed.has_cgroup = false;
+    rig.feed(&failed);
+    rig.feed(&mk(EventKind::Rmdir, ts + MS, MEM, pod_id, pod.as_bytes()));
+    for (id, c) in &ctrs {
+        rig.feed(&mk(EventKind::Release, ts + S, MEM, *id, c.as_bytes()));
+    }
+    rig.feed(&mk(
+        EventKind::Release,
+        ts + S + MS,
+        MEM,
+        pod_id,
+        pod.as_bytes(),
+    ));
+    ts + S + 2 * MS
+}
+
+#[test]
+fn detector_tables_return_to_the_baseline_after_many_pods() {
+    let mut rig = Rig::new("6.18.44-fc-v669", MEM);
+    let mut ts = S;
+    for n in 0..100u64 {
+        ts = crash_looping_pod(&mut rig, n, 6, ts);
+    }
+    let baseline = rig.d.footprint();
+    assert_eq!(baseline.crash_loop_pods, 0, "forgotten with their pods");
+    assert!(
+        baseline.churn_shapes > 0 && baseline.mkdir_errnos == 1,
+        "{baseline:?}"
+    );
+    let tracker = rig.t.footprint();
+    for n in 100..3_000u64 {
+        ts = crash_looping_pod(&mut rig, n, 6, ts);
+    }
+    assert_eq!(rig.d.footprint(), baseline);
+    assert_eq!(rig.t.footprint(), tracker);
+}
+
+#[test]
+fn a_forgotten_pods_crash_loop_is_not_passed_on_to_the_next_pod_in_its_slot() {
+    let mut rig = Rig::new("6.18.44-fc-v669", MEM);
+    let ts = crash_looping_pod(&mut rig, 1, 8, S);
+    assert!(
+        rig.find("crash_loop").is_empty(),
+        "pod 1 is gone: {:?}",
+        rig.verdicts()
+    );
+    // Pod 2 takes pod 1's slot and restarts twice: no crash loop of its own.
+    let pod = format!("/kubepods/burstable/pod{}", uid(2));
+    let o = rig
+        .t
+        .observe(&mk(EventKind::Mkdir, ts, MEM, 7, pod.as_bytes()));
+    assert_eq!(o.new_pod, Some(0), "the slot is reused");
+    rig.d.observe(
+        &mk(EventKind::Mkdir, ts, MEM, 7, pod.as_bytes()),
+        &o,
+        &rig.t,
+    );
+    for j in 0..2u64 {
+        let c = format!("{pod}/{}", cid(500 + j));
+        rig.feed(&mk(
+            EventKind::Mkdir,
+            ts + (2 * j + 1) * MS,
+            MEM,
+            8 + j,
+            c.as_bytes(),
+        ));
+        rig.feed(&mk(
+            EventKind::Rmdir,
+            ts + (2 * j + 2) * MS,
+            MEM,
+            8 + j,
+            c.as_bytes(),
+        ));
+    }
+    assert!(rig.find("crash_loop").is_empty(), "{:?}", rig.verdicts());
+    assert_eq!(rig.d.footprint().crash_loop_pods, 1);
+}

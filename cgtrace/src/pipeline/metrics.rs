@@ -994,6 +994,62 @@ mod tests {
     }
 
     #[test]
+    fn pod_series_and_caches_return_to_the_baseline_as_pods_come_and_go() {
+        let mut t = Tracker::new(Some(4));
+        let mut m = Metrics::with_pod_limit(10);
+        let mut lifetimes = crate::pipeline::histogram::Lifetimes::new(Some(4));
+        let mut ts = 1u64;
+        let mut feed = |t: &mut Tracker, m: &mut Metrics, kind: EventKind, id: u64, p: &str| {
+            ts += 1_000;
+            let e = ev(kind, ts, 4, id, p.as_bytes());
+            let o = t.observe(&e);
+            m.on_event(kind.name());
+            m.on_observed("memory", &o);
+            lifetimes.record(4, &o);
+        };
+        let mut sizes = None;
+        for round in 0..40u64 {
+            let paths: Vec<(u64, String, String)> = (0..50u64)
+                .map(|i| {
+                    let n = round * 50 + i;
+                    let pod = format!("/kubepods/burstable/pod{n:08x}-0000-4000-8000-{n:012x}");
+                    let ctr = format!("{pod}/{n:064x}");
+                    (n, pod, ctr)
+                })
+                .collect();
+            for (n, pod, ctr) in &paths {
+                feed(&mut t, &mut m, EventKind::Mkdir, 10 + 2 * n, pod);
+                feed(&mut t, &mut m, EventKind::Mkdir, 11 + 2 * n, ctr);
+                feed(&mut t, &mut m, EventKind::Rmdir, 11 + 2 * n, ctr);
+                feed(&mut t, &mut m, EventKind::Rmdir, 10 + 2 * n, pod);
+            }
+            m.update(&t, None, &[]);
+            assert_eq!(series_count(&m.encode(), "cgtrace_pod_dying_memcgs"), 11);
+            for (n, pod, ctr) in &paths {
+                feed(&mut t, &mut m, EventKind::Release, 11 + 2 * n, ctr);
+                feed(&mut t, &mut m, EventKind::Release, 10 + 2 * n, pod);
+            }
+            m.update(&t, None, &[]);
+            let text = m.encode();
+            assert_eq!(series_count(&text, "cgtrace_pod_dying_memcgs"), 0, "{text}");
+            // Series (lines), not bytes: the counters' digits grow.
+            let size = (
+                text.lines().count(),
+                m.event_cache.len(),
+                m.lifetime_cache.len(),
+                t.footprint(),
+            );
+            match &sizes {
+                None => sizes = Some(size),
+                Some(s) => assert_eq!(&size, s, "round {round}"),
+            }
+        }
+        assert_eq!(t.totals().freed, 4000);
+        lifetimes.update_pods(&t);
+        assert!(lifetimes.pods().is_empty());
+    }
+
+    #[test]
     fn listen_addresses() {
         let ok = |s: &str| parse_listen_addr(s).map(|a| a.to_string());
         assert_eq!(ok("9101").as_deref(), Ok("127.0.0.1:9101"));

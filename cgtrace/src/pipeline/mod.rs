@@ -501,6 +501,62 @@ mod tests {
     }
 
     #[test]
+    fn the_event_that_forgets_a_pod_still_names_it_and_a_pod_that_comes_back_is_named_again() {
+        type Pods = Rc<RefCell<Vec<(EventKind, Option<String>)>>>;
+        struct PodsSeen(Pods);
+        impl Sink for PodsSeen {
+            fn event(&mut self, ev: &Event<'_>, pod: Option<&PodStats>) -> io::Result<()> {
+                let who = pod.map(|p| format!("{}/{:?}", p.pod_uid, p.name));
+                self.0.borrow_mut().push((ev.kind, who));
+                Ok(())
+            }
+            fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        /// Names every pod, counting the lookups.
+        struct Names(Rc<RefCell<u32>>);
+        impl pod_names::PodNameSource for Names {
+            fn lookup(&mut self, _uid: &str) -> Option<(String, String)> {
+                *self.0.borrow_mut() += 1;
+                Some(("ns".into(), "web".into()))
+            }
+        }
+        let seen: Pods = Rc::default();
+        let lookups = Rc::new(RefCell::new(0));
+        let mut facts = RunFacts::new("6.1.0", RunFacts::memory_at(Some(4)));
+        facts.tier = crate::probes::Tier::Tracepoint;
+        let mut p = Pipeline::new(
+            facts,
+            &Baseline::default(),
+            vec![Box::new(PodsSeen(seen.clone()))],
+            Box::new(Names(lookups.clone())),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let uid = crate::model::tracker::tests::UID;
+        let pod = format!("/kubepods/burstable/pod{uid}");
+        for round in 0..2u64 {
+            let t = round * 10;
+            p.event(&ev(EventKind::Mkdir, t + 1, 4, 7 + round, pod.as_bytes()));
+            p.event(&ev(EventKind::Rmdir, t + 2, 4, 7 + round, pod.as_bytes()));
+            p.event(&ev(EventKind::Release, t + 3, 4, 7 + round, pod.as_bytes()));
+            assert_eq!(p.tracker.pods_tracked(), 0);
+        }
+        let named = Some(format!("{uid}/Some(\"web\")"));
+        let want: Vec<(EventKind, Option<String>)> =
+            [EventKind::Mkdir, EventKind::Rmdir, EventKind::Release]
+                .repeat(2)
+                .into_iter()
+                .map(|k| (k, named.clone()))
+                .collect();
+        assert_eq!(*seen.borrow(), want);
+        assert_eq!(*lookups.borrow(), 2, "looked up again when it came back");
+    }
+
+    #[test]
     fn own_walk_triggers_are_ignored() {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let mut p = pipeline(None, vec![Box::new(Paths(seen.clone()))]);

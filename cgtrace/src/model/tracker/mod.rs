@@ -5,16 +5,16 @@
 //! lives on the hierarchy that holds the memory controller. The tracker uses event time only,
 //! never the wall clock, so a replay gives exactly the live result.
 //!
-//! Memory stays bounded and small (tens of thousands of dying memcgs are held at once): a freed
-//! cgroup leaves only its contribution to the counters and the lifetimes handed back to the
-//! caller (for histograms). Cgroups live in a chunked slab (no doubling spike, freed slots
-//! reused) found through a compact index of slot numbers. Only memcgs keep a path: an interned
-//! parent directory plus the leaf name, both packed (the container id or pod UID they carry as
-//! bytes, what surrounds it interned once for all).
-use std::{
-    collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
-};
+//! Memory stays bounded by what exists, not by what existed (tens of thousands of dying memcgs
+//! are held at once, millions of pods come and go): a freed cgroup leaves only its contribution
+//! to the counters and the lifetimes handed back to the caller (for histograms), and a pod is
+//! forgotten with its last tracked cgroup (a pod that comes back is a new entry). Cgroups and
+//! pods live in chunked slabs (no doubling spike, freed slots reused) found through compact
+//! indexes of slot numbers. Only memcgs keep a path: an interned parent directory plus the leaf
+//! name, both packed (the container id or pod UID they carry as bytes, what surrounds it
+//! interned once for all); directories and strings are reference-counted and go with their last
+//! user.
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::hash::{FastHasher, FastMap};
 
@@ -55,7 +55,7 @@ mod names;
 mod store;
 mod types;
 
-pub use types::{DyingMemcg, Observed, PodStats, PodSummary, Totals};
+pub use types::{DyingMemcg, Footprint, Observed, PodStats, PodSummary, Totals};
 
 use names::{Dir, DirPod, Dirs, Packed, Strings, hash_bytes, shape};
 use store::{IdTable, Slab};
@@ -148,6 +148,16 @@ impl Entry {
         }
     }
 }
+/// One pod: its counters, its UID as a number (see [`k8s::uid_key`]) and how many tracked
+/// cgroups are attributed to it (it is forgotten when the last one goes).
+#[derive(Clone, Debug, Default)]
+struct Pod {
+    stats: PodStats,
+    key: u128,
+    refs: u32,
+    in_use: bool,
+}
+
 /// The tracker. Feed it every event in order with [`Tracker::observe`].
 pub struct Tracker {
     memory_hierarchy: Option<u32>,
@@ -161,10 +171,13 @@ pub struct Tracker {
     names: Slab<Name>,
     dirs: Dirs,
     strings: Strings,
-    pods: Vec<PodStats>,
-    /// The UID of each pod as a number (see [`k8s::uid_key`]), found through `pod_index`.
-    pod_keys: Vec<u128>,
+    /// The pods with tracked cgroups, found by UID through `pod_index`.
+    pods: Slab<Pod>,
     pod_index: IdTable,
+    /// The pod the current event forgot: out of the index at once, its slot (and what
+    /// [`Tracker::pod`] says of it) kept until the next event, so that the sinks and detectors
+    /// of this event still see it.
+    retired: Option<u32>,
     totals: Totals,
     last_ts: u64,
     /// Memcgs released before the start-up walk named them (at most `dying_before_start`):
@@ -185,9 +198,9 @@ impl Tracker {
             names: Slab::default(),
             dirs: Dirs::default(),
             strings: Strings::default(),
-            pods: Vec::new(),
-            pod_keys: Vec::new(),
+            pods: Slab::default(),
             pod_index: IdTable::default(),
+            retired: None,
             totals: Totals::default(),
             last_ts: 0,
             released_unnamed: Default::default(),
@@ -215,13 +228,14 @@ impl Tracker {
             entry.flags |= F_BASELINE;
             if entry.flags & F_MEMCG != 0 {
                 self.totals.live += 1;
-                if entry.pod != NO_POD {
-                    self.pods[entry.pod as usize].live += 1;
+                if let Some(p) = self.pod_mut(entry.pod) {
+                    p.live += 1;
                 }
             }
             if let Some(old) = self.put(entry) {
                 self.forget(old);
             }
+            self.free_retired();
         }
         self.totals.dying_before_start = b
             .dying_before_start
@@ -277,43 +291,93 @@ impl Tracker {
         self.cgroups.remove(slot)
     }
 
+    /// The pod of a path's match, made if new: (its slot, whether it is new). The caller takes
+    /// the reference (an entry attributed to it).
     fn pod_index(&mut self, p: Option<&k8s::PodMatch<'_>>) -> (u32, bool) {
         let Some((p, (uid, dashed))) = p.and_then(|p| Some((p, k8s::uid_key(p.uid)?))) else {
             return (NO_POD, false);
         };
-        let hash = pod_hash(uid);
-        let (keys, pods) = (&self.pod_keys, &self.pods);
-        let found = self.pod_index.find(hash, |i| {
-            keys.get(i as usize) == Some(&uid)
-                && pods
-                    .get(i as usize)
-                    .is_some_and(|s| (s.pod_uid.len() == 36) == dashed)
-        });
-        if let Some(pos) = found {
-            return (self.pod_index.id_at(pos), false);
+        if let Some(i) = self.find_pod_key(uid, dashed) {
+            return (i, false);
         }
-        let i = self.pods.len() as u32;
-        self.pods.push(PodStats {
-            pod_uid: k8s::uid_string(p.uid),
-            qos: Some(p.qos),
-            ..PodStats::default()
+        let i = self.pods.insert(Pod {
+            stats: PodStats {
+                pod_uid: k8s::uid_string(p.uid),
+                qos: Some(p.qos),
+                ..PodStats::default()
+            },
+            key: uid,
+            refs: 0,
+            in_use: true,
         });
-        self.pod_keys.push(uid);
-        self.pod_index.insert(hash, i);
+        self.pod_index.insert(pod_hash(uid), i);
         (i, true)
+    }
+
+    /// The slot of the pod of this UID value and form (36 characters with dashes, or not).
+    fn find_pod_key(&self, uid: u128, dashed: bool) -> Option<u32> {
+        let pods = &self.pods;
+        let pos = self.pod_index.find(pod_hash(uid), |i| {
+            pods.get(i)
+                .is_some_and(|p| p.key == uid && (p.stats.pod_uid.len() == 36) == dashed)
+        })?;
+        Some(self.pod_index.id_at(pos))
     }
 
     /// The pod of a canonical-or-not UID string.
     fn find_pod(&self, pod_uid: &str) -> Option<u32> {
         let (uid, dashed) = k8s::uid_key(pod_uid.as_bytes())?;
-        let (keys, pods) = (&self.pod_keys, &self.pods);
-        let pos = self.pod_index.find(pod_hash(uid), |i| {
-            keys.get(i as usize) == Some(&uid)
-                && pods
-                    .get(i as usize)
-                    .is_some_and(|s| (s.pod_uid.len() == 36) == dashed)
-        })?;
-        Some(self.pod_index.id_at(pos))
+        self.find_pod_key(uid, dashed)
+    }
+
+    /// The counters of the pod in `slot` (None for [`NO_POD`] and free slots).
+    fn pod_mut(&mut self, slot: u32) -> Option<&mut PodStats> {
+        if slot == NO_POD {
+            return None;
+        }
+        self.pods
+            .get_mut(slot)
+            .filter(|p| p.in_use)
+            .map(|p| &mut p.stats)
+    }
+
+    /// One more tracked cgroup of the pod in `slot`.
+    fn pod_ref(&mut self, slot: u32) {
+        if slot != NO_POD
+            && let Some(p) = self.pods.get_mut(slot)
+        {
+            p.refs += 1;
+        }
+    }
+
+    /// One tracked cgroup of the pod in `slot` less: with the last one the pod is forgotten
+    /// (out of the index now, its slot freed at the next event: see `retired`).
+    fn pod_unref(&mut self, slot: u32) {
+        if slot == NO_POD {
+            return;
+        }
+        let Some(p) = self.pods.get_mut(slot) else {
+            return;
+        };
+        p.refs = p.refs.saturating_sub(1);
+        if p.refs > 0 || !p.in_use {
+            return;
+        }
+        let hash = pod_hash(p.key);
+        if let Some(pos) = self.pod_index.find(hash, |i| i == slot) {
+            self.pod_index.remove_at(pos);
+        }
+        // At most one pod is forgotten per event (one entry is forgotten per event); should a
+        // second come, the first is freed now.
+        self.free_retired();
+        self.retired = Some(slot);
+    }
+
+    /// Frees the slot of the pod the previous event forgot.
+    fn free_retired(&mut self) {
+        if let Some(slot) = self.retired.take() {
+            self.pods.remove(slot);
+        }
     }
 
     /// Takes a reference on the directory `dir`, interning it (and what it says of pods) if
@@ -360,6 +424,7 @@ impl Tracker {
             let sh = shape(leaf);
             let leaf = sh.packed(self.strings.intern(sh.prefix, sh.suffix));
             let name = self.names.insert(Name { dir, leaf });
+            self.pod_ref(pod);
             (pod, new_pod, container, name)
         } else {
             (NO_POD, false, false, NO_NAME)
@@ -384,7 +449,8 @@ impl Tracker {
         )
     }
 
-    /// Releases what a removed (or replaced) entry held.
+    /// Releases what a removed (or replaced) entry held: its name, its css join, its reference
+    /// on its pod (the last one forgets the pod).
     fn forget(&mut self, e: Entry) {
         if e.name != NO_NAME
             && let Some(n) = self.names.remove(e.name)
@@ -395,6 +461,7 @@ impl Tracker {
         if e.css != 0 {
             self.css.remove(&e.css);
         }
+        self.pod_unref(e.pod);
     }
 
     fn capture(e: &mut Entry, ev: &Event<'_>) {
@@ -426,6 +493,7 @@ impl Tracker {
 
     /// Applies one event.
     pub fn observe(&mut self, ev: &Event<'_>) -> Observed {
+        self.free_retired();
         self.last_ts = self.last_ts.max(ev.ts_ns);
         let mut out = Observed::default();
         match ev.kind {
@@ -449,6 +517,7 @@ impl Tracker {
             EventKind::DyingAtStart => self.dying_at_start(ev, &mut out),
             EventKind::CssAlloc | EventKind::CssReleased | EventKind::MkdirFailed => {}
         }
+        out.forgotten_pod = self.retired;
         out
     }
 
@@ -467,10 +536,10 @@ impl Tracker {
         self.fill(out, e.brief());
         if e.flags & F_MEMCG != 0 {
             self.totals.live += 1;
-            if e.pod != NO_POD {
-                let p = &mut self.pods[e.pod as usize];
+            let container = out.container;
+            if let Some(p) = self.pod_mut(e.pod) {
                 p.live += 1;
-                if out.container {
+                if container {
                     p.containers_created += 1;
                 }
             }
@@ -480,14 +549,19 @@ impl Tracker {
         }
     }
 
-    /// A css went online: join it to its cgroup.
+    /// A css went online: join it to its cgroup if tracked (a new cgroup's mkdir, which comes
+    /// after, carries its css; an untracked one's join would never be dropped).
     fn css_online(&mut self, ev: &Event<'_>) {
-        if let (Some(key), true) = (self.css_key(ev), ev.css != 0) {
-            self.css.insert(ev.css, key);
-            if let Some((_, slot)) = self.lookup(key)
-                && let Some(e) = self.cgroups.get_mut(slot)
-            {
-                e.css = ev.css;
+        if let (Some(key), true) = (self.css_key(ev), ev.css != 0)
+            && let Some((_, slot)) = self.lookup(key)
+            && let Some(e) = self.cgroups.get_mut(slot)
+        {
+            if e.css != 0 && e.css != ev.css {
+                self.css.remove(&e.css);
+            }
+            e.css = ev.css;
+            if self.join_css {
+                self.css.insert(ev.css, key);
             }
         }
     }
@@ -503,8 +577,8 @@ impl Tracker {
                 out.new_pod = new_pod;
                 if e.flags & F_MEMCG != 0 {
                     self.totals.live += 1;
-                    if e.pod != NO_POD {
-                        self.pods[e.pod as usize].live += 1;
+                    if let Some(p) = self.pod_mut(e.pod) {
+                        p.live += 1;
                     }
                 }
                 self.insert(e)
@@ -532,8 +606,7 @@ impl Tracker {
         if e.flags & F_MEMCG != 0 {
             self.totals.live = self.totals.live.saturating_sub(1);
             self.totals.dying += 1;
-            if e.pod != NO_POD {
-                let p = &mut self.pods[e.pod as usize];
+            if let Some(p) = self.pod_mut(e.pod) {
                 p.live = p.live.saturating_sub(1);
                 p.dying += 1;
             }
@@ -579,17 +652,19 @@ impl Tracker {
         Self::capture(&mut e, ev);
         out.new_pod = new_pod;
         self.fill(out, e.brief());
-        if e.flags & F_MEMCG != 0 && e.pod != NO_POD {
-            self.pods[e.pod as usize].dying += 1;
+        if e.flags & F_MEMCG != 0
+            && let Some(p) = self.pod_mut(e.pod)
+        {
+            p.dying += 1;
         }
         self.insert(e);
     }
 
     fn fill(&self, out: &mut Observed, e: Brief) {
         out.memcg = e.flags & F_MEMCG != 0;
-        if e.pod != NO_POD {
+        if let Some(p) = self.pod(e.pod) {
             out.pod = Some(e.pod);
-            out.qos = self.pods[e.pod as usize].qos;
+            out.qos = p.qos;
             out.container = e.flags & F_CONTAINER != 0;
         }
     }
@@ -618,8 +693,7 @@ impl Tracker {
             if self.totals.freed_before_start < self.totals.dying_before_start {
                 self.totals.freed_before_start += 1;
             }
-            if e.pod != NO_POD {
-                let p = &mut self.pods[e.pod as usize];
+            if let Some(p) = self.pod_mut(e.pod) {
                 p.dying = p.dying.saturating_sub(1);
                 p.freed += 1;
             }
@@ -627,16 +701,14 @@ impl Tracker {
         }
         if e.rmdir_ns != 0 {
             self.totals.dying = self.totals.dying.saturating_sub(1);
-            if e.pod != NO_POD {
-                let p = &mut self.pods[e.pod as usize];
+            if let Some(p) = self.pod_mut(e.pod) {
                 p.dying = p.dying.saturating_sub(1);
                 p.freed += 1;
             }
         } else {
             // Freed without an rmdir we saw (e.g. removed while we were not looking).
             self.totals.live = self.totals.live.saturating_sub(1);
-            if e.pod != NO_POD {
-                let p = &mut self.pods[e.pod as usize];
+            if let Some(p) = self.pod_mut(e.pod) {
                 p.live = p.live.saturating_sub(1);
                 p.freed += 1;
             }
@@ -647,15 +719,47 @@ impl Tracker {
     /// Records a pod's name and namespace (from `/var/log/pods`, or a session).
     pub fn set_pod_name(&mut self, pod_uid: &str, namespace: &str, name: &str) {
         if let Some(i) = self.find_pod(pod_uid)
-            && let Some(p) = self.pods.get_mut(i as usize)
+            && let Some(p) = self.pod_mut(i)
         {
             p.namespace = Some(namespace.to_string());
             p.name = Some(name.to_string());
         }
     }
 
+    /// The pod in slot `i` ([`Observed::pod`], [`Observed::new_pod`]): valid for the event that
+    /// named it; a forgotten pod's slot is reused by a later pod.
     pub fn pod(&self, i: u32) -> Option<&PodStats> {
-        self.pods.get(i as usize)
+        if i == NO_POD {
+            return None;
+        }
+        self.pods.get(i).filter(|p| p.in_use).map(|p| &p.stats)
+    }
+
+    /// Pods held: those with tracked cgroups (not the one the current event forgot).
+    pub fn pods_tracked(&self) -> usize {
+        self.pod_index.len()
+    }
+
+    /// How much each table holds and has room for, for tests and benches: what stays after
+    /// the cgroups and pods that come and go are gone.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            cgroups: self.index.len(),
+            cgroup_slots: self.cgroups.slots(),
+            cgroup_buckets: self.index.buckets.len(),
+            names: self.names.slots() - self.names.free.len(),
+            name_slots: self.names.slots(),
+            dirs: self.dirs.index.len(),
+            dir_slots: self.dirs.slots.slots(),
+            strings: self.strings.index.len(),
+            string_slots: self.strings.slots.slots(),
+            pods: self.pods_tracked(),
+            pod_slots: self.pods.slots(),
+            pod_buckets: self.pod_index.buckets.len(),
+            css_joins: self.css.len(),
+            css_capacity: self.css.capacity(),
+            released_unnamed: self.released_unnamed.len(),
+        }
     }
 
     /// Totals; dying includes the dying-before-start memcgs not yet freed.
@@ -727,7 +831,7 @@ impl Tracker {
                 hierarchy_id: e.hierarchy_id,
                 cgroup_id: e.cgroup_id,
                 path: String::from_utf8_lossy(&self.path_of(e)).into_owned(),
-                pod_uid: (e.pod != NO_POD).then(|| self.pods[e.pod as usize].pod_uid.clone()),
+                pod_uid: self.pod(e.pod).map(|p| p.pod_uid.clone()),
                 rmdir_ns: e.rmdir_ns,
                 usage_bytes: (e.flags & F_HAS_USAGE != 0).then_some(from_pages(e.usage)),
                 kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(from_pages(e.kmem)),
@@ -740,34 +844,49 @@ impl Tracker {
         v
     }
 
-    /// Pods that have dying memcgs, most first (ties by UID).
+    /// Pods that have dying memcgs, most first (ties by UID). Costs what is live and dying.
     pub fn dying_pods(&self) -> Vec<PodSummary> {
-        let mut v = self.pods(self.now_ns());
-        v.retain(|p| p.stats.dying > 0);
-        v
+        self.pods_where(self.now_ns(), |p| p.dying > 0)
     }
 
     /// Pods with their counters and the age of their oldest dying memcg (at `now_ns`), most
-    /// dying first (ties by UID).
+    /// dying first (ties by UID): the pods with tracked cgroups (a pod all of whose cgroups
+    /// were freed is forgotten; its figures stay in the totals and histograms).
     pub fn pods(&self, now_ns: u64) -> Vec<PodSummary> {
-        let mut oldest: HashMap<u32, u64> = HashMap::new();
-        for e in self.entries() {
-            if e.pod != NO_POD && e.state() == State::Dying && e.flags & F_FREED == 0 {
-                let o = oldest.entry(e.pod).or_insert(u64::MAX);
-                *o = (*o).min(e.rmdir_ns);
-            }
-        }
-        let mut v: Vec<PodSummary> = self
-            .pods
+        self.pods_where(now_ns, |_| true)
+    }
+
+    fn pods_where(&self, now_ns: u64, keep: impl Fn(&PodStats) -> bool) -> Vec<PodSummary> {
+        let mut v: Vec<(u32, PodSummary)> = self
+            .pod_index
             .iter()
-            .enumerate()
-            .map(|(i, p)| PodSummary {
-                stats: p.clone(),
-                oldest_dying_age_s: oldest
-                    .get(&(i as u32))
-                    .map(|&t| now_ns.saturating_sub(t) as f64 / 1e9),
+            .filter_map(|i| Some((i, self.pod(i)?)))
+            .filter(|(_, p)| keep(p))
+            .map(|(i, p)| {
+                (
+                    i,
+                    PodSummary {
+                        stats: p.clone(),
+                        oldest_dying_age_s: None,
+                    },
+                )
             })
             .collect();
+        if v.iter().any(|(_, p)| p.stats.dying > 0) {
+            let mut oldest: FastMap<u32, u64> = FastMap::default();
+            for e in self.entries() {
+                if e.pod != NO_POD && e.state() == State::Dying && e.flags & F_FREED == 0 {
+                    let o = oldest.entry(e.pod).or_insert(u64::MAX);
+                    *o = (*o).min(e.rmdir_ns);
+                }
+            }
+            for (i, p) in &mut v {
+                p.oldest_dying_age_s = oldest
+                    .get(i)
+                    .map(|&t| now_ns.saturating_sub(t) as f64 / 1e9);
+            }
+        }
+        let mut v: Vec<PodSummary> = v.into_iter().map(|(_, p)| p).collect();
         v.sort_by(|a, b| {
             b.stats
                 .dying
@@ -1105,6 +1224,97 @@ pub(crate) mod tests {
             assert_eq!(o.pod, Some(3 + i as u32));
             assert!(o.new_pod.is_none());
         }
+    }
+
+    /// A kubelet-like pod (pod cgroup and one container cgroup) made, removed and freed.
+    fn pod_cycle(t: &mut Tracker, n: u64, ts: u64) -> Vec<Observed> {
+        let pod = format!("/kubepods/burstable/pod{:08x}-0000-4000-8000-{:012x}", n, n);
+        let ctr = format!("{pod}/{:064x}", n);
+        let (p, c) = (2 * n + 100, 2 * n + 101);
+        vec![
+            t.observe(&ev(EventKind::Mkdir, ts, 1, p, pod.as_bytes())),
+            t.observe(&ev(EventKind::Mkdir, ts + 1, 1, c, ctr.as_bytes())),
+            t.observe(&ev(EventKind::Rmdir, ts + 2, 1, c, ctr.as_bytes())),
+            t.observe(&ev(EventKind::Rmdir, ts + 3, 1, p, pod.as_bytes())),
+            t.observe(&ev(EventKind::Release, ts + 4, 1, c, ctr.as_bytes())),
+            t.observe(&ev(EventKind::Release, ts + 5, 1, p, pod.as_bytes())),
+        ]
+    }
+
+    #[test]
+    fn freed_pods_are_forgotten_and_the_tables_return_to_the_baseline() {
+        let mut t = Tracker::new(Some(1));
+        // What stays: the kubepods skeleton (live all along).
+        t.observe(&ev(EventKind::Mkdir, 1, 1, 1, b"/kubepods"));
+        t.observe(&ev(EventKind::Mkdir, 2, 1, 2, b"/kubepods/burstable"));
+        // A warm-up round of pods alive at once, then their removal: the tables' high mark.
+        let mut ts = 10;
+        for n in 0..200u64 {
+            pod_cycle(&mut t, n, ts);
+            ts += 10;
+        }
+        let baseline = t.footprint();
+        assert_eq!(
+            (baseline.cgroups, baseline.pods, baseline.dirs),
+            (2, 0, 2),
+            "{baseline:?}"
+        );
+        for n in 200..20_000u64 {
+            let obs = pod_cycle(&mut t, n, ts);
+            ts += 10;
+            // The last release forgets the pod, and says so.
+            assert_eq!(obs[5].forgotten_pod, obs[0].new_pod, "pod {n}");
+            assert!(obs[..5].iter().all(|o| o.forgotten_pod.is_none()));
+        }
+        assert_eq!(t.footprint(), baseline);
+        assert!(t.pods(ts).is_empty() && t.dying_pods().is_empty());
+        let tot = t.totals();
+        assert_eq!((tot.live, tot.dying, tot.freed), (2, 0, 40_000));
+    }
+
+    #[test]
+    fn a_pod_that_comes_back_is_a_new_entry() {
+        let mut t = Tracker::new(Some(1));
+        let pod = format!("/kubepods/burstable/pod{UID}");
+        let ctr = format!("{pod}/{:064x}", 7);
+        t.observe(&ev(EventKind::Mkdir, 1, 1, 10, pod.as_bytes()));
+        t.observe(&ev(EventKind::Mkdir, 2, 1, 11, ctr.as_bytes()));
+        t.set_pod_name(UID, "default", "web");
+        t.observe(&ev(EventKind::Rmdir, 3, 1, 11, ctr.as_bytes()));
+        t.observe(&ev(EventKind::Rmdir, 4, 1, 10, pod.as_bytes()));
+        let o = t.observe(&ev(EventKind::Release, 5, 1, 11, ctr.as_bytes()));
+        assert_eq!((o.pod, o.forgotten_pod), (Some(0), None));
+        assert_eq!(t.pod(0).map(|p| (p.dying, p.freed)), Some((1, 1)));
+        let o = t.observe(&ev(EventKind::Release, 6, 1, 10, pod.as_bytes()));
+        assert_eq!((o.pod, o.forgotten_pod), (Some(0), Some(0)));
+        // Still named during the event that forgot it (the sinks see it), not found by UID.
+        assert_eq!(t.pod(0).map(|p| p.freed), Some(2));
+        assert!(t.find_pod(UID).is_none());
+        assert_eq!(t.footprint().pods, 0);
+        // Another event frees the slot; the pod coming back starts from nothing.
+        t.observe(&ev(EventKind::Mkdir, 7, 1, 99, b"/other"));
+        assert_eq!(t.pod(0).map(|p| p.freed), None);
+        let o = t.observe(&ev(EventKind::Mkdir, 8, 1, 20, pod.as_bytes()));
+        assert_eq!(o.new_pod, Some(0));
+        let p = t.pod(0).cloned().unwrap_or_default();
+        assert_eq!((p.live, p.freed, p.name), (1, 0, None));
+        assert_eq!(
+            t.totals().freed,
+            2,
+            "the forgotten pod's frees stay in the totals"
+        );
+    }
+
+    #[test]
+    fn css_joins_of_untracked_cgroups_are_not_kept() {
+        let mut t = Tracker::new(Some(1));
+        for i in 0..1000u64 {
+            // A css that goes online in a cgroup whose mkdir is filtered out (or lost).
+            let mut online = ev(EventKind::CssOnline, i, 1, 1000 + i, b"");
+            online.css = 0xffff_8880_0000_0000 + i * 64;
+            t.observe(&online);
+        }
+        assert_eq!(t.footprint().css_joins, 0);
     }
 
     #[test]

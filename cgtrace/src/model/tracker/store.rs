@@ -161,6 +161,11 @@ impl<T: Default> Slab<T> {
         Some(v)
     }
 
+    /// Slots made (in use or free): what the slab holds memory for.
+    pub(super) fn slots(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
     /// Slots in use.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

@@ -35,6 +35,9 @@ pub struct Observed {
     pub pod: Option<u32>,
     /// The cgroup is a container (the path names a container id).
     pub container: bool,
+    /// A pod forgotten by this event (its last tracked cgroup went): drop what is kept for it.
+    /// [`Tracker::pod`] still names it during this event; later pods may reuse its number.
+    pub forgotten_pod: Option<u32>,
 }
 
 /// One dying memcg, for reports and detectors.
@@ -68,6 +71,27 @@ pub struct Totals {
     pub dying_before_start: u64,
     /// Of those, freed during the run (attributed by their release event's path).
     pub freed_before_start: u64,
+}
+
+/// What the tracker's tables hold (`cgroups`, `names`, …) and have room for (`*_slots`,
+/// `*_buckets`, `css_capacity`): after cgroups and pods come and go, back where they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub cgroups: usize,
+    pub cgroup_slots: usize,
+    pub cgroup_buckets: usize,
+    pub names: usize,
+    pub name_slots: usize,
+    pub dirs: usize,
+    pub dir_slots: usize,
+    pub strings: usize,
+    pub string_slots: usize,
+    pub pods: usize,
+    pub pod_slots: usize,
+    pub pod_buckets: usize,
+    pub css_joins: usize,
+    pub css_capacity: usize,
+    pub released_unnamed: usize,
 }
 
 /// A pod in the summary.
