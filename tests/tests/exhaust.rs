@@ -354,24 +354,47 @@ fn memcg_id_exhaustion_end_to_end() {
             assert_eq!(e["error"], want_name.as_str(), "{run}: {e}");
             assert_eq!(e["qos"], "burstable", "{run}: {e}");
         }
-        // Relative names are not caught at the syscall: the half-made cgroup's release names
-        // the path the kernel built, with no caller, the errno inferred from no ID headroom.
-        let r = relf[0];
-        assert_eq!(r["seen_at"], "release", "{run}: {r}");
-        assert_eq!(r["path"], pod_dir_rel(POD_REL).as_str(), "{run}: {r}");
-        assert_eq!(r["pid"], 0, "{run}: {r}");
-        assert_eq!(r["errno_inferred"], true, "{run}: {r}");
     }
-    // Traced at the syscall, the absolute one has its caller and the kernel's own errno.
-    let a = abs_before[0];
-    assert_eq!(a["seen_at"], "syscall", "{a}");
-    assert_eq!(a["pid"], std::process::id(), "{a}");
-    assert_eq!(a["path"], pod_abs.to_string_lossy().as_ref(), "{a}");
-    assert!(a.get("errno_inferred").is_none(), "{a}");
-    // The default mode sees it at the release, whatever its spelling.
-    let a = abs_after[0];
-    assert_eq!(a["seen_at"], "release", "{a}");
-    assert_eq!(a["path"], pod_dir_rel(POD_ABS).as_str(), "{a}");
+    // Where each failure is seen depends on the tier: the fentry/kprobe tiers see it at the
+    // return of cgroupfs's cgroup_mkdir(), in the caller's context, with the kernel's errno, first
+    // (the syscall exit and the release after it are the same failure); the tracepoint tier at
+    // the half-made cgroup's release, with no caller and the errno inferred from no ID headroom,
+    // or, with `--mkdir-failures syscall`, at the syscall exit for an absolute path.
+    let tier = of_type(&after, "summary")[0]["tier"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let css_tier = tier != "tracepoint";
+    for (run, abs, relf) in [
+        ("before", &abs_before, &rel_before),
+        ("after", &abs_after, &rel_after),
+    ] {
+        let (a, r) = (abs[0], relf[0]);
+        if css_tier {
+            for e in [a, r] {
+                assert_eq!(e["seen_at"], "cgroup_mkdir", "{run} on {tier}: {e}");
+                assert!(e.get("errno_inferred").is_none(), "{run}: {e}");
+            }
+            assert_eq!(a["path"], pod_dir_rel(POD_ABS).as_str(), "{run}: {a}");
+            assert_eq!(a["pid"], std::process::id(), "{run}: {a}");
+            assert_ne!(r["pid"], 0, "{run}: {r}");
+            assert_eq!(r["comm"], "mkdir", "{run}: {r}");
+        } else {
+            assert_eq!(r["seen_at"], "release", "{run}: {r}");
+            assert_eq!(r["pid"], 0, "{run}: {r}");
+            assert_eq!(r["errno_inferred"], true, "{run}: {r}");
+            if run == "before" {
+                assert_eq!(a["seen_at"], "syscall", "{a}");
+                assert_eq!(a["pid"], std::process::id(), "{a}");
+                assert_eq!(a["path"], pod_abs.to_string_lossy().as_ref(), "{a}");
+                assert!(a.get("errno_inferred").is_none(), "{a}");
+            } else {
+                assert_eq!(a["seen_at"], "release", "{a}");
+                assert_eq!(a["path"], pod_dir_rel(POD_ABS).as_str(), "{a}");
+            }
+        }
+        assert_eq!(r["path"], pod_dir_rel(POD_REL).as_str(), "{run}: {r}");
+    }
     // Within a second of the mkdir (the release follows after an RCU grace period).
     for (evs, t0) in [(&abs_after, t_abs), (&rel_after, t_rel)] {
         let ts = evs[0]["ts_ns"].as_u64().expect("ts_ns");
