@@ -1,8 +1,9 @@
 //! Memcg ID exhaustion, for real: live memcgs made under a test parent until `mkdir` fails.
 //!
 //! While the fill holds, every memcg creation on the machine fails: it runs only where
-//! `CGTRACE_EXHAUST=1` says this is a throwaway VM (`cargo xtask vm-test --exhaust`), never on a
-//! shared host, and gives every ID back when dropped (after a panic too).
+//! `CGTRACE_EXHAUST=1` says so (`cargo xtask vm-test --exhaust`, and `cargo xtask test` once every
+//! other test has finished), one test at a time, and gives every ID back when dropped (after a
+//! panic too).
 use std::{
     fs, io,
     path::{Path, PathBuf},
@@ -27,32 +28,21 @@ pub fn require_allowed() {
     }
 }
 
-/// The memory controller's `num_cgroups` in `/proc/cgroups`: the cgroups of the hierarchy it is
-/// bound to, live and dying (each holding a memcg ID while online). Kernels without v1 memory
-/// may leave it out of `/proc/cgroups` (7.3 does): then, on v2 (`v2_root`), the root and its
-/// live and dying descendants from the root's `cgroup.stat` (in the VM every v2 cgroup has
-/// memory).
-pub fn memory_num_cgroups(v2_root: Option<&Path>) -> io::Result<u64> {
-    let text = fs::read_to_string("/proc/cgroups")?;
-    let listed = text.lines().find_map(|l| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.first() == Some(&"memory"))
-            .then(|| cols.get(2)?.parse().ok())
-            .flatten()
-    });
-    if let Some(n) = listed {
-        return Ok(n);
+/// The memcgs that hold an ID now: the cgroup directories of the memory hierarchy at `mount`,
+/// its root among them (dying memcgs give theirs back at offline since 4.7, and these machines
+/// have no swap to hold them). `/proc/cgroups` counts the dying ones too.
+pub fn visible_memcgs(mount: &Path) -> io::Result<u64> {
+    let mut n = 0;
+    let mut stack = vec![mount.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        n += 1;
+        for e in fs::read_dir(&dir)?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
     }
-    let Some(root) = v2_root else {
-        return Err(io::Error::other("no memory line in /proc/cgroups"));
-    };
-    let stat = fs::read_to_string(root.join("cgroup.stat"))?;
-    let field = |name: &str| -> io::Result<u64> {
-        stat.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .ok_or_else(|| io::Error::other(format!("no {name} in cgroup.stat")))
-    };
-    Ok(1 + field("nr_descendants ")? + field("nr_dying_descendants ")?)
+    Ok(n)
 }
 
 /// What filling took.
@@ -62,7 +52,7 @@ pub struct FillResult {
     pub made: usize,
     /// The errno of the first failed `mkdir`.
     pub errno: i32,
-    /// `num_cgroups` of the memory controller before the fill (the root and the parent among
+    /// Memcgs holding an ID before the fill ([`visible_memcgs`]: the root and the parent among
     /// them).
     pub before: u64,
     pub elapsed: Duration,
@@ -79,7 +69,6 @@ impl FillResult {
 pub struct MemcgFill {
     parent: TestParent,
     mount: PathBuf,
-    v2: bool,
     made: usize,
     removed: bool,
 }
@@ -96,7 +85,6 @@ impl MemcgFill {
         Ok(MemcgFill {
             parent,
             mount: mount.to_path_buf(),
-            v2,
             made: 0,
             removed: false,
         })
@@ -115,7 +103,7 @@ impl MemcgFill {
     /// Makes memcgs `m0`, `m1`, … until `mkdir` fails; the failure is the result. Errors if no
     /// limit is met or the first failure is not the kernel's (EEXIST).
     pub fn fill(&mut self) -> io::Result<FillResult> {
-        let before = memory_num_cgroups(self.v2.then_some(self.mount.as_path()))?;
+        let before = visible_memcgs(&self.mount)?;
         let dir = self.dir();
         let started = Instant::now();
         let mut name = String::new();

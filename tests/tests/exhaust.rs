@@ -408,6 +408,9 @@ fn memcg_id_exhaustion_end_to_end() {
     // The verdicts: memcg IDs exhausted, critical, naming both pods; the headroom.
     for (run, lines) in [("before", &before), ("after", &after)] {
         let verdicts = of_type(lines, "verdict");
+        for v in &verdicts {
+            eprintln!("{run} verdict: {v}");
+        }
         let exhausted = verdicts
             .iter()
             .find(|v| {

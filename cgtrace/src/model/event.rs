@@ -90,7 +90,7 @@ pub fn errno_name(e: i32) -> String {
 
 /// The depth of a cgroup from its path relative to the hierarchy root: `/` is 0, `/a/b` is 2
 /// (cgroup names cannot hold `/`).
-fn path_level(path: &[u8]) -> u32 {
+pub fn path_level(path: &[u8]) -> u32 {
     if path.len() <= 1 {
         return 0;
     }

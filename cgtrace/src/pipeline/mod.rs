@@ -187,8 +187,14 @@ impl Pipeline {
             && ev.hierarchy_id == 0
             && let Some(h) = self.facts.hierarchies.of_path(ev.path)
         {
+            let level = self
+                .facts
+                .hierarchies
+                .relative_path(h, ev.path)
+                .map_or(0, crate::model::event::path_level);
             located = Event {
                 hierarchy_id: h,
+                level,
                 ..*ev
             };
             &located

@@ -367,7 +367,8 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     fn event(&mut self, ev: &Event<'_>, pod_stats: Option<&PodStats>) -> io::Result<()> {
-        let controllers: &str = if ev.has_cgroup {
+        // A failed mkdir seen at the syscall has its hierarchy from its path.
+        let controllers: &str = if ev.has_cgroup || ev.kind == EventKind::MkdirFailed {
             &self.ctx.labels(ev.hierarchy_id).1
         } else {
             "[]"
