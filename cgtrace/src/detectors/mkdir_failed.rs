@@ -91,6 +91,9 @@ struct Failures {
     ring: Ring<u64>,
     /// Newest last.
     recent: VecDeque<Failure>,
+    /// The pods of the recent failures, distinct, newest last: failures of other cgroups
+    /// (system services, probes) do not push them out.
+    recent_pods: VecDeque<Box<str>>,
 }
 
 /// The detector's state: the failures of each errno seen.
@@ -130,6 +133,7 @@ impl MkdirFailed {
                     in_memory: 0,
                     ring: Ring::new(self.width, self.buckets),
                     recent: VecDeque::with_capacity(MAX_EXAMPLES),
+                    recent_pods: VecDeque::with_capacity(MAX_EXAMPLES),
                 });
                 self.failures.len() - 1
             }
@@ -148,10 +152,18 @@ impl MkdirFailed {
         if f.recent.len() >= MAX_EXAMPLES {
             f.recent.pop_front();
         }
+        let pod_uid: Option<Box<str>> = k8s::parse_path(ev.path).pod_uid.map(Into::into);
+        if let Some(p) = &pod_uid {
+            f.recent_pods.retain(|q| q != p);
+            if f.recent_pods.len() >= MAX_EXAMPLES {
+                f.recent_pods.pop_front();
+            }
+            f.recent_pods.push_back(p.clone());
+        }
         f.recent.push_back(Failure {
             ts,
             path: String::from_utf8_lossy(ev.path).into(),
-            pod_uid: k8s::parse_path(ev.path).pod_uid.map(Into::into),
+            pod_uid,
             comm: String::from_utf8_lossy(ev.comm).into(),
             pid: ev.pid,
         });
@@ -279,17 +291,17 @@ impl Failures {
     /// The distinct paths and pods of the recent failures, newest first.
     fn recent_paths_and_pods(&self) -> (Vec<String>, Vec<String>) {
         let mut paths: Vec<String> = Vec::new();
-        let mut pods: Vec<String> = Vec::new();
         for r in self.recent.iter().rev() {
             if !paths.iter().any(|p| **p == *r.path) {
                 paths.push(r.path.to_string());
             }
-            if let Some(p) = &r.pod_uid
-                && !pods.iter().any(|q| **q == **p)
-            {
-                pods.push(p.to_string());
-            }
         }
+        let pods = self
+            .recent_pods
+            .iter()
+            .rev()
+            .map(|p| p.to_string())
+            .collect();
         (paths, pods)
     }
 }

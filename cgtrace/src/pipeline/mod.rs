@@ -167,6 +167,19 @@ impl Pipeline {
     /// The filters, with one meaning on every tier and in replay. Events that name no cgroup,
     /// or whose path is not known, pass (the kernel-side filters judged them where they could).
     fn passes(&self, ev: &Event<'_>, path: &[u8]) -> bool {
+        if ev.failure_seen_at() == Some(FailureSource::Syscall) {
+            // Its absolute path, below its hierarchy's root (where the hierarchy is known).
+            return match self
+                .facts
+                .hierarchies
+                .relative_path(ev.hierarchy_id, ev.path)
+            {
+                Some(rel) => {
+                    self.filters.passes_hierarchy(ev.hierarchy_id) && self.filters.passes_path(rel)
+                }
+                None => true,
+            };
+        }
         if !(ev.has_cgroup || ev.kind == EventKind::DyingAtStart) {
             return true;
         }
