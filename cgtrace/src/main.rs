@@ -36,6 +36,9 @@ struct Cli {
 enum Command {
     /// Print every cgroup mkdir/rmdir/release on this node as it happens.
     Live(LiveArgs),
+    /// A terminal view of this node (or of a recorded session with --replay), refreshed each
+    /// second: pods by dying memcgs, churn by name shape, memcg ID headroom, lifetimes.
+    Top(TopArgs),
     /// Record the session to a file (to replay and analyse later, elsewhere).
     Record(RecordArgs),
     /// Replay a recorded session: the same output as the live run that recorded it.
@@ -207,6 +210,44 @@ struct LiveArgs {
     probe: ProbeArgs,
 }
 
+#[derive(Args, Debug)]
+struct TopArgs {
+    /// Show a recorded session instead of this node (at event time).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// With --replay: speed, a multiple of real time (e.g. 10) or max.
+    #[arg(long, value_name = "N|max", value_parser = replay::parse_speed, default_value = "1", requires = "replay")]
+    speed: replay::Speed,
+    /// Stop after this long (live); default: until q, Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "replay")]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+fn top(a: &TopArgs, verbose: u8) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &a.replay {
+        cgtrace::commands::top::replay(file, a.speed, &a.filter.filters())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !cgtrace::commands::top::stdout_is_terminal() {
+        return usage(Err(anyhow::anyhow!(
+            "cgtrace top draws on a terminal, and stdout is not one (use live, attach or report)"
+        )));
+    }
+    let probe = probe_options(&a.filter, &a.probe, verbose)?;
+    traced::run(&RunOptions {
+        mode: Mode::Top,
+        duration: a.duration,
+        probe,
+        filters: a.filter.filters(),
+        host_root: PathBuf::from("/"),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
     r.map_err(|e| UsageError(e.into()).into())
 }
@@ -257,6 +298,7 @@ fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check(&a),
+        Command::Top(a) => top(&a, cli.verbose),
         Command::Doctor(a) => {
             let r = doctor::run();
             if a.json {

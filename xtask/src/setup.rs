@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "hyperfine",
     "qemu-system-x86",
+    "tmux",
+    "chromium",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -7,3 +7,4 @@ pub mod live;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod top;

@@ -20,6 +20,7 @@ use crate::{
         attach::{AttachOptions, AttachState},
         live,
         record::{self, RecordOptions, Recording},
+        top::Top,
     },
     format::clock::{ClockRef, monotonic_ns},
     kernel::hierarchy::Hierarchies,
@@ -47,6 +48,8 @@ pub enum Mode {
     Attach(AttachOptions),
     /// `record`: every input of the pipeline to a session file.
     Record(RecordOptions),
+    /// `top`: a terminal view of the pipeline, refreshed each second.
+    Top,
 }
 
 #[derive(Clone, Debug)]
@@ -177,6 +180,7 @@ enum ModeState {
     Stream,
     Attach(Box<AttachState>),
     Record(Recording),
+    Top(Box<Top>),
 }
 
 async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
@@ -206,12 +210,18 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
             (sinks, ModeState::Attach(Box::new(a)))
         }
         (Mode::Attach(_), None) => anyhow::bail!("attach without its metrics state"),
+        (Mode::Top, _) => {
+            let (top, sinks) = Top::live(&facts)?;
+            (sinks, ModeState::Top(Box::new(top)))
+        }
     };
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
     announce(pipe.facts(), opts.probe.ring_size);
-    if let ModeState::Attach(a) = &mut state {
-        a.attached(pipe.facts());
+    match &mut state {
+        ModeState::Attach(a) => a.attached(pipe.facts()),
+        ModeState::Top(t) => t.enter()?,
+        _ => {}
     }
     // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
     // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
@@ -229,6 +239,9 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         &mut lost,
     )
     .await?;
+    if let ModeState::Top(t) = &mut state {
+        t.leave();
+    }
     // Finish: the walk's records (stopped if still running), everything still in the ring,
     // the final lost counts, the last report, the summary — at event time, so a replay of a
     // recording prints the same duration.
@@ -261,7 +274,8 @@ async fn run_loop(
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut status = live::StatusLine::new(!matches!(state, ModeState::Attach(_)));
+    let mut status =
+        live::StatusLine::new(!matches!(state, ModeState::Attach(_) | ModeState::Top(_)));
     let uses_tracefs = ring.get_ref().0.attached == crate::probes::Attached::Tracepoint
         || ring.get_ref().0.mkdir_failures.is_ok();
     let mut tracefs_gone = false;
@@ -324,6 +338,12 @@ async fn run_loop(
         match state {
             ModeState::Attach(a) => a.tick(pipe)?,
             ModeState::Record(r) if r.full() => break,
+            ModeState::Top(t) => {
+                let quit = t.tick(pipe, monotonic_ns())?;
+                if quit {
+                    break;
+                }
+            }
             _ => {}
         }
     }

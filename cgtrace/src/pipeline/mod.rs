@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod node;
 pub mod output;
 pub mod pod_names;
+pub mod sample;
 
 use std::io;
 

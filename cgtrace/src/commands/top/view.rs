@@ -1,0 +1,522 @@
+//! What `cgtrace top` draws: a pure function of a [`Snapshot`], the sparkline history and the
+//! keys pressed so far (no terminal, no pipeline here).
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::{Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Cell, Paragraph, Row, Sparkline, Table},
+};
+
+use crate::{
+    model::k8s::Qos,
+    pipeline::{
+        histogram::{human_ns, qos_name},
+        sample::{PodRow, Snapshot},
+    },
+};
+
+/// How the pod table is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortKey {
+    #[default]
+    Dying,
+    Oldest,
+    Bytes,
+    Live,
+    Name,
+}
+
+impl SortKey {
+    pub fn next(self) -> SortKey {
+        match self {
+            SortKey::Dying => SortKey::Oldest,
+            SortKey::Oldest => SortKey::Bytes,
+            SortKey::Bytes => SortKey::Live,
+            SortKey::Live => SortKey::Name,
+            SortKey::Name => SortKey::Dying,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Dying => "dying",
+            SortKey::Oldest => "oldest",
+            SortKey::Bytes => "bytes",
+            SortKey::Live => "live",
+            SortKey::Name => "name",
+        }
+    }
+}
+
+/// The QoS filter: all pods, or one class.
+pub const QOS_CYCLE: [Option<Qos>; 4] = [
+    None,
+    Some(Qos::Guaranteed),
+    Some(Qos::Burstable),
+    Some(Qos::Besteffort),
+];
+
+/// What the keys changed.
+#[derive(Clone, Debug, Default)]
+pub struct UiState {
+    pub sort: SortKey,
+    /// Substring of `namespace/name` or the UID (case-insensitive).
+    pub filter: String,
+    /// Index into [`QOS_CYCLE`].
+    pub qos: usize,
+    pub paused: bool,
+    /// The filter being typed (after `/`).
+    pub input: Option<String>,
+    /// Colours and bold (off with `NO_COLOR`).
+    pub color: bool,
+}
+
+impl UiState {
+    /// Whether a pod row passes the filters.
+    pub fn shows(&self, p: &PodRow) -> bool {
+        if let Some(q) = QOS_CYCLE.get(self.qos).copied().flatten()
+            && p.qos != Some(q)
+        {
+            return false;
+        }
+        if self.filter.is_empty() {
+            return true;
+        }
+        let f = self.filter.to_lowercase();
+        p.label().to_lowercase().contains(&f) || p.pod_uid.to_lowercase().contains(&f)
+    }
+
+    /// The pod rows to show, in order.
+    pub fn pod_rows<'a>(&self, snap: &'a Snapshot) -> Vec<&'a PodRow> {
+        let mut rows: Vec<&PodRow> = snap.pods.iter().filter(|p| self.shows(p)).collect();
+        let age = |p: &PodRow| p.oldest_dying_age_s.unwrap_or(-1.0);
+        rows.sort_by(|a, b| {
+            let o = match self.sort {
+                SortKey::Dying => b.dying.cmp(&a.dying),
+                SortKey::Oldest => age(b).total_cmp(&age(a)),
+                SortKey::Bytes => b.dying_bytes.cmp(&a.dying_bytes),
+                SortKey::Live => b.live.cmp(&a.live),
+                SortKey::Name => a.label().cmp(&b.label()),
+            };
+            o.then_with(|| b.dying.cmp(&a.dying))
+                .then_with(|| a.pod_uid.cmp(&b.pod_uid))
+        });
+        rows
+    }
+}
+
+/// What the header says about the source.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    /// `live` or `replay FILE`.
+    pub what: String,
+    pub tier: String,
+    pub kernel: String,
+    /// A replay reached the end of its session.
+    pub ended: bool,
+}
+
+/// Control characters shown as escapes: names come from directory names.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Bytes in binary units, one decimal.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds as `42s`, `12m03s`, `3h04m`, `2d03h`.
+pub fn human_age(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn rate(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+/// The last `width` values of a series, as the sparkline takes them.
+fn tail(series: &[u64], width: u16) -> &[u64] {
+    let w = usize::from(width);
+    &series[series.len().saturating_sub(w)..]
+}
+
+/// Draws the whole screen.
+pub fn draw(
+    f: &mut Frame<'_>,
+    snap: &Snapshot,
+    churn: &[u64],
+    dying: &[u64],
+    ui: &UiState,
+    src: &Source,
+) {
+    let st = |s: Style| if ui.color { s } else { Style::default() };
+    let bold = st(Style::default().add_modifier(Modifier::BOLD));
+    let head = st(Style::default().add_modifier(Modifier::REVERSED));
+    let warn = st(Style::default().yellow());
+    let bad = st(Style::default().red().add_modifier(Modifier::BOLD));
+
+    let [top, spark, body, keys] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length(3),
+        Constraint::Min(6),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+
+    // Header: source, state, totals.
+    let mut title = vec![
+        Span::styled("cgtrace top", bold),
+        Span::raw(format!(
+            " — {} · tier {} · kernel {} · t+{}",
+            clean(&src.what),
+            src.tier,
+            clean(&src.kernel),
+            human_age(snap.elapsed_s)
+        )),
+    ];
+    if ui.paused {
+        title.push(Span::styled(" · PAUSED", warn));
+    }
+    if src.ended {
+        title.push(Span::styled(" · end of session", warn));
+    }
+    let t = &snap.totals;
+    let headroom = match snap.id_headroom {
+        Some(h) => h.to_string(),
+        None => "unknown".to_string(),
+    };
+    let headroom_style = match snap.id_headroom {
+        Some(h) if h < 10_000 => bad,
+        _ => Style::default(),
+    };
+    let failed = if snap.failed_by_errno.is_empty() {
+        snap.failed_mkdirs.to_string()
+    } else {
+        let by: Vec<String> = snap
+            .failed_by_errno
+            .iter()
+            .take(3)
+            .map(|(e, n)| format!("{e} {n}"))
+            .collect();
+        format!("{} ({})", snap.failed_mkdirs, by.join(", "))
+    };
+    let line2 = Line::from(vec![
+        Span::raw(format!(
+            "memcgs: live {} · dying {} · freed {} · ID headroom ",
+            t.live, t.dying, t.freed
+        )),
+        Span::styled(headroom, headroom_style),
+        Span::raw(" · failed mkdirs "),
+        Span::styled(
+            failed,
+            if snap.failed_mkdirs > 0 {
+                bad
+            } else {
+                Style::default()
+            },
+        ),
+    ]);
+    let line3 = Line::from(vec![
+        Span::raw(format!(
+            "churn {}/s · events {} · lost ",
+            rate(snap.churn_per_s),
+            snap.events
+        )),
+        Span::styled(
+            snap.lost.to_string(),
+            if snap.lost > 0 { bad } else { Style::default() },
+        ),
+        Span::raw(format!(
+            " · dying before start {} ({} freed since)",
+            t.dying_before_start, t.freed_before_start
+        )),
+    ]);
+    f.render_widget(Paragraph::new(vec![Line::from(title), line2, line3]), top);
+
+    // Sparklines: churn and dying memcgs over time, one column per sample.
+    let [s1, s2] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(spark);
+    let inner = s1.width.saturating_sub(2);
+    f.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(format!(
+                "churn/s (max {})",
+                tail(churn, inner).iter().max().unwrap_or(&0)
+            )))
+            .data(tail(churn, inner))
+            .style(st(Style::default().cyan())),
+        s1,
+    );
+    let inner = s2.width.saturating_sub(2);
+    f.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(format!(
+                "dying memcgs (max {})",
+                tail(dying, inner).iter().max().unwrap_or(&0)
+            )))
+            .data(tail(dying, inner))
+            .style(st(Style::default().magenta())),
+        s2,
+    );
+
+    // Body: pods on the left, shapes and lifetimes on the right (below each other when narrow).
+    let (pods_area, right) = if body.width >= 120 {
+        let [a, b] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+            .areas(body);
+        (a, b)
+    } else {
+        let [a, b] =
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+        (a, b)
+    };
+    draw_pods(f, pods_area, snap, ui, head);
+    let [shapes_area, life_area] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
+    draw_shapes(f, shapes_area, snap, head);
+    draw_lifetimes(f, life_area, snap, head);
+
+    // Keys, or the filter being typed.
+    let keys_line = match &ui.input {
+        Some(s) => Line::from(vec![
+            Span::styled("filter pods: ", bold),
+            Span::raw(clean(s)),
+            Span::raw("▏  (Enter apply · Esc cancel)"),
+        ]),
+        None => Line::from(format!(
+            "q quit · p {} · s sort ({}) · / filter{} · f QoS ({}) · c clear",
+            if ui.paused { "resume" } else { "pause" },
+            ui.sort.name(),
+            if ui.filter.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", clean(&ui.filter))
+            },
+            QOS_CYCLE
+                .get(ui.qos)
+                .copied()
+                .flatten()
+                .map_or("all", |q| q.as_str())
+        )),
+    };
+    f.render_widget(Paragraph::new(keys_line), keys);
+}
+
+fn draw_pods(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, ui: &UiState, head: Style) {
+    let rows = ui.pod_rows(snap);
+    let shown = rows.len();
+    let header = Row::new(["DYING", "OLDEST", "BYTES", "LIVE", "FREED", "QOS", "POD"]).style(head);
+    let body = rows.into_iter().map(|p| {
+        Row::new(vec![
+            Cell::from(p.dying.to_string()),
+            Cell::from(p.oldest_dying_age_s.map_or("-".to_string(), human_age)),
+            Cell::from(p.dying_bytes.map_or("-".to_string(), human_bytes)),
+            Cell::from(p.live.to_string()),
+            Cell::from(p.freed.to_string()),
+            Cell::from(qos_name(p.qos)),
+            Cell::from(clean(&p.label())),
+        ])
+    });
+    let table = Table::new(
+        body,
+        [
+            Constraint::Length(6),
+            Constraint::Length(7),
+            Constraint::Length(10),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(10),
+            Constraint::Min(20),
+        ],
+    )
+    .header(header)
+    .block(Block::bordered().title(format!(
+        "pods by dying memcgs ({shown} of {}, sort: {})",
+        snap.pods.len(),
+        ui.sort.name()
+    )));
+    f.render_widget(table, area);
+}
+
+fn draw_shapes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
+    let header = Row::new(["MKDIR/s", "RMDIR/s", "NAME SHAPE"]).style(head);
+    let rows = snap.shapes.iter().map(|s| {
+        Row::new(vec![
+            Cell::from(rate(s.mkdirs_per_s)),
+            Cell::from(rate(s.rmdirs_per_s)),
+            Cell::from(clean(&s.shape)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header)
+    .block(Block::bordered().title("cgroup churn by name shape"));
+    f.render_widget(table, area);
+}
+
+fn draw_lifetimes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
+    let header = Row::new(["PHASE", "QOS", "COUNT", "P50", "P90", "P99", "MAX"]).style(head);
+    let rows = snap.lifetimes.iter().map(|l| {
+        Row::new(vec![
+            Cell::from(l.phase),
+            Cell::from(l.qos),
+            Cell::from(l.count.to_string()),
+            Cell::from(human_ns(l.p50_ns)),
+            Cell::from(human_ns(l.p90_ns)),
+            Cell::from(human_ns(l.p99_ns)),
+            Cell::from(human_ns(l.max_ns)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(11),
+            Constraint::Length(7),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(8),
+        ],
+    )
+    .header(header)
+    .block(Block::bordered().title("memcg lifetimes"));
+    f.render_widget(table, area);
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+    use crate::pipeline::sample::ShapeRate;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            pods: vec![
+                PodRow {
+                    pod_uid: "aaaa".into(),
+                    namespace: Some("prod".into()),
+                    name: Some("web\x1b[31m".into()),
+                    qos: Some(Qos::Burstable),
+                    live: 2,
+                    dying: 3,
+                    freed: 1,
+                    oldest_dying_age_s: Some(75.0),
+                    dying_bytes: Some(4 << 20),
+                },
+                PodRow {
+                    pod_uid: "bbbb".into(),
+                    namespace: None,
+                    name: None,
+                    qos: Some(Qos::Besteffort),
+                    live: 9,
+                    dying: 1,
+                    freed: 0,
+                    oldest_dying_age_s: Some(5.0),
+                    dying_bytes: None,
+                },
+            ],
+            shapes: vec![ShapeRate {
+                shape: "job-<n>".into(),
+                mkdirs_per_s: 50.0,
+                rmdirs_per_s: 49.0,
+            }],
+            id_headroom: Some(65_000),
+            ..Snapshot::default()
+        }
+    }
+
+    fn screen(ui: &UiState, w: u16, h: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap_or_else(|e| panic!("{e}"));
+        t.draw(|f| draw(f, &snap(), &[1, 5, 3], &[0, 1, 4], ui, &Source::default()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let buf = t.backend().buffer().clone();
+        let mut s = String::new();
+        for y in 0..buf.area.height {
+            for x in 0..buf.area.width {
+                s.push_str(buf[(x, y)].symbol());
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    #[test]
+    fn shows_pods_shapes_and_escapes_names() {
+        let s = screen(&UiState::default(), 130, 30);
+        assert!(s.contains("prod/web\\u{1b}[31m"), "{s}");
+        assert!(!s.contains('\x1b'));
+        assert!(s.contains("job-<n>"), "{s}");
+        assert!(s.contains("4.0 MiB"), "{s}");
+        assert!(s.contains("1m15s"), "{s}");
+        assert!(s.contains("ID headroom 65000"), "{s}");
+    }
+
+    #[test]
+    fn sorts_and_filters() {
+        let sn = snap();
+        let mut ui = UiState::default();
+        let uids = |ui: &UiState| -> Vec<String> {
+            ui.pod_rows(&sn).iter().map(|p| p.pod_uid.clone()).collect()
+        };
+        assert_eq!(uids(&ui), ["aaaa", "bbbb"]);
+        ui.sort = SortKey::Live;
+        assert_eq!(uids(&ui), ["bbbb", "aaaa"]);
+        ui.filter = "PROD".into();
+        assert_eq!(uids(&ui), ["aaaa"]);
+        ui.filter.clear();
+        ui.qos = 3; // besteffort
+        assert_eq!(uids(&ui), ["bbbb"]);
+    }
+
+    #[test]
+    fn draws_in_a_tiny_terminal() {
+        let s = screen(&UiState::default(), 20, 5);
+        assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn ages_and_bytes() {
+        assert_eq!(human_age(59.9), "59s");
+        assert_eq!(human_age(3661.0), "1h01m");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}
