@@ -105,6 +105,9 @@ struct ReportArgs {
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write the report as one self-contained HTML page with plots to OUT.
+    #[arg(long, value_name = "OUT", conflicts_with = "json")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -349,6 +352,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(a) => {
             replay::replay(&a.file, a.json, a.speed, &a.filter.filters())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) if a.html.is_some() => {
+            let out = a.html.as_deref().unwrap_or(std::path::Path::new("-"));
+            cgtrace::commands::report_html::write(&a.file, out, &a.filter.filters())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(a) => {
