@@ -89,6 +89,26 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The screen with its attributes as escape sequences.
+    fn capture_styled(&self, name: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-e", "-t", name])
+            .output()
+            .expect("run tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn resize(&self, name: &str, w: u16, h: u16) {
+        let st = self
+            .cmd()
+            .args(["resize-window", "-t", name, "-x", &w.to_string()])
+            .args(["-y", &h.to_string()])
+            .status()
+            .expect("run tmux resize-window");
+        assert!(st.success(), "tmux resize-window");
+    }
+
     fn keys(&self, name: &str, keys: &str) {
         let _ = self.cmd().args(["send-keys", "-t", name, keys]).status();
     }
@@ -206,6 +226,19 @@ fn pod_row(screen: &str, uid: &str) -> Option<Vec<String>> {
     Some(inner.split_whitespace().map(str::to_string).collect())
 }
 
+/// The parameters of the SGR sequences (`ESC [ … m`) on a screen that set an attribute or a
+/// colour (not the resets).
+fn styles(screen: &str) -> Vec<String> {
+    screen
+        .split("\x1b[")
+        .skip(1)
+        .filter_map(|s| s.find('m').map(|i| &s[..i]))
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit() || c == ';'))
+        .filter(|p| !p.split(';').all(|x| matches!(x, "" | "0" | "39" | "49")))
+        .map(str::to_string)
+        .collect()
+}
+
 /// "4.0 MiB" → bytes (the view's one-decimal binary units).
 fn parse_bytes(num: &str, unit: &str) -> f64 {
     let v: f64 = num.parse().unwrap_or(f64::NAN);
@@ -310,6 +343,26 @@ fn top_shows_the_pods_in_a_terminal_and_a_replay_shows_the_same() {
         "{live_screen}"
     );
 
+    assert!(
+        !styles(&tmux.capture_styled("live")).is_empty(),
+        "the live screen has no attributes (colours, bold, reverse) at all"
+    );
+
+    // A resize redraws the screen at the new size (the narrow layout: tables stacked).
+    tmux.resize("live", 100, 32);
+    tmux.wait_for(
+        "live",
+        "after a resize to 100x32 the pods are still shown, within 100 columns",
+        Duration::from_secs(10),
+        |s| {
+            s.lines().count() <= 32
+                && s.lines().all(|l| l.chars().count() <= 100)
+                && s.lines().any(|l| l.starts_with("q quit"))
+                && pods.iter().all(|(_, uid, _)| pod_row(s, uid).is_some())
+        },
+    );
+    tmux.resize("live", 160, 45);
+
     // The recording ends; top quits on q and gives the terminal back.
     record.stop();
     let record_err = record_err.join().unwrap_or_default();
@@ -336,7 +389,10 @@ fn top_shows_the_pods_in_a_terminal_and_a_replay_shows_the_same() {
         "replay",
         160,
         45,
-        &format!("exec {bin} top --replay {} --speed max", session.display()),
+        &format!(
+            "NO_COLOR=1 exec {bin} top --replay {} --speed max",
+            session.display()
+        ),
     );
     tmux.wait_for(
         "replay",
@@ -358,6 +414,8 @@ fn top_shows_the_pods_in_a_terminal_and_a_replay_shows_the_same() {
             "{uid}: replay and live differ\n{replay_screen}"
         );
     }
+    let styled = styles(&tmux.capture_styled("replay"));
+    assert!(styled.is_empty(), "NO_COLOR, yet attributes: {styled:?}");
     tmux.keys("replay", "q");
     drop(pins);
 }
