@@ -362,6 +362,16 @@ fn top_shows_the_pods_in_a_terminal_and_a_replay_shows_the_same() {
         },
     );
     tmux.resize("live", 160, 45);
+    tmux.wait_for(
+        "live",
+        "redrawn at 160x45 again",
+        Duration::from_secs(10),
+        |s| {
+            s.lines().any(|l| l.starts_with("q quit") && l.len() < 160)
+                && s.lines().any(|l| l.chars().count() >= 150)
+                && pods.iter().all(|(_, uid, _)| pod_row(s, uid).is_some())
+        },
+    );
 
     // The recording ends; top quits on q and gives the terminal back.
     record.stop();

@@ -187,6 +187,79 @@ pub struct ShapeRate {
     pub rmdirs_per_s: f64,
 }
 
+/// Creations per second of one shape now and over a recent window of samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShapeWindowRow {
+    pub shape: String,
+    /// In the last sample.
+    pub now_per_s: f64,
+    /// Means over the window's samples.
+    pub mkdirs_per_s: f64,
+    pub rmdirs_per_s: f64,
+}
+
+/// The shapes of the last `len` samples, so a view still shows what churned a moment ago.
+#[derive(Clone, Debug)]
+pub struct ShapeWindow {
+    len: usize,
+    samples: std::collections::VecDeque<Vec<ShapeRate>>,
+}
+
+impl ShapeWindow {
+    pub fn new(len: usize) -> ShapeWindow {
+        ShapeWindow {
+            len: len.max(1),
+            samples: std::collections::VecDeque::new(),
+        }
+    }
+
+    pub fn push(&mut self, shapes: &[ShapeRate]) {
+        if self.samples.len() >= self.len {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(shapes.to_vec());
+    }
+
+    /// The shapes seen in the window, most created (window mean) first.
+    pub fn rows(&self) -> Vec<ShapeWindowRow> {
+        let n = self.samples.len().max(1) as f64;
+        let mut rows: Vec<ShapeWindowRow> = Vec::new();
+        for (k, sample) in self.samples.iter().enumerate() {
+            let last = k + 1 == self.samples.len();
+            for r in sample {
+                let i = match rows.iter().position(|x| x.shape == r.shape) {
+                    Some(i) => i,
+                    None => {
+                        rows.push(ShapeWindowRow {
+                            shape: r.shape.clone(),
+                            now_per_s: 0.0,
+                            mkdirs_per_s: 0.0,
+                            rmdirs_per_s: 0.0,
+                        });
+                        rows.len() - 1
+                    }
+                };
+                rows[i].mkdirs_per_s += r.mkdirs_per_s / n;
+                rows[i].rmdirs_per_s += r.rmdirs_per_s / n;
+                if last {
+                    rows[i].now_per_s = r.mkdirs_per_s;
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            b.mkdirs_per_s
+                .total_cmp(&a.mkdirs_per_s)
+                .then_with(|| a.shape.cmp(&b.shape))
+        });
+        rows
+    }
+
+    /// Samples in the window.
+    pub fn samples(&self) -> usize {
+        self.samples.len()
+    }
+}
+
 /// Percentiles of one lifetime histogram, nanoseconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LifetimeRow {
@@ -640,6 +713,26 @@ mod tests {
             seen,
             vec![start + NS_PER_S, start + 2 * NS_PER_S, start + 5 * NS_PER_S]
         );
+    }
+
+    #[test]
+    fn shape_window_averages_recent_samples() {
+        let mut w = ShapeWindow::new(2);
+        let r = |s: &str, mk: f64| ShapeRate {
+            shape: s.into(),
+            mkdirs_per_s: mk,
+            rmdirs_per_s: mk,
+        };
+        w.push(&[r("a", 100.0)]);
+        w.push(&[r("a", 10.0), r("b", 4.0)]);
+        w.push(&[r("b", 2.0)]);
+        let rows = w.rows();
+        assert_eq!(rows.len(), 2, "a's 100/s left the window: {rows:?}");
+        assert_eq!(rows[0].shape, "a");
+        assert!((rows[0].mkdirs_per_s - 5.0).abs() < 1e-9);
+        assert_eq!(rows[0].now_per_s, 0.0);
+        assert!((rows[1].mkdirs_per_s - 3.0).abs() < 1e-9);
+        assert_eq!(rows[1].now_per_s, 2.0);
     }
 
     #[test]

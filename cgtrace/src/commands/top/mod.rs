@@ -34,11 +34,13 @@ use crate::{
         facts::RunFacts,
         filters::Filters,
         output::Sink,
-        sample::{Sampler, Snapshot},
+        sample::{Sampler, ShapeWindow, Snapshot},
     },
 };
 use view::{QOS_CYCLE, Source, UiState};
 
+/// Samples the churn table averages over.
+const SHAPE_WINDOW: usize = 10;
 /// Samples the sparklines keep (one per second).
 const SPARK_POINTS: usize = 512;
 /// Captured stderr kept while the screen is up; older text is dropped past this.
@@ -118,10 +120,11 @@ pub struct Top {
     term: Option<DefaultTerminal>,
     capture: Option<StderrCapture>,
     snap: Snapshot,
+    shapes: ShapeWindow,
     churn: VecDeque<u64>,
     dying: VecDeque<u64>,
     /// What is on screen while paused.
-    frozen: Option<(Snapshot, Vec<u64>, Vec<u64>)>,
+    frozen: Option<(Snapshot, ShapeWindow, Vec<u64>, Vec<u64>)>,
     ui: UiState,
     src: Source,
     last_sample: Instant,
@@ -135,6 +138,7 @@ impl Top {
             term: None,
             capture: None,
             snap: Snapshot::default(),
+            shapes: ShapeWindow::new(SHAPE_WINDOW),
             churn: VecDeque::with_capacity(SPARK_POINTS),
             dying: VecDeque::with_capacity(SPARK_POINTS),
             frozen: None,
@@ -197,6 +201,7 @@ impl Top {
             }
             q.push_back(v);
         }
+        self.shapes.push(&s.shapes);
         self.snap = s;
         self.dirty = true;
     }
@@ -206,6 +211,7 @@ impl Top {
         self.frozen = self.ui.paused.then(|| {
             (
                 self.snap.clone(),
+                self.shapes.clone(),
                 self.churn.iter().copied().collect(),
                 self.dying.iter().copied().collect(),
             )
@@ -275,16 +281,20 @@ impl Top {
         let Some(term) = self.term.as_mut() else {
             return Ok(());
         };
-        let (snap, churn, dying): (&Snapshot, Vec<u64>, Vec<u64>) = match &self.frozen {
-            Some((s, c, d)) => (s, c.clone(), d.clone()),
-            None => (
-                &self.snap,
-                self.churn.iter().copied().collect(),
-                self.dying.iter().copied().collect(),
-            ),
-        };
+        let (snap, shapes, churn, dying): (&Snapshot, &ShapeWindow, Vec<u64>, Vec<u64>) =
+            match &self.frozen {
+                Some((s, w, c, d)) => (s, w, c.clone(), d.clone()),
+                None => (
+                    &self.snap,
+                    &self.shapes,
+                    self.churn.iter().copied().collect(),
+                    self.dying.iter().copied().collect(),
+                ),
+            };
+        let rows = shapes.rows();
+        let window = shapes.samples();
         let (ui, src) = (&self.ui, &self.src);
-        term.draw(|f| view::draw(f, snap, &churn, &dying, ui, src))
+        term.draw(|f| view::draw(f, snap, &rows, window, &churn, &dying, ui, src))
             .context("drawing the screen")?;
         Ok(())
     }

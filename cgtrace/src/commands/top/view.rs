@@ -12,7 +12,7 @@ use crate::{
     model::k8s::Qos,
     pipeline::{
         histogram::{human_ns, qos_name},
-        sample::{PodRow, Snapshot},
+        sample::{PodRow, ShapeWindowRow, Snapshot},
     },
 };
 
@@ -172,9 +172,12 @@ fn tail(series: &[u64], width: u16) -> &[u64] {
 }
 
 /// Draws the whole screen.
+#[allow(clippy::too_many_arguments)]
 pub fn draw(
     f: &mut Frame<'_>,
     snap: &Snapshot,
+    shapes: &[ShapeWindowRow],
+    window_s: usize,
     churn: &[u64],
     dying: &[u64],
     ui: &UiState,
@@ -291,19 +294,19 @@ pub fn draw(
     );
 
     // Body: pods on the left, shapes and lifetimes on the right (below each other when narrow).
-    let (pods_area, right) = if body.width >= 120 {
+    let (pods_area, right) = if body.width >= 150 {
         let [a, b] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
             .areas(body);
         (a, b)
     } else {
         let [a, b] =
-            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+            Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
         (a, b)
     };
     draw_pods(f, pods_area, snap, ui, head);
     let [shapes_area, life_area] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
-    draw_shapes(f, shapes_area, snap, head);
+    draw_shapes(f, shapes_area, shapes, window_s, head);
     draw_lifetimes(f, life_area, snap, head);
 
     // Keys, or the filter being typed.
@@ -368,10 +371,17 @@ fn draw_pods(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, ui: &UiState, head:
     f.render_widget(table, area);
 }
 
-fn draw_shapes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
-    let header = Row::new(["MKDIR/s", "RMDIR/s", "NAME SHAPE"]).style(head);
-    let rows = snap.shapes.iter().map(|s| {
+fn draw_shapes(
+    f: &mut Frame<'_>,
+    area: Rect,
+    shapes: &[ShapeWindowRow],
+    window_s: usize,
+    head: Style,
+) {
+    let header = Row::new(["NOW/s", "MKDIR/s", "RMDIR/s", "NAME SHAPE"]).style(head);
+    let rows = shapes.iter().map(|s| {
         Row::new(vec![
+            Cell::from(rate(s.now_per_s)),
             Cell::from(rate(s.mkdirs_per_s)),
             Cell::from(rate(s.rmdirs_per_s)),
             Cell::from(clean(&s.shape)),
@@ -380,13 +390,16 @@ fn draw_shapes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
     let table = Table::new(
         rows,
         [
+            Constraint::Length(6),
             Constraint::Length(8),
             Constraint::Length(8),
             Constraint::Min(10),
         ],
     )
     .header(header)
-    .block(Block::bordered().title("cgroup churn by name shape"));
+    .block(Block::bordered().title(format!(
+        "cgroup churn by name shape (last second; mean of {window_s}s)"
+    )));
     f.render_widget(table, area);
 }
 
@@ -407,12 +420,12 @@ fn draw_lifetimes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
         rows,
         [
             Constraint::Length(6),
-            Constraint::Length(11),
+            Constraint::Length(10),
+            Constraint::Length(6),
             Constraint::Length(7),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(7),
         ],
     )
     .header(header)
@@ -425,7 +438,6 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
-    use crate::pipeline::sample::ShapeRate;
 
     fn snap() -> Snapshot {
         Snapshot {
@@ -453,11 +465,6 @@ mod tests {
                     dying_bytes: None,
                 },
             ],
-            shapes: vec![ShapeRate {
-                shape: "job-<n>".into(),
-                mkdirs_per_s: 50.0,
-                rmdirs_per_s: 49.0,
-            }],
             id_headroom: Some(65_000),
             ..Snapshot::default()
         }
@@ -465,8 +472,25 @@ mod tests {
 
     fn screen(ui: &UiState, w: u16, h: u16) -> String {
         let mut t = Terminal::new(TestBackend::new(w, h)).unwrap_or_else(|e| panic!("{e}"));
-        t.draw(|f| draw(f, &snap(), &[1, 5, 3], &[0, 1, 4], ui, &Source::default()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let shapes = [ShapeWindowRow {
+            shape: "job-<n>".into(),
+            now_per_s: 50.0,
+            mkdirs_per_s: 40.0,
+            rmdirs_per_s: 39.0,
+        }];
+        t.draw(|f| {
+            draw(
+                f,
+                &snap(),
+                &shapes,
+                10,
+                &[1, 5, 3],
+                &[0, 1, 4],
+                ui,
+                &Source::default(),
+            )
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         let buf = t.backend().buffer().clone();
         let mut s = String::new();
         for y in 0..buf.area.height {
