@@ -394,16 +394,24 @@ fn top_shows_the_pods_in_a_terminal_and_a_replay_shows_the_same() {
     );
 
     // The replay of the recording: the same pod rows (but the age of the oldest dying memcg,
-    // which is taken at the end of the recording there and a moment later live).
-    tmux.start(
-        "replay",
-        160,
-        45,
-        &format!(
-            "NO_COLOR=1 exec {bin} top --replay {} --speed max",
-            session.display()
+    // which is taken at the end of the recording there and a moment later live). A shell runs
+    // it and, once it has exited, records the terminal's modes.
+    let pid_file = scratch.0.join("top-replay.pid");
+    let stty_file = scratch.0.join("stty-after");
+    let script = scratch.0.join("replay.sh");
+    fs::write(
+        &script,
+        format!(
+            "NO_COLOR=1 sh -c 'echo $$ > {pid}; exec {bin} top --replay {session} --speed max'\n\
+             echo \"exit $?\" > {stty}.tmp; stty -a >> {stty}.tmp; mv {stty}.tmp {stty}\n\
+             sleep 60\n",
+            pid = pid_file.display(),
+            session = session.display(),
+            stty = stty_file.display(),
         ),
-    );
+    )
+    .expect("write the replay script");
+    tmux.start("replay", 160, 45, &format!("sh {}", script.display()));
     tmux.wait_for(
         "replay",
         "the replay reaches the end of the session",
@@ -426,6 +434,34 @@ fn top_shows_the_pods_in_a_terminal_and_a_replay_shows_the_same() {
     }
     let styled = styles(&tmux.capture_styled("replay"));
     assert!(styled.is_empty(), "NO_COLOR, yet attributes: {styled:?}");
-    tmux.keys("replay", "q");
+
+    // SIGTERM ends it and the terminal is as it was: canonical mode and echo back, the main
+    // screen (not top's) showing.
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .expect("top's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // SAFETY: kill(2) on the top process this test started (its pid from its own shell).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill top");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stty_file.exists() {
+        assert!(Instant::now() < deadline, "top did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = fs::read_to_string(&stty_file).expect("stty output");
+    assert!(after.starts_with("exit 0"), "top's exit: {after}");
+    let modes: Vec<&str> = after.split_whitespace().collect();
+    for m in ["icanon", "echo", "isig", "opost"] {
+        assert!(
+            modes.contains(&m),
+            "{m} not restored after SIGTERM: {after}"
+        );
+    }
+    let screen = tmux.capture("replay");
+    assert!(
+        !screen.contains("cgtrace top —"),
+        "top's screen is still showing after it exited:\n{screen}"
+    );
     drop(pins);
 }
