@@ -416,3 +416,57 @@ pub fn replay(path: &Path, speed: Speed, filters: &Filters) -> anyhow::Result<()
     top.leave();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn keys_filter_sort_pause_and_quit() {
+        let (sampler, _sink) = Sampler::new(None, 0);
+        let mut t = Top::new(sampler, Source::default());
+        assert!(!t.key(key(KeyCode::Char('/'))));
+        for c in "kube-sys".chars() {
+            assert!(
+                !t.key(key(KeyCode::Char(c))),
+                "typing q-less text never quits"
+            );
+        }
+        assert!(
+            !t.key(key(KeyCode::Char('q'))),
+            "q is text while typing a filter"
+        );
+        t.key(key(KeyCode::Backspace));
+        t.key(key(KeyCode::Enter));
+        assert_eq!(t.ui.filter, "kube-sys");
+        assert!(t.ui.input.is_none());
+        t.key(key(KeyCode::Char('s')));
+        assert_eq!(t.ui.sort, view::SortKey::Oldest);
+        t.key(key(KeyCode::Char('f')));
+        assert_eq!(
+            QOS_CYCLE[t.ui.qos],
+            Some(crate::model::k8s::Qos::Guaranteed)
+        );
+        t.key(key(KeyCode::Char('p')));
+        assert!(t.ui.paused && t.frozen.is_some());
+        t.push(Snapshot {
+            t_ns: 7,
+            ..Snapshot::default()
+        });
+        assert_eq!(
+            t.frozen.as_ref().map(|f| f.0.t_ns),
+            Some(0),
+            "paused: the screen keeps its snapshot"
+        );
+        t.key(key(KeyCode::Char(' ')));
+        assert!(!t.ui.paused && t.frozen.is_none());
+        t.key(key(KeyCode::Char('c')));
+        assert!(t.ui.filter.is_empty() && t.ui.qos == 0);
+        assert!(t.key(key(KeyCode::Char('q'))));
+        assert!(t.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+    }
+}
