@@ -80,6 +80,8 @@ impl EventKind {
 }
 
 /// Bits of [`RawEvent::flags`].
+pub mod names;
+
 pub mod flags {
     /// The path did not fit in [`super::PATH_CAP`] bytes (or the kernel cut it at 1023).
     pub const PATH_TRUNCATED: u8 = 1 << 0;
@@ -196,6 +198,11 @@ pub struct KernelOffsets {
     pub kn_name: u32,
     /// `struct kernfs_node` → `__parent` (6.15+) or `parent`.
     pub kn_parent: u32,
+    /// `struct task_struct` → `cgroups` (`struct css_set *`), and `struct css_set` → `subsys`
+    /// (array of css pointers): the start-up walk run by `BPF_PROG_TEST_RUN` finds the memory
+    /// hierarchy from cgtrace's own task.
+    pub task_cgroups: u32,
+    pub css_set_subsys: u32,
     pub _pad: u32,
 }
 
@@ -223,6 +230,8 @@ impl KernelOffsets {
         css_flags: Self::UNKNOWN,
         kn_name: Self::UNKNOWN,
         kn_parent: Self::UNKNOWN,
+        task_cgroups: Self::UNKNOWN,
+        css_set_subsys: Self::UNKNOWN,
         _pad: 0,
     };
 }
@@ -349,7 +358,7 @@ const _: () =
     assert!(core::mem::size_of::<RawEvent>() == 6 * 8 + 5 * 4 + 2 + 2 + 8 + COMM_LEN + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<RawEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 const _: () = assert!(core::mem::size_of::<Subtree>() == 16);
 const _: () = assert!(core::mem::size_of::<WalkState>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 88 + 32 + 24 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 96 + 32 + 24 + 8 + 4 + 4 + 4 + 4 + 8);

@@ -150,3 +150,11 @@ pub fn tp_cgroup_rmdir(ctx: TracePointContext) -> u32 {
 pub fn tp_cgroup_release(ctx: TracePointContext) -> u32 {
     try_classic(&ctx, EventKind::Release).unwrap_or_else(|e| e)
 }
+
+// The names the loader looks these up by.
+bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_MKDIR, raw_cgroup_mkdir);
+bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_RMDIR, raw_cgroup_rmdir);
+bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_RELEASE, raw_cgroup_release);
+bpf_name!(program cgtrace_common::names::program::TP_CGROUP_MKDIR, tp_cgroup_mkdir);
+bpf_name!(program cgtrace_common::names::program::TP_CGROUP_RMDIR, tp_cgroup_rmdir);
+bpf_name!(program cgtrace_common::names::program::TP_CGROUP_RELEASE, tp_cgroup_release);

@@ -156,3 +156,16 @@ pub fn kprobe_css_free(ctx: ProbeContext) -> u32 {
     let css: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     try_css(&ctx, css, EventKind::CssFree).map_or(0, |_| 0)
 }
+
+// The names the loader looks these up by.
+bpf_name!(program cgtrace_common::names::program::FEXIT_CSS_ALLOC, fexit_css_alloc);
+bpf_name!(program cgtrace_common::names::program::FENTRY_CSS_ONLINE, fentry_css_online);
+bpf_name!(program cgtrace_common::names::program::FENTRY_CSS_OFFLINE, fentry_css_offline);
+bpf_name!(program cgtrace_common::names::program::FENTRY_CSS_RELEASED, fentry_css_released);
+bpf_name!(program cgtrace_common::names::program::FENTRY_CSS_FREE, fentry_css_free);
+bpf_name!(program cgtrace_common::names::program::KPROBE_CSS_ALLOC_ENTRY, kprobe_css_alloc_entry);
+bpf_name!(program cgtrace_common::names::program::KRETPROBE_CSS_ALLOC, kretprobe_css_alloc);
+bpf_name!(program cgtrace_common::names::program::KPROBE_CSS_ONLINE, kprobe_css_online);
+bpf_name!(program cgtrace_common::names::program::KPROBE_CSS_OFFLINE, kprobe_css_offline);
+bpf_name!(program cgtrace_common::names::program::KPROBE_CSS_RELEASED, kprobe_css_released);
+bpf_name!(program cgtrace_common::names::program::KPROBE_CSS_FREE, kprobe_css_free);

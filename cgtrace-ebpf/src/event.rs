@@ -30,18 +30,40 @@ static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
 pub struct LoadTimeBytes<const N: usize>(MaybeUninit<[u8; N]>);
 
 impl<const N: usize> LoadTimeBytes<N> {
+    /// The compile-time value: non-zero bytes keep the array in `.rodata`, where the loader can
+    /// set it.
+    pub const fn unset() -> Self {
+        LoadTimeBytes(MaybeUninit::new([0xff; N]))
+    }
+
     #[inline(always)]
     fn get(&self, i: usize) -> u8 {
         // SAFETY: callers keep i < N; the volatile read stops the compiler from folding the
         // compile-time value the loader replaces.
         unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
     }
+
+    /// Whether the string whose `i`th byte `byte(i)` gives (asked only for `i < want` and
+    /// `i < N`) starts with the first `want` bytes of this array. One flat bounded loop.
+    #[inline(always)]
+    pub fn is_prefix_of(&self, want: usize, mut byte: impl FnMut(usize) -> u8) -> bool {
+        let mut i = 0usize;
+        while i < N {
+            if i >= want {
+                return true;
+            }
+            if byte(i) != self.get(i) {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 }
 
-/// The path prefix filter (`Config::path_prefix_len` bytes are used). Non-zero initial bytes keep
-/// it in `.rodata`, where the loader can set it.
+/// The path prefix filter (`Config::path_prefix_len` bytes are used).
 #[unsafe(no_mangle)]
-static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes(MaybeUninit::new([0xff; PATH_CAP]));
+static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes::unset();
 
 /// Size set by the loader (`--ring-size`).
 #[map]
@@ -145,13 +167,17 @@ pub fn config() -> Config {
     CONFIG.load()
 }
 
-/// Figures read from a memcg (pages), each `None` where this kernel lacks the field.
+/// Figures read from a memcg (pages); `flags` has the record's `HAS_*` flag of each one read (0
+/// where unread or where this kernel lacks the field). Plain fields, all written whatever was
+/// read: Linux < 5.12 refuses a read of stack never written, and an `Option`'s payload is one
+/// when LLVM loads it without looking at the discriminant (`unwrap_or` as a select).
 #[derive(Clone, Copy, Default)]
 pub struct Memcg {
-    pub id: Option<u32>,
-    pub memory: Option<u64>,
-    pub kmem: Option<u64>,
-    pub memsw: Option<u64>,
+    pub id: u32,
+    pub memory: u64,
+    pub kmem: u64,
+    pub memsw: u64,
+    pub flags: u8,
 }
 
 /// What a hook learned about the cgroup before the event is built.
@@ -228,19 +254,27 @@ pub fn read_memcg(css: *const u8, counters: bool) -> Memcg {
         return Memcg::default();
     }
     let memcg = css.wrapping_sub(off.memcg_css as usize);
-    let id = read_field::<i32>(memcg, off.memcg_id).map(|v| v as u32);
+    let mut m = Memcg::default();
+    if let Some(id) = read_field::<i32>(memcg, off.memcg_id) {
+        m.id = id as u32;
+        m.flags |= flags::HAS_MEMCG_ID;
+    }
     if !counters {
-        return Memcg {
-            id,
-            ..Memcg::default()
-        };
+        return m;
     }
-    Memcg {
-        id,
-        memory: read_field::<u64>(memcg, off.memcg_memory),
-        kmem: read_field::<u64>(memcg, off.memcg_kmem),
-        memsw: read_field::<u64>(memcg, off.memcg_memsw),
+    if let Some(v) = read_field::<u64>(memcg, off.memcg_memory) {
+        m.memory = v;
+        m.flags |= flags::HAS_MEMORY;
     }
+    if let Some(v) = read_field::<u64>(memcg, off.memcg_kmem) {
+        m.kmem = v;
+        m.flags |= flags::HAS_KMEM;
+    }
+    if let Some(v) = read_field::<u64>(memcg, off.memcg_memsw) {
+        m.memsw = v;
+        m.flags |= flags::HAS_MEMSW;
+    }
+    m
 }
 
 /// Whether the cgroup is at or below the configured subtree of its hierarchy.
@@ -310,19 +344,8 @@ fn prefix_passes(cfg: &Config, path: *const u8) -> bool {
     if have < want {
         return false;
     }
-    let mut i = 0usize;
-    while i < PATH_CAP {
-        if i >= want {
-            return true;
-        }
-        // SAFETY: i < PATH_CAP, the size of the scratch value.
-        let c = unsafe { *(scratch as *const u8).add(i) };
-        if c != PATH_PREFIX.get(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    // SAFETY: i < PATH_CAP, the size of the scratch value.
+    PATH_PREFIX.is_prefix_of(want, |i| unsafe { *(scratch as *const u8).add(i) })
 }
 
 /// Events submitted per CPU, to look at the ring's fill level only every [`QUERY_EVERY`]th time.
@@ -371,15 +394,7 @@ fn count_lost(kind: EventKind) {
 #[inline(always)]
 pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
-    // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
-    // Start-up walk records carry a leaf name, not a path: no prefix check for them.
-    if kind != EventKind::MkdirFailed
-        && (!hierarchy_passes(&cfg, info.hierarchy_id)
-            || (kind != EventKind::DyingAtStart
-                && !info.path.is_null()
-                && !prefix_passes(&cfg, info.path))
-            || !subtree_passes(&cfg, info))
-    {
+    if !passes_filters(&cfg, kind, info) {
         return Ok(());
     }
     // Filled in place in the ring: cheaper here than building the record elsewhere and copying
@@ -389,36 +404,82 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
         return Err(-1);
     };
     let ev = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let m = info.memcg;
-    let mut ev_flags = if info.has_cgroup {
-        flags::HAS_CGROUP
-    } else {
-        0
-    };
-    for (present, flag) in [
-        (m.id.is_some(), flags::HAS_MEMCG_ID),
-        (m.memory.is_some(), flags::HAS_MEMORY),
-        (m.kmem.is_some(), flags::HAS_KMEM),
-        (m.memsw.is_some(), flags::HAS_MEMSW),
-    ] {
-        if present {
-            ev_flags |= flag;
+    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
+    // program writes until submit.
+    let len = unsafe { fill(ev, kind, info) };
+    let mut ev_flags = present_flags(info);
+    if info.truncated {
+        ev_flags |= flags::PATH_TRUNCATED;
+    }
+    let path_len = path_len(info, len, &mut ev_flags);
+    let mut level = info.level;
+    if info.level_from_path {
+        if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) == 0 {
+            ev_flags |= flags::LEVEL_FROM_PATH;
+        } else {
+            level = cgroup_level(info.cgrp).unwrap_or(0);
         }
     }
-    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
-    // program writes until submit; the string helper writes at most PATH_CAP bytes into `path`.
-    let len = unsafe {
+    // SAFETY: as above, the slot is ours until submit.
+    unsafe {
+        (*ev).path_len = path_len;
+        (*ev).flags = ev_flags;
+        (*ev).level = level;
+    }
+    entry.submit(wake_flags(&cfg));
+    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
+        return Err(ev_flags as i64);
+    }
+    Ok(())
+}
+
+/// Whether the event passes the load-time filters (hierarchies, path prefix, subtrees).
+#[inline(always)]
+fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
+    // Failed mkdirs have no cgroup: their own program checked the cgroupfs prefix.
+    // Start-up walk records carry a leaf name, not a path: no prefix check for them.
+    kind == EventKind::MkdirFailed
+        || (hierarchy_passes(cfg, info.hierarchy_id)
+            && (kind == EventKind::DyingAtStart
+                || info.path.is_null()
+                || prefix_passes(cfg, info.path))
+            && subtree_passes(cfg, info))
+}
+
+/// The flags saying which of the cgroup's values the event carries.
+#[inline(always)]
+fn present_flags(info: &CgroupInfo) -> u8 {
+    let m = info.memcg;
+    m.flags
+        | if info.has_cgroup {
+            flags::HAS_CGROUP
+        } else {
+            0
+        }
+}
+
+/// Writes every field but `path_len`, `flags` and `level`, and the path; returns what the string
+/// helper returned (the length with its NUL, or an error).
+///
+/// # Safety
+/// `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this program
+/// writes until submit.
+#[inline(always)]
+unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let m = info.memcg;
+    // SAFETY: the caller's promise; the string helper writes at most PATH_CAP bytes into `path`.
+    unsafe {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).cgroup_id = info.cgroup_id;
         (*ev).css = info.css;
-        (*ev).memory_pages = m.memory.unwrap_or(0);
-        (*ev).kmem_pages = m.kmem.unwrap_or(0);
-        (*ev).memsw_pages = m.memsw.unwrap_or(0);
+        (*ev).memory_pages = m.memory;
+        (*ev).kmem_pages = m.kmem;
+        (*ev).memsw_pages = m.memsw;
         (*ev).hierarchy_id = info.hierarchy_id;
         (*ev).tgid = (pid_tgid >> 32) as u32;
         (*ev).tid = pid_tgid as u32;
-        (*ev).memcg_id = m.id.unwrap_or(0);
+        (*ev).memcg_id = m.id;
         (*ev).kind = kind as u8;
         (*ev).errno = info.errno;
         (*ev)._pad = 0;
@@ -440,48 +501,38 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
                 info.path.cast(),
             )
         }
-    };
-    if info.truncated {
-        ev_flags |= flags::PATH_TRUNCATED;
     }
-    let mut level = info.level;
-    let path_len = if len <= 0 {
-        ev_flags |= flags::PATH_READ_FAILED;
-        0
-    } else {
-        let n = (len - 1) as u16;
-        // A full buffer means the path may go on: look at the byte after the last one kept.
-        if n as usize == PATH_CAP - 1 {
-            let at = info.path.wrapping_add(PATH_CAP - 1);
-            // SAFETY: reads one byte of the string; the helpers check the address.
-            let next: u8 = if info.user_path {
-                unsafe { bpf_probe_read_user(at) }
-            } else {
-                unsafe { bpf_probe_read_kernel(at) }
-            }
-            .unwrap_or(0);
-            if next != 0 {
-                ev_flags |= flags::PATH_TRUNCATED;
-            }
-        }
-        n
-    };
-    if info.level_from_path {
-        if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) == 0 {
-            ev_flags |= flags::LEVEL_FROM_PATH;
-        } else {
-            level = cgroup_level(info.cgrp).unwrap_or(0);
-        }
-    }
-    // SAFETY: as above, the slot is ours until submit.
-    unsafe {
-        (*ev).path_len = path_len;
-        (*ev).flags = ev_flags;
-        (*ev).level = level;
-    }
-    entry.submit(wake_flags(&cfg));
-    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
-        return Err(ev_flags as i64);
-    }
-    Ok(())
 }
+
+/// The path's length from the string helper's `len`, flagging a failed read and a path that goes
+/// on past the buffer.
+#[inline(always)]
+fn path_len(info: &CgroupInfo, len: i64, ev_flags: &mut u8) -> u16 {
+    if len <= 0 {
+        *ev_flags |= flags::PATH_READ_FAILED;
+        return 0;
+    }
+    let n = (len - 1) as u16;
+    // A full buffer means the path may go on: look at the byte after the last one kept.
+    if n as usize == PATH_CAP - 1 {
+        let at = info.path.wrapping_add(PATH_CAP - 1);
+        // SAFETY: reads one byte of the string; the helpers check the address.
+        let next: u8 = if info.user_path {
+            unsafe { bpf_probe_read_user(at) }
+        } else {
+            unsafe { bpf_probe_read_kernel(at) }
+        }
+        .unwrap_or(0);
+        if next != 0 {
+            *ev_flags |= flags::PATH_TRUNCATED;
+        }
+    }
+    n
+}
+
+// The names the loader looks these up by.
+bpf_name!(static cgtrace_common::names::map::EVENTS, EVENTS);
+bpf_name!(static cgtrace_common::names::map::LOST, LOST);
+bpf_name!(static cgtrace_common::names::map::SUBTREES, SUBTREES);
+bpf_name!(static cgtrace_common::names::global::CONFIG, CONFIG);
+bpf_name!(static cgtrace_common::names::global::PATH_PREFIX, PATH_PREFIX);

@@ -5,8 +5,6 @@
 //! and a failed one's path comes from the task's saved user registers. Elsewhere the enter hook
 //! remembers the path argument per thread for the exit hook. Failures are reported when the path
 //! starts with the cgroupfs mount prefix.
-use core::{mem::MaybeUninit, ptr};
-
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
@@ -20,7 +18,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, Memcg, config, read_field},
+    event::{CgroupInfo, LoadTimeBytes, Memcg, config, read_field},
 };
 
 /// Thread id → user pointer of the path being created.
@@ -31,19 +29,8 @@ static MKDIR_ARGS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 static PREFIX_SCRATCH: PerCpuArray<[u8; 64]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The cgroupfs mount prefix (e.g. `/sys/fs/cgroup/`), set by the loader.
-#[repr(transparent)]
-pub struct Prefix(MaybeUninit<[u8; 64]>);
-
-impl Prefix {
-    #[inline(always)]
-    fn get(&self, i: usize) -> u8 {
-        // SAFETY: callers keep i < 64; volatile so the loader's value is read, not the default.
-        unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
-    }
-}
-
 #[unsafe(no_mangle)]
-static CGROUPFS_PREFIX: Prefix = Prefix(MaybeUninit::new([0xff; 64]));
+static CGROUPFS_PREFIX: LoadTimeBytes<64> = LoadTimeBytes::unset();
 
 fn tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
@@ -66,18 +53,8 @@ fn in_cgroupfs(path: *const u8, want: usize) -> bool {
     if got <= 0 || ((got - 1) as usize) < want {
         return false;
     }
-    let mut i = 0usize;
-    while i < 64 {
-        if i >= want {
-            return true;
-        }
-        // SAFETY: i < 64, the size of the scratch value.
-        if unsafe { *(buf as *const u8).add(i) } != CGROUPFS_PREFIX.get(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    // SAFETY: i < 64, the size of the scratch value.
+    CGROUPFS_PREFIX.is_prefix_of(want, |i| unsafe { *(buf as *const u8).add(i) })
 }
 
 fn try_exit(ctx: &TracePointContext) -> Result<u32, u32> {
@@ -159,3 +136,12 @@ pub fn exit_mkdir_regs(ctx: TracePointContext) -> u32 {
 pub fn exit_mkdirat_regs(ctx: TracePointContext) -> u32 {
     try_exit_regs(&ctx, config().syscalls.regs_mkdirat_path).unwrap_or_else(|e| e)
 }
+
+// The names the loader looks these up by.
+bpf_name!(program cgtrace_common::names::program::SYS_ENTER_MKDIR, sys_enter_mkdir);
+bpf_name!(program cgtrace_common::names::program::SYS_ENTER_MKDIRAT, sys_enter_mkdirat);
+bpf_name!(program cgtrace_common::names::program::SYS_EXIT_MKDIR, sys_exit_mkdir);
+bpf_name!(program cgtrace_common::names::program::SYS_EXIT_MKDIRAT, sys_exit_mkdirat);
+bpf_name!(program cgtrace_common::names::program::EXIT_MKDIR_REGS, exit_mkdir_regs);
+bpf_name!(program cgtrace_common::names::program::EXIT_MKDIRAT_REGS, exit_mkdirat_regs);
+bpf_name!(static cgtrace_common::names::global::CGROUPFS_PREFIX, CGROUPFS_PREFIX);

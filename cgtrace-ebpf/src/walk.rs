@@ -1,11 +1,16 @@
 //! Naming the memcgs that were already dying when cgtrace started. Removed cgroups stay on their
 //! parent's list of children until they are released, so a pre-order walk of the memory
-//! controller's css tree finds every one of them. The walk runs in bounded chunks on the raw
-//! tracepoint of mkdirs that cgtrace itself makes (`cgtrace-walk-*` at the hierarchy root), and
-//! resumes from a cursor kept in a map until it is done.
+//! controller's css tree finds every one of them. The walk runs in bounded chunks and resumes
+//! from a cursor kept in a map until it is done. Each chunk is one run of the program, either
+//! - run directly by cgtrace with `BPF_PROG_TEST_RUN` (5.10+), in cgtrace's own task and with
+//!   zeroed arguments (a null cgroup: no real `cgroup_mkdir` has one): the walk starts from the
+//!   root of cgtrace's own memcg's ancestry, and needs no cgroup of cgtrace's own; or
+//! - as the fallback, on the raw tracepoint of mkdirs that cgtrace itself makes
+//!   (`cgtrace-walk-*` at the hierarchy root).
 use core::{mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
+    helpers::bpf_get_current_task,
     macros::{map, raw_tracepoint},
     maps::Array,
     programs::RawTracePointContext,
@@ -14,7 +19,7 @@ use cgtrace_common::{EventKind, KernelOffsets, WalkState};
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, cgroup_ids, config, memory_css, read_field, read_memcg},
+    event::{CgroupInfo, LoadTimeBytes, cgroup_ids, config, memory_css, read_field, read_memcg},
 };
 
 /// `CSS_ONLINE` in `cgroup_subsys_state.flags`.
@@ -27,24 +32,19 @@ const FOUND_PER_RUN: usize = 1;
 /// `WalkState::mode`: visit `cursor` and go down / go right or up from `cursor`.
 const DOWN: u32 = 0;
 const UP: u32 = 1;
+/// Most levels climbed from cgtrace's own memcg to the root (cgroup trees are far shallower).
+const MAX_DEPTH: u32 = 64;
+/// Return values of a run by `BPF_PROG_TEST_RUN` (the only thing it hands back).
+const RUN_MORE: u32 = 0;
+const RUN_DONE: u32 = 2;
+const RUN_FAILED: u32 = 1;
 
 #[map]
 static WALK: Array<WalkState> = Array::with_max_entries(1, 0);
 
 /// Name prefix of the trigger cgroups, set by the loader (length in `Config::walk_name_len`).
-#[repr(transparent)]
-pub struct Name(MaybeUninit<[u8; 32]>);
-
-impl Name {
-    #[inline(always)]
-    fn get(&self, i: usize) -> u8 {
-        // SAFETY: callers keep i < 32; volatile so the loader's value is read.
-        unsafe { ptr::read_volatile(self.0.as_ptr().cast::<u8>().add(i)) }
-    }
-}
-
 #[unsafe(no_mangle)]
-static WALK_NAME: Name = Name(MaybeUninit::new([0xff; 32]));
+static WALK_NAME: LoadTimeBytes<32> = LoadTimeBytes::unset();
 
 /// The address of a list head inside a css.
 #[inline(always)]
@@ -74,50 +74,115 @@ fn is_trigger(cgrp: *const u8, off: &KernelOffsets, name_len: u32) -> bool {
     if name.is_null() {
         return false;
     }
-    let mut i = 0usize;
-    while i < 32 {
-        if i >= name_len as usize {
-            return true;
-        }
-        let c: u8 = read_field(name, i as u32).unwrap_or(0);
-        if c != WALK_NAME.get(i) {
-            return false;
-        }
-        i += 1;
+    WALK_NAME.is_prefix_of(name_len as usize, |i| {
+        read_field(name, i as u32).unwrap_or(0)
+    })
+}
+
+/// The css at `pos` is offline (dying).
+#[inline(always)]
+fn is_dying(pos: u64, off: &KernelOffsets) -> bool {
+    let flags = read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
+    flags & CSS_ONLINE == 0
+}
+
+/// Going down from the css at `pos`: to its first child, or back up when it has none.
+#[inline(always)]
+fn step_down(pos: u64, off: &KernelOffsets) -> (u64, u32) {
+    let children = at(pos, off.css_children);
+    let first = read_field::<u64>(children as *const u8, 0).unwrap_or(children);
+    if first != children && first != 0 {
+        (first.wrapping_sub(off.css_sibling as u64), DOWN)
+    } else {
+        (pos, UP)
     }
-    true
+}
+
+/// Going up from the css at `pos`: to its next sibling (then down), or to its parent; `None`
+/// when the walk is back at `root` (or lost its way).
+#[inline(always)]
+fn step_up(pos: u64, root: u64, off: &KernelOffsets) -> Option<(u64, u32)> {
+    if pos == root || pos == 0 {
+        return None;
+    }
+    let sib = read_field::<u64>(at(pos, off.css_sibling) as *const u8, 0).unwrap_or(0);
+    let parent = read_field::<u64>(pos as *const u8, off.css_parent).unwrap_or(0);
+    if parent == 0 {
+        return None;
+    }
+    if sib != at(parent, off.css_children) && sib != 0 {
+        Some((sib.wrapping_sub(off.css_sibling as u64), DOWN))
+    } else {
+        Some((parent, UP))
+    }
+}
+
+/// The root of the memory controller's css tree, climbed to from cgtrace's own task's memcg
+/// (`current->cgroups->subsys[memory_cgrp_id]`).
+#[inline(always)]
+fn root_from_current(off: &KernelOffsets) -> u64 {
+    if off.memory_subsys_idx >= 64 || off.css_set_subsys == KernelOffsets::UNKNOWN {
+        return 0;
+    }
+    // SAFETY: a helper call without arguments; the pointer is only read through probe reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let cset = read_field::<u64>(task, off.task_cgroups).unwrap_or(0) as *const u8;
+    let mut css =
+        read_field::<u64>(cset, off.css_set_subsys + 8 * off.memory_subsys_idx).unwrap_or(0);
+    let mut n = 0;
+    while n < MAX_DEPTH && css != 0 {
+        let parent = read_field::<u64>(css as *const u8, off.css_parent).unwrap_or(0);
+        if parent == 0 {
+            return css;
+        }
+        css = parent;
+        n += 1;
+    }
+    0
 }
 
 fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let cfg = config();
     let off = cfg.offsets;
     let cgrp: *const u8 = ctx.arg(0);
-    if read_field::<i32>(cgrp, off.cgroup_level) != Some(1)
-        || !is_trigger(cgrp, &off, cfg.walk_name_len)
+    // A test run (zeroed arguments), or one of our trigger mkdirs.
+    let test_run = cgrp.is_null();
+    if !test_run
+        && (read_field::<i32>(cgrp, off.cgroup_level) != Some(1)
+            || !is_trigger(cgrp, &off, cfg.walk_name_len))
     {
-        return Ok(0);
+        return Ok(RUN_MORE);
     }
     let Some(state) = WALK.get_ptr_mut(0) else {
-        return Err(1);
+        return Err(RUN_FAILED);
     };
-    // SAFETY: the single map value, only written by this program (triggers are serial).
+    // SAFETY: the single map value, only written by this program (runs are serial).
     let st = unsafe { &mut *state };
     if st.done != 0 {
-        return Ok(0);
+        return Ok(RUN_DONE);
     }
-    let mine = memory_css(cgrp) as u64;
-    if mine == 0 {
-        return Err(1);
-    }
-    let root = read_field::<u64>(mine as *const u8, off.css_parent).unwrap_or(0);
+    let root = if test_run {
+        root_from_current(&off)
+    } else {
+        let mine = memory_css(cgrp) as u64;
+        if mine == 0 {
+            return Err(RUN_FAILED);
+        }
+        read_field::<u64>(mine as *const u8, off.css_parent).unwrap_or(0)
+    };
     if root == 0 {
-        return Err(1);
+        return Err(RUN_FAILED);
     }
     if st.cursor == 0 {
         st.cursor = root;
         st.mode = DOWN;
         st.started = 1;
-        st.first_id = cgroup_ids(cgrp).map(|(_, id, _)| id).unwrap_or(0);
+        // Test runs make no cgroups: every dying memcg was there before the walk.
+        st.first_id = if test_run {
+            0
+        } else {
+            cgroup_ids(cgrp).map(|(_, id, _)| id).unwrap_or(0)
+        };
     }
     let first_id = st.first_id;
     let mut pos = st.cursor;
@@ -129,38 +194,21 @@ fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
         n += 1;
         if mode == DOWN {
             if pos != root {
-                let flags =
-                    read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
                 // Dying, and made before the walk began (our own triggers die too).
-                if flags & CSS_ONLINE == 0 && made_before(pos, first_id, &off) {
+                if is_dying(pos, &off) && made_before(pos, first_id, &off) {
                     found[nfound & (FOUND_PER_RUN - 1)] = pos;
                     nfound += 1;
                 }
                 st.visited += 1;
             }
-            let children = at(pos, off.css_children);
-            let first = read_field::<u64>(children as *const u8, 0).unwrap_or(children);
-            if first != children && first != 0 {
-                pos = first.wrapping_sub(off.css_sibling as u64);
-            } else {
-                mode = UP;
-            }
+            (pos, mode) = step_down(pos, &off);
         } else {
-            if pos == root || pos == 0 {
-                st.done = 1;
-                break;
-            }
-            let sib = read_field::<u64>(at(pos, off.css_sibling) as *const u8, 0).unwrap_or(0);
-            let parent = read_field::<u64>(pos as *const u8, off.css_parent).unwrap_or(0);
-            if parent == 0 {
-                st.done = 1;
-                break;
-            }
-            if sib != at(parent, off.css_children) && sib != 0 {
-                pos = sib.wrapping_sub(off.css_sibling as u64);
-                mode = DOWN;
-            } else {
-                pos = parent;
+            match step_up(pos, root, &off) {
+                Some(next) => (pos, mode) = next,
+                None => {
+                    st.done = 1;
+                    break;
+                }
             }
         }
     }
@@ -174,7 +222,7 @@ fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
         }
         i += 1;
     }
-    Ok(0)
+    Ok(if st.done != 0 { RUN_DONE } else { RUN_MORE })
 }
 
 /// Reports one dying memcg: its cgroup, leaf name, parent's cgroup id and current figures.
@@ -211,3 +259,8 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
 pub fn raw_walk_dying(ctx: RawTracePointContext) -> u32 {
     try_walk(&ctx).unwrap_or_else(|e| e)
 }
+
+// The names the loader looks these up by.
+bpf_name!(program cgtrace_common::names::program::RAW_WALK_DYING, raw_walk_dying);
+bpf_name!(static cgtrace_common::names::map::WALK, WALK);
+bpf_name!(static cgtrace_common::names::global::WALK_NAME, WALK_NAME);

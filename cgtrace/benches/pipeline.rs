@@ -398,9 +398,7 @@ fn session_round(min_events: u64) -> Result<(u64, Spent, Spent, usize), String> 
 
 /// Resident set size of this process, from `/proc/self/statm`.
 fn rss_bytes() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let page = if page > 0 { page as u64 } else { 4096 };
+    let page = cgtrace::kernel::page_size();
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let resident: u64 = statm
         .split_whitespace()

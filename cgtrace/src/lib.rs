@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`probes`] → ring buffer → [`model::event`] decoding → [`model::tracker`]
 //! → [`detectors`] → sinks ([`pipeline`], [`session`]). [`kernel`] holds the facts about the
-//! running kernel and its cgroupfs; [`commands`] one file per CLI verb; [`format`] the text helpers.
+//! running kernel and its cgroupfs; [`cli`] the command line; [`commands`] one file per CLI verb; [`format`] the text helpers.
+pub mod cli;
 pub mod commands;
 pub mod detectors;
 pub mod format;

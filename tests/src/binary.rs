@@ -1,12 +1,20 @@
-//! The `cgtrace` binary for tests that run it, and loopback ports for the servers they start.
+//! Running the `cgtrace` binary in tests: find (or build) it, spawn it, wait until it is
+//! attached, signal it.
+//!
+//! `CARGO_BIN_EXE_cgtrace` exists only inside the `cgtrace` package, so the binary is built
+//! here (`cargo build -p cgtrace --bin cgtrace`, a no-op when it is up to date, in the profile
+//! of the tests) and cargo names the executable; `CGTRACE_BIN` overrides it.
 use std::{
+    io::{BufRead, BufReader, Read},
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::OnceLock,
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
-/// The workspace root (the tests crate sits in it).
+/// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -14,25 +22,27 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `cgtrace` binary: `CGTRACE_BIN`, else built from this workspace with `cargo build -p
-/// cgtrace --bin cgtrace` (a no-op when it is up to date), at the path cargo reports.
+/// The `cgtrace` binary: `CGTRACE_BIN`, else built from this workspace.
 pub fn cgtrace_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("CGTRACE_BIN") {
             return PathBuf::from(p);
         }
-        let out = Command::new(env!("CARGO"))
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "--package",
-                "cgtrace",
-                "--bin",
-                "cgtrace",
-                "--message-format=json-render-diagnostics",
-            ])
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(workspace()).args([
+            "build",
+            "--quiet",
+            "--package",
+            "cgtrace",
+            "--bin",
+            "cgtrace",
+            "--message-format=json-render-diagnostics",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd
             .stderr(Stdio::inherit())
             .output()
             .expect("run cargo build");
@@ -40,6 +50,7 @@ pub fn cgtrace_bin() -> &'static Path {
             out.status.success(),
             "`cargo build -p cgtrace --bin cgtrace` failed"
         );
+        // Cargo names the executable it produced (wherever the target directory is).
         let built = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -49,6 +60,49 @@ pub fn cgtrace_bin() -> &'static Path {
         assert!(bin.is_file(), "no cgtrace binary at {}", bin.display());
         bin
     })
+}
+
+/// `Command::new(cgtrace_bin())`.
+pub fn cgtrace_command() -> Command {
+    Command::new(cgtrace_bin())
+}
+
+/// Spawns `cgtrace ARGS` and returns once it printed `cgtrace: attached` on stderr, with a
+/// thread that collects the rest of stderr (so cgtrace never blocks on it).
+pub fn spawn_attached(args: &[&str], stdout: Stdio) -> (Child, JoinHandle<String>) {
+    let mut child = cgtrace_command()
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cgtrace");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first).expect("first stderr line");
+    assert!(first.starts_with("cgtrace: attached"), "{first}");
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    (child, rest)
+}
+
+/// Sends `sig` and waits for the exit, failing the test after `timeout`.
+pub fn signal_and_wait(child: &mut Child, sig: i32, timeout: Duration) -> ExitStatus {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cgtrace did not exit after signal {sig}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A TCP port free on 127.0.0.1 a moment ago (the kernel's pick for port 0).

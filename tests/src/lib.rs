@@ -2,6 +2,7 @@
 //! collecting decoded events from loaded programs until a condition or a deadline.
 pub mod binary;
 pub mod cgroup;
+pub mod exhaust;
 
 use std::{
     path::PathBuf,
@@ -11,30 +12,24 @@ use std::{
 use cgtrace::{kernel::hierarchy::Hierarchies, model::event::Event, probes::Probes};
 use cgtrace_common::EventKind;
 
-/// An event with owned fields, for assertions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
-    pub kind: EventKind,
-    pub hierarchy_id: u32,
-    pub cgroup_id: u64,
-    pub level: u32,
-    pub pid: u32,
-    pub comm: Vec<u8>,
-    pub path: Vec<u8>,
-    pub truncated: bool,
-    pub css: u64,
-    pub memcg_id: Option<u32>,
-    pub usage_bytes: Option<u64>,
-    pub kmem_bytes: Option<u64>,
-    pub memsw_bytes: Option<u64>,
-    pub has_cgroup: bool,
-    pub errno: Option<i32>,
+/// Ring records as the programs wrote them, kept whole and read with [`Event::decode`]: the
+/// tests assert on `cgtrace`'s own [`Event`], not on a copy of its fields.
+#[derive(Clone, Debug, Default)]
+pub struct Records(Vec<Vec<u8>>);
+
+impl Records {
+    /// The events, in ring order.
+    pub fn events(&self) -> Vec<Event<'_>> {
+        self.0
+            .iter()
+            .map(|r| Event::decode(r).expect("every record decodes"))
+            .collect()
+    }
 }
 
-impl Seen {
-    pub fn path_str(&self) -> String {
-        String::from_utf8_lossy(&self.path).into_owned()
-    }
+/// An event's cgroup path, lossily as text.
+pub fn path_str(e: &Event<'_>) -> String {
+    String::from_utf8_lossy(e.path).into_owned()
 }
 
 /// The probe tier a test should force: `CGTRACE_TIER` (set by the VM runner), else None (auto).
@@ -80,14 +75,14 @@ impl Layout {
 /// Drains the ring into `out` until `done(out)` or the deadline; returns whether `done` held.
 pub fn collect_until(
     probes: &mut Probes,
-    out: &mut Vec<Seen>,
+    out: &mut Records,
     timeout: Duration,
-    mut done: impl FnMut(&[Seen]) -> bool,
+    mut done: impl FnMut(&[Event<'_>]) -> bool,
 ) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         drain(probes, out);
-        if done(out) {
+        if done(&out.events()) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -98,33 +93,35 @@ pub fn collect_until(
 }
 
 /// Drains everything that is in the ring now.
-pub fn drain(probes: &mut Probes, out: &mut Vec<Seen>) {
+pub fn drain(probes: &mut Probes, out: &mut Records) {
     while probes.drain(4096, |b| {
-        let e = Event::decode(b).expect("every record decodes");
-        out.push(Seen {
-            kind: e.kind,
-            hierarchy_id: e.hierarchy_id,
-            cgroup_id: e.cgroup_id,
-            level: e.level,
-            pid: e.pid,
-            comm: e.comm.to_vec(),
-            path: e.path.to_vec(),
-            truncated: e.path_truncated,
-            css: e.css,
-            memcg_id: e.memcg_id,
-            usage_bytes: e.usage_bytes,
-            kmem_bytes: e.kmem_bytes,
-            memsw_bytes: e.memsw_bytes,
-            has_cgroup: e.has_cgroup,
-            errno: e.errno,
-        });
+        Event::decode(b).expect("every record decodes");
+        out.0.push(b.to_vec());
     }) > 0
     {}
 }
 
 /// How many of `seen` are of `kind` in hierarchy `h`.
-pub fn count(seen: &[Seen], kind: EventKind, h: u32) -> usize {
+pub fn count(seen: &[Event<'_>], kind: EventKind, h: u32) -> usize {
     seen.iter()
         .filter(|s| s.kind == kind && s.hierarchy_id == h)
         .count()
+}
+
+/// Whether CI forbids skipping (`CI=true`).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `cmd`'s stdout, failing the test with its stderr when it fails.
+pub fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let desc = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{desc}: {e}"));
+    assert!(
+        out.status.success(),
+        "{desc}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -124,15 +124,14 @@ fn expect(paths: &[&str]) -> Selected {
         .collect()
 }
 
-/// One traced run with `filters` on `attach`: the tree made and removed, every event through a
-/// pipeline built the way `live` builds it. Returns what it selected and the session bytes.
-fn traced(
+/// A live run as `record` starts it: the probes with `filters` on `attach`, the run's facts, the
+/// baseline, and a [`Tee`] writing the session in memory.
+fn start(
     layout: &Layout,
     parent: &TestParent,
     filters: &Filters,
     attach: AttachMode,
-    want: &Selected,
-) -> (Selected, Vec<u8>) {
+) -> (Probes, RunFacts, baseline::Baseline, Tee) {
     let mut opts = ProbeOptions {
         tier: tier_from_env(),
         attach,
@@ -141,7 +140,7 @@ fn traced(
     };
     opts.set_filters(filters, &layout.hierarchies)
         .expect("the filters resolve");
-    let mut probes = Probes::load(&opts).expect("load and attach");
+    let probes = Probes::load(&opts).expect("load and attach");
     let facts = RunFacts::of_probes(
         &probes,
         layout.hierarchies.clone(),
@@ -152,6 +151,19 @@ fn traced(
     let header = record::header(&facts).expect("a header");
     let writer = SessionWriter::new(Vec::new(), &header, &base).expect("a session");
     let tee = Tee::new(&parent.cgroup_path(), Some(writer));
+    (probes, facts, base, tee)
+}
+
+/// One traced run with `filters` on `attach`: the tree made and removed, every event through a
+/// pipeline built the way `live` builds it. Returns what it selected and the session bytes.
+fn traced(
+    layout: &Layout,
+    parent: &TestParent,
+    filters: &Filters,
+    attach: AttachMode,
+    want: &Selected,
+) -> (Selected, Vec<u8>) {
+    let (mut probes, facts, base, tee) = start(layout, parent, filters, attach);
     let (seen, file) = (tee.seen.clone(), tee.file.clone());
     let mut pipe =
         Pipeline::new(facts, &base, vec![Box::new(tee)], Box::new(NoPodNames)).expect("pipeline");
@@ -289,24 +301,7 @@ fn a_replay_names_the_pods_the_live_run_named() {
     let logs = work.join("pods");
     fs::create_dir_all(logs.join(format!("team-a_web-0_{UID}"))).expect("pod log dir");
     let filters = filters(None, Some(parent.cgroup_path()), &[]);
-    let mut opts = ProbeOptions {
-        tier: tier_from_env(),
-        mkdir_failures: false,
-        ..ProbeOptions::default()
-    };
-    opts.set_filters(&filters, &layout.hierarchies)
-        .expect("filters");
-    let mut probes = Probes::load(&opts).expect("load and attach");
-    let facts = RunFacts::of_probes(
-        &probes,
-        layout.hierarchies.clone(),
-        filters.clone(),
-        ClockRef::now(),
-    );
-    let base = baseline::take(&layout.hierarchies, cgtrace::format::clock::monotonic_ns());
-    let header = record::header(&facts).expect("header");
-    let writer = SessionWriter::new(Vec::new(), &header, &base).expect("session");
-    let tee = Tee::new(&parent.cgroup_path(), Some(writer));
+    let (mut probes, facts, base, tee) = start(&layout, &parent, &filters, AttachMode::Auto);
     let file = tee.file.clone();
     let live_json = Shared::default();
     let ctx = RenderContext::new(facts.hierarchies.clone(), facts.clock);

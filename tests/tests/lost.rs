@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use cgtrace::probes::{ProbeOptions, Probes};
 use cgtrace_common::EventKind;
-use integration_tests::{Layout, cgroup::TestParent, count, drain};
+use integration_tests::{Layout, Records, cgroup::TestParent, count, drain, path_str};
 
 const BURST: usize = 200;
 
@@ -30,10 +30,10 @@ fn lost_events_are_counted_exactly() {
             .mkdir(&layout.memory_mount, format!("c{i}"))
             .expect("mkdir");
     }
-    let mut seen = Vec::new();
+    let mut seen = Records::default();
     drain(&mut probes, &mut seen);
     let lost = probes.lost().expect("read lost");
-    let mk_seen = count(&seen, EventKind::Mkdir, h);
+    let mk_seen = count(&seen.events(), EventKind::Mkdir, h);
     let mk_lost = lost[EventKind::Mkdir as usize] as usize;
     assert_eq!(
         mk_seen + mk_lost,
@@ -53,7 +53,7 @@ fn lost_events_are_counted_exactly() {
     // rmdir events are written synchronously by the rmdir calls: all are in the ring or lost.
     drain(&mut probes, &mut seen);
     let lost = probes.lost().expect("read lost");
-    let rm_seen = count(&seen, EventKind::Rmdir, h);
+    let rm_seen = count(&seen.events(), EventKind::Rmdir, h);
     let rm_lost = lost[EventKind::Rmdir as usize] as usize;
     assert_eq!(
         rm_seen + rm_lost,
@@ -67,7 +67,7 @@ fn lost_events_are_counted_exactly() {
     let (rel_seen, rel_lost) = loop {
         drain(&mut probes, &mut seen);
         let rel_lost = probes.lost().expect("read lost")[EventKind::Release as usize] as usize;
-        let rel_seen = count(&seen, EventKind::Release, h);
+        let rel_seen = count(&seen.events(), EventKind::Release, h);
         if rel_seen + rel_lost >= BURST || Instant::now() >= deadline {
             break (rel_seen, rel_lost);
         }
@@ -80,5 +80,9 @@ fn lost_events_are_counted_exactly() {
     );
     // Nothing from outside the test's parent got in.
     let prefix = format!("{}/", parent.cgroup_path());
-    assert!(seen.iter().all(|s| s.path_str().starts_with(&prefix)));
+    assert!(
+        seen.events()
+            .iter()
+            .all(|s| path_str(s).starts_with(&prefix))
+    );
 }

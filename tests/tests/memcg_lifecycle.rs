@@ -11,12 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cgtrace::model::event::Event;
 use cgtrace::{
     kernel::hierarchy::Hierarchies,
     probes::{MkdirFailureAttach, MkdirFailureHooks, ProbeOptions, Probes, SubtreeFilter, Tier},
 };
 use cgtrace_common::{EventKind, KernelOffsets};
-use integration_tests::{Seen, cgroup::TestParent, collect_until, drain, tier_from_env};
+use integration_tests::{Records, cgroup::TestParent, collect_until, drain, tier_from_env};
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
 struct MemHier {
@@ -101,7 +102,7 @@ fn usage_file(f: &Fixture, name: &str) -> PathBuf {
 }
 
 /// The events of one memcg: joined by cgroup id for cgroup events, by css pointer for css ones.
-fn events_of(seen: &[Seen], cgroup_id: u64, css: u64) -> Vec<EventKind> {
+fn events_of(seen: &[Event<'_>], cgroup_id: u64, css: u64) -> Vec<EventKind> {
     seen.iter()
         .filter(|s| (s.has_cgroup && s.cgroup_id == cgroup_id) || (css != 0 && s.css == css))
         .map(|s| s.kind)
@@ -138,12 +139,13 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
             .expect("rmdir sibling");
     }
 
-    let mut seen = Vec::new();
+    let mut recs = Records::default();
     let tier = f.probes.tier;
-    let done = collect_until(&mut f.probes, &mut seen, Duration::from_secs(30), |s| {
+    let done = collect_until(&mut f.probes, &mut recs, Duration::from_secs(30), |s| {
         s.iter()
             .any(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
     });
+    let seen = recs.events();
     assert!(done, "no release for the memcg within 30 s: {seen:#?}");
     let mkdir = seen
         .iter()
@@ -245,6 +247,19 @@ fn scratch_dir() -> PathBuf {
     }
 }
 
+/// The kernel's count of dying cgroups below the test parent (v2 `cgroup.stat`; None on v1).
+fn kernel_dying_descendants(f: &Fixture) -> Option<u64> {
+    if !f.mem.v2 {
+        return None;
+    }
+    let stat = fs::read_to_string(f.parent.dir(&f.mem.mount).join("cgroup.stat")).ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("nr_dying_descendants "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[test]
 fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
     let Some(mut f) = setup("pagecache") else {
@@ -281,17 +296,33 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let tier = f.probes.tier;
-    let mut seen = Vec::new();
+    let mut recs = Records::default();
     // Dying: offline (css tiers) happens, free/release do not while the pages stay.
-    collect_until(&mut f.probes, &mut seen, Duration::from_secs(3), |_| false);
-    let rmdir = seen
-        .iter()
-        .find(|e| e.kind == EventKind::Rmdir && e.cgroup_id == ino)
-        .expect("rmdir event")
-        .clone();
-    assert!(rmdir.usage_bytes.is_some_and(|u| u >= 4 << 20), "{rmdir:?}");
-    let css = rmdir.css;
-    let before = events_of(&seen, ino, css);
+    collect_until(&mut f.probes, &mut recs, Duration::from_secs(3), |_| false);
+    let (css, before) = {
+        let seen = recs.events();
+        let rmdir = seen
+            .iter()
+            .find(|e| e.kind == EventKind::Rmdir && e.cgroup_id == ino)
+            .expect("rmdir event");
+        assert!(rmdir.usage_bytes.is_some_and(|u| u >= 4 << 20), "{rmdir:?}");
+        (rmdir.css, events_of(&seen, ino, rmdir.css))
+    };
+    // Newer kernels (7.3 here, v2) move a dying memcg's page cache to the parent at offline:
+    // then nothing pins it and the kernel counts no dying descendant. cgtrace must agree with
+    // the kernel either way.
+    if kernel_dying_descendants(&f) == Some(0) {
+        eprintln!("this kernel does not keep a memcg dying for its page cache");
+        assert!(
+            before.contains(&EventKind::Release),
+            "the kernel freed the memcg, cgtrace saw no release: {before:?}"
+        );
+        if is_css_tier(tier) {
+            assert!(before.contains(&EventKind::CssFree), "{before:?}");
+        }
+        let _ = fs::remove_file(&file);
+        return;
+    }
     assert!(
         !before.contains(&EventKind::Release),
         "released while pinned: {before:?}"
@@ -309,14 +340,14 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         // SAFETY: sync(2) has no preconditions.
         unsafe { libc::sync() };
         fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
-        freed = collect_until(&mut f.probes, &mut seen, Duration::from_secs(2), |s| {
+        freed = collect_until(&mut f.probes, &mut recs, Duration::from_secs(2), |s| {
             s.iter()
                 .any(|e| e.kind == EventKind::Release && e.cgroup_id == ino)
         });
     }
-    drain(&mut f.probes, &mut seen);
+    drain(&mut f.probes, &mut recs);
     assert!(freed, "not released after its pages were dropped");
-    let after = events_of(&seen, ino, css);
+    let after = events_of(&recs.events(), ino, css);
     if is_css_tier(tier) {
         let free = after
             .iter()
@@ -334,14 +365,16 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
 /// where the kernel has them (6.12 without CONFIG_MEMCG_V1 has no `kmem`: reported unknown).
 #[test]
 fn offsets_resolve_from_this_kernels_btf() {
-    let data = match cgtrace::kernel::btf::read_vmlinux(Path::new(cgtrace::kernel::btf::VMLINUX)) {
+    // `CGTRACE_BTF` names a file where /sys/kernel/btf/vmlinux is hidden (vm-test's btf-file run).
+    let path = cgtrace::kernel::btf::vmlinux_path();
+    let data = match cgtrace::kernel::btf::read_vmlinux(&path) {
         Ok(d) => d,
         Err(e) => {
             assert!(std::env::var("CI").is_err(), "no BTF in CI: {e}");
             return;
         }
     };
-    let btf = cgtrace::kernel::btf::KernelBtf::parse(&data, cgtrace::kernel::btf::VMLINUX)
+    let btf = cgtrace::kernel::btf::KernelBtf::parse(&data, &path.display().to_string())
         .expect("parse BTF");
     let o = cgtrace::kernel::btf::cgroup_offsets(&btf);
     assert!(cgtrace::kernel::btf::missing(&o).is_empty(), "{o:?}");
@@ -377,7 +410,7 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
     let parent = TestParent::new("mkdirfail", &[&v2]).expect("test parent");
     fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
     let exit_only_expected = cfg!(target_arch = "x86_64")
-        && cgtrace::kernel::version(&cgtrace::kernel::release()).is_some_and(|v| v >= (5, 15));
+        && cgtrace::kernel::KernelRelease::running().is_some_and(|k| k.has_bpf_task_pt_regs());
     for (hooks, want_attach) in [
         (
             MkdirFailureHooks::Auto,
@@ -407,6 +440,14 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             Some(want_attach),
             "with {hooks:?}"
         );
+        if hooks == MkdirFailureHooks::Auto {
+            // For the kernel table `cargo xtask vm-test --readme` writes (it runs the tests
+            // with --show-output).
+            println!(
+                "CGTRACE-VM-FACT mkdir_failure_hooks {}",
+                want_attach.describe()
+            );
+        }
         // Both syscalls: mkdir(2), and mkdirat(2) with a directory fd (ignored for an absolute
         // path: what the hooks see is the path argument).
         let want = parent.dir(&v2).join("kubepods");
@@ -423,8 +464,8 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path_at.as_ptr(), 0o755) };
         let errno = std::io::Error::last_os_error().raw_os_error();
         assert_eq!((rc, errno), (-1, Some(libc::EAGAIN)), "mkdirat must fail");
-        let mut seen: Vec<Seen> = Vec::new();
-        let failed = |s: &[Seen], w: &Path| -> usize {
+        let mut recs = Records::default();
+        let failed = |s: &[Event<'_>], w: &Path| -> usize {
             s.iter()
                 .filter(|e| {
                     e.kind == cgtrace_common::EventKind::MkdirFailed
@@ -432,9 +473,10 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
                 })
                 .count()
         };
-        let found = collect_until(&mut probes, &mut seen, Duration::from_secs(5), |s| {
+        let found = collect_until(&mut probes, &mut recs, Duration::from_secs(5), |s| {
             failed(s, &want) > 0 && failed(s, &want_at) > 0
         });
+        let seen = recs.events();
         assert!(
             found,
             "no mkdir_failed events for {} and {} with {hooks:?}: {seen:#?}",

@@ -19,7 +19,7 @@ use cgtrace::{
     model::baseline,
     model::tracker::Totals,
     pipeline::{Pipeline, facts::RunFacts, filters::Filters, pod_names::NoPodNames},
-    probes::{ProbeOptions, Probes, SubtreeFilter},
+    probes::{ProbeOptions, Probes, SubtreeFilter, WalkMethod},
 };
 use integration_tests::cgroup::{TestParent, privileged};
 
@@ -301,12 +301,31 @@ fn baseline_counts_and_later_attributes_dying_before_start() {
 }
 
 /// Dying memcgs that existed before start are named (path, pod) by the start-up walk of the
-/// memory controller's css tree, and their count matches the kernel's.
+/// memory controller's css tree, and their count matches the kernel's: the walk run by
+/// `BPF_PROG_TEST_RUN` (no cgroupfs write; Linux 5.10+)...
 #[test]
 fn start_up_walk_names_dying_memcgs_of_pods() {
     if !privileged("start_up_walk_names_dying_memcgs_of_pods") {
         return;
     }
+    let release = cgtrace::kernel::release();
+    if cgtrace::kernel::KernelRelease::parse(&release).is_some_and(|k| !k.prog_test_run_raw_tp()) {
+        eprintln!("kernel {release} has no BPF_PROG_TEST_RUN for raw tracepoints: skipped");
+        return;
+    }
+    walk_names_dying_memcgs(Some(WalkMethod::TestRun));
+}
+
+/// ... and by the fallback, its raw tracepoint fired by mkdirs of trigger cgroups.
+#[test]
+fn start_up_walk_by_trigger_cgroups_names_dying_memcgs_of_pods() {
+    if !privileged("start_up_walk_by_trigger_cgroups_names_dying_memcgs_of_pods") {
+        return;
+    }
+    walk_names_dying_memcgs(Some(WalkMethod::TriggerCgroup));
+}
+
+fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
     let _serial = serial();
     let h = Hierarchies::load().expect("hierarchies");
     let mem = h.with_controller("memory").expect("memory hierarchy");
@@ -332,7 +351,7 @@ fn start_up_walk_names_dying_memcgs_of_pods() {
     // The walk as `live` runs it: on its own thread and instance of the object.
     let mut task = live
         .probes
-        .spawn_walk(&mount)
+        .spawn_walk_by(&mount, method)
         .expect("the walk runs on raw tracepoints");
     let mut records: Vec<Vec<u8>> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -346,6 +365,7 @@ fn start_up_walk_names_dying_memcgs_of_pods() {
     assert!(task.ended());
     let k2 = kernel_dying(&h);
     assert!(report.done, "{report:?}");
+    assert_eq!(Some(report.method), method, "{report:?}");
     // The walk sees every dying memcg of the machine (the filter only keeps ours): the same
     // number the kernel counts, when nothing changed meanwhile.
     if k1 == k2 {

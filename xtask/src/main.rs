@@ -1,7 +1,9 @@
-//! Project orchestration: `cargo xtask setup | live | test | vm-test`.
+//! Project orchestration: `cargo xtask setup | live | test | vm-test | build-ebpf | check-ebpf |
+//! dist | image`.
 //!
-//! `live` and `test` run `setup` first, so on a fresh machine the README's two commands are all
-//! it takes. `setup` is idempotent: a second run changes nothing.
+//! `test` runs `setup` first and `live` needs nothing but the stable toolchain, so on a fresh
+//! machine the README's two commands are all it takes. `setup` is idempotent: a second run
+//! changes nothing.
 use std::{
     env,
     ffi::OsString,
@@ -13,6 +15,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
+mod ebpf;
+mod image;
 mod setup;
 mod vm;
 
@@ -28,7 +33,19 @@ enum Cmd {
     /// Install what a fresh Debian machine lacks (LLVM 22 dev packages, bpf-linker, the nightly's
     /// rust-src, test tools). Does nothing when all is in place.
     Setup,
-    /// Set up if needed, build in release mode and run `cgtrace live` (extra arguments are passed on).
+    /// Rebuild the committed eBPF object (cgtrace/ebpf/cgtrace.bpf.o) and its inputs list from
+    /// source (nightly, rust-src, bpf-linker; `setup` installs them).
+    BuildEbpf,
+    /// Check that the committed eBPF object matches its sources (rebuilds it and compares).
+    CheckEbpf,
+    /// The release tarball target/dist/cgtrace-<version>-x86_64-linux.tar.gz (+ .sha256): a static
+    /// binary built with the stable toolchain alone, man pages, shell completions.
+    Dist,
+    /// The OCI image archive target/image/cgtrace-<version>.oci.tar (the static binary alone,
+    /// no base image), built with umoci, no container daemon.
+    Image,
+    /// Build in release mode (the stable toolchain alone: the eBPF object is committed) and run
+    /// `cgtrace live` (extra arguments are passed on).
     Live {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -38,8 +55,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Boot Debian's 6.1 and 6.12 kernels in QEMU and run the memcg lifecycle tests on every
-    /// probe tier (fentry, kprobe, tracepoint) there.
+    /// Boot Debian's 5.10, 6.1, 6.12 and newest kernels in QEMU and run the memcg lifecycle tests
+    /// on every probe tier (fentry, kprobe, tracepoint) and the classic-tracepoint test there;
+    /// `--exhaust` runs the memcg ID exhaustion test instead, `--readme` writes the kernel table.
     VmTest(vm::VmTestArgs),
     /// Measure cgtrace on this machine (as root): churn overhead against no tracer and bpftrace,
     /// loss and ring size, the user-space pipeline, memory per dying memcg, start-up. Prints a
@@ -96,7 +114,7 @@ pub fn build_release_cgtrace() -> Result<PathBuf> {
 }
 
 fn live(args: Vec<OsString>) -> Result<()> {
-    setup::ensure()?;
+    // Nothing to install: cgtrace builds with the stable toolchain alone.
     let bin = build_release_cgtrace()?;
     let mut cmd = if is_root() {
         Command::new(&bin)
@@ -121,6 +139,12 @@ fn test(args: Vec<OsString>) -> Result<()> {
             "xtask: not root: tests that load eBPF programs or create cgroups will skip (in CI they fail)"
         );
     }
+    // The committed eBPF object must be the one its sources build.
+    ebpf::check()?;
+    // The release artefacts (the static build is the stable-toolchain-only build); the deploy
+    // tests run the image in runc.
+    dist::run_dist()?;
+    image::run_image()?;
     run(cargo()
         .args(["test", "--workspace", "--exclude", "cgtrace-ebpf"])
         .args(args))?;
@@ -136,6 +160,10 @@ fn test(args: Vec<OsString>) -> Result<()> {
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Setup => setup::ensure(),
+        Cmd::BuildEbpf => ebpf::build_committed(),
+        Cmd::Dist => dist::run_dist().map(drop),
+        Cmd::Image => image::run_image().map(drop),
+        Cmd::CheckEbpf => setup::ensure().and_then(|()| ebpf::check()),
         Cmd::Live { args } => live(args),
         Cmd::Test { args } => test(args),
         Cmd::VmTest(args) => vm::run(args),

@@ -14,7 +14,9 @@ use crate::{is_root, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and benchmarks use
 /// (bpftrace as a second tracer, bpftool as the BTF oracle, runc + busybox as a real container
-/// runtime, hyperfine for timings, qemu to boot Debian's kernels for `cargo xtask vm-test`).
+/// runtime, hyperfine for timings, qemu to boot Debian's kernels for `cargo xtask vm-test`, umoci
+/// to write the OCI image and skopeo to inspect and push it, binutils to check the static binary,
+/// tmux to run `cgtrace top` in a real terminal and chromium to load `report --html` headless).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -26,11 +28,18 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "hyperfine",
     "qemu-system-x86",
+    "umoci",
+    "skopeo",
+    "binutils",
     "tmux",
     "chromium",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// cargo-fuzz, for README's `cargo +nightly fuzz run ...` (this version builds with stable
+/// rustc 1.95).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 fn cargo_bin() -> PathBuf {
     let home = env::var_os("CARGO_HOME")
@@ -171,6 +180,15 @@ fn has_bpf_linker() -> bool {
         .unwrap_or(false)
 }
 
+/// `cargo fuzz` present (any version: a newer one installed by hand is kept).
+fn has_cargo_fuzz() -> bool {
+    Command::new(cargo_bin().join("cargo-fuzz"))
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// Installs whatever is missing. Prints what it did, or that nothing was needed.
 pub fn ensure() -> Result<()> {
     let mut did = Vec::new();
@@ -222,6 +240,19 @@ pub fn ensure() -> Result<()> {
             bail!("bpf-linker was installed but is not linked against LLVM 22");
         }
         did.push("bpf-linker");
+    }
+
+    if !has_cargo_fuzz() {
+        eprintln!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (a few minutes)");
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(Command::new(cargo)
+            .arg("install")
+            .arg("--locked")
+            .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}")))?;
+        if !has_cargo_fuzz() {
+            bail!("cargo-fuzz was installed but `cargo fuzz --version` fails");
+        }
+        did.push("cargo-fuzz");
     }
 
     if did.is_empty() {

@@ -1,15 +1,22 @@
 //! `cargo xtask vm-test`: the integration tests on Debian's kernels, in QEMU.
 //!
 //! This host's kernel refuses fentry and has no kprobes, so those probe tiers are tested in VMs:
-//! Debian's cloud kernels (6.1 and 6.12, both with BTF, kprobes and fentry) boot under TCG with an
-//! initramfs holding busybox, the test binary and its shared libraries. Its `/init` mounts what the
-//! tests need, runs the test binary once per tier (`CGTRACE_TIER`), prints a marker line per run
-//! to the serial console and powers off. The host reads the markers from the console log.
+//! Debian's cloud kernels (5.10 from bullseye, 6.1 from bookworm, 6.12, and the newest Debian
+//! offers, from trixie or its backports; all with BTF, kprobes and fentry) boot under TCG with an
+//! initramfs holding busybox, the test binaries and their shared libraries. Its `/init` mounts
+//! what the tests need, prints what it found (`CGTRACE-VM-FACT` lines), runs each test run (the
+//! lifecycle tests once per tier, `CGTRACE_TIER`; the classic-tracepoint pipeline test), prints a
+//! marker line per run to the serial console and powers off. The host reads the markers from the
+//! console log; `--readme` writes the README's kernel table from them.
 //!
-//! Kernels are downloaded once (`apt-get download`) into `$CGTRACE_VM_CACHE` or
+//! `--exhaust` boots the same kernels with 3 GiB to run the memcg ID exhaustion test (the
+//! `exhaust` target: it fills every memcg ID under a test parent; never run it on a host).
+//!
+//! Kernels are downloaded once (`apt-get download`, with package lists of their own under
+//! `<cache>/apt`, so the host's apt sources are not touched) into `$CGTRACE_VM_CACHE` or
 //! `/var/cache/cgtrace-vm/`; later runs use the cached `vmlinuz` without network.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     env,
     fs::{self, File},
     io::{BufWriter, Write},
@@ -24,124 +31,186 @@ use clap::{Args, ValueEnum};
 
 use crate::{is_root, run as run_command, setup, workspace_root};
 
-/// The integration test target run in the VMs.
+/// The integration test target run on every tier in the VMs.
 const TEST_TARGET: &str = "memcg_lifecycle";
+/// The classic-tracepoint run: the pipeline test that attaches `cgroup:*` through tracefs.
+const CLASSIC_TARGET: &str = "probes";
+const CLASSIC_TEST: &str = "classic_tracepoints_see_every_cgroup";
+/// The memcg ID exhaustion test target (`--exhaust` only).
+const EXHAUST_TARGET: &str = "exhaust";
 
 /// The probe tiers, in the order the VM runs them.
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
 
 const DEFAULT_CACHE: &str = "/var/cache/cgtrace-vm";
 const BUSYBOX: &str = "/bin/busybox";
-/// Where the test binary sits inside the VM.
+/// Where the test binaries sit inside the VM.
 const VM_TEST_DIR: &str = "test";
 
 const RUN_MARKER: &str = "CGTRACE-VM-RUN";
 const RESULT_MARKER: &str = "CGTRACE-VM-RESULT";
 const DONE_MARKER: &str = "CGTRACE-VM-DONE";
-/// Lines of a failed tier's libtest report shown: its start (which test, where it panicked) and
+/// `CGTRACE-VM-FACT <key> <value>`: what the VM's init or a test found out about the kernel.
+const FACT_MARKER: &str = "CGTRACE-VM-FACT";
+/// Lines of a failed run's libtest report shown: its start (which test, where it panicked) and
 /// its end (the rest of the message, the summary). A VM that did not finish shows its last lines.
 const HEAD_LINES: usize = 40;
 const TAIL_LINES: usize = 60;
 
+/// The README's generated kernel table sits between these lines.
+const README_BEGIN: &str = "<!-- kernel-matrix:begin (cargo xtask vm-test --readme) -->";
+const README_END: &str = "<!-- kernel-matrix:end -->";
+
+/// Guest memory: the matrix fits in 1 GiB; filling every memcg ID takes ~1.7 GB of kernel memory.
+const MATRIX_MEMORY_MIB: u32 = 1024;
+const EXHAUST_MEMORY_MIB: u32 = 3072;
+
 #[derive(Args)]
 pub struct VmTestArgs {
-    /// Which Debian kernel(s) to boot.
-    #[arg(long, value_enum, default_value = "all")]
-    kernel: KernelChoice,
+    /// Which Debian kernel(s) to boot (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    kernel: Vec<KernelChoice>,
     /// Keep the initramfs and print a QEMU command that boots it into a shell.
     #[arg(long)]
     keep: bool,
-    /// Seconds a VM may run before it is killed and counted as failed (TCG is slow).
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// The integration test target to run in the VMs.
-    #[arg(long, default_value = TEST_TARGET)]
-    test: String,
+    /// Seconds a VM may run before it is killed and counted as failed (TCG is slow; default
+    /// 900, 2400 with --exhaust).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Run this integration test target on every tier instead of the matrix's runs.
+    #[arg(long)]
+    test: Option<String>,
+    /// Boot with 3 GiB and run the memcg ID exhaustion test (fills every memcg ID) instead.
+    #[arg(long, conflicts_with = "test")]
+    exhaust: bool,
+    /// Write the kernel table between the markers in README.md from this run's results.
+    #[arg(long, conflicts_with_all = ["test", "exhaust"])]
+    readme: bool,
+    /// Refresh the kernel package lists (`apt-get update` of vm-test's own lists) first.
+    #[arg(long)]
+    refresh: bool,
+    /// Boot nothing: read the console logs the last run left in target/vm-test (with --readme:
+    /// rewrite the table from them).
+    #[arg(long, conflicts_with_all = ["test", "exhaust", "keep"])]
+    from_logs: bool,
 }
 
 impl Default for VmTestArgs {
     /// The full matrix, as `cargo xtask test` runs it.
     fn default() -> Self {
         VmTestArgs {
-            kernel: KernelChoice::All,
+            kernel: vec![KernelChoice::All],
             keep: false,
-            timeout: 600,
-            test: TEST_TARGET.to_string(),
+            timeout: None,
+            test: None,
+            exhaust: false,
+            readme: false,
+            refresh: false,
+            from_logs: false,
         }
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum KernelChoice {
+    #[value(name = "5.10")]
+    V5_10,
     #[value(name = "6.1")]
     V6_1,
     #[value(name = "6.12")]
     V6_12,
+    /// The newest Debian kernel (trixie or its backports), when newer than the series above.
+    Newest,
     All,
 }
 
-/// A Debian kernel series: package names `<prefix><abi>[+<tag>]-cloud-amd64`.
+/// A Debian kernel series: the newest `linux-image-<version>-cloud-amd64` of a major.minor, or
+/// the newest of all.
 struct Series {
     label: &'static str,
-    prefix: &'static str,
-    /// The same prefix as an extended regular expression, for `apt-cache search`.
-    prefix_regex: &'static str,
+    /// (major, minor); None: the newest kernel of any version.
+    version: Option<(u32, u32)>,
+    choice: KernelChoice,
 }
 
 const SERIES: &[Series] = &[
     Series {
+        label: "5.10",
+        version: Some((5, 10)),
+        choice: KernelChoice::V5_10,
+    },
+    Series {
         label: "6.1",
-        prefix: "linux-image-6.1.0-",
-        prefix_regex: r"linux-image-6\.1\.0-",
+        version: Some((6, 1)),
+        choice: KernelChoice::V6_1,
     },
     Series {
         label: "6.12",
-        prefix: "linux-image-6.12.",
-        prefix_regex: r"linux-image-6\.12\.",
+        version: Some((6, 12)),
+        choice: KernelChoice::V6_12,
+    },
+    Series {
+        label: "newest",
+        version: None,
+        choice: KernelChoice::Newest,
     },
 ];
 
+const IMAGE_PREFIX: &str = "linux-image-";
 const FLAVOUR_SUFFIX: &str = "-cloud-amd64";
 
+/// The version key of a cloud kernel image package: (major, minor, patch, ABI) from
+/// `linux-image-6.1.0-56-cloud-amd64` (Debian's ABI number; patch 0) or
+/// `linux-image-6.12.117+deb12-cloud-amd64` (upstream patch level; ABI 0). None for other
+/// packages (meta-packages, `-dbg`, `-unsigned`).
+fn package_version(package: &str) -> Option<[u32; 4]> {
+    let middle = package
+        .strip_prefix(IMAGE_PREFIX)?
+        .strip_suffix(FLAVOUR_SUFFIX)?;
+    let (version, tag) = match middle.split_once('+') {
+        Some((v, tag)) if !tag.is_empty() && tag.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            (v, Some(tag))
+        }
+        Some(_) => return None,
+        None => (middle, None),
+    };
+    let (dotted, abi) = match version.split_once('-') {
+        Some((d, abi)) if tag.is_none() => (d, abi.parse().ok()?),
+        Some(_) => return None,
+        None => (version, 0),
+    };
+    let parts: Vec<u32> = dotted
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [major, minor, patch] = parts[..] else {
+        return None;
+    };
+    Some([major, minor, patch, abi])
+}
+
 impl Series {
-    fn selected(&self, choice: KernelChoice) -> bool {
-        match choice {
-            KernelChoice::All => true,
-            KernelChoice::V6_1 => self.label == "6.1",
-            KernelChoice::V6_12 => self.label == "6.12",
+    fn selected(&self, choices: &[KernelChoice]) -> bool {
+        choices
+            .iter()
+            .any(|c| *c == KernelChoice::All || *c == self.choice)
+    }
+
+    fn matches(&self, package: &str) -> Option<[u32; 4]> {
+        let v = package_version(package)?;
+        match self.version {
+            Some((major, minor)) if (v[0], v[1]) != (major, minor) => None,
+            _ => Some(v),
         }
     }
 
-    /// The ABI number of a package of this series (`56` in `linux-image-6.1.0-56-cloud-amd64`,
-    /// `117` in `linux-image-6.12.117+deb12-cloud-amd64`); None for other packages.
-    fn abi(&self, package: &str) -> Option<u32> {
-        let middle = package
-            .strip_prefix(self.prefix)?
-            .strip_suffix(FLAVOUR_SUFFIX)?;
-        let (number, tag) = middle.split_once('+').unwrap_or((middle, ""));
-        let tag_ok = tag.chars().all(|c| c.is_ascii_alphanumeric());
-        if !tag_ok || (middle.contains('+') && tag.is_empty()) {
-            return None;
-        }
-        number.parse().ok()
-    }
-
-    fn apt_regex(&self) -> String {
-        format!(
-            "^{}[0-9]+(\\+[a-z0-9]+)?{FLAVOUR_SUFFIX}$",
-            self.prefix_regex
-        )
-    }
-
-    /// The newest package of this series the apt lists or the cache know.
-    fn newest(&self, cache: &Path) -> Result<Option<String>> {
-        let mut names = apt_packages(&self.apt_regex())?;
-        names.extend(cached_packages(cache)?);
-        Ok(names
-            .into_iter()
-            .filter_map(|n| self.abi(&n).map(|abi| (abi, n)))
+    /// The newest package of this series among `names`.
+    fn newest<'a>(&self, names: &'a [String]) -> Option<&'a str> {
+        names
+            .iter()
+            .filter_map(|n| self.matches(n).map(|v| (v, n)))
             .max()
-            .map(|(_, n)| n))
+            .map(|(_, n)| n.as_str())
     }
 }
 
@@ -149,21 +218,109 @@ impl Series {
 struct Kernel {
     /// The release, e.g. `6.1.0-56-cloud-amd64`.
     release: String,
+    /// The Debian package it came from.
+    package: String,
     vmlinuz: PathBuf,
 }
 
-/// What one VM reported: each tier's exit status (None: it never ran) and whether it finished.
+/// One run of a test binary inside the VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TestRun {
+    /// Its name in the markers and the summary (a tier, `classic`, `exhaust`).
+    name: String,
+    /// The integration test target.
+    target: String,
+    /// Environment settings, `NAME=value`.
+    env: Vec<String>,
+    /// Extra arguments to the libtest binary.
+    args: Vec<String>,
+    /// Run with `/sys/kernel/btf` hidden (an empty tmpfs over it; a copy of its vmlinux stays
+    /// at [`VM_BTF_COPY`]).
+    hide_btf: bool,
+}
+
+/// Where the VM keeps a copy of its kernel's BTF for the runs with `/sys/kernel/btf` hidden.
+const VM_BTF_COPY: &str = "/tmp/vmlinux.btf";
+
+/// The runs of a mode: the test target on every tier (with `--show-output`, so facts printed
+/// by passing tests reach the console), the classic-tracepoint pipeline test, or the exhaustion
+/// test alone.
+fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
+    if args.exhaust {
+        return vec![TestRun {
+            name: "exhaust".to_string(),
+            target: EXHAUST_TARGET.to_string(),
+            env: vec!["CGTRACE_EXHAUST=1".to_string()],
+            args: vec!["--include-ignored".to_string(), "--nocapture".to_string()],
+            hide_btf: false,
+        }];
+    }
+    let target = args.test.clone().unwrap_or_else(|| TEST_TARGET.to_string());
+    let mut runs: Vec<TestRun> = TIERS
+        .iter()
+        .map(|tier| TestRun {
+            name: (*tier).to_string(),
+            target: target.clone(),
+            env: vec![format!("CGTRACE_TIER={tier}")],
+            args: vec!["--show-output".to_string()],
+            hide_btf: false,
+        })
+        .collect();
+    if args.test.is_none() {
+        let classic = TestRun {
+            name: "classic".to_string(),
+            target: CLASSIC_TARGET.to_string(),
+            env: Vec::new(),
+            args: vec![CLASSIC_TEST.to_string(), "--exact".to_string()],
+            hide_btf: false,
+        };
+        runs.extend([
+            classic.clone(),
+            // The kernel's BTF from a file (`CGTRACE_BTF`) where /sys/kernel/btf is missing: the
+            // lifecycle tests check the memcg reads against the kernel's own files, on the tier
+            // that uses BTF most (fentry: its attach targets too).
+            TestRun {
+                name: "btf-file".to_string(),
+                target: target.clone(),
+                env: vec![
+                    "CGTRACE_TIER=fentry".to_string(),
+                    format!("CGTRACE_BTF={VM_BTF_COPY}"),
+                ],
+                args: Vec::new(),
+                hide_btf: true,
+            },
+            // No BTF at all: the classic tracepoints still stream every mkdir/rmdir/release.
+            TestRun {
+                name: "no-btf".to_string(),
+                hide_btf: true,
+                ..classic
+            },
+        ]);
+    }
+    runs
+}
+
+/// What one VM reported: each run's exit status (None: it never ran), whether it finished, and
+/// the facts it printed.
 struct VmOutcome {
-    statuses: Vec<(&'static str, Option<i32>)>,
+    statuses: Vec<(String, Option<i32>)>,
+    facts: BTreeMap<String, String>,
     finished: bool,
     /// Killed at the timeout (else, if not finished, it stopped early: a crash or a panic).
     timed_out: bool,
+    seconds: u64,
     log: PathBuf,
 }
 
 impl VmOutcome {
     fn passed(&self) -> bool {
         self.finished && self.statuses.iter().all(|(_, s)| *s == Some(0))
+    }
+
+    fn run_passed(&self, run: &str) -> bool {
+        self.statuses
+            .iter()
+            .any(|(name, s)| name == run && *s == Some(0))
     }
 }
 
@@ -174,15 +331,58 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     let out_dir = workspace_root().join("target/vm-test");
     fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
 
-    let kernels = prepare_kernels(&cache, args.kernel)?;
-    let binary = build_test_binary(&args.test)?;
-    let initramfs = out_dir.join("initramfs.cpio.gz");
-    build_initramfs(&binary, &args.test, &initramfs)?;
+    let kernels = prepare_kernels(&cache, &args.kernel, args.refresh)?;
+    let runs = test_runs(&args);
+    if args.from_logs {
+        let outcomes = kernels
+            .iter()
+            .map(|k| {
+                Ok((
+                    k,
+                    outcome_from_log(
+                        &out_dir.join(format!("{}.log", k.release)),
+                        &runs,
+                        false,
+                        None,
+                    )?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        print_summary(&outcomes, Duration::ZERO);
+        if args.readme {
+            let readme = workspace_root().join("README.md");
+            write_readme_table(&readme, &kernel_table(&outcomes))?;
+            eprintln!("vm-test: wrote the kernel table to {}", readme.display());
+        }
+        return Ok(());
+    }
+    let targets: BTreeSet<&str> = runs.iter().map(|r| r.target.as_str()).collect();
+    let binaries = build_test_binaries(&targets)?;
+    let initramfs = out_dir.join(if args.exhaust {
+        "initramfs-exhaust.cpio.gz"
+    } else {
+        "initramfs.cpio.gz"
+    });
+    build_initramfs(&binaries, &runs, &initramfs)?;
 
-    let timeout = Duration::from_secs(args.timeout);
+    let (memory, default_timeout) = if args.exhaust {
+        (EXHAUST_MEMORY_MIB, 2400)
+    } else {
+        (MATRIX_MEMORY_MIB, 900)
+    };
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(default_timeout));
+    let started = Instant::now();
     let mut outcomes = Vec::new();
     for kernel in &kernels {
-        let outcome = boot(kernel, &initramfs, &out_dir, timeout)?;
+        let outcome = boot(
+            kernel,
+            &initramfs,
+            &out_dir,
+            &runs,
+            memory,
+            timeout,
+            if args.exhaust { "-exhaust" } else { "" },
+        )?;
         outcomes.push((kernel, outcome));
     }
 
@@ -191,9 +391,14 @@ pub fn run(args: VmTestArgs) -> Result<()> {
             print_failure(kernel, outcome)?;
         }
     }
-    print_summary(&outcomes);
+    print_summary(&outcomes, started.elapsed());
+    if args.readme {
+        let readme = workspace_root().join("README.md");
+        write_readme_table(&readme, &kernel_table(&outcomes))?;
+        eprintln!("vm-test: wrote the kernel table to {}", readme.display());
+    }
     if args.keep {
-        print_shell_command(&kernels, &initramfs);
+        print_shell_command(&kernels, &initramfs, memory);
     } else {
         fs::remove_file(&initramfs).with_context(|| format!("remove {}", initramfs.display()))?;
     }
@@ -218,6 +423,9 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("gzip", "gzip"),
 ];
 
+/// The keyring that signs Debian's archive (bullseye, bookworm and trixie keys).
+const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
 fn require_host_tools() -> Result<()> {
     for (program, package) in HOST_TOOLS {
         if find_in_path(program).is_none() {
@@ -227,6 +435,11 @@ fn require_host_tools() -> Result<()> {
     if !Path::new(BUSYBOX).is_file() {
         bail!(
             "vm-test needs a static busybox at {BUSYBOX}: install the Debian package busybox-static"
+        );
+    }
+    if !Path::new(DEBIAN_KEYRING).is_file() {
+        bail!(
+            "vm-test needs Debian's archive keys at {DEBIAN_KEYRING}: install the Debian package debian-archive-keyring"
         );
     }
     Ok(())
@@ -240,6 +453,171 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Kernel packages: vm-test's own apt lists
+
+/// The suites the kernels come from: bullseye (5.10), bookworm (6.1, 6.12 backported),
+/// trixie and trixie-backports (6.12 and newer), with their security updates.
+const APT_SOURCES: &[(&str, &str)] = &[
+    ("debian", "bullseye"),
+    ("debian-security", "bullseye-security"),
+    ("debian", "bookworm"),
+    ("debian-security", "bookworm-security"),
+    ("debian", "trixie"),
+    ("debian-security", "trixie-security"),
+    ("debian", "trixie-backports"),
+];
+
+/// apt with package lists, caches and sources of its own under `<cache>/apt`: the host's
+/// sources (one Debian release) stay untouched, and its lock is not taken.
+struct Apt {
+    root: PathBuf,
+}
+
+impl Apt {
+    fn new(cache: &Path) -> Apt {
+        Apt {
+            root: cache.join("apt"),
+        }
+    }
+
+    fn sources_path(&self) -> PathBuf {
+        self.root.join("sources.list")
+    }
+
+    fn lists(&self) -> PathBuf {
+        self.root.join("lists")
+    }
+
+    fn sources() -> String {
+        let mut text = String::from("# Written by `cargo xtask vm-test`.\n");
+        for (archive, suite) in APT_SOURCES {
+            text.push_str(&format!(
+                "deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/{archive} {suite} main\n"
+            ));
+        }
+        text
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let opt = |k: &str, v: &Path| format!("{k}={}", v.display());
+        for o in [
+            opt("Dir::Etc::SourceList", &self.sources_path()),
+            opt("Dir::Etc::SourceParts", &self.root.join("sources.list.d")),
+            opt("Dir::State::Lists", &self.lists()),
+            opt("Dir::Cache", &self.root.join("cache")),
+            // Package lists only: no translations, no AppStream metadata.
+            "Acquire::Languages=none".to_string(),
+            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_string(),
+            "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false".to_string(),
+            "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false".to_string(),
+        ] {
+            cmd.arg("-o").arg(o);
+        }
+        if is_root() {
+            // apt drops to the `_apt` user to download, which cannot write the root-owned cache.
+            cmd.args(["-o", "APT::Sandbox::User=root"]);
+        }
+        cmd
+    }
+
+    /// Writes the sources and fetches the lists when they are missing, the sources changed, or
+    /// `refresh` asks for it. Returns whether the lists were fetched.
+    fn ensure_lists(&self, refresh: bool) -> Result<bool> {
+        for dir in [
+            self.lists().join("partial"),
+            self.root.join("cache/archives/partial"),
+            self.root.join("sources.list.d"),
+        ] {
+            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let wanted = Apt::sources();
+        let path = self.sources_path();
+        let changed = fs::read_to_string(&path).ok().as_deref() != Some(wanted.as_str());
+        if changed {
+            fs::write(&path, &wanted).with_context(|| format!("write {}", path.display()))?;
+        }
+        if changed || refresh || !self.has_lists()? {
+            self.update()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn has_lists(&self) -> Result<bool> {
+        let dir = self.lists();
+        for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+            let name = entry
+                .with_context(|| format!("read {}", dir.display()))?
+                .file_name();
+            // `..._Packages`, stored compressed (`.lz4`) where apt is configured so.
+            if name.to_string_lossy().contains("_Packages") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn update(&self) -> Result<()> {
+        eprintln!(
+            "vm-test: fetching the kernel package lists ({}) into {}",
+            APT_SOURCES
+                .iter()
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.lists().display()
+        );
+        run_command(self.command("apt-get").args(["update", "-qq"]))
+    }
+
+    /// The cloud kernel image packages the lists know (offline).
+    fn image_packages(&self) -> Result<Vec<String>> {
+        let regex = format!(r"^{IMAGE_PREFIX}[0-9].*{FLAVOUR_SUFFIX}$");
+        let out = self
+            .command("apt-cache")
+            .args(["search", "--names-only", &regex])
+            .output()
+            .context("run apt-cache search")?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache search {regex} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(" - ").next())
+            .map(|n| n.trim().to_string())
+            .collect())
+    }
+
+    /// `apt-get download` into `dir`; on failure (the lists name a version the mirror dropped)
+    /// refreshes the lists once and tries again.
+    fn download(&self, dir: &Path, package: &str) -> Result<PathBuf> {
+        eprintln!("vm-test: downloading {package}");
+        let fetch = || {
+            run_command(
+                self.command("apt-get")
+                    .current_dir(dir)
+                    .args(["download", "-qq", package]),
+            )
+        };
+        if fetch().is_err() {
+            eprintln!("vm-test: download failed; refreshing the package lists and retrying");
+            self.update()?;
+            fetch()?;
+        }
+        find_deb(dir, package)?.with_context(|| {
+            format!(
+                "apt-get download {package} succeeded but no .deb is in {}",
+                dir.display()
+            )
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kernel cache
 
 fn cache_dir() -> PathBuf {
@@ -249,53 +627,60 @@ fn cache_dir() -> PathBuf {
 }
 
 /// The newest kernel of each selected series, downloaded and extracted if not cached yet.
-/// A series with no package anywhere is reported and skipped, unless it was asked for alone.
-fn prepare_kernels(cache: &Path, choice: KernelChoice) -> Result<Vec<Kernel>> {
+/// A series with no package anywhere is reported and skipped, unless it was asked for by name;
+/// `newest` is skipped when it is a kernel of another selected series.
+fn prepare_kernels(cache: &Path, choices: &[KernelChoice], refresh: bool) -> Result<Vec<Kernel>> {
     fs::create_dir_all(cache).with_context(|| {
         format!(
             "create the kernel cache {} (set CGTRACE_VM_CACHE to a writable directory)",
             cache.display()
         )
     })?;
-    let mut kernels = Vec::new();
-    for series in SERIES.iter().filter(|s| s.selected(choice)) {
-        let Some(package) = series.newest(cache)? else {
+    let apt = Apt::new(cache);
+    let mut names = cached_packages(cache)?;
+    // Offline with every kernel cached is fine; the lists are only needed to find new ones.
+    match apt.ensure_lists(refresh) {
+        Ok(_) => names.extend(apt.image_packages()?),
+        Err(e) => eprintln!(
+            "vm-test: WARNING: no kernel package lists ({e:#}); using the cached kernels only"
+        ),
+    }
+    let by_name = choices.iter().any(|c| *c != KernelChoice::All);
+    let mut packages: Vec<String> = Vec::new();
+    for series in SERIES.iter().filter(|s| s.selected(choices)) {
+        let Some(package) = series.newest(&names) else {
             let msg = format!(
-                "no linux-image-{}.*{FLAVOUR_SUFFIX} package in the apt lists or in {}",
-                series.label,
+                "no linux-image-{}*{FLAVOUR_SUFFIX} package in the apt lists or in {}",
+                series
+                    .version
+                    .map_or(String::new(), |(a, b)| format!("{a}.{b}.")),
                 cache.display()
             );
-            if choice != KernelChoice::All {
+            if by_name {
                 bail!("vm-test: {msg}");
             }
             eprintln!("vm-test: SKIPPING kernel {}: {msg}", series.label);
             continue;
         };
-        kernels.push(cached_kernel(cache, &package)?);
+        if packages.iter().any(|p| p == package) {
+            eprintln!(
+                "vm-test: kernel {}: {package} is already in the matrix",
+                series.label
+            );
+            continue;
+        }
+        packages.push(package.to_string());
     }
+    // Oldest first.
+    packages.sort_by_key(|p| package_version(p));
+    let kernels = packages
+        .iter()
+        .map(|p| cached_kernel(cache, &apt, p))
+        .collect::<Result<Vec<_>>>()?;
     if kernels.is_empty() {
         bail!("vm-test: no Debian cloud kernel is available to boot");
     }
     Ok(kernels)
-}
-
-/// Package names matching an extended regular expression in the apt lists (offline).
-fn apt_packages(regex: &str) -> Result<Vec<String>> {
-    let out = Command::new("apt-cache")
-        .args(["search", "--names-only", regex])
-        .output()
-        .context("run apt-cache search")?;
-    if !out.status.success() {
-        bail!(
-            "apt-cache search {regex} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(" - ").next())
-        .map(|n| n.trim().to_string())
-        .collect())
 }
 
 /// Packages whose vmlinuz is in the cache already.
@@ -313,28 +698,33 @@ fn cached_packages(cache: &Path) -> Result<Vec<String>> {
 }
 
 /// `<cache>/<package>/vmlinuz`, downloading and extracting the package the first time.
-fn cached_kernel(cache: &Path, package: &str) -> Result<Kernel> {
+fn cached_kernel(cache: &Path, apt: &Apt, package: &str) -> Result<Kernel> {
     let dir = cache.join(package);
     let vmlinuz = dir.join("vmlinuz");
     let release = package
-        .strip_prefix("linux-image-")
+        .strip_prefix(IMAGE_PREFIX)
         .unwrap_or(package)
         .to_string();
+    let kernel = Kernel {
+        release: release.clone(),
+        package: package.to_string(),
+        vmlinuz: vmlinuz.clone(),
+    };
     if vmlinuz.is_file() {
         eprintln!("vm-test: kernel {release}: cached in {}", dir.display());
-        return Ok(Kernel { release, vmlinuz });
+        return Ok(kernel);
     }
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let deb = match find_deb(&dir, package)? {
         Some(deb) => deb,
-        None => download_deb(&dir, package)?,
+        None => apt.download(&dir, package)?,
     };
-    extract_vmlinuz(&deb, &release, &vmlinuz)?;
+    extract_vmlinuz(apt, &deb, &release, &vmlinuz)?;
     eprintln!(
         "vm-test: kernel {release}: extracted to {}",
         vmlinuz.display()
     );
-    Ok(Kernel { release, vmlinuz })
+    Ok(kernel)
 }
 
 fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
@@ -351,41 +741,23 @@ fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// `apt-get download` into `dir`; on failure (stale lists name a version the mirror dropped)
-/// refreshes the lists once, when root, and tries again.
-fn download_deb(dir: &Path, package: &str) -> Result<PathBuf> {
-    eprintln!("vm-test: downloading {package}");
-    if apt_download(dir, package).is_err() {
-        if !is_root() {
-            bail!(
-                "apt-get download {package} failed; the package lists may be stale: run `sudo apt-get update`"
-            );
-        }
-        eprintln!("vm-test: download failed; refreshing the package lists and retrying");
-        run_command(Command::new("apt-get").args(["update", "-qq"]))?;
-        apt_download(dir, package)?;
-    }
-    find_deb(dir, package)?.with_context(|| {
-        format!(
-            "apt-get download {package} succeeded but no .deb is in {}",
-            dir.display()
-        )
-    })
+/// Where a kernel package keeps the image: `boot/` up to Debian's 6.18 packages,
+/// `usr/lib/modules/<release>/` in the newer split ones.
+fn image_in(tree: &Path, release: &str) -> Option<PathBuf> {
+    [
+        format!("boot/vmlinuz-{release}"),
+        format!("usr/lib/modules/{release}/vmlinuz"),
+        format!("lib/modules/{release}/vmlinuz"),
+    ]
+    .into_iter()
+    .map(|p| tree.join(p))
+    .find(|p| p.is_file())
 }
 
-fn apt_download(dir: &Path, package: &str) -> Result<()> {
-    let mut cmd = Command::new("apt-get");
-    cmd.current_dir(dir);
-    if is_root() {
-        // apt drops to the `_apt` user to download, which cannot write the root-owned cache.
-        cmd.args(["-o", "APT::Sandbox::User=root"]);
-    }
-    run_command(cmd.args(["download", "-qq", package]))
-}
-
-/// `dpkg-deb -x` into a scratch directory, then `boot/vmlinuz-<release>` moved into place
-/// (renamed last, so an interrupted run leaves no half-written vmlinuz).
-fn extract_vmlinuz(deb: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
+/// `dpkg-deb -x` into a scratch directory, then the image moved into place (renamed last, so an
+/// interrupted run leaves no half-written vmlinuz). Newer Debian kernels split the image into
+/// `linux-binary-<release>`, which `linux-image-<release>` depends on: fetched the same way.
+fn extract_vmlinuz(apt: &Apt, deb: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
     let dir = vmlinuz
         .parent()
         .context("vmlinuz has no parent directory")?;
@@ -394,39 +766,90 @@ fn extract_vmlinuz(deb: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
         fs::remove_dir_all(&scratch).with_context(|| format!("remove {}", scratch.display()))?;
     }
     run_command(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&scratch))?;
-    let image = scratch.join(format!("boot/vmlinuz-{release}"));
+    let image = match image_in(&scratch, release) {
+        Some(image) => image,
+        None => {
+            let binary = format!("linux-binary-{release}");
+            let depends = Command::new("dpkg-deb")
+                .args(["-f"])
+                .arg(deb)
+                .arg("Depends")
+                .output()
+                .context("run dpkg-deb -f")?;
+            let depends = String::from_utf8_lossy(&depends.stdout);
+            if !depends
+                .split([',', '|', ' ', '('])
+                .any(|d| d.trim() == binary)
+            {
+                bail!(
+                    "{} holds no vmlinuz-{release} and does not depend on {binary}",
+                    deb.display()
+                );
+            }
+            let binary_deb = match find_deb(dir, &binary)? {
+                Some(d) => d,
+                None => apt.download(dir, &binary)?,
+            };
+            run_command(
+                Command::new("dpkg-deb")
+                    .arg("-x")
+                    .arg(&binary_deb)
+                    .arg(&scratch),
+            )?;
+            image_in(&scratch, release).with_context(|| {
+                format!(
+                    "neither {} nor {} holds vmlinuz-{release}",
+                    deb.display(),
+                    binary_deb.display()
+                )
+            })?
+        }
+    };
     let partial = dir.join("vmlinuz.tmp");
-    fs::copy(&image, &partial)
-        .with_context(|| format!("copy {} (is it in the package?)", image.display()))?;
+    fs::copy(&image, &partial).with_context(|| format!("copy {}", image.display()))?;
     fs::rename(&partial, vmlinuz).with_context(|| format!("rename to {}", vmlinuz.display()))?;
     fs::remove_dir_all(&scratch).with_context(|| format!("remove {}", scratch.display()))
 }
 
 // ---------------------------------------------------------------------------------------------
-// Test binary
+// Test binaries
 
-/// `cargo test --no-run` for the test target; the path of its executable.
-fn build_test_binary(test: &str) -> Result<PathBuf> {
-    eprintln!("vm-test: building the `{test}` test binary");
-    let out = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(workspace_root())
+/// `cargo test --no-run` for the test targets; the path of each one's executable.
+fn build_test_binaries(targets: &BTreeSet<&str>) -> Result<BTreeMap<String, PathBuf>> {
+    let names: Vec<&str> = targets.iter().copied().collect();
+    eprintln!("vm-test: building the test binaries {}", names.join(", "));
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root())
         .env("PATH", setup::path_with_cargo_bin())
-        .args(["test", "-p", "integration-tests", "--test", test])
+        .args(["test", "-p", "integration-tests"]);
+    for t in &names {
+        cmd.args(["--test", t]);
+    }
+    let out = cmd
         .args(["--no-run", "--message-format=json"])
         .stderr(Stdio::inherit())
         .output()
         .context("run cargo test --no-run")?;
     if !out.status.success() {
-        bail!("building the `{test}` test binary failed ({})", out.status);
+        bail!("building the test binaries failed ({})", out.status);
     }
-    String::from_utf8_lossy(&out.stdout)
+    let mut found = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
-        .filter(|l| artifact_target_name(l).as_deref() == Some(test))
-        .filter_map(|l| json_string_field(l, "executable"))
-        .next_back()
-        .map(PathBuf::from)
-        .with_context(|| format!("cargo reported no executable for the test target `{test}`"))
+    {
+        if let (Some(name), Some(exe)) = (
+            artifact_target_name(line),
+            json_string_field(line, "executable"),
+        ) && targets.contains(name.as_str())
+        {
+            found.insert(name, PathBuf::from(exe));
+        }
+    }
+    if let Some(missing) = names.iter().find(|t| !found.contains_key(**t)) {
+        bail!("cargo reported no executable for the test target `{missing}`");
+    }
+    Ok(found)
 }
 
 /// The `target.name` of a cargo compiler-artifact message.
@@ -497,10 +920,41 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // Initramfs
 
-/// The VM's `/init`: mount what the tests need, run the test binary on every tier, power off.
-/// With `cgtrace.shell` on the kernel command line it opens a shell instead of running tests.
-fn init_script(test_path: &str) -> String {
-    let tiers = TIERS.join(" ");
+/// The VM's `/init`: mount what the tests need, print what the kernel has, run each test run,
+/// power off. With `cgtrace.shell` on the kernel command line it opens a shell instead.
+fn init_script(runs: &[TestRun]) -> String {
+    let mut body = String::new();
+    for run in runs {
+        let env: Vec<String> = run.env.iter().map(|e| shell_quote(e)).collect();
+        let args: Vec<String> = run.args.iter().map(|a| shell_quote(a)).collect();
+        if run.hide_btf {
+            body.push_str(&format!(
+                "[ -f {VM_BTF_COPY} ] || cp /sys/kernel/btf/vmlinux {VM_BTF_COPY}\n\
+                 mount -t tmpfs btf-hidden /sys/kernel/btf\n"
+            ));
+        }
+        body.push_str(&format!(
+            "echo \"{RUN_MARKER} run={name}\"\n\
+             start=$(cut -d. -f1 /proc/uptime)\n\
+             env CI=true RUST_BACKTRACE=1 {env} /{VM_TEST_DIR}/{target} --test-threads=1 {args}\n\
+             status=$?\n\
+             echo \"{RESULT_MARKER} run={name} status=$status seconds=$(( $(cut -d. -f1 /proc/uptime) - start ))\"\n",
+            name = run.name,
+            env = env.join(" "),
+            target = run.target,
+            args = args.join(" "),
+        ));
+        if run.hide_btf {
+            body.push_str("umount /sys/kernel/btf\n");
+        }
+    }
+    let first = runs.first().map_or(String::new(), |r| {
+        format!(
+            "env CI=true {} /{VM_TEST_DIR}/{}",
+            r.env.join(" "),
+            r.target
+        )
+    });
     format!(
         r#"#!/bin/sh
 # Written by `cargo xtask vm-test`.
@@ -513,39 +967,49 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs cgroup /sys/fs/cgroup
-# The v1 memory hierarchy first, where the kernel has it (6.1; 6.12 is built without
-# CONFIG_MEMCG_V1), as on the build host; then v2, which gets memory where v1 did not take it.
+# The v1 memory hierarchy first, where the kernel has it (5.10, 6.1; Debian's 6.12 and newer are
+# built without CONFIG_MEMCG_V1), as on the build host; then v2, which gets memory where v1 did
+# not take it.
 mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
 mount -t cgroup -o memory memory /sys/fs/cgroup/memory 2>/dev/null || rmdir /sys/fs/cgroup/memory
 mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 echo +memory > /sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null
 echo "CGTRACE-VM-KERNEL $(uname -r)"
+echo "{FACT_MARKER} version $(cat /proc/version)"
+if [ -d /sys/fs/cgroup/memory ]; then memcg=v1; else memcg=v2; fi
+echo "{FACT_MARKER} memcg $memcg"
+if [ -r /sys/kernel/btf/vmlinux ]; then btf=/sys/kernel/btf/vmlinux; else btf=none; fi
+echo "{FACT_MARKER} btf $btf"
+echo "{FACT_MARKER} tracepoint_id $(grep -o 'field:[^;]* id;' /sys/kernel/tracing/events/cgroup/cgroup_mkdir/format)"
+echo "{FACT_MARKER} mem_total_kib $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
 grep cgroup /proc/mounts
 echo "v2 subtree_control: $(cat /sys/fs/cgroup/unified/cgroup.subtree_control)"
 if grep -qw cgtrace.shell /proc/cmdline; then
-    echo "cgtrace.shell: the tests are not run; try: CI=true CGTRACE_TIER=fentry {test_path}"
+    echo "cgtrace.shell: the tests are not run; try: {first}"
     echo "power off with: poweroff -f"
     setsid cttyhack sh
     poweroff -f
 fi
 cd /tmp
-for tier in {tiers}; do
-    echo "{RUN_MARKER} tier=$tier"
-    CI=true CGTRACE_TIER=$tier RUST_BACKTRACE=1 {test_path} --test-threads=1
-    echo "{RESULT_MARKER} tier=$tier status=$?"
-done
-echo {DONE_MARKER}
+{body}echo {DONE_MARKER}
 poweroff -f
 "#
     )
 }
 
-/// A gzip-compressed newc cpio: busybox, the test binary, the shared libraries of both at their
+/// A gzip-compressed newc cpio: busybox, the test binaries, the shared libraries of all at their
 /// host paths, `/dev/console` and `/init`.
-fn build_initramfs(binary: &Path, test: &str, output: &Path) -> Result<()> {
-    let test_path = format!("/{VM_TEST_DIR}/{test}");
+fn build_initramfs(
+    binaries: &BTreeMap<String, PathBuf>,
+    runs: &[TestRun],
+    output: &Path,
+) -> Result<()> {
     let mut libs = BTreeSet::new();
-    for program in [binary, Path::new(BUSYBOX)] {
+    for program in binaries
+        .values()
+        .map(PathBuf::as_path)
+        .chain([Path::new(BUSYBOX)])
+    {
         libs.extend(shared_libraries(program)?);
     }
 
@@ -564,14 +1028,16 @@ fn build_initramfs(binary: &Path, test: &str, output: &Path) -> Result<()> {
     cpio.char_device("dev/console", 0o600, 5, 1)?;
     cpio.file_from_host(BUSYBOX, Path::new(BUSYBOX), 0o755)?;
     cpio.symlink("bin/sh", "busybox")?;
-    cpio.file_from_host(&test_path, binary, 0o755)?;
+    for (target, binary) in binaries {
+        cpio.file_from_host(&format!("/{VM_TEST_DIR}/{target}"), binary, 0o755)?;
+    }
     for lib in &libs {
         let path = lib
             .to_str()
             .with_context(|| format!("library path {} is not UTF-8", lib.display()))?;
         cpio.file_from_host(path, lib, 0o755)?;
     }
-    cpio.file("init", 0o755, init_script(&test_path).as_bytes())?;
+    cpio.file("init", 0o755, init_script(runs).as_bytes())?;
     cpio.finish()?
         .into_inner()
         .map_err(|e| e.into_error())
@@ -710,9 +1176,11 @@ fn pad4(len: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Booting
 
-fn qemu_command(kernel: &Kernel, initramfs: &Path, append: &str) -> Command {
+fn qemu_command(kernel: &Kernel, initramfs: &Path, append: &str, memory_mib: u32) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2"])
+        .arg("-m")
+        .arg(memory_mib.to_string())
         .args(["-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
@@ -724,10 +1192,18 @@ fn qemu_command(kernel: &Kernel, initramfs: &Path, append: &str) -> Command {
 
 /// Boots one kernel with the console going to `<out_dir>/<release>.log`, waits for it to power
 /// off (or kills it at the timeout) and reads the markers.
-fn boot(kernel: &Kernel, initramfs: &Path, out_dir: &Path, timeout: Duration) -> Result<VmOutcome> {
-    let log = out_dir.join(format!("{}.log", kernel.release));
+fn boot(
+    kernel: &Kernel,
+    initramfs: &Path,
+    out_dir: &Path,
+    runs: &[TestRun],
+    memory_mib: u32,
+    timeout: Duration,
+    log_suffix: &str,
+) -> Result<VmOutcome> {
+    let log = out_dir.join(format!("{}{log_suffix}.log", kernel.release));
     eprintln!(
-        "vm-test: booting {} (console: {})",
+        "vm-test: booting {} with {memory_mib} MiB (console: {})",
         kernel.release,
         log.display()
     );
@@ -736,14 +1212,19 @@ fn boot(kernel: &Kernel, initramfs: &Path, out_dir: &Path, timeout: Duration) ->
         .try_clone()
         .with_context(|| format!("reopen {}", log.display()))?;
     let started = Instant::now();
-    let mut qemu = qemu_command(kernel, initramfs, "console=ttyS0 panic=-1 quiet")
-        .stdin(Stdio::null())
-        .stdout(console)
-        .stderr(console_err)
-        .spawn()
-        .context("start qemu-system-x86_64")?;
+    let mut qemu = qemu_command(
+        kernel,
+        initramfs,
+        "console=ttyS0 panic=-1 quiet",
+        memory_mib,
+    )
+    .stdin(Stdio::null())
+    .stdout(console)
+    .stderr(console_err)
+    .spawn()
+    .context("start qemu-system-x86_64")?;
     let timed_out = !wait_or_kill(&mut qemu, timeout)?;
-    let elapsed = started.elapsed().as_secs();
+    let seconds = started.elapsed().as_secs();
     if timed_out {
         eprintln!(
             "vm-test: {} did not finish in {} s; killed",
@@ -751,14 +1232,33 @@ fn boot(kernel: &Kernel, initramfs: &Path, out_dir: &Path, timeout: Duration) ->
             timeout.as_secs()
         );
     } else {
-        eprintln!("vm-test: {} ran for {elapsed} s", kernel.release);
+        eprintln!("vm-test: {} ran for {seconds} s", kernel.release);
     }
-    let text = read_log(&log)?;
+    outcome_from_log(&log, runs, timed_out, Some(seconds))
+}
+
+/// What a VM's console log says; `seconds` None: the sum of its runs' times.
+fn outcome_from_log(
+    log: &Path,
+    runs: &[TestRun],
+    timed_out: bool,
+    seconds: Option<u64>,
+) -> Result<VmOutcome> {
+    let text = read_log(log)?;
     Ok(VmOutcome {
-        statuses: TIERS.iter().map(|t| (*t, tier_status(&text, t))).collect(),
+        statuses: runs
+            .iter()
+            .map(|r| (r.name.clone(), run_status(&text, &r.name)))
+            .collect(),
+        facts: facts(&text),
         finished: !timed_out && text.lines().any(|l| l.contains(DONE_MARKER)),
         timed_out,
-        log,
+        seconds: seconds.unwrap_or_else(|| {
+            runs.iter()
+                .filter_map(|r| run_seconds(&text, &r.name))
+                .sum()
+        }),
+        log: log.to_path_buf(),
     })
 }
 
@@ -784,13 +1284,38 @@ fn read_log(log: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).replace('\r', ""))
 }
 
-/// The exit status the VM reported for a tier (the marker may follow kernel output on a line).
-fn tier_status(log: &str, tier: &str) -> Option<i32> {
-    let marker = format!("{RESULT_MARKER} tier={tier} status=");
-    log.lines().find_map(|l| {
-        let rest = &l[l.find(&marker)? + marker.len()..];
-        rest.split_whitespace().next()?.parse().ok()
+/// The text after a marker on the lines holding it (the marker may follow kernel output).
+fn after_marker<'a>(log: &'a str, marker: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    log.lines()
+        .filter_map(move |l| Some(&l[l.find(marker)? + marker.len()..]))
+}
+
+/// The exit status the VM reported for a run.
+fn run_status(log: &str, run: &str) -> Option<i32> {
+    let marker = format!("{RESULT_MARKER} run={run} status=");
+    after_marker(log, &marker).find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// Seconds a run took, as the VM measured them.
+fn run_seconds(log: &str, run: &str) -> Option<u64> {
+    let marker = format!("{RESULT_MARKER} run={run} status=");
+    after_marker(log, &marker).find_map(|rest| {
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix("seconds="))?
+            .parse()
+            .ok()
     })
+}
+
+/// `CGTRACE-VM-FACT <key> <value>` lines; a later line wins.
+fn facts(log: &str) -> BTreeMap<String, String> {
+    let marker = format!("{FACT_MARKER} ");
+    after_marker(log, &marker)
+        .filter_map(|rest| {
+            let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            (!key.is_empty()).then(|| (key.to_string(), value.trim().to_string()))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -804,7 +1329,7 @@ fn status_word(status: Option<i32>) -> String {
     }
 }
 
-fn print_summary(outcomes: &[(&Kernel, VmOutcome)]) {
+fn print_summary(outcomes: &[(&Kernel, VmOutcome)], elapsed: Duration) {
     let width = outcomes
         .iter()
         .map(|(k, _)| k.release.len())
@@ -812,12 +1337,17 @@ fn print_summary(outcomes: &[(&Kernel, VmOutcome)]) {
         .unwrap_or(0);
     println!();
     for (kernel, outcome) in outcomes {
-        for (tier, status) in &outcome.statuses {
+        let text = read_log(&outcome.log).unwrap_or_default();
+        for (run, status) in &outcome.statuses {
+            let took = run_seconds(&text, run).map_or(String::new(), |s| format!("  ({s} s)"));
             println!(
-                "vm-test  {:width$}  {tier:<10}  {}",
+                "vm-test  {:width$}  {run:<10}  {}{took}",
                 kernel.release,
                 status_word(*status)
             );
+        }
+        if let Some(exhaust) = outcome.facts.get("exhaust") {
+            println!("vm-test  {:width$}  exhaust     {exhaust}", kernel.release);
         }
         if !outcome.finished {
             let why = if outcome.timed_out {
@@ -832,21 +1362,30 @@ fn print_summary(outcomes: &[(&Kernel, VmOutcome)]) {
                 outcome.log.display()
             );
         }
+        println!(
+            "vm-test  {:width$}  {:<10}  {} s in the VM",
+            kernel.release, "total", outcome.seconds
+        );
     }
+    println!(
+        "vm-test: {} kernel(s) in {} s",
+        outcomes.len(),
+        elapsed.as_secs()
+    );
 }
 
-/// The libtest report of each failed tier, or the log's end when the VM did not finish.
+/// The libtest report of each failed run, or the log's end when the VM did not finish.
 fn print_failure(kernel: &Kernel, outcome: &VmOutcome) -> Result<()> {
     let text = read_log(&outcome.log)?;
-    for (tier, status) in &outcome.statuses {
+    for (run, status) in &outcome.statuses {
         if status.is_some_and(|s| s != 0) {
             eprintln!(
-                "\n==== vm-test {} tier {tier}: {} (full log: {}) ====",
+                "\n==== vm-test {} run {run}: {} (full log: {}) ====",
                 kernel.release,
                 status_word(*status),
                 outcome.log.display()
             );
-            let report = failure_report(tier_section(&text, tier));
+            let report = failure_report(run_section(&text, run));
             eprintln!("{}", excerpt(report, HEAD_LINES, TAIL_LINES));
         }
     }
@@ -861,10 +1400,10 @@ fn print_failure(kernel: &Kernel, outcome: &VmOutcome) -> Result<()> {
     Ok(())
 }
 
-/// The part of the log between a tier's start marker and its result marker.
-fn tier_section<'a>(log: &'a str, tier: &str) -> &'a str {
-    let start_marker = format!("{RUN_MARKER} tier={tier}\n");
-    let end_marker = format!("{RESULT_MARKER} tier={tier} ");
+/// The part of the log between a run's start marker and its result marker.
+fn run_section<'a>(log: &'a str, run: &str) -> &'a str {
+    let start_marker = format!("{RUN_MARKER} run={run}\n");
+    let end_marker = format!("{RESULT_MARKER} run={run} ");
     let start = log
         .find(&start_marker)
         .map_or(0, |i| i + start_marker.len());
@@ -895,7 +1434,7 @@ fn excerpt(text: &str, head: usize, tail: usize) -> String {
     shown.join("\n")
 }
 
-fn print_shell_command(kernels: &[Kernel], initramfs: &Path) {
+fn print_shell_command(kernels: &[Kernel], initramfs: &Path, memory_mib: u32) {
     eprintln!(
         "\nvm-test: kept {}; to boot a kernel into a shell (mounts done, tests not run):",
         initramfs.display()
@@ -905,6 +1444,7 @@ fn print_shell_command(kernels: &[Kernel], initramfs: &Path) {
             kernel,
             initramfs,
             "console=ttyS0 panic=-1 quiet cgtrace.shell",
+            memory_mib,
         );
         let args: Vec<String> = cmd
             .get_args()
@@ -915,9 +1455,10 @@ fn print_shell_command(kernels: &[Kernel], initramfs: &Path) {
 }
 
 fn shell_quote(arg: &str) -> String {
-    if arg
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+".contains(c))
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+".contains(c))
     {
         arg.to_string()
     } else {
@@ -925,23 +1466,177 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The README's kernel table
+
+/// The upstream version from `/proc/version` (`... #1 SMP Debian 5.10.262-1 (2026-07-31)`).
+fn debian_version(proc_version: &str) -> Option<&str> {
+    // The last one: the compiler's version in parentheses says "Debian" too.
+    let after = &proc_version[proc_version.rfind("Debian ")? + "Debian ".len()..];
+    after.split_whitespace().next()
+}
+
+/// The type of the classic tracepoints' `id` from its format line (`field:u64 id;`).
+fn tracepoint_id_type(fact: &str) -> Option<&str> {
+    let decl = fact.strip_prefix("field:")?.strip_suffix(" id;")?;
+    Some(decl.trim())
+}
+
+/// One row per kernel: what passed on it, and what the kernel offered, from the VM's output.
+fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
+    let mut text = String::from(
+        "| kernel | Debian package | memcg | probe tiers passed | classic tracepoints | failed mkdirs caught by | BTF | buffer |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (kernel, o) in outcomes {
+        let fact = |k: &str| o.facts.get(k).map(String::as_str);
+        let version = fact("version")
+            .and_then(debian_version)
+            .unwrap_or(kernel.release.as_str());
+        let tiers: Vec<&str> = TIERS.iter().copied().filter(|t| o.run_passed(t)).collect();
+        let failed: Vec<&str> = TIERS.iter().copied().filter(|t| !o.run_passed(t)).collect();
+        let mut tier_cell = if tiers.is_empty() {
+            "none".to_string()
+        } else {
+            tiers.join(", ")
+        };
+        if !failed.is_empty() {
+            tier_cell.push_str(&format!(" (FAILED: {})", failed.join(", ")));
+        }
+        let id = fact("tracepoint_id")
+            .and_then(tracepoint_id_type)
+            .map_or(String::new(), |t| format!(" (`{t} id`)"));
+        let classic = if o.run_passed("classic") {
+            format!("passed{id}")
+        } else {
+            format!("FAILED{id}")
+        };
+        let mut btf = match fact("btf") {
+            Some("none") | None => "none".to_string(),
+            Some(path) => format!("`{path}`"),
+        };
+        let word = |run: &str| {
+            if o.run_passed(run) {
+                "passed"
+            } else {
+                "FAILED"
+            }
+        };
+        btf.push_str(&format!(
+            "; from a file (`CGTRACE_BTF`, fentry): {}; none (classic tracepoints): {}",
+            word("btf-file"),
+            word("no-btf")
+        ));
+        text.push_str(&format!(
+            "| {version} (`{release}`) | `{package}` | {memcg} | {tier_cell} | {classic} | {hooks} | {btf} | ring buffer |\n",
+            release = kernel.release,
+            package = kernel.package,
+            memcg = fact("memcg").unwrap_or("?"),
+            hooks = fact("mkdir_failure_hooks").unwrap_or("?"),
+        ));
+    }
+    let total: u64 = outcomes.iter().map(|(_, o)| o.seconds).sum();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    text.push_str(&format!(
+        "\nWritten by `cargo xtask vm-test --readme` from the VMs' console output on {date}: \
+         {} kernel(s) under QEMU TCG in {} min {} s.\n",
+        outcomes.len(),
+        total / 60,
+        total % 60
+    ));
+    text
+}
+
+/// Replaces what is between the markers in the README (the markers stay).
+fn replace_between_markers(readme: &str, table: &str) -> Result<String> {
+    let begin = readme
+        .find(README_BEGIN)
+        .with_context(|| format!("README.md has no line {README_BEGIN}"))?;
+    let body = begin + README_BEGIN.len();
+    let end = body
+        + readme[body..].find(README_END).with_context(|| {
+            format!("README.md has no line {README_END} after the begin marker")
+        })?;
+    Ok(format!("{}\n{table}{}", &readme[..body], &readme[end..]))
+}
+
+fn write_readme_table(readme: &Path, table: &str) -> Result<()> {
+    let text = fs::read_to_string(readme).with_context(|| format!("read {}", readme.display()))?;
+    let new = replace_between_markers(&text, table)?;
+    fs::write(readme, new).with_context(|| format!("write {}", readme.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn series_abi_parses_debian_package_names() {
-        let [v6_1, v6_12] = [&SERIES[0], &SERIES[1]];
-        assert_eq!(v6_1.abi("linux-image-6.1.0-56-cloud-amd64"), Some(56));
+    fn package_versions_parse_debian_package_names() {
         assert_eq!(
-            v6_12.abi("linux-image-6.12.117+deb12-cloud-amd64"),
-            Some(117)
+            package_version("linux-image-6.1.0-56-cloud-amd64"),
+            Some([6, 1, 0, 56])
         );
-        assert_eq!(v6_12.abi("linux-image-6.12.9-cloud-amd64"), Some(9));
-        assert_eq!(v6_1.abi("linux-image-6.12.117+deb12-cloud-amd64"), None);
-        assert_eq!(v6_12.abi("linux-image-6.1.0-56-cloud-amd64"), None);
-        assert_eq!(v6_1.abi("linux-image-6.1.0-56-cloud-amd64-dbg"), None);
-        assert_eq!(v6_12.abi("linux-image-6.12.117+-cloud-amd64"), None);
+        assert_eq!(
+            package_version("linux-image-5.10.0-46-cloud-amd64"),
+            Some([5, 10, 0, 46])
+        );
+        assert_eq!(
+            package_version("linux-image-6.12.117+deb12-cloud-amd64"),
+            Some([6, 12, 117, 0])
+        );
+        assert_eq!(
+            package_version("linux-image-7.3.4+deb13-cloud-amd64"),
+            Some([7, 3, 4, 0])
+        );
+        assert_eq!(
+            package_version("linux-image-6.12.9-cloud-amd64"),
+            Some([6, 12, 9, 0])
+        );
+        for not_an_image in [
+            "linux-image-6.1.0-56-cloud-amd64-dbg",
+            "linux-image-6.12.117+-cloud-amd64",
+            "linux-image-6.12-cloud-amd64",
+            "linux-image-cloud-amd64",
+            "linux-image-6.1.0-56-amd64",
+            "linux-binary-7.3.4+deb13-cloud-amd64",
+        ] {
+            assert_eq!(package_version(not_an_image), None, "{not_an_image}");
+        }
+    }
+
+    #[test]
+    fn series_pick_their_newest_and_newest_picks_any() {
+        let names: Vec<String> = [
+            "linux-image-5.10.0-32-cloud-amd64",
+            "linux-image-5.10.0-46-cloud-amd64",
+            "linux-image-6.1.0-9-cloud-amd64",
+            "linux-image-6.1.0-57-cloud-amd64",
+            "linux-image-6.12.117+deb12-cloud-amd64",
+            "linux-image-6.12.118+deb13-cloud-amd64",
+            "linux-image-6.12.9-cloud-amd64",
+            "linux-image-7.2.12+deb13-cloud-amd64",
+            "linux-image-7.3.4+deb13-cloud-amd64",
+            "linux-image-cloud-amd64",
+        ]
+        .map(String::from)
+        .to_vec();
+        let pick = |label: &str| {
+            SERIES
+                .iter()
+                .find(|s| s.label == label)
+                .and_then(|s| s.newest(&names))
+        };
+        assert_eq!(pick("5.10"), Some("linux-image-5.10.0-46-cloud-amd64"));
+        assert_eq!(pick("6.1"), Some("linux-image-6.1.0-57-cloud-amd64"));
+        assert_eq!(pick("6.12"), Some("linux-image-6.12.118+deb13-cloud-amd64"));
+        assert_eq!(pick("newest"), Some("linux-image-7.3.4+deb13-cloud-amd64"));
+        assert!(SERIES[0].selected(&[KernelChoice::All]));
+        assert!(SERIES[0].selected(&[KernelChoice::V6_1, KernelChoice::V5_10]));
+        assert!(!SERIES[0].selected(&[KernelChoice::Newest]));
     }
 
     #[test]
@@ -966,13 +1661,23 @@ mod tests {
     }
 
     #[test]
-    fn markers_give_statuses_and_sections() {
-        let log = "boot\nCGTRACE-VM-RUN tier=fentry\nok\nCGTRACE-VM-RESULT tier=fentry status=0\n\
-                   CGTRACE-VM-RUN tier=kprobe\npanicked\n[  1.0] kernel CGTRACE-VM-RESULT tier=kprobe status=101\n";
-        assert_eq!(tier_status(log, "fentry"), Some(0));
-        assert_eq!(tier_status(log, "kprobe"), Some(101));
-        assert_eq!(tier_status(log, "tracepoint"), None);
-        assert_eq!(tier_section(log, "kprobe"), "panicked\n[  1.0] kernel ");
+    fn markers_give_statuses_sections_and_facts() {
+        let log = "boot\nCGTRACE-VM-FACT memcg v2\nCGTRACE-VM-RUN run=fentry\nok\n\
+                   CGTRACE-VM-RESULT run=fentry status=0 seconds=41\n\
+                   CGTRACE-VM-RUN run=kprobe\npanicked\n[  1.0] kernel CGTRACE-VM-RESULT run=kprobe status=101\n\
+                   x CGTRACE-VM-FACT mkdir_failure_hooks the syscall enter and exit hooks\n";
+        assert_eq!(run_status(log, "fentry"), Some(0));
+        assert_eq!(run_seconds(log, "fentry"), Some(41));
+        assert_eq!(run_status(log, "kprobe"), Some(101));
+        assert_eq!(run_seconds(log, "kprobe"), None);
+        assert_eq!(run_status(log, "tracepoint"), None);
+        assert_eq!(run_section(log, "kprobe"), "panicked\n[  1.0] kernel ");
+        let f = facts(log);
+        assert_eq!(f.get("memcg").map(String::as_str), Some("v2"));
+        assert_eq!(
+            f.get("mkdir_failure_hooks").map(String::as_str),
+            Some("the syscall enter and exit hooks")
+        );
         assert_eq!(excerpt("a\nb", 0, 2), "a\nb");
         assert_eq!(
             excerpt("a\nb\nc", 0, 2),
@@ -986,6 +1691,58 @@ mod tests {
             failure_report("running 1 test\nfailures:\n---- t"),
             "failures:\n---- t"
         );
+    }
+
+    #[test]
+    fn matrix_runs_every_tier_and_the_classic_test() {
+        let runs = test_runs(&VmTestArgs::default());
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fentry",
+                "kprobe",
+                "tracepoint",
+                "classic",
+                "btf-file",
+                "no-btf"
+            ]
+        );
+        assert!(runs[4].hide_btf && runs[5].hide_btf && !runs[3].hide_btf);
+        assert!(runs[0].env.contains(&"CGTRACE_TIER=fentry".to_string()));
+        let exhaust = test_runs(&VmTestArgs {
+            exhaust: true,
+            ..VmTestArgs::default()
+        });
+        assert_eq!(exhaust.len(), 1);
+        assert_eq!(exhaust[0].target, EXHAUST_TARGET);
+        let script = init_script(&runs);
+        assert!(script.contains("CGTRACE-VM-RUN run=classic"));
+        assert!(script.contains(
+            "mount -t tmpfs btf-hidden /sys/kernel/btf\necho \"CGTRACE-VM-RUN run=btf-file\""
+        ));
+        assert!(script.contains(
+            "/test/probes --test-threads=1 classic_tracepoints_see_every_cgroup --exact"
+        ));
+    }
+
+    #[test]
+    fn table_facts_and_readme_markers() {
+        assert_eq!(
+            debian_version(
+                "Linux version 5.10.0-46-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-10 (Debian 10.2.1-6) 10.2.1 20210110) #1 SMP Debian 5.10.262-1 (2026-07-31)"
+            ),
+            Some("5.10.262-1")
+        );
+        assert_eq!(tracepoint_id_type("field:u64 id;"), Some("u64"));
+        assert_eq!(tracepoint_id_type("field:int id;"), Some("int"));
+        assert_eq!(tracepoint_id_type(""), None);
+        let readme = format!("a\n{README_BEGIN}\nold\n{README_END}\nb\n");
+        assert_eq!(
+            replace_between_markers(&readme, "new\n").ok(),
+            Some(format!("a\n{README_BEGIN}\nnew\n{README_END}\nb\n"))
+        );
+        assert!(replace_between_markers("no markers", "x").is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::pipeline::{
     metrics::{Metrics, MetricsState},
     node::{LifetimeSink, MetricsSink},
     output::{RenderContext, Sink, SummarySink},
+    own_cost::OwnCost,
 };
 
 /// `cgtrace attach`.
@@ -153,18 +154,29 @@ impl AttachState {
         }
     }
 
-    pub fn tick(&mut self, pipe: &mut Pipeline) -> anyhow::Result<()> {
-        if self.last_metrics.elapsed() >= METRICS_EVERY {
-            self.last_metrics = Instant::now();
-            self.refresh_metrics(pipe);
+    /// The periodic work; `own_cost` samples cgtrace's own cost (once a second at most).
+    pub fn tick(
+        &mut self,
+        pipe: &mut Pipeline,
+        own_cost: impl FnOnce(&Pipeline) -> OwnCost,
+    ) -> anyhow::Result<()> {
+        let due_metrics = self.last_metrics.elapsed() >= METRICS_EVERY;
+        let due_report = self.last_report.elapsed() >= self.opts.interval;
+        if !(due_metrics || due_report) {
+            return Ok(());
         }
-        if self.last_report.elapsed() >= self.opts.interval {
-            self.report(pipe)?;
+        let cost = own_cost(pipe);
+        if due_metrics {
+            self.last_metrics = Instant::now();
+            self.refresh_metrics(pipe, &cost);
+        }
+        if due_report {
+            self.report(pipe, &cost)?;
         }
         Ok(())
     }
 
-    fn refresh_metrics(&mut self, pipe: &Pipeline) {
+    fn refresh_metrics(&mut self, pipe: &Pipeline, cost: &OwnCost) {
         let verdicts = pipe.verdicts();
         let levels: Vec<(&str, u8)> = verdicts
             .iter()
@@ -177,11 +189,12 @@ impl AttachState {
         {
             m.last_drain = Instant::now();
             m.metrics.update(&pipe.tracker, headroom, &levels);
+            m.metrics.update_own_cost(cost);
         }
     }
 
     /// Prints the histograms and the current verdicts; writes an HdrHistogram log interval.
-    pub fn report(&mut self, pipe: &mut Pipeline) -> anyhow::Result<()> {
+    pub fn report(&mut self, pipe: &mut Pipeline, cost: &OwnCost) -> anyhow::Result<()> {
         let interval = self.last_report.elapsed();
         self.last_report = Instant::now();
         let mut lifetimes = self.lifetimes.borrow_mut();
@@ -201,6 +214,7 @@ impl AttachState {
             pipe.counts.seen.iter().sum::<u64>(),
             pipe.counts.lost.iter().sum::<u64>()
         )?;
+        writeln!(out, "{}", cost.render())?;
         out.write_all(text.as_bytes())?;
         for v in pipe.verdicts() {
             writeln!(out, "{}", crate::detectors::render_verdict(&v))?;

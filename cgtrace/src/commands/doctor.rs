@@ -1,14 +1,14 @@
 //! `cgtrace doctor`: what this kernel can do for cgtrace, each probe tier tried for real.
-use std::path::Path;
+use std::io::{self, Write};
 
 use serde::Serialize;
 
 use crate::{
     kernel,
     kernel::btf,
-    kernel::hierarchy::Hierarchies,
+    kernel::hierarchy::{Hierarchies, Layout},
     kernel::tracefs,
-    probes::{AttachMode, ProbeOptions, Probes, Tier},
+    probes::{AttachMode, ProbeOptions, Probes, Tier, WalkMethod},
 };
 
 #[derive(Debug, Serialize)]
@@ -32,8 +32,11 @@ pub struct DoctorReport {
     pub live_tier: Option<&'static str>,
     /// How `cgtrace live` would catch failed mkdirs, or why it would not (None: no tier loaded).
     pub failed_mkdirs: Option<String>,
-    /// "v1", "v2" or "hybrid".
-    pub cgroup_layout: &'static str,
+    /// How the start-up walk would name memcgs that were dying before start (None: no tier
+    /// loaded).
+    pub dying_walk: Option<String>,
+    /// "v1", "v2", "hybrid" or "none".
+    pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
     pub memory_hierarchy: Option<(u32, Option<String>)>,
     /// "systemd", "cgroupfs" or "unknown", from the kubepods directories present.
@@ -45,16 +48,6 @@ pub struct DoctorReport {
 impl DoctorReport {
     pub fn can_run_live(&self) -> bool {
         self.live_tier.is_some()
-    }
-}
-
-fn layout(h: &Hierarchies) -> &'static str {
-    let v1 = h.by_id.values().any(|x| x.id != 0 && x.mount.is_some());
-    let v2 = h.get(0).is_some_and(|x| x.mount.is_some());
-    match (v1, v2) {
-        (true, true) => "hybrid",
-        (true, false) => "v1",
-        _ => "v2",
     }
 }
 
@@ -76,63 +69,20 @@ pub fn run() -> DoctorReport {
     let release = kernel::release();
     let hierarchies = Hierarchies::load().unwrap_or_default();
     let offsets = crate::probes::kernel_offsets().ok();
-    let mut tiers = Vec::new();
-    let mut live_tier = None;
-    let mut failed_mkdirs = None;
-    for t in Tier::ALL {
-        let opts = ProbeOptions {
-            tier: Some(t),
-            attach: AttachMode::Auto,
-            ring_size: 64 * 1024,
-            ..ProbeOptions::default()
-        };
-        match Probes::load(&opts) {
-            Ok(p) => {
-                live_tier.get_or_insert(t.name());
-                failed_mkdirs.get_or_insert_with(|| match &p.mkdir_failures {
-                    Ok(h) => format!("traced by {}", h.describe()),
-                    Err(why) => format!("not traced: {why}"),
-                });
-                tiers.push(TierResult {
-                    tier: t.name(),
-                    ok: true,
-                    attach: Some(p.attached.name()),
-                    error: None,
-                });
-            }
-            Err(e) => {
-                // "tier X (forced …): reason" → the reason.
-                let msg = e
-                    .chain()
-                    .skip(1)
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(": ");
-                tiers.push(TierResult {
-                    tier: t.name(),
-                    ok: false,
-                    attach: None,
-                    error: Some(if msg.is_empty() {
-                        format!("{e:#}")
-                    } else {
-                        msg
-                    }),
-                });
-            }
-        }
-    }
+    let tried = try_tiers();
     DoctorReport {
-        btf: Path::new(btf::VMLINUX).exists(),
+        btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
         ring_buffer: kernel::check_ring_buffer(&release).is_ok(),
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
         kernel_release: release,
-        tiers,
-        live_tier,
-        failed_mkdirs,
-        cgroup_layout: layout(&hierarchies),
+        tiers: tried.tiers,
+        live_tier: tried.live_tier,
+        failed_mkdirs: tried.failed_mkdirs,
+        dying_walk: tried.dying_walk,
+        cgroup_layout: hierarchies.layout(),
         memory_hierarchy: hierarchies
-            .with_controller("memory")
+            .memory()
             .map(|h| (h.id, h.mount.as_ref().map(|m| m.display().to_string()))),
         cgroup_driver: driver(&hierarchies),
         offsets: offsets
@@ -151,6 +101,102 @@ pub fn run() -> DoctorReport {
     }
 }
 
+/// What loading each tier for real said.
+struct Tried {
+    tiers: Vec<TierResult>,
+    live_tier: Option<&'static str>,
+    failed_mkdirs: Option<String>,
+    dying_walk: Option<String>,
+}
+
+/// How the start-up walk would run on these probes.
+fn walk_method(p: &Probes) -> String {
+    match p.try_walk_test_run() {
+        Ok(()) => format!(
+            "named by a walk run with {} (no cgroupfs write)",
+            WalkMethod::TestRun.name()
+        ),
+        Err(why) => format!(
+            "named by a walk on {} (needs a writable cgroupfs; {} not usable: {why})",
+            WalkMethod::TriggerCgroup.name(),
+            WalkMethod::TestRun.name()
+        ),
+    }
+}
+
+/// Loads every tier in turn, best first; the first that loads is the one `live` would use.
+fn try_tiers() -> Tried {
+    let mut tried = Tried {
+        tiers: Vec::new(),
+        live_tier: None,
+        failed_mkdirs: None,
+        dying_walk: None,
+    };
+    for t in Tier::ALL {
+        let opts = ProbeOptions {
+            tier: Some(t),
+            attach: AttachMode::Auto,
+            ring_size: 64 * 1024,
+            ..ProbeOptions::default()
+        };
+        let result = match Probes::load(&opts) {
+            Ok(p) => {
+                tried.live_tier.get_or_insert(t.name());
+                tried
+                    .failed_mkdirs
+                    .get_or_insert_with(|| match &p.mkdir_failures {
+                        Ok(h) => format!("traced by {}", h.describe()),
+                        Err(why) => format!("not traced: {why}"),
+                    });
+                if tried.dying_walk.is_none() {
+                    tried.dying_walk = Some(walk_method(&p));
+                }
+                TierResult {
+                    tier: t.name(),
+                    ok: true,
+                    attach: Some(p.attached.name()),
+                    error: None,
+                }
+            }
+            Err(e) => TierResult {
+                tier: t.name(),
+                ok: false,
+                attach: None,
+                error: Some(tier_error(&e)),
+            },
+        };
+        tried.tiers.push(result);
+    }
+    tried
+}
+
+/// "tier X (forced …): reason" → the reason.
+fn tier_error(e: &anyhow::Error) -> String {
+    let msg = e
+        .chain()
+        .skip(1)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if msg.is_empty() {
+        format!("{e:#}")
+    } else {
+        msg
+    }
+}
+
+/// Writes the report to `out` as text or as one line of JSON. I/O errors keep their kind (a
+/// closed pipe is `BrokenPipe`).
+pub fn write_report(out: &mut dyn Write, r: &DoctorReport, json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
+        out.write_all(b"\n")?;
+    } else {
+        out.write_all(render(r).as_bytes())?;
+    }
+    out.flush()
+}
+
 /// Human-readable report.
 pub fn render(r: &DoctorReport) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
@@ -163,7 +209,11 @@ pub fn render(r: &DoctorReport) -> String {
             Err(e) => e.clone(),
         }
     );
-    s += &format!("BTF:             {} ({})\n", yes(r.btf), btf::VMLINUX);
+    s += &format!(
+        "BTF:             {} ({})\n",
+        yes(r.btf),
+        btf::vmlinux_path().display()
+    );
     s += &format!(
         "tracefs:         {}\n",
         r.tracefs
@@ -215,6 +265,9 @@ pub fn render(r: &DoctorReport) -> String {
     }
     if let Some(m) = &r.failed_mkdirs {
         s += &format!("failed mkdirs:   {m}\n");
+    }
+    if let Some(w) = &r.dying_walk {
+        s += &format!("dying at start:  {w}\n");
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),

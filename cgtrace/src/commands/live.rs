@@ -7,7 +7,6 @@ use std::{
 
 use crate::{
     commands::record::Recording,
-    format::escape::write_terminal,
     pipeline::{
         Pipeline,
         facts::RunFacts,
@@ -52,10 +51,9 @@ pub fn status_line(pipe: &Pipeline, lost: u64) -> String {
                 (Some(ns), Some(n)) => format!("{ns}/{n}"),
                 _ => p.stats.pod_uid.chars().take(8).collect(),
             };
-            // Names come from directory names: control characters are escaped on a terminal.
-            let mut shown = Vec::with_capacity(name.len());
-            let _ = write_terminal(&mut shown, name.as_bytes());
-            format!("{} {}", String::from_utf8_lossy(&shown), p.stats.dying)
+            // Names come from directory names: escape control characters for the terminal.
+            let name = crate::format::escape::terminal(&name);
+            format!("{name} {}", p.stats.dying)
         })
         .collect();
     if !top.is_empty() {

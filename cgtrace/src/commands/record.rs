@@ -14,6 +14,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     commands::replay::RecordedOptions,
+    format::units::human_bytes,
     model::{baseline::Baseline, event::Event, tracker::PodStats},
     pipeline::{
         Pipeline,
@@ -216,22 +217,6 @@ impl Sink for SessionSink {
     }
 }
 
-/// `12.3 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
 /// The host name, the boot id: facts for the session header.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -270,7 +255,6 @@ mod tests {
             assert!(create(&link, force).is_err(), "force={force}");
         }
         assert_eq!(std::fs::read(&target).expect("read"), b"keep");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

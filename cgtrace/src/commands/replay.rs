@@ -13,14 +13,14 @@ use serde::Serialize;
 
 use crate::{
     detectors::Verdict,
-    format::clock::ClockRef,
+    format::{clock::ClockRef, units::human_ns},
     kernel::hierarchy::Hierarchies,
     model::{baseline::Baseline, k8s::Qos, tracker::PodSummary},
     pipeline::{
         Pipeline,
         facts::RunFacts,
         filters::Filters,
-        histogram::{Lifetimes, Phase, human_ns, qos_name},
+        histogram::{Lifetimes, Phase},
         node::LifetimeSink,
         output::{JsonSink, RenderContext, Sink, Summary, TextSink},
         pod_names::RecordedPodNames,
@@ -313,7 +313,7 @@ pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
             if let Some(p) = node.qos(q) {
                 for phase in [Phase::Live, Phase::Dying] {
                     if let Some(pc) = percentiles(p.get(phase)) {
-                        lifetimes.insert(format!("{}.qos.{}", phase.name(), qos_name(q)), pc);
+                        lifetimes.insert(format!("{}.qos.{}", phase.name(), Qos::name(q)), pc);
                     }
                 }
             }
@@ -384,7 +384,7 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
                 p.stats.live,
                 p.stats.dying,
                 p.stats.freed,
-                qos_name(p.stats.qos),
+                Qos::name(p.stats.qos),
                 String::from_utf8_lossy(&line)
             )?;
         }

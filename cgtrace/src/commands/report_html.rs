@@ -21,9 +21,11 @@ use plotters::{
 use crate::{
     commands::replay::{self, Speed},
     detectors::Verdict,
+    format::units::{human_bytes, human_ns, human_secs},
+    model::k8s::Qos,
     pipeline::{
         filters::Filters,
-        histogram::{Lifetimes, Phase, QOS_CLASSES, human_ns, qos_name},
+        histogram::{Lifetimes, Phase},
         output::Summary,
         sample::{History, Sampler, Snapshot},
     },
@@ -365,11 +367,11 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
     ));
 
     let mut hs: Vec<(String, &hdrhistogram::Histogram<u64>)> = Vec::new();
-    for q in QOS_CLASSES {
+    for q in Qos::CLASSES {
         if let Some(p) = rep.lifetimes.qos(q) {
             for phase in [Phase::Live, Phase::Dying] {
                 if !p.get(phase).is_empty() {
-                    hs.push((format!("{} {}", phase.name(), qos_name(q)), p.get(phase)));
+                    hs.push((format!("{} {}", phase.name(), Qos::name(q)), p.get(phase)));
                 }
             }
         }
@@ -481,15 +483,14 @@ Memcg ID headroom: {}. Failed mkdirs: {}.</p>\n",
             p.dying,
             p.dying,
             age.unwrap_or(-1.0),
-            age.map_or("-".to_string(), crate::commands::top::view::human_age),
+            age.map_or("-".to_string(), human_secs),
             p.dying_bytes.unwrap_or(0),
-            p.dying_bytes
-                .map_or("-".to_string(), crate::commands::top::view::human_bytes),
+            p.dying_bytes.map_or("-".to_string(), human_bytes),
             p.live,
             p.live,
             p.freed,
             p.freed,
-            qos_name(p.qos),
+            Qos::name(p.qos),
             esc(&p.label()),
             if p.namespace.is_some() {
                 format!(" <small>{}</small>", esc(&p.pod_uid))

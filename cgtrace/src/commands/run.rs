@@ -25,7 +25,13 @@ use crate::{
     format::clock::{ClockRef, monotonic_ns},
     kernel::hierarchy::Hierarchies,
     model::baseline::{self, Baseline},
-    pipeline::{Pipeline, facts::RunFacts, filters::Filters, pod_names::PodLogDir},
+    pipeline::{
+        Pipeline,
+        facts::RunFacts,
+        filters::Filters,
+        own_cost::{OwnCost, RingStats},
+        pod_names::PodLogDir,
+    },
     probes::{ProbeOptions, Probes, Tier, WalkTask},
 };
 
@@ -195,6 +201,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     };
     let (probes, baseline) = attach_probes(opts, &hierarchies)?;
     let mut walk = start_walk(&probes, &baseline, &hierarchies);
+    let probes_without_btf = probes.offsets.is_none();
     let clock = ClockRef::now();
     let facts = RunFacts::of_probes(&probes, hierarchies, opts.filters.clone(), clock);
     let pod_names = Box::new(PodLogDir::new(opts.host_root.join("var/log/pods")));
@@ -218,6 +225,15 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
     announce(pipe.facts(), opts.probe.ring_size);
+    if probes_without_btf {
+        eprintln!(
+            "cgtrace: no kernel BTF ({} unreadable; give one with --btf FILE or CGTRACE_BTF=FILE): \
+             memcg IDs and usage (memory, kmem, memsw) are unknown in every event and dying memcgs \
+             from before start are not named; mkdir, rmdir and release still stream from the \
+             cgroup tracepoints",
+            crate::kernel::btf::vmlinux_path().display()
+        );
+    }
     match &mut state {
         ModeState::Attach(a) => a.attached(pipe.facts()),
         ModeState::Top(t) => t.enter()?,
@@ -229,6 +245,12 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         .map_err(io::Error::from)
         .context("registering the ring buffer with epoll")?;
     let mut lost = LostReporter::default();
+    let mut drains = Drains {
+        stats: RingStats {
+            size_bytes: u64::from(opts.probe.ring_size),
+            ..RingStats::default()
+        },
+    };
     run_loop(
         opts,
         &mut signals,
@@ -237,6 +259,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         &mut pipe,
         &mut state,
         &mut lost,
+        &mut drains,
     )
     .await?;
     if let ModeState::Top(t) = &mut state {
@@ -250,18 +273,45 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     {
         log_walk(&report);
     }
-    while ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b)) > 0 {
+    while drains.drain(&mut ring.get_mut().0, &mut pipe) > 0 {
         pipe.check()?;
     }
     lost.poll(&ring.get_ref().0, &mut pipe);
     if let ModeState::Attach(a) = &mut state {
-        a.report(&mut pipe)?;
+        let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
+        a.report(&mut pipe, &cost)?;
     }
     pipe.finish(monotonic_ns())?;
     Ok(())
 }
 
+/// The ring's drains, counted for cgtrace's own-cost figures.
+struct Drains {
+    stats: RingStats,
+}
+
+impl Drains {
+    /// One bounded batch into the pipeline; returns the records drained.
+    fn drain(&mut self, probes: &mut Probes, pipe: &mut Pipeline) -> usize {
+        let mut bytes = 0u64;
+        let n = probes.drain(DRAIN_BATCH, |b| {
+            bytes += b.len() as u64;
+            pipe.record(b)
+        });
+        self.stats.drained(n, bytes);
+        n
+    }
+
+    /// A sample of cgtrace's own cost; the fullest-drain figure starts over.
+    fn own_cost(&mut self, probes: &Probes, facts: &RunFacts) -> OwnCost {
+        let c = OwnCost::sample(&facts.hierarchies, self.stats, || probes.program_stats());
+        self.stats.fill_bytes = 0;
+        c
+    }
+}
+
 /// Drains until a signal, `--duration` or `--max-size` ends the run.
+#[allow(clippy::too_many_arguments)]
 async fn run_loop(
     opts: &RunOptions,
     signals: &mut Signals,
@@ -270,6 +320,7 @@ async fn run_loop(
     pipe: &mut Pipeline,
     state: &mut ModeState,
     lost: &mut LostReporter,
+    drains: &mut Drains,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,7 +344,8 @@ async fn run_loop(
             _ = until => break,
             _ = signals.hup.recv() => {
                 if let ModeState::Attach(a) = state {
-                    a.report(pipe)?;
+                    let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
+                    a.report(pipe, &cost)?;
                 }
             }
             guard = ring.readable_mut() => {
@@ -309,7 +361,7 @@ async fn run_loop(
         }
         // Drain in bounded batches, yielding between them so signals are never starved.
         loop {
-            let n = ring.get_mut().0.drain(DRAIN_BATCH, |b| pipe.record(b));
+            let n = drains.drain(&mut ring.get_mut().0, pipe);
             pipe.check()?;
             if n < DRAIN_BATCH {
                 break;
@@ -336,7 +388,9 @@ async fn run_loop(
             }
         }
         match state {
-            ModeState::Attach(a) => a.tick(pipe)?,
+            ModeState::Attach(a) => {
+                a.tick(pipe, |p| drains.own_cost(&ring.get_ref().0, p.facts()))?
+            }
             ModeState::Record(r) if r.full() => break,
             ModeState::Top(t) => {
                 let quit = t.tick(pipe, monotonic_ns())?;
@@ -354,7 +408,8 @@ async fn run_loop(
 fn log_walk(report: &Result<crate::probes::WalkReport, String>) {
     match report {
         Ok(r) => log::info!(
-            "start-up walk: {} memcgs visited, {} found dying, {} triggers{}",
+            "start-up walk ({}): {} memcgs visited, {} found dying, {} runs{}",
+            r.method.name(),
             r.visited,
             r.found,
             r.triggers,

@@ -2,8 +2,15 @@
 //! terminal and for JSON.
 use std::io::{self, Write};
 
-/// Writes `b` for a terminal: printable UTF-8 as is; `\n`, `\t`, `\r`, `\\` escaped; other
-/// control characters (C0, DEL, C1) and invalid UTF-8 bytes as `\xNN` / `\u{NN}`.
+/// Unicode bidirectional-text controls (embeddings, overrides, isolates, marks): they reorder
+/// what follows on a terminal, so a name could make other text read differently.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+/// Writes `b` for a terminal, the one policy for all terminal text: printable UTF-8 as is; `\n`,
+/// `\t`, `\r`, `\\` escaped; other control characters (C0, DEL, C1) and invalid UTF-8 bytes as
+/// `\xNN`; bidirectional-text controls as `\u{NNNN}`. Nothing is dropped.
 pub fn write_terminal<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
     for chunk in b.utf8_chunks() {
         let valid = chunk.valid();
@@ -16,13 +23,13 @@ pub fn write_terminal<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
                 '\\' => Some("\\\\"),
                 _ => None,
             };
-            let control = c.is_control();
+            let control = c.is_control() || is_bidi_control(c);
             if esc.is_some() || control {
                 w.write_all(&valid.as_bytes()[start..i])?;
                 match esc {
                     Some(e) => w.write_all(e.as_bytes())?,
                     None if (c as u32) < 0x100 => write!(w, "\\x{:02x}", c as u32)?,
-                    None => write!(w, "\\u{{{:x}}}", c as u32)?,
+                    None => write!(w, "\\u{{{:04x}}}", c as u32)?,
                 }
                 start = i + c.len_utf8();
             }
@@ -33,6 +40,14 @@ pub fn write_terminal<W: Write>(w: &mut W, b: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `s` escaped for a terminal ([`write_terminal`]).
+pub fn terminal(s: &str) -> String {
+    let mut b = Vec::with_capacity(s.len());
+    // Writing to a Vec cannot fail.
+    let _ = write_terminal(&mut b, s.as_bytes());
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Writes `b` as the inside of a JSON string (no quotes). Invalid UTF-8 bytes become U+FFFD;
@@ -108,6 +123,48 @@ mod tests {
         for s in [&b"\x1b"[..], b"\xff", b"\n", b"\x07bell"] {
             assert!(!term(s).bytes().any(|c| c < 0x20 || c == 0x7f), "{s:?}");
         }
+    }
+
+    #[test]
+    fn terminal_escapes_bidi_controls() {
+        for c in ('\u{202a}'..='\u{202e}')
+            .chain('\u{2066}'..='\u{2069}')
+            .chain(['\u{200e}', '\u{200f}'])
+        {
+            let s = format!("a{c}b");
+            assert_eq!(
+                terminal(&s),
+                format!("a\\u{{{:04x}}}b", u32::from(c)),
+                "{c:?}"
+            );
+            assert_eq!(term(s.as_bytes()), terminal(&s));
+        }
+        assert_eq!(terminal("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        // Neighbours that are not controls stay.
+        assert_eq!(
+            terminal("\u{2029}\u{2065}\u{206a}\u{200d}"),
+            "\u{2029}\u{2065}\u{206a}\u{200d}"
+        );
+    }
+
+    #[test]
+    fn terminal_never_drops_characters() {
+        // Every control character comes out escaped, none dropped: the escape of each is as
+        // long as or longer than the character, and the text around it stays.
+        for c in (0u32..0x100)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_control())
+        {
+            let s = format!("<{c}>");
+            let t = terminal(&s);
+            assert!(
+                t.starts_with('<') && t.ends_with('>') && t.len() >= 4,
+                "{c:?} -> {t:?}"
+            );
+            assert!(!t.chars().any(|x| x.is_control()), "{c:?} -> {t:?}");
+        }
+        assert_eq!(terminal("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(terminal("a\nb\\"), "a\\nb\\\\");
     }
 
     #[test]

@@ -3,13 +3,31 @@
 //!
 //! Members are found by name, descending into anonymous structs and unions; renamed fields are
 //! tried under each known spelling. A field this kernel lacks is `None`, never 0.
-use std::{collections::HashMap, fs, path::Path};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use btf::types::{Btf, BtfType};
 use cgtrace_common::KernelOffsets;
 use thiserror::Error;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// A BTF file to read instead of [`VMLINUX`], for kernels that do not expose their BTF (the
+/// BTFHub layout, or one extracted from the kernel package): raw BTF. `cgtrace --btf FILE` sets
+/// it; a DaemonSet sets it in the environment.
+pub const BTF_ENV: &str = "CGTRACE_BTF";
+
+/// Where the kernel's BTF is read from: `$CGTRACE_BTF` when set and not empty, else
+/// [`VMLINUX`].
+pub fn vmlinux_path() -> PathBuf {
+    match std::env::var_os(BTF_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(VMLINUX),
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum BtfError {
@@ -175,6 +193,8 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
         css_flags: u(btf.offset_of("cgroup_subsys_state", &[&["flags"]])),
         kn_name: u(btf.offset_of("kernfs_node", &[&["name"]])),
         kn_parent: u(btf.offset_of("kernfs_node", &[&["__parent", "parent"]])),
+        task_cgroups: u(btf.offset_of("task_struct", &[&["cgroups"]])),
+        css_set_subsys: u(btf.offset_of("css_set", &[&["subsys"]])),
         _pad: 0,
     }
 }
@@ -193,7 +213,7 @@ pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
 }
 
 /// Every offset with its name, for `doctor` and tests.
-pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 20] {
+pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 22] {
     [
         ("cgroup.kn", o.cgroup_kn),
         ("kernfs_node.id", o.kn_id),
@@ -215,6 +235,8 @@ pub fn named(o: &KernelOffsets) -> [(&'static str, u32); 20] {
         ("cgroup_subsys_state.flags", o.css_flags),
         ("kernfs_node.name", o.kn_name),
         ("kernfs_node.parent", o.kn_parent),
+        ("task_struct.cgroups", o.task_cgroups),
+        ("css_set.subsys", o.css_set_subsys),
     ]
 }
 

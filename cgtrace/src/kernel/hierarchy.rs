@@ -1,14 +1,21 @@
-//! The cgroup hierarchies of this node: hierarchy id → controllers and mount point.
+//! The one model of a node's cgroup layout: which cgroup filesystems are mounted where
+//! ([`CgroupMounts`], from the mount table), whether that is v1, v2 or hybrid ([`Layout`]),
+//! which hierarchy holds the memory controller ([`MemoryHierarchy`]), and hierarchy id →
+//! controllers and mount point ([`Hierarchies`]).
 //!
-//! Cgroup ids are per hierarchy, so every event names its hierarchy; this map turns that id into
-//! the controller names an operator knows ("memory", "cpu,cpuacct", "name=systemd", v2's "unified").
+//! Cgroup ids are per hierarchy, so every event names its hierarchy; [`Hierarchies`] turns that
+//! id into the controller names an operator knows ("memory", "cpu,cpuacct", "name=systemd", v2's
+//! "unified").
 use std::{
     collections::BTreeMap,
-    fs,
+    fmt, fs,
     path::{Path, PathBuf},
 };
 
+use serde::Serialize;
 use thiserror::Error;
+
+use super::mountinfo::{self, Mount, MountinfoError};
 
 /// Hierarchy id of cgroup v2 (the default hierarchy).
 pub const V2_HIERARCHY: u32 = 0;
@@ -25,6 +32,165 @@ pub enum HierarchyError {
     UnknownController { name: String, known: String },
     #[error("no cgroup {path:?} in any mounted hierarchy")]
     NoSubtree { path: String },
+    #[error("malformed {}", path.display())]
+    Mountinfo {
+        path: PathBuf,
+        #[source]
+        source: MountinfoError,
+    },
+}
+
+/// Which kinds of cgroup hierarchy are mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Layout {
+    /// Only v1 hierarchies (e.g. CentOS 7).
+    #[serde(rename = "v1")]
+    V1,
+    /// Only the v2 hierarchy, usually at `/sys/fs/cgroup`.
+    #[serde(rename = "v2")]
+    V2,
+    /// v1 controllers plus v2 (usually at `/sys/fs/cgroup/unified`).
+    #[serde(rename = "hybrid")]
+    Hybrid,
+    /// No cgroup hierarchy found.
+    #[serde(rename = "none")]
+    Unmounted,
+}
+
+impl Layout {
+    /// The layout with (any) v1 hierarchies and the v2 hierarchy mounted or not.
+    pub fn of(v1: bool, v2: bool) -> Layout {
+        match (v1, v2) {
+            (true, true) => Layout::Hybrid,
+            (true, false) => Layout::V1,
+            (false, true) => Layout::V2,
+            (false, false) => Layout::Unmounted,
+        }
+    }
+
+    /// `"v1"`, `"v2"`, `"hybrid"` or `"none"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::V1 => "v1",
+            Layout::V2 => "v2",
+            Layout::Hybrid => "hybrid",
+            Layout::Unmounted => "none",
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the memory controller lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MemoryHierarchy {
+    /// A v1 hierarchy with the `memory` controller.
+    #[serde(rename = "v1")]
+    V1,
+    /// The v2 hierarchy, with `memory` in the root's `cgroup.controllers`.
+    #[serde(rename = "v2")]
+    V2,
+    /// No memory controller found.
+    #[serde(rename = "none")]
+    Absent,
+}
+
+impl MemoryHierarchy {
+    /// `"v1"`, `"v2"` or `"none"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryHierarchy::V1 => "v1",
+            MemoryHierarchy::V2 => "v2",
+            MemoryHierarchy::Absent => "none",
+        }
+    }
+}
+
+impl fmt::Display for MemoryHierarchy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The cgroup filesystems of a mount table. Where a hierarchy is mounted more than once (a
+/// container's bind mount of a subtree, say), mounts of the whole hierarchy come first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupMounts {
+    /// `cgroup` (v1) mounts, whole-hierarchy mounts first, then in mount-table order.
+    pub v1: Vec<Mount>,
+    /// The `cgroup2` mount: a whole one at `/sys/fs/cgroup` or `/sys/fs/cgroup/unified` when
+    /// there is one, else the first.
+    pub v2: Option<Mount>,
+}
+
+impl CgroupMounts {
+    pub fn from_mounts(mounts: &[Mount]) -> CgroupMounts {
+        let mut v1: Vec<Mount> = mounts
+            .iter()
+            .filter(|m| m.fstype == "cgroup")
+            .cloned()
+            .collect();
+        v1.sort_by_key(|m| !m.is_whole());
+        let v2 = mounts
+            .iter()
+            .filter(|m| m.fstype == "cgroup2")
+            .min_by_key(|m| {
+                let usual = m.point == Path::new("/sys/fs/cgroup")
+                    || m.point == Path::new("/sys/fs/cgroup/unified");
+                (!m.is_whole(), !usual)
+            })
+            .cloned();
+        CgroupMounts { v1, v2 }
+    }
+
+    /// Parses a mount table's text.
+    pub fn parse(mountinfo: &str) -> Result<CgroupMounts, MountinfoError> {
+        Ok(Self::from_mounts(&mountinfo::parse(mountinfo)?))
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::of(!self.v1.is_empty(), self.v2.is_some())
+    }
+
+    /// The v1 mount of the hierarchy holding every one of `controllers` (not empty).
+    pub fn v1_with_all(&self, controllers: &[String]) -> Option<&Mount> {
+        if controllers.is_empty() {
+            return None;
+        }
+        self.v1
+            .iter()
+            .find(|m| controllers.iter().all(|c| m.has_option(c)))
+    }
+
+    /// The v1 mount of the hierarchy holding `controller`.
+    pub fn v1_with(&self, controller: &str) -> Option<&Mount> {
+        self.v1.iter().find(|m| m.has_option(controller))
+    }
+
+    /// Where the memory controller lives: a v1 hierarchy when one holds it, else v2 when
+    /// `v2_has_memory` (memory is in the v2 root's `cgroup.controllers`).
+    pub fn memory_hierarchy(&self, v2_has_memory: bool) -> MemoryHierarchy {
+        if self.v1_with("memory").is_some() {
+            MemoryHierarchy::V1
+        } else if self.v2.is_some() && v2_has_memory {
+            MemoryHierarchy::V2
+        } else {
+            MemoryHierarchy::Absent
+        }
+    }
+
+    /// The mount of the hierarchy holding memory, as [`Self::memory_hierarchy`] says.
+    pub fn memory_mount(&self, v2_has_memory: bool) -> Option<&Mount> {
+        match self.memory_hierarchy(v2_has_memory) {
+            MemoryHierarchy::V1 => self.v1_with("memory"),
+            MemoryHierarchy::V2 => self.v2.as_ref(),
+            MemoryHierarchy::Absent => None,
+        }
+    }
 }
 
 /// One mounted hierarchy.
@@ -92,7 +258,12 @@ impl Hierarchies {
                 source,
             })
         };
-        let mut h = Self::parse(&read(cgroup)?, &read(mountinfo)?);
+        let mut h = Self::parse(&read(cgroup)?, &read(mountinfo)?).map_err(|source| {
+            HierarchyError::Mountinfo {
+                path: mountinfo.to_path_buf(),
+                source,
+            }
+        })?;
         // v2 lists its controllers in the root's cgroup.controllers.
         if let Some(v2) = h.by_id.get_mut(&V2_HIERARCHY)
             && let Some(mount) = &v2.mount
@@ -104,8 +275,12 @@ impl Hierarchies {
     }
 
     /// Parses the text of `/proc/<pid>/cgroup` and `/proc/<pid>/mountinfo`.
-    pub fn parse(cgroup: &str, mountinfo: &str) -> Hierarchies {
-        let mounts = parse_mountinfo(mountinfo);
+    pub fn parse(cgroup: &str, mountinfo: &str) -> Result<Hierarchies, MountinfoError> {
+        Ok(Self::from_mounts(cgroup, &CgroupMounts::parse(mountinfo)?))
+    }
+
+    /// The hierarchies listed in the text of `/proc/<pid>/cgroup`, with their mount points.
+    pub fn from_mounts(cgroup: &str, mounts: &CgroupMounts) -> Hierarchies {
         let mut by_id = BTreeMap::new();
         for line in cgroup.lines() {
             let mut parts = line.splitn(3, ':');
@@ -119,20 +294,11 @@ impl Hierarchies {
                 .map(str::to_string)
                 .collect();
             let mount = if id == V2_HIERARCHY {
-                mounts
-                    .iter()
-                    .find(|m| m.fstype == "cgroup2")
-                    .map(|m| m.point.clone())
+                mounts.v2.as_ref()
             } else {
-                mounts
-                    .iter()
-                    .find(|m| {
-                        m.fstype == "cgroup"
-                            && !controllers.is_empty()
-                            && controllers.iter().all(|c| m.options.iter().any(|o| o == c))
-                    })
-                    .map(|m| m.point.clone())
-            };
+                mounts.v1_with_all(&controllers)
+            }
+            .map(|m| m.point.clone());
             by_id.insert(
                 id,
                 Hierarchy {
@@ -147,6 +313,47 @@ impl Hierarchies {
 
     pub fn get(&self, id: u32) -> Option<&Hierarchy> {
         self.by_id.get(&id)
+    }
+
+    /// The hierarchy an absolute path lies in (`/sys/fs/cgroup/memory/kubepods/x` → the one
+    /// mounted at `/sys/fs/cgroup/memory`): the longest mount point that is the path or a
+    /// directory above it.
+    pub fn of_path(&self, path: &[u8]) -> Option<u32> {
+        use std::os::unix::ffi::OsStrExt;
+        self.by_id
+            .values()
+            .filter_map(|h| {
+                let m = h.mount.as_ref()?.as_os_str().as_bytes();
+                let m = m.strip_suffix(b"/").unwrap_or(m);
+                let inside = path.starts_with(m)
+                    && (path.len() == m.len() || path.get(m.len()) == Some(&b'/'));
+                (inside && !m.is_empty()).then_some((m.len(), h.id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// v1, v2 or hybrid, from the hierarchies with a mount point.
+    pub fn layout(&self) -> Layout {
+        let v1 = self
+            .by_id
+            .values()
+            .any(|h| h.id != V2_HIERARCHY && h.mount.is_some());
+        let v2 = self.get(V2_HIERARCHY).is_some_and(|h| h.mount.is_some());
+        Layout::of(v1, v2)
+    }
+
+    /// The hierarchy holding the memory controller.
+    pub fn memory(&self) -> Option<&Hierarchy> {
+        self.with_controller("memory")
+    }
+
+    pub fn memory_hierarchy(&self) -> MemoryHierarchy {
+        match self.memory() {
+            Some(h) if h.id == V2_HIERARCHY => MemoryHierarchy::V2,
+            Some(_) => MemoryHierarchy::V1,
+            None => MemoryHierarchy::Absent,
+        }
     }
 
     /// The hierarchy that holds `controller`.
@@ -216,58 +423,6 @@ impl Hierarchies {
     }
 }
 
-/// One line of mountinfo, the parts we use.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mount {
-    pub point: PathBuf,
-    pub fstype: String,
-    pub options: Vec<String>,
-}
-
-/// Parses `/proc/<pid>/mountinfo`: mount point (field 5) and, after the ` - ` separator, the
-/// filesystem type and super options.
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let mut r = right.split(' ');
-        let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else {
-            continue;
-        };
-        out.push(Mount {
-            point: PathBuf::from(unescape_octal(point)),
-            fstype: fstype.to_string(),
-            options: opts.split(',').map(str::to_string).collect(),
-        });
-    }
-    out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,7 +440,7 @@ mod tests {
 
     #[test]
     fn parses_hybrid_layout() {
-        let h = Hierarchies::parse(CGROUP, MOUNTINFO);
+        let h = Hierarchies::parse(CGROUP, MOUNTINFO).unwrap();
         assert_eq!(h.by_id.len(), 5);
         assert_eq!(h.label(9), "memory");
         assert_eq!(h.label(4), "cpu,cpuacct");
@@ -305,7 +460,7 @@ mod tests {
 
     #[test]
     fn selects_by_controller() {
-        let h = Hierarchies::parse(CGROUP, MOUNTINFO);
+        let h = Hierarchies::parse(CGROUP, MOUNTINFO).unwrap();
         assert_eq!(h.select(&["memory".into()]).ok(), Some(vec![9]));
         assert_eq!(
             h.select(&["cpu".into(), "v2".into()]).ok(),
@@ -317,11 +472,79 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_unescapes() {
-        let m = parse_mountinfo(MOUNTINFO);
-        assert!(
-            m.iter()
-                .any(|m| m.point == Path::new("/mnt/with space") && m.fstype == "tracefs")
+    fn layouts() {
+        let h = Hierarchies::parse(CGROUP, MOUNTINFO).unwrap();
+        assert_eq!(h.layout(), Layout::Hybrid);
+        assert_eq!(h.memory_hierarchy(), MemoryHierarchy::V1);
+        let m = CgroupMounts::parse(MOUNTINFO).unwrap();
+        assert_eq!(m.layout(), Layout::Hybrid);
+        assert_eq!(m.memory_hierarchy(false), MemoryHierarchy::V1);
+        assert_eq!(
+            m.memory_mount(false).map(|m| m.point.clone()),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+
+        let v2 = "30 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let h = Hierarchies::parse("0::/init.scope\n", v2).unwrap();
+        assert_eq!(h.layout(), Layout::V2);
+        let m = CgroupMounts::parse(v2).unwrap();
+        assert_eq!(m.layout(), Layout::V2);
+        assert_eq!(m.memory_hierarchy(true), MemoryHierarchy::V2);
+        assert_eq!(m.memory_hierarchy(false), MemoryHierarchy::Absent);
+
+        let none = CgroupMounts::parse("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n").unwrap();
+        assert_eq!(none.layout(), Layout::Unmounted);
+        assert_eq!(Hierarchies::default().layout(), Layout::Unmounted);
+        assert_eq!(
+            Hierarchies::default().memory_hierarchy(),
+            MemoryHierarchy::Absent
+        );
+    }
+
+    /// A container's bind mount of a subtree listed first does not hide the whole hierarchy.
+    #[test]
+    fn whole_hierarchy_mounts_win() {
+        let text = "\
+900 60 0:29 /kubepods/pod1/abc /var/lib/docker/x/sys/fs/cgroup/memory ro - cgroup cgroup rw,memory
+901 60 0:26 /kubepods /var/lib/docker/x/sys/fs/cgroup ro - cgroup2 cgroup2 rw
+33 24 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+34 24 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+        let h = Hierarchies::parse("9:memory:/\n0::/\n", text).unwrap();
+        assert_eq!(
+            h.get(9).and_then(|x| x.mount.clone()),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            h.get(0).and_then(|x| x.mount.clone()),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn malformed_mountinfo_is_an_error() {
+        assert!(Hierarchies::parse(CGROUP, "36 31 0:33 / /x rw\n").is_err());
+    }
+
+    /// On this machine the two views of the layout agree: the hierarchies this process is in
+    /// and the cgroup filesystems of the mount table.
+    #[test]
+    fn this_machine_views_agree() {
+        let (Ok(h), Ok(text)) = (
+            Hierarchies::load(),
+            fs::read_to_string("/proc/self/mountinfo"),
+        ) else {
+            return;
+        };
+        let m = CgroupMounts::parse(&text).unwrap();
+        assert_eq!(h.layout(), m.layout());
+        let v2_memory = h
+            .get(V2_HIERARCHY)
+            .is_some_and(|x| x.has_controller("memory"));
+        assert_eq!(h.memory_hierarchy(), m.memory_hierarchy(v2_memory));
+        assert_eq!(
+            h.memory().and_then(|x| x.mount.clone()),
+            m.memory_mount(v2_memory).map(|x| x.point.clone())
         );
     }
 }

@@ -1,16 +1,41 @@
 //! Facts about the running kernel and our privileges, checked before loading anything so the
 //! errors say what is wrong instead of a bare EPERM.
-use std::fs;
+use std::{fs, sync::OnceLock};
 
 pub mod btf;
+pub mod counters;
 pub mod hierarchy;
+pub mod mkdir_errno;
+pub mod mountinfo;
+pub mod release;
 pub mod tracefs;
+
+pub use release::KernelRelease;
 
 use thiserror::Error;
 
+pub const CAP_SYS_RESOURCE: u32 = 24;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
+
+/// Number of memcg IDs: they are 16 bits wide and 0 is never handed out
+/// (`MEM_CGROUP_ID_MAX` in `include/linux/memcontrol.h`).
+pub const MEMCG_ID_MAX: u64 = 65_535;
+
+/// Page size of the running system (4 KiB on x86-64; 16 KiB or 64 KiB on some arm64 and ppc64
+/// kernels), read once. The kernel counts memcg usage in pages and sizes the BPF ring buffer in
+/// pages.
+pub fn page_size() -> u64 {
+    static PAGE_SIZE: OnceLock<u64> = OnceLock::new();
+    *PAGE_SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions; it only reads a system constant.
+        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        // sysconf fails only for unknown names; 4096 is the page size of every kernel that
+        // could not answer it.
+        u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
+    })
+}
 
 #[derive(Debug, Error)]
 pub enum KernelError {
@@ -19,20 +44,21 @@ pub enum KernelError {
     )]
     Privileges { missing: String },
     #[error(
+        "kernel {release} is older than 5.8: it has no CAP_BPF/CAP_PERFMON, so bpf() and perf_event_open() need CAP_SYS_ADMIN (run as root; in Kubernetes `privileged: true`)"
+    )]
+    NeedsSysAdmin { release: String },
+    #[error(
+        "kernel {release} is older than 5.11 and charges BPF maps to RLIMIT_MEMLOCK ({limit}), which cgtrace could not raise: {reason}; raising it needs CAP_SYS_RESOURCE"
+    )]
+    Memlock {
+        release: String,
+        limit: String,
+        reason: String,
+    },
+    #[error(
         "kernel {release} has no BPF ring buffer (needs Linux 5.8 or later); `cgtrace check` works without eBPF"
     )]
     NoRingBuf { release: String },
-}
-
-/// The page size of the running system (page counters and ring sizes are in pages; 16K and 64K
-/// on some arm64 kernels).
-pub fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf reads a constant of the running system; no memory is passed.
-        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
-    })
 }
 
 /// The kernel release (`uname -r`).
@@ -42,14 +68,6 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// (major, minor) of a release string like `6.18.44-fc-v669` or `3.10.0-957.el7.x86_64`.
-pub fn version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// Effective capabilities from `/proc/self/status`.
 pub fn effective_caps() -> Option<u64> {
     let s = fs::read_to_string("/proc/self/status").ok()?;
@@ -57,20 +75,39 @@ pub fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
-/// Fails with a one-line explanation when we cannot load BPF programs.
+/// Fails with a one-line explanation when we cannot load BPF programs on this kernel.
 pub fn check_privileges() -> Result<(), KernelError> {
     let Some(caps) = effective_caps() else {
         return Ok(()); // cannot tell: let the kernel decide
     };
+    privileges_for(caps, &release())
+}
+
+/// What `caps` lack to load BPF programs on kernel `release`.
+pub fn privileges_for(caps: u64, release: &str) -> Result<(), KernelError> {
     let has = |c: u32| caps & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    if has(CAP_SYS_ADMIN) {
         return Ok(());
     }
-    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|(c, _)| !has(*c))
-        .map(|(_, n)| n)
-        .collect();
+    if KernelRelease::parse(release).is_some_and(|k| !k.cap_bpf()) {
+        return Err(KernelError::NeedsSysAdmin {
+            release: release.to_string(),
+        });
+    }
+    if has(CAP_BPF) && has(CAP_PERFMON) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF (to load BPF programs and maps)"),
+        (
+            CAP_PERFMON,
+            "CAP_PERFMON (to attach tracing programs and read kernel memory from them)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !has(*c))
+    .map(|(_, n)| n)
+    .collect();
     Err(KernelError::Privileges {
         missing: missing.join(", "),
     })
@@ -78,29 +115,51 @@ pub fn check_privileges() -> Result<(), KernelError> {
 
 /// The BPF ring buffer arrived in 5.8.
 pub fn check_ring_buffer(release: &str) -> Result<(), KernelError> {
-    match version(release) {
-        Some(v) if v < (5, 8) => Err(KernelError::NoRingBuf {
+    match KernelRelease::parse(release) {
+        Some(k) if !k.has_ringbuf() => Err(KernelError::NoRingBuf {
             release: release.to_string(),
         }),
         _ => Ok(()),
     }
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: lift it where we may.
-pub fn raise_memlock() {
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: lift it where we may. Fails there
+/// (naming CAP_SYS_RESOURCE) when it cannot be lifted; later kernels do not need it.
+pub fn raise_memlock() -> Result<(), KernelError> {
     let lim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: setrlimit reads a valid rlimit struct; failure is harmless (and expected on
-    // kernels that account BPF memory to the memcg instead).
+    // SAFETY: setrlimit reads a valid rlimit struct.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
-    if rc != 0 {
-        log::debug!(
-            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
-            std::io::Error::last_os_error()
-        );
+    if rc == 0 {
+        return Ok(());
     }
+    let err = std::io::Error::last_os_error();
+    let release = release();
+    if KernelRelease::parse(&release).is_some_and(|k| !k.memcg_charges_bpf()) {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) } == 0 {
+            if cur.rlim_cur == libc::RLIM_INFINITY {
+                "unlimited".to_string()
+            } else {
+                format!("currently {} KiB", cur.rlim_cur / 1024)
+            }
+        } else {
+            "limit unknown".to_string()
+        };
+        return Err(KernelError::Memlock {
+            release,
+            limit,
+            reason: err.to_string(),
+        });
+    }
+    log::debug!("setrlimit(RLIMIT_MEMLOCK) failed (not needed on {release}): {err}");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -108,14 +167,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_versions() {
-        assert_eq!(version("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(version("3.10.0-957.21.3.el7.x86_64"), Some((3, 10)));
-        assert_eq!(version("5.4.0-1059-aws"), Some((5, 4)));
-        assert_eq!(version("garbage"), None);
+    fn ring_buffer_gate() {
+        assert!(check_ring_buffer("garbage").is_ok());
         assert!(check_ring_buffer("5.4.0").is_err());
         assert!(check_ring_buffer("5.8.0").is_ok());
         let e = check_ring_buffer("4.19.1").err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("4.19.1") && e.contains("5.8")));
+    }
+
+    #[test]
+    fn page_size_is_the_systems() {
+        let p = page_size();
+        assert!(p.is_power_of_two() && p >= 4096, "{p}");
+        // The independent oracle: getconf, the libc tool.
+        if let Ok(out) = std::process::Command::new("getconf")
+            .arg("PAGESIZE")
+            .output()
+        {
+            let s = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(s.trim().parse::<u64>().ok(), Some(p));
+        }
+        assert_eq!(page_size(), p);
+    }
+
+    #[test]
+    fn the_missing_capability_depends_on_the_kernel() {
+        let bit = |c: u32| 1u64 << c;
+        let bpf_perfmon = bit(CAP_BPF) | bit(CAP_PERFMON);
+        assert!(privileges_for(bpf_perfmon, "6.1.0").is_ok());
+        assert!(privileges_for(bit(CAP_SYS_ADMIN), "5.4.0").is_ok());
+        let old = privileges_for(bpf_perfmon, "5.4.0")
+            .err()
+            .map(|e| e.to_string());
+        assert!(old.is_some_and(|e| e.contains("CAP_SYS_ADMIN") && e.contains("5.8")));
+        let e = privileges_for(bit(CAP_BPF), "6.1.0")
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("CAP_PERFMON") && !e.contains("CAP_BPF (")));
     }
 }

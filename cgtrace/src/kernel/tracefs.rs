@@ -8,7 +8,7 @@ use std::{
 use cgtrace_common::TracepointLayout;
 use thiserror::Error;
 
-use crate::kernel::hierarchy::parse_mountinfo;
+use crate::kernel::mountinfo;
 
 #[derive(Debug, Error)]
 pub enum TracefsError {
@@ -140,7 +140,7 @@ pub fn cgroup_layout(text: &str, path: &Path) -> Result<TracepointLayout, Tracef
 /// Finds tracefs: a mounted tracefs (from mountinfo), or debugfs's `tracing` directory.
 pub fn find() -> Option<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mounts = parse_mountinfo(&text);
+    let mounts = mountinfo::parse(&text).ok()?;
     if let Some(m) = mounts.iter().find(|m| m.fstype == "tracefs") {
         return Some(m.point.clone());
     }

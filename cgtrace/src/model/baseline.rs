@@ -6,7 +6,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::kernel::hierarchy::{Hierarchies, V2_HIERARCHY};
+use crate::kernel::{
+    counters::{CgroupStat, proc_cgroups_row},
+    hierarchy::{Hierarchies, V2_HIERARCHY},
+};
 
 /// One cgroup that existed at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,23 +100,6 @@ fn walk(hierarchy_id: u32, root: &Path, out: &mut Vec<BaselineCgroup>) -> u64 {
     count
 }
 
-/// `num_cgroups` of the memory row of `/proc/cgroups` text.
-pub fn memory_num_cgroups(proc_cgroups: &str) -> Option<u64> {
-    proc_cgroups.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        (f.next()? == "memory").then_some(())?;
-        f.nth(1)?.parse().ok()
-    })
-}
-
-/// A key of a `cgroup.stat` file.
-pub fn cgroup_stat(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok())?
-    })
-}
-
 /// Takes the baseline: walks the memory hierarchy (v1) and the v2 tree, and counts the dying
 /// memcgs the kernel holds (v1: `/proc/cgroups` minus visible memcg directories; v2:
 /// `nr_dying_subsys_memory`, else `nr_dying_descendants`).
@@ -122,7 +108,7 @@ pub fn take(h: &Hierarchies, now_ns: u64) -> Baseline {
         taken_at_ns: now_ns,
         ..Baseline::default()
     };
-    let mem = h.with_controller("memory");
+    let mem = h.memory();
     let mut visible_memcgs = None;
     if let Some(m) = mem.filter(|m| m.id != V2_HIERARCHY)
         && let Some(mount) = &m.mount
@@ -135,8 +121,7 @@ pub fn take(h: &Hierarchies, now_ns: u64) -> Baseline {
         walk(V2_HIERARCHY, mount, &mut b.cgroups);
         if mem.is_some_and(|m| m.id == V2_HIERARCHY)
             && let Ok(stat) = fs::read_to_string(mount.join("cgroup.stat"))
-            && let Some(d) = cgroup_stat(&stat, "nr_dying_subsys_memory")
-                .or_else(|| cgroup_stat(&stat, "nr_dying_descendants"))
+            && let Some(d) = CgroupStat::parse(&stat).ok().and_then(|s| s.dying_memcgs())
         {
             b.dying_before_start.push((V2_HIERARCHY, d));
         }
@@ -144,7 +129,8 @@ pub fn take(h: &Hierarchies, now_ns: u64) -> Baseline {
     if let (Some(m), Some(visible)) = (mem, visible_memcgs)
         && let Some(n) = fs::read_to_string("/proc/cgroups")
             .ok()
-            .and_then(|t| memory_num_cgroups(&t))
+            .and_then(|t| proc_cgroups_row(&t, "memory").ok().flatten())
+            .map(|r| r.num_cgroups)
     {
         b.dying_before_start.push((m.id, n.saturating_sub(visible)));
     }
@@ -154,17 +140,6 @@ pub fn take(h: &Hierarchies, now_ns: u64) -> Baseline {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_kernel_counters() {
-        let pc = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t40\t1\nmemory\t4\t57\t1\n";
-        assert_eq!(memory_num_cgroups(pc), Some(57));
-        assert_eq!(memory_num_cgroups("cpu 1 2 1\n"), None);
-        let st = "nr_descendants 12\nnr_subsys_memory 9\nnr_dying_descendants 3\nnr_dying_subsys_memory 2\n";
-        assert_eq!(cgroup_stat(st, "nr_dying_descendants"), Some(3));
-        assert_eq!(cgroup_stat(st, "nr_dying_subsys_memory"), Some(2));
-        assert_eq!(cgroup_stat(st, "nr_x"), None);
-    }
 
     #[test]
     fn walks_this_machine() {

@@ -1,8 +1,10 @@
 //! Decoding ring buffer records into [`Event`]s: a borrowed view, no allocation per event.
-use cgtrace_common::{EventKind, PATH_CAP, RawEvent, flags};
+use core::mem::offset_of;
+
+use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
 use thiserror::Error;
 
-pub const PAGE_SIZE: u64 = 4096;
+use crate::kernel::page_size;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -86,44 +88,47 @@ impl<'a> Event<'a> {
             });
         }
         let raw = &buf[..want];
-        let u64_at = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&raw[o..o + 8]);
-            u64::from_ne_bytes(b)
-        };
-        let u32_at = |o: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&raw[o..o + 4]);
-            u32::from_ne_bytes(b)
-        };
-        // Offsets of RawEvent's fields (checked against the struct in the tests).
-        let path_len = u16::from_ne_bytes([raw[68], raw[69]]);
-        let kind = raw[70];
-        let fl = raw[71];
+        // A field of `RawEvent`, read at its offset (native endian, as the eBPF side wrote it):
+        // only the bytes used are read, not the whole record with its path buffer.
+        macro_rules! field {
+            ($name:ident: $ty:ty) => {{
+                const AT: usize = offset_of!(RawEvent, $name);
+                // The field has this type (a compile error otherwise).
+                const _: fn(&RawEvent) -> $ty = |r| r.$name;
+                let mut b = [0u8; size_of::<$ty>()];
+                b.copy_from_slice(&raw[AT..AT + size_of::<$ty>()]);
+                <$ty>::from_ne_bytes(b)
+            }};
+        }
+        let path_len = field!(path_len: u16);
+        let kind = field!(kind: u8);
+        let fl = field!(flags: u8);
         let kind = EventKind::from_u8(kind).ok_or(DecodeError::Kind(kind))?;
         if path_len as usize >= PATH_CAP {
             return Err(DecodeError::PathLen(path_len));
         }
-        let errno = u32_at(72) as i32;
-        let comm = until_nul(&raw[80..96]);
-        let path = &raw[96..96 + path_len as usize];
-        let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(PAGE_SIZE));
+        let errno = field!(errno: i32);
+        let comm_at = offset_of!(RawEvent, comm);
+        let comm = until_nul(&raw[comm_at..comm_at + COMM_LEN]);
+        let path_at = offset_of!(RawEvent, path);
+        let path = &raw[path_at..path_at + path_len as usize];
+        let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(page_size()));
         Ok(Event {
-            ts_ns: u64_at(0),
-            cgroup_id: u64_at(8),
-            css: u64_at(16),
-            usage_bytes: pages(flags::HAS_MEMORY, u64_at(24)),
-            kmem_bytes: pages(flags::HAS_KMEM, u64_at(32)),
-            memsw_bytes: pages(flags::HAS_MEMSW, u64_at(40)),
-            hierarchy_id: u32_at(48),
+            ts_ns: field!(ts_ns: u64),
+            cgroup_id: field!(cgroup_id: u64),
+            css: field!(css: u64),
+            usage_bytes: pages(flags::HAS_MEMORY, field!(memory_pages: u64)),
+            kmem_bytes: pages(flags::HAS_KMEM, field!(kmem_pages: u64)),
+            memsw_bytes: pages(flags::HAS_MEMSW, field!(memsw_pages: u64)),
+            hierarchy_id: field!(hierarchy_id: u32),
             level: if fl & flags::LEVEL_FROM_PATH != 0 {
                 path_level(path)
             } else {
-                u32_at(52)
+                field!(level: u32)
             },
-            pid: u32_at(56),
-            tid: u32_at(60),
-            memcg_id: (fl & flags::HAS_MEMCG_ID != 0).then(|| u32_at(64)),
+            pid: field!(tgid: u32),
+            tid: field!(tid: u32),
+            memcg_id: (fl & flags::HAS_MEMCG_ID != 0).then(|| field!(memcg_id: u32)),
             kind,
             comm,
             path,
@@ -205,7 +210,7 @@ pub(crate) mod tests {
         assert_eq!((e.pid, e.tid, e.level, e.hierarchy_id), (4242, 4243, 2, 7));
         assert_eq!(e.cgroup_id, 0x1_0000_0042);
         assert_eq!(e.memcg_id, Some(17));
-        assert_eq!(e.usage_bytes, Some(3 * 4096));
+        assert_eq!(e.usage_bytes, Some(3 * page_size()));
         assert_eq!(e.kmem_bytes, None);
         assert!(e.has_cgroup && !e.path_truncated);
     }

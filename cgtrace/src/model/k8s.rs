@@ -28,12 +28,36 @@ pub enum Qos {
 }
 
 impl Qos {
+    /// The classes in display order, then `None` ("not a pod" or "not attributed"): what
+    /// [`Qos::index`] numbers.
+    pub const CLASSES: [Option<Qos>; 4] = [
+        Some(Qos::Guaranteed),
+        Some(Qos::Burstable),
+        Some(Qos::Besteffort),
+        None,
+    ];
+
     /// Lowercase name, matching the serde representation.
     pub fn as_str(self) -> &'static str {
         match self {
             Qos::Guaranteed => "guaranteed",
             Qos::Burstable => "burstable",
             Qos::Besteffort => "besteffort",
+        }
+    }
+
+    /// The name of a class as used in tags, labels and output: `none` for `None`.
+    pub fn name(qos: Option<Qos>) -> &'static str {
+        qos.map_or("none", Qos::as_str)
+    }
+
+    /// The position of a class in [`Qos::CLASSES`].
+    pub fn index(qos: Option<Qos>) -> usize {
+        match qos {
+            Some(Qos::Guaranteed) => 0,
+            Some(Qos::Burstable) => 1,
+            Some(Qos::Besteffort) => 2,
+            None => 3,
         }
     }
 }
@@ -188,6 +212,13 @@ fn container(leaf: &[u8]) -> Option<(Option<&'static str>, &[u8])> {
 /// The cgroup name `leaf`, right below a pod's, names a container.
 pub(crate) fn is_container(leaf: &[u8]) -> bool {
     container(leaf).is_some()
+}
+
+/// The container id a container cgroup's own leaf name carries ([`is_container`]); `None` for
+/// other names, such as cgroups inside a container (`init.scope`) and runtime monitors
+/// (`crio-conmon-<id>.scope`).
+pub(crate) fn container_id(leaf: &[u8]) -> Option<&[u8]> {
+    container(leaf).map(|(_, id)| id)
 }
 
 /// A container id: 12 to 128 hex digits (any case).
@@ -638,6 +669,11 @@ mod tests {
     fn qos_names() {
         for q in [Qos::Guaranteed, Qos::Burstable, Qos::Besteffort] {
             assert_eq!(format!("{q:?}").to_lowercase(), q.as_str());
+            assert_eq!(Qos::name(Some(q)), q.as_str());
+        }
+        assert_eq!(Qos::name(None), "none");
+        for (i, q) in Qos::CLASSES.into_iter().enumerate() {
+            assert_eq!(Qos::index(q), i);
         }
     }
 

@@ -2,5 +2,6 @@
 //! Kubernetes attribution of cgroup paths.
 pub mod baseline;
 pub mod event;
+pub mod hash;
 pub mod k8s;
 pub mod tracker;

@@ -25,9 +25,9 @@ use hdrhistogram::{
 };
 
 use crate::{
-    format::escape::write_terminal,
+    format::{escape::terminal, units::human_ns},
     model::k8s::Qos,
-    model::tracker::{Observed, Tracker},
+    model::tracker::{Observed, PodSummary, Tracker},
 };
 
 /// Significant decimal digits every histogram keeps.
@@ -38,31 +38,6 @@ pub const TOP_PODS: usize = 10;
 
 /// Width of the bars drawn by [`Lifetimes::render_terminal`].
 const BAR_WIDTH: usize = 40;
-
-/// The QoS classes in display order; `None` is "not a pod" or "not attributed".
-pub const QOS_CLASSES: [Option<Qos>; 4] = [
-    Some(Qos::Guaranteed),
-    Some(Qos::Burstable),
-    Some(Qos::Besteffort),
-    None,
-];
-
-/// The name of a QoS class as used in tags, labels and output: `none` for `None`.
-pub fn qos_name(qos: Option<Qos>) -> &'static str {
-    match qos {
-        Some(q) => q.as_str(),
-        None => "none",
-    }
-}
-
-fn qos_index(qos: Option<Qos>) -> usize {
-    match qos {
-        Some(Qos::Guaranteed) => 0,
-        Some(Qos::Burstable) => 1,
-        Some(Qos::Besteffort) => 2,
-        None => 3,
-    }
-}
 
 /// A phase of a cgroup's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,23 +113,6 @@ impl Phases {
     }
 }
 
-/// A pod with dying memcgs, as the tracker last reported it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PodDying {
-    /// The pod UID.
-    pub pod_uid: String,
-    /// Namespace, when `/var/log/pods` told.
-    pub namespace: Option<String>,
-    /// Pod name, when `/var/log/pods` told.
-    pub name: Option<String>,
-    /// QoS class from the cgroup path.
-    pub qos: Option<Qos>,
-    /// Dying memcgs of the pod now.
-    pub dying: u64,
-    /// Age of its oldest dying memcg, seconds.
-    pub oldest_dying_age_s: Option<f64>,
-}
-
 /// Which histogram group a tag or title names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Group {
@@ -173,7 +131,7 @@ pub struct Lifetimes {
     hierarchy_ids: Vec<u32>,
     hierarchies: Vec<Phases>,
     qos: [Option<Phases>; 4],
-    pods: Vec<PodDying>,
+    pods: Vec<PodSummary>,
 }
 
 impl Lifetimes {
@@ -217,7 +175,7 @@ impl Lifetimes {
             }
         }
         if obs.memcg {
-            let slot = &mut self.qos[qos_index(obs.qos)];
+            let slot = &mut self.qos[Qos::index(obs.qos)];
             if slot.is_none() {
                 *slot = Phases::new();
             }
@@ -231,22 +189,11 @@ impl Lifetimes {
     /// the tracker, for [`Lifetimes::render_terminal`].
     pub fn update_pods(&mut self, tracker: &Tracker) {
         let pods = tracker.dying_pods();
-        self.pods = pods
-            .into_iter()
-            .take(TOP_PODS)
-            .map(|p| PodDying {
-                pod_uid: p.stats.pod_uid,
-                namespace: p.stats.namespace,
-                name: p.stats.name,
-                qos: p.stats.qos,
-                dying: p.stats.dying,
-                oldest_dying_age_s: p.oldest_dying_age_s,
-            })
-            .collect();
+        self.pods = pods.into_iter().take(TOP_PODS).collect();
     }
 
     /// The pods kept by the last [`Lifetimes::update_pods`], most dying memcgs first.
-    pub fn pods(&self) -> &[PodDying] {
+    pub fn pods(&self) -> &[PodSummary] {
         &self.pods
     }
 
@@ -258,7 +205,7 @@ impl Lifetimes {
 
     /// The histograms of a QoS class (memcgs only), if it has recorded anything.
     pub fn qos(&self, qos: Option<Qos>) -> Option<&Phases> {
-        self.qos[qos_index(qos)].as_ref()
+        self.qos[Qos::index(qos)].as_ref()
     }
 
     /// No lifetime has been recorded.
@@ -294,7 +241,7 @@ impl Lifetimes {
         self.histograms().map(move |(g, phase, h)| {
             let group = match g {
                 Group::Hierarchy(id) => tag_safe(&labels(id)),
-                Group::Qos(i) => format!("qos.{}", qos_name(QOS_CLASSES[i])),
+                Group::Qos(i) => format!("qos.{}", Qos::name(Qos::CLASSES[i])),
             };
             (format!("{}.{group}", phase.name()), h)
         })
@@ -311,8 +258,8 @@ impl Lifetimes {
                 continue;
             }
             let group = match g {
-                Group::Hierarchy(id) => terminal_safe(&labels(id)),
-                Group::Qos(i) => format!("qos {} (memcgs)", qos_name(QOS_CLASSES[i])),
+                Group::Hierarchy(id) => terminal(&labels(id)),
+                Group::Qos(i) => format!("qos {} (memcgs)", Qos::name(Qos::CLASSES[i])),
             };
             let _ = writeln!(
                 out,
@@ -333,26 +280,29 @@ impl Lifetimes {
         if !self.pods.is_empty() {
             out.push_str("pods with the most dying memcgs:\n");
             let _ = writeln!(out, "  {:>6}  {:>8}  {:<10}  POD", "DYING", "OLDEST", "QOS");
-            for p in &self.pods {
-                let age = p
-                    .oldest_dying_age_s
+            for PodSummary {
+                stats: p,
+                oldest_dying_age_s,
+            } in &self.pods
+            {
+                let age = oldest_dying_age_s
                     .map(|s| human_ns((s.max(0.0) * 1e9) as u64))
                     .unwrap_or_else(|| "-".into());
                 let who = match (&p.namespace, &p.name) {
                     (Some(ns), Some(n)) => format!(
                         "{}/{} ({})",
-                        terminal_safe(ns),
-                        terminal_safe(n),
-                        terminal_safe(&p.pod_uid)
+                        terminal(ns),
+                        terminal(n),
+                        terminal(&p.pod_uid)
                     ),
-                    _ => terminal_safe(&p.pod_uid),
+                    _ => terminal(&p.pod_uid),
                 };
                 let _ = writeln!(
                     out,
                     "  {:>6}  {:>8}  {:<10}  {who}",
                     p.dying,
                     age,
-                    qos_name(p.qos)
+                    Qos::name(p.qos)
                 );
             }
         }
@@ -369,14 +319,6 @@ fn tag_safe(s: &str) -> String {
             c => c,
         })
         .collect()
-}
-
-/// Untrusted text (pod names come from directory names) escaped for a terminal.
-fn terminal_safe(s: &str) -> String {
-    let mut b = Vec::with_capacity(s.len());
-    // Writing to a Vec cannot fail.
-    let _ = write_terminal(&mut b, s.as_bytes());
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Lower bounds of the terminal buckets, nanoseconds: powers of two within each unit
@@ -452,46 +394,6 @@ fn render_buckets(h: &Histogram<u64>) -> String {
     out
 }
 
-/// Rounds to 3 significant digits.
-fn round3(v: u64) -> u64 {
-    let mut scale = 1u64;
-    while v / scale >= 1000 {
-        scale *= 10;
-    }
-    if scale == 1 {
-        return v;
-    }
-    (v / scale + u64::from(v % scale >= scale / 2)).saturating_mul(scale)
-}
-
-/// A duration in nanoseconds for people, 3 significant digits: `750ns`, `1.5µs`, `12.3ms`,
-/// `2s`, `4.5min`, `26h`.
-pub fn human_ns(ns: u64) -> String {
-    let v = round3(ns);
-    let (div, unit) = match v {
-        0..1_000 => (1u64, "ns"),
-        1_000..1_000_000 => (1_000, "µs"),
-        1_000_000..1_000_000_000 => (1_000_000, "ms"),
-        1_000_000_000..60_000_000_000 => (1_000_000_000, "s"),
-        60_000_000_000..3_600_000_000_000 => (60_000_000_000, "min"),
-        _ => (3_600_000_000_000, "h"),
-    };
-    let x = v as f64 / div as f64;
-    let s = if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    };
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &s
-    };
-    format!("{s}{unit}")
-}
-
 /// Writes [`Lifetimes`] as a standard HdrHistogram interval log (the format of Java's
 /// `HistogramLogWriter`): one line per histogram and interval, tagged `live.<hierarchy>`,
 /// `dying.<hierarchy>`, `live.qos.<class>`, `dying.qos.<class>`; values in nanoseconds,
@@ -564,7 +466,7 @@ impl<W: Write> HdrLogWriter<W> {
                 continue;
             }
             w.write_histogram(&interval, start, duration, Tag::new(&tag))
-                .map_err(|e| io::Error::other(format!("interval log: {tag}: {e}")))?;
+                .map_err(|e| interval_log_error(&tag, e))?;
             self.previous.insert(tag, cumulative.clone());
         }
         self.out.flush()
@@ -578,6 +480,21 @@ impl<W: Write> HdrLogWriter<W> {
     /// The underlying writer.
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// An interval-log error as an I/O error that keeps the underlying kind (a closed pipe stays
+/// `BrokenPipe`).
+fn interval_log_error(
+    tag: &str,
+    e: hdrhistogram::serialization::interval_log::IntervalLogWriterError<
+        hdrhistogram::serialization::V2DeflateSerializeError,
+    >,
+) -> io::Error {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterError;
+    match e {
+        IntervalLogWriterError::IoError(e) => e,
+        other => io::Error::other(format!("interval log: {tag}: {other}")),
     }
 }
 
@@ -745,22 +662,6 @@ mod tests {
     }
 
     #[test]
-    fn human_units() {
-        assert_eq!(human_ns(0), "0ns");
-        assert_eq!(human_ns(512), "512ns");
-        assert_eq!(human_ns(1_500), "1.5µs");
-        assert_eq!(human_ns(999_600), "1ms");
-        assert_eq!(human_ns(12_345_678), "12.3ms");
-        assert_eq!(human_ns(500_000_000), "500ms");
-        assert_eq!(human_ns(1_000_400_000), "1s");
-        assert_eq!(human_ns(59_960_000_000), "1min");
-        assert_eq!(human_ns(270_000_000_000), "4.5min");
-        assert_eq!(human_ns(3_600_000_000_000), "1h");
-        assert_eq!(human_ns(26 * 3_600_000_000_000), "26h");
-        assert!(human_ns(u64::MAX).ends_with('h'));
-    }
-
-    #[test]
     fn bounds_are_increasing_and_round() {
         let b = bucket_bounds();
         assert!(b.windows(2).all(|w| w[0] < w[1]));
@@ -869,7 +770,7 @@ mod tests {
         t.set_pod_name(UID, "default", "web\x1b[2J");
         l.update_pods(&t);
         assert_eq!(l.pods().len(), 1);
-        assert_eq!(l.pods()[0].dying, 1);
+        assert_eq!(l.pods()[0].stats.dying, 1);
         assert_eq!(l.pods()[0].oldest_dying_age_s, Some(0.5));
         let text = l.render_terminal(&labels);
         assert!(text.contains("pods with the most dying memcgs:"), "{text}");
@@ -923,7 +824,7 @@ mod tests {
         for round in 0..3u64 {
             for i in 0..(100 * (round + 1)) {
                 let v = (-(2e9f64) * rng.next().ln()) as u64 + 1;
-                let qos = QOS_CLASSES[(i % 4) as usize];
+                let qos = Qos::CLASSES[(i % 4) as usize];
                 l.record(4, &live(true, qos, v));
                 l.record(4, &dying(true, qos, v / 3));
                 l.record(3, &live(false, None, v * 2));

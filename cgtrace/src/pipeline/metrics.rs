@@ -14,6 +14,10 @@
 //! | `cgtrace_verdict` | gauge: 0 none, 1 info, 2 warning, 3 critical | `detector` |
 //! | `cgtrace_up` | gauge: 1 attached and draining | |
 //! | `cgtrace_attached_info` | info | what the caller sets (tier, kernel, …) |
+//! | `cgtrace_self_cpu_seconds_total`, `cgtrace_self_resident_memory_bytes`, `cgtrace_self_cgroup_memory_bytes` | counter, gauges | cgtrace's own CPU and memory ([`crate::pipeline::own_cost`]) |
+//! | `cgtrace_ring_drains_total`, `cgtrace_ring_records_total`, `cgtrace_ring_fill_bytes`, `cgtrace_ring_size_bytes` | counters, gauges | the ring buffer |
+//! | `cgtrace_bpf_program_run_seconds_total`, `cgtrace_bpf_program_runs_total` | counters (they move while `kernel.bpf_stats_enabled` is 1) | `program` |
+//! | `cgtrace_bpf_stats_enabled` | gauge | |
 //!
 //! Per-event calls ([`Metrics::on_event`], [`Metrics::on_observed`]) allocate nothing once a
 //! label set has been seen: the metric handles are cached by label.
@@ -50,7 +54,7 @@ use tokio::{
 use crate::{
     model::k8s::Qos,
     model::tracker::{Observed, Tracker},
-    pipeline::histogram::{QOS_CLASSES, qos_name},
+    pipeline::own_cost::{OwnCost, OwnCostMetrics},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text).
@@ -80,6 +84,16 @@ pub const METRIC_NAMES: &[&str] = &[
     "cgtrace_verdict",
     "cgtrace_up",
     "cgtrace_attached_info",
+    "cgtrace_self_cpu_seconds_total",
+    "cgtrace_self_resident_memory_bytes",
+    "cgtrace_self_cgroup_memory_bytes",
+    "cgtrace_ring_drains_total",
+    "cgtrace_ring_records_total",
+    "cgtrace_ring_fill_bytes",
+    "cgtrace_ring_size_bytes",
+    "cgtrace_bpf_program_run_seconds_total",
+    "cgtrace_bpf_program_runs_total",
+    "cgtrace_bpf_stats_enabled",
 ];
 
 /// A label value escaped for the text format (`prometheus-client` writes values verbatim, and
@@ -205,6 +219,7 @@ pub struct Metrics {
     /// Per hierarchy label: [qos index][0 live, 1 dying].
     lifetime_cache: HashMap<Box<str>, [[Option<Histogram>; 2]; 4]>,
     state_gauges: [Gauge; 3],
+    own: OwnCostMetrics,
 }
 
 impl Default for Metrics {
@@ -213,12 +228,9 @@ impl Default for Metrics {
     }
 }
 
-fn to_i64(v: u64) -> i64 {
+/// A count as a gauge value (saturating).
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn qos_index(qos: Option<Qos>) -> usize {
-    QOS_CLASSES.iter().position(|&q| q == qos).unwrap_or(3)
 }
 
 impl Metrics {
@@ -230,98 +242,92 @@ impl Metrics {
 
     /// Like [`Metrics::new`], with at most `pod_limit` pods in `cgtrace_pod_dying_memcgs`.
     pub fn with_pod_limit(pod_limit: usize) -> Metrics {
-        let mut registry = Registry::with_prefix("cgtrace");
-        let events = Family::<EventLabels, Counter>::default();
-        let lost = Family::<EventLabels, Counter>::default();
         let cgroups = Family::<StateLabels, Gauge>::default();
-        let dying_before_start = Gauge::default();
-        let pod_dying = Family::<PodLabels, Gauge>::default();
-        let live_seconds: HistogramFamily =
-            Family::new_with_constructor(lifetime_histogram as fn() -> Histogram);
-        let dying_seconds: HistogramFamily =
-            Family::new_with_constructor(lifetime_histogram as fn() -> Histogram);
-        let headroom = Arc::new(OptionalGauge::default());
-        let verdicts = Family::<DetectorLabels, Gauge>::default();
-        let up = Gauge::default();
-        let attached = Arc::new(AttachedInfo::default());
-
-        registry.register(
-            "events",
-            "Cgroup lifecycle events seen, by kind",
-            events.clone(),
-        );
-        registry.register(
-            "lost_events",
-            "Events lost because the ring buffer was full, by kind",
-            lost.clone(),
-        );
-        registry.register(
-            "cgroups",
-            "Memory cgroups by state: live (in cgroupfs), dying (removed, not freed), freed (since start)",
-            cgroups.clone(),
-        );
-        registry.register(
-            "dying_before_start",
-            "Dying memcgs the kernel already held when cgtrace started",
-            dying_before_start.clone(),
-        );
-        registry.register(
-            "pod_dying_memcgs",
-            "Dying memcgs per pod (the pods with the most; the rest summed in pod_uid=\"other\")",
-            pod_dying.clone(),
-        );
-        registry.register_with_unit(
-            "cgroup_live",
-            "Cgroup live time, mkdir to rmdir",
-            Unit::Seconds,
-            live_seconds.clone(),
-        );
-        registry.register_with_unit(
-            "cgroup_dying",
-            "Cgroup dying time, rmdir to freed",
-            Unit::Seconds,
-            dying_seconds.clone(),
-        );
-        registry.register_collector(Box::new(headroom.clone()));
-        registry.register(
-            "verdict",
-            "Detector verdicts: 0 none, 1 info, 2 warning, 3 critical",
-            verdicts.clone(),
-        );
-        registry.register(
-            "up",
-            "1 while the probes are attached and the ring buffer is drained",
-            up.clone(),
-        );
-        registry.register_collector(Box::new(attached.clone()));
-
+        let mut registry = Registry::with_prefix("cgtrace");
+        let own = OwnCostMetrics::register(&mut registry);
         let mut m = Metrics {
+            own,
             registry,
-            events,
-            lost,
+            events: Family::default(),
+            lost: Family::default(),
             state_gauges: ["live", "dying", "freed"].map(|s| {
                 cgroups.get_or_create_owned(&StateLabels {
                     state: s.to_string(),
                 })
             }),
-            dying_before_start,
-            pod_dying,
-            live_seconds,
-            dying_seconds,
-            headroom,
-            verdicts,
-            up,
-            attached,
+            dying_before_start: Gauge::default(),
+            pod_dying: Family::default(),
+            live_seconds: Family::new_with_constructor(lifetime_histogram as fn() -> Histogram),
+            dying_seconds: Family::new_with_constructor(lifetime_histogram as fn() -> Histogram),
+            headroom: Arc::new(OptionalGauge::default()),
+            verdicts: Family::default(),
+            up: Gauge::default(),
+            attached: Arc::new(AttachedInfo::default()),
             pod_limit,
             event_cache: HashMap::new(),
             lost_cache: HashMap::new(),
             lifetime_cache: HashMap::new(),
         };
+        m.register_families(cgroups);
         for k in EventKind::ALL {
             m.event_counter(k.name());
             m.lost_counter(k.name());
         }
         m
+    }
+
+    /// Registers every family (`cgroups` is kept only through its three gauges).
+    fn register_families(&mut self, cgroups: Family<StateLabels, Gauge>) {
+        let registry = &mut self.registry;
+        registry.register(
+            "events",
+            "Cgroup lifecycle events seen, by kind",
+            self.events.clone(),
+        );
+        registry.register(
+            "lost_events",
+            "Events lost because the ring buffer was full, by kind",
+            self.lost.clone(),
+        );
+        registry.register(
+            "cgroups",
+            "Memory cgroups by state: live (in cgroupfs), dying (removed, not freed), freed (since start)",
+            cgroups,
+        );
+        registry.register(
+            "dying_before_start",
+            "Dying memcgs the kernel already held when cgtrace started",
+            self.dying_before_start.clone(),
+        );
+        registry.register(
+            "pod_dying_memcgs",
+            "Dying memcgs per pod (the pods with the most; the rest summed in pod_uid=\"other\")",
+            self.pod_dying.clone(),
+        );
+        registry.register_with_unit(
+            "cgroup_live",
+            "Cgroup live time, mkdir to rmdir",
+            Unit::Seconds,
+            self.live_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "cgroup_dying",
+            "Cgroup dying time, rmdir to freed",
+            Unit::Seconds,
+            self.dying_seconds.clone(),
+        );
+        registry.register_collector(Box::new(self.headroom.clone()));
+        registry.register(
+            "verdict",
+            "Detector verdicts: 0 none, 1 info, 2 warning, 3 critical",
+            self.verdicts.clone(),
+        );
+        registry.register(
+            "up",
+            "1 while the probes are attached and the ring buffer is drained",
+            self.up.clone(),
+        );
+        registry.register_collector(Box::new(self.attached.clone()));
     }
 
     fn event_counter(&mut self, kind: &str) -> &Counter {
@@ -374,7 +380,7 @@ impl Metrics {
         if obs.live_ns.is_none() && obs.dying_ns.is_none() {
             return;
         }
-        let qi = qos_index(obs.qos);
+        let qi = Qos::index(obs.qos);
         if !self.lifetime_cache.contains_key(hierarchy_label) {
             self.lifetime_cache
                 .insert(hierarchy_label.into(), Default::default());
@@ -387,7 +393,7 @@ impl Metrics {
             let h = slots[qi][phase].get_or_insert_with(|| {
                 let labels = LifetimeLabels {
                     hierarchy: escape_label(hierarchy_label),
-                    qos: qos_name(obs.qos).to_string(),
+                    qos: Qos::name(obs.qos).to_string(),
                 };
                 if phase == 0 {
                     self.live_seconds.get_or_create_owned(&labels)
@@ -423,7 +429,7 @@ impl Metrics {
                 pod_uid: escape_label(&p.stats.pod_uid),
                 namespace: escape_label(p.stats.namespace.as_deref().unwrap_or("")),
                 name: escape_label(p.stats.name.as_deref().unwrap_or("")),
-                qos: qos_name(p.stats.qos).to_string(),
+                qos: Qos::name(p.stats.qos).to_string(),
             };
             self.pod_dying
                 .get_or_create(&labels)
@@ -475,6 +481,11 @@ impl Metrics {
     }
 
     /// Everything in the OpenMetrics text format ([`CONTENT_TYPE`]), ending in `# EOF`.
+    /// cgtrace's own cost, sampled (about once a second).
+    pub fn update_own_cost(&mut self, c: &OwnCost) {
+        self.own.update(c);
+    }
+
     pub fn encode(&self) -> String {
         let mut s = String::with_capacity(16 * 1024);
         if let Err(e) = encode(&mut s, &self.registry) {
@@ -798,6 +809,16 @@ mod tests {
     #[test]
     fn encodes_names_labels_and_values() {
         let mut m = Metrics::new();
+        m.update_own_cost(&OwnCost {
+            cpu_seconds: 1.5,
+            programs: vec![crate::pipeline::own_cost::ProgramStat {
+                name: "raw_cgroup_mkdir".into(),
+                run_time_ns: 3_000,
+                run_count: 2,
+            }],
+            bpf_stats: true,
+            ..OwnCost::default()
+        });
         for _ in 0..3 {
             m.on_event("mkdir");
         }
@@ -904,6 +925,13 @@ mod tests {
         assert_eq!(buckets, 15);
         assert!(text.contains(&format!("{live}_bucket{{le=\"+Inf\",{mem}}} 1")));
         assert!(text.contains(&format!("{live}_bucket{{le=\"67108.864\",{mem}}} 1")));
+        let prog = "program=\"raw_cgroup_mkdir\"";
+        assert_eq!(
+            sample(&text, &format!("cgtrace_bpf_program_runs_total{{{prog}}}")),
+            Some(2.0)
+        );
+        assert_eq!(sample(&text, "cgtrace_self_cpu_seconds_total"), Some(1.5));
+        assert_eq!(sample(&text, "cgtrace_bpf_stats_enabled"), Some(1.0));
         for name in METRIC_NAMES {
             let family = name
                 .strip_suffix("_total")

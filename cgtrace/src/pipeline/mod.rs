@@ -6,6 +6,7 @@ pub mod histogram;
 pub mod metrics;
 pub mod node;
 pub mod output;
+pub mod own_cost;
 pub mod pod_names;
 pub mod sample;
 
@@ -15,7 +16,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
-    kernel::hierarchy::HierarchyError,
+    kernel::{hierarchy::HierarchyError, mkdir_errno},
     model::{baseline::Baseline, event::Event, tracker::Tracker},
     pipeline::{
         facts::RunFacts,
@@ -141,6 +142,25 @@ impl Pipeline {
         if ev.kind != EventKind::DyingAtStart && is_own_cgroup(ev.path) {
             return;
         }
+        // A failed mkdir caught at the syscall names its hierarchy only through its path.
+        let located;
+        let ev = if ev.kind == EventKind::MkdirFailed
+            && ev.hierarchy_id == 0
+            && let Some(h) = self.facts.hierarchies.of_path(ev.path)
+        {
+            located = Event {
+                hierarchy_id: h,
+                ..*ev
+            };
+            &located
+        } else {
+            ev
+        };
+        // EEXIST (`mkdir -p`, Go's MkdirAll on every healthy start) is not a failure.
+        if ev.kind == EventKind::MkdirFailed && ev.errno.map(i32::abs) == Some(mkdir_errno::EEXIST)
+        {
+            return;
+        }
         let known = self.known_path(ev);
         let path = known.as_deref().unwrap_or(ev.path);
         if !self.passes(ev, path) {
@@ -153,7 +173,14 @@ impl Pipeline {
             let r = self.sinks[i].observed(ev, &obs, &self.tracker);
             self.keep(r);
         }
-        if let Some(i) = obs.new_pod {
+        // A pod seen for the first time; or a pod of the baseline (so never new) whose dying
+        // memcg the start-up walk found: look its name up (once per such record, few).
+        let unnamed = obs.new_pod.or_else(|| {
+            obs.pod
+                .filter(|_| ev.kind == EventKind::DyingAtStart)
+                .filter(|&i| self.tracker.pod(i).is_some_and(|p| p.name.is_none()))
+        });
+        if let Some(i) = unnamed {
             self.name_new_pod(i);
         }
         let shown;
@@ -176,7 +203,8 @@ impl Pipeline {
         }
     }
 
-    /// A pod the tracker just met: its name and namespace, when the source knows them.
+    /// A pod the tracker just met (or an unnamed one of the baseline): its name and namespace,
+    /// when the source knows them.
     fn name_new_pod(&mut self, i: u32) {
         let Some(uid) = self.tracker.pod(i).map(|p| p.pod_uid.clone()) else {
             return;
@@ -336,5 +364,74 @@ mod tests {
         p.event(&ev(EventKind::Mkdir, 2, 4, 8, b"/other"));
         assert_eq!(seen.borrow().len(), 1);
         assert_eq!(p.counts.seen[EventKind::Mkdir as usize], 1);
+        // Its own failed trigger mkdir (read-only cgroupfs) is no node failure; others are.
+        p.event(&ev(
+            EventKind::MkdirFailed,
+            3,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/cgtrace-walk-1-0",
+        ));
+        p.event(&ev(
+            EventKind::MkdirFailed,
+            4,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/kubepods",
+        ));
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
+        assert_eq!(seen.borrow().len(), 2);
+    }
+
+    #[test]
+    fn failed_mkdirs_get_their_hierarchy_and_eexist_is_no_failure() {
+        let seen: Seen = Rc::default();
+        let ids: Rc<RefCell<Vec<u32>>> = Rc::default();
+        struct Ids(Rc<RefCell<Vec<u32>>>);
+        impl Sink for Ids {
+            fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+                self.0.borrow_mut().push(ev.hierarchy_id);
+                Ok(())
+            }
+            fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = RunFacts::memory_at(Some(4));
+        if let Some(m) = h.by_id.get_mut(&4) {
+            m.mount = Some("/sys/fs/cgroup/memory".into());
+        }
+        let facts = RunFacts::new("6.18.44", h);
+        let mut p = Pipeline::new(
+            facts,
+            &Baseline::default(),
+            vec![Box::new(Paths(seen.clone())), Box::new(Ids(ids.clone()))],
+            Box::new(pod_names::NoPodNames),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut busy = ev(
+            EventKind::MkdirFailed,
+            1,
+            0,
+            0,
+            b"/sys/fs/cgroup/memory/kubepods/x",
+        );
+        busy.errno = Some(16);
+        busy.has_cgroup = false;
+        p.event(&busy);
+        let mut exists = busy;
+        exists.errno = Some(17);
+        p.event(&exists);
+        assert_eq!(
+            seen.borrow().len(),
+            1,
+            "EEXIST is dropped: {:?}",
+            seen.borrow()
+        );
+        assert_eq!(*ids.borrow(), vec![4], "the hierarchy from the path");
+        assert_eq!(p.counts.seen[EventKind::MkdirFailed as usize], 1);
     }
 }

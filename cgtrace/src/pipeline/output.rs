@@ -305,7 +305,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     v: x,
                 },
             )
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
             self.out.write_all(b"\n")?;
         }
         Ok(())
@@ -399,7 +399,7 @@ impl<W: Write> Sink for JsonSink<W> {
             s: &'a Summary,
         }
         serde_json::to_writer(&mut self.out, &Line { ty: "summary", s })
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
         self.out.write_all(b"\n")
     }
 
@@ -418,7 +418,8 @@ mod tests {
         let h = Hierarchies::parse(
             "7:memory:/\n0::/\n",
             "33 25 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
-        );
+        )
+        .expect("mountinfo");
         RenderContext::new(
             h,
             ClockRef {

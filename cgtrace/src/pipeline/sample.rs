@@ -21,7 +21,7 @@ use crate::{
     },
     pipeline::{
         Pipeline,
-        histogram::{Lifetimes, Phase, QOS_CLASSES, qos_name},
+        histogram::{Lifetimes, Phase},
         output::{Sink, Summary},
     },
 };
@@ -404,14 +404,14 @@ impl Sampler {
             .collect();
         failed_by_errno.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut lifetimes = Vec::new();
-        for q in QOS_CLASSES {
+        for q in Qos::CLASSES {
             if let Some(p) = c.lifetimes.qos(q) {
                 for phase in [Phase::Live, Phase::Dying] {
                     let h = p.get(phase);
                     if !h.is_empty() {
                         lifetimes.push(LifetimeRow {
                             phase: phase.name(),
-                            qos: qos_name(q),
+                            qos: Qos::name(q),
                             count: h.len(),
                             p50_ns: h.value_at_quantile(0.5),
                             p90_ns: h.value_at_quantile(0.9),

@@ -15,46 +15,71 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
+    programs::{
+        FEntry, FExit, KProbe, Program, RawTracePoint, RawTracePointRunOptions, TestRun as _,
+        TracePoint,
+    },
 };
 use aya_log::EbpfLogger;
-use cgtrace_common::{Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree};
+use cgtrace_common::{
+    Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree,
+    names::{global, map, program},
+};
 
 use crate::{kernel, kernel::btf, kernel::tracefs};
+
+#[cfg(test)]
+mod names;
 
 /// The eBPF object, built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgtrace"));
 
 /// The hooks on the cgroup tracepoints: (tracepoint, raw program, classic program).
 const CGROUP_HOOKS: [(&str, &str, &str); 3] = [
-    ("cgroup_mkdir", "raw_cgroup_mkdir", "tp_cgroup_mkdir"),
-    ("cgroup_rmdir", "raw_cgroup_rmdir", "tp_cgroup_rmdir"),
-    ("cgroup_release", "raw_cgroup_release", "tp_cgroup_release"),
+    (
+        "cgroup_mkdir",
+        program::RAW_CGROUP_MKDIR,
+        program::TP_CGROUP_MKDIR,
+    ),
+    (
+        "cgroup_rmdir",
+        program::RAW_CGROUP_RMDIR,
+        program::TP_CGROUP_RMDIR,
+    ),
+    (
+        "cgroup_release",
+        program::RAW_CGROUP_RELEASE,
+        program::TP_CGROUP_RELEASE,
+    ),
 ];
 
 /// The memcg css lifecycle hooks: (kernel function, fentry/fexit program, kprobe program).
 const CSS_HOOKS: [(&str, &str, &str); 5] = [
     (
         "mem_cgroup_css_alloc",
-        "fexit_css_alloc",
-        "kretprobe_css_alloc",
+        program::FEXIT_CSS_ALLOC,
+        program::KRETPROBE_CSS_ALLOC,
     ),
     (
         "mem_cgroup_css_online",
-        "fentry_css_online",
-        "kprobe_css_online",
+        program::FENTRY_CSS_ONLINE,
+        program::KPROBE_CSS_ONLINE,
     ),
     (
         "mem_cgroup_css_offline",
-        "fentry_css_offline",
-        "kprobe_css_offline",
+        program::FENTRY_CSS_OFFLINE,
+        program::KPROBE_CSS_OFFLINE,
     ),
     (
         "mem_cgroup_css_released",
-        "fentry_css_released",
-        "kprobe_css_released",
+        program::FENTRY_CSS_RELEASED,
+        program::KPROBE_CSS_RELEASED,
     ),
-    ("mem_cgroup_css_free", "fentry_css_free", "kprobe_css_free"),
+    (
+        "mem_cgroup_css_free",
+        program::FENTRY_CSS_FREE,
+        program::KPROBE_CSS_FREE,
+    ),
 ];
 
 /// Name prefix of the cgroups cgtrace makes at start to run the dying-memcg walk.
@@ -68,24 +93,50 @@ pub struct WalkReport {
     pub visited: u32,
     pub found: u32,
     pub done: bool,
-    /// Trigger cgroups made (one bounded run of the walk program each).
+    /// Runs of the walk program (one bounded chunk each): test runs or trigger cgroups made.
     pub triggers: u32,
+    /// How the walk program was run.
+    pub method: WalkMethod,
 }
+
+/// How the start-up walk's program was run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalkMethod {
+    /// Directly, with `BPF_PROG_TEST_RUN` (5.10+), from cgtrace's own task: no cgroupfs write.
+    #[default]
+    TestRun,
+    /// On the mkdir tracepoint, by making `cgtrace-walk-*` cgroups (the fallback: needs a
+    /// writable cgroupfs).
+    TriggerCgroup,
+}
+
+impl WalkMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            WalkMethod::TestRun => "BPF_PROG_TEST_RUN",
+            WalkMethod::TriggerCgroup => "trigger cgroups",
+        }
+    }
+}
+
+/// What a run of the walk program returns (see cgtrace-ebpf/src/walk.rs).
+const WALK_RUN_FAILED: u32 = 1;
 
 /// Failed mkdirs through the enter and exit hooks (the enter hook remembers the path per
 /// thread): (tracepoint, program).
 const MKDIR_FAIL_HOOKS: [(&str, &str); 4] = [
-    ("sys_enter_mkdir", "sys_enter_mkdir"),
-    ("sys_enter_mkdirat", "sys_enter_mkdirat"),
-    ("sys_exit_mkdir", "sys_exit_mkdir"),
-    ("sys_exit_mkdirat", "sys_exit_mkdirat"),
+    ("sys_enter_mkdir", program::SYS_ENTER_MKDIR),
+    ("sys_enter_mkdirat", program::SYS_ENTER_MKDIRAT),
+    ("sys_exit_mkdir", program::SYS_EXIT_MKDIR),
+    ("sys_exit_mkdirat", program::SYS_EXIT_MKDIRAT),
 ];
 
 /// Failed mkdirs through the exit hooks alone (the path comes from the task's saved registers,
 /// `bpf_task_pt_regs`, Linux 5.15+): a successful mkdir costs one read.
 const MKDIR_FAIL_EXIT_HOOKS: [(&str, &str); 2] = [
-    ("sys_exit_mkdir", "exit_mkdir_regs"),
-    ("sys_exit_mkdirat", "exit_mkdirat_regs"),
+    ("sys_exit_mkdir", program::EXIT_MKDIR_REGS),
+    ("sys_exit_mkdirat", program::EXIT_MKDIRAT_REGS),
 ];
 
 /// How failed mkdirs are caught.
@@ -323,7 +374,7 @@ struct WalkSetup {
 
 /// Rounds a requested ring size to what the kernel accepts.
 pub fn ring_size(requested: u64) -> anyhow::Result<u32> {
-    let page = 4096u64;
+    let page = kernel::page_size();
     if requested < page {
         bail!("ring size {requested} is smaller than a page ({page} bytes)");
     }
@@ -372,18 +423,18 @@ fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> an
     cfg.walk_name_len = trigger.len() as u32;
     let cfg = &cfg;
     let mut ebpf = EbpfLoader::new()
-        .override_global("WALK_NAME", &walk_name, true)
-        .override_global("CONFIG", cfg, true)
-        .override_global("PATH_PREFIX", prefix, true)
-        .override_global("CGROUPFS_PREFIX", &cgroupfs, true)
+        .override_global(global::WALK_NAME, &walk_name, true)
+        .override_global(global::CONFIG, cfg, true)
+        .override_global(global::PATH_PREFIX, prefix, true)
+        .override_global(global::CGROUPFS_PREFIX, &cgroupfs, true)
         .override_global(aya_log::LEVEL, &level, false)
-        .map_max_entries("EVENTS", opts.ring_size)
+        .map_max_entries(map::EVENTS, opts.ring_size)
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF object")?;
     // Filled before any program is attached: until then, a subtree filter passes nothing.
     if let Some(subtree) = &opts.subtree {
         let mut map: Array<_, Subtree> = Array::try_from(
-            ebpf.map_mut("SUBTREES")
+            ebpf.map_mut(map::SUBTREES)
                 .ok_or_else(|| anyhow!("map SUBTREES missing from the object"))?,
         )?;
         for (h, s) in &subtree.entries {
@@ -401,7 +452,8 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
         match tier {
             Tier::Tracepoint => Ok(()),
             Tier::Fentry => {
-                let btf = btf.ok_or_else(|| anyhow!("no kernel BTF ({})", btf::VMLINUX))?;
+                let btf = btf
+                    .ok_or_else(|| anyhow!("no kernel BTF ({})", btf::vmlinux_path().display()))?;
                 for (func, prog, _) in CSS_HOOKS {
                     let p = ebpf
                         .program_mut(prog)
@@ -427,8 +479,9 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
                     );
                 }
                 // The allocation's parent, remembered at entry for the kretprobe's filters.
-                let hooks = std::iter::once(("mem_cgroup_css_alloc", "", "kprobe_css_alloc_entry"))
-                    .chain(CSS_HOOKS);
+                let hooks =
+                    std::iter::once(("mem_cgroup_css_alloc", "", program::KPROBE_CSS_ALLOC_ENTRY))
+                        .chain(CSS_HOOKS);
                 for (func, _, prog) in hooks {
                     let p: &mut KProbe = ebpf
                         .program_mut(prog)
@@ -443,7 +496,7 @@ fn attach_css(ebpf: &mut Ebpf, tier: Tier, btf: Option<&Btf>) -> anyhow::Result<
         }
     })();
     if result.is_err() {
-        let extra = [("", "", "kprobe_css_alloc_entry")];
+        let extra = [("", "", program::KPROBE_CSS_ALLOC_ENTRY)];
         for (_, fprog, kprog) in CSS_HOOKS.iter().chain(extra.iter()) {
             for prog in [*fprog, *kprog] {
                 if let Some(p) = ebpf.program_mut(prog) {
@@ -600,17 +653,19 @@ fn attach_syscall_hooks(ebpf: &mut Ebpf, hooks: &[(&str, &str)]) -> anyhow::Resu
     Ok(())
 }
 
-/// Names the memcgs that were dying before start: runs the walk program on mkdirs of
-/// `cgtrace-walk-*` cgroups made at the root of `mount` (the hierarchy holding memory) until the
-/// walk is done or `stop` is set. The records go to the object's ring as `dying_at_start`
-/// events; `after_trigger` runs after each trigger (to drain them). The trigger cgroups' own
-/// events start with [`walk_trigger_prefix`] and are to be ignored.
+/// Names the memcgs that were dying before start: runs the walk program directly with
+/// `BPF_PROG_TEST_RUN` from cgtrace's own task (no cgroupfs write), or where the kernel refuses
+/// that (before 5.10), on mkdirs of `cgtrace-walk-*` cgroups made at the root of `mount` (the
+/// hierarchy holding memory), until the walk is done or `stop` is set. The records go to the
+/// object's ring as `dying_at_start` events; `after_run` runs after each run (to drain them). The
+/// trigger cgroups' own events start with [`walk_trigger_prefix`] and are to be ignored.
 fn run_walk(
     ebpf: &mut Ebpf,
     off: &KernelOffsets,
     mount: &Path,
+    only: Option<WalkMethod>,
     stop: &AtomicBool,
-    mut after_trigger: impl FnMut(),
+    mut after_run: impl FnMut(),
 ) -> anyhow::Result<WalkReport> {
     for (name, v) in [
         ("cgroup_subsys_state.children", off.css_children),
@@ -624,17 +679,87 @@ fn run_walk(
         }
     }
     let prog: &mut RawTracePoint = ebpf
-        .program_mut("raw_walk_dying")
+        .program_mut(program::RAW_WALK_DYING)
         .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
         .try_into()?;
     let t0 = Instant::now();
     prog.load().context("loading raw_walk_dying")?;
     log::debug!("raw_walk_dying verified and loaded in {:?}", t0.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let read_state = |ebpf: &Ebpf, n: u32, method| -> anyhow::Result<WalkReport> {
+        let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
+            ebpf.map(map::WALK)
+                .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
+        )?;
+        let st = state.get(&0, 0)?;
+        Ok(WalkReport {
+            visited: st.visited,
+            found: st.found,
+            done: st.done != 0,
+            triggers: n,
+            method,
+        })
+    };
+    // BPF_PROG_TEST_RUN: the program runs in this task, with zeroed arguments.
+    let test_run = if only == Some(WalkMethod::TriggerCgroup) {
+        Err(anyhow!("trigger cgroups asked for"))
+    } else if off.task_cgroups == KernelOffsets::UNKNOWN
+        || off.css_set_subsys == KernelOffsets::UNKNOWN
+    {
+        Err(anyhow!(
+            "kernel BTF lacks task_struct.cgroups or css_set.subsys"
+        ))
+    } else {
+        (|| -> anyhow::Result<WalkReport> {
+            let mut report = WalkReport::default();
+            for n in 1u32.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let prog: &RawTracePoint = ebpf
+                    .program(program::RAW_WALK_DYING)
+                    .ok_or_else(|| anyhow!("program raw_walk_dying missing"))?
+                    .try_into()?;
+                let ret = prog
+                    .test_run(RawTracePointRunOptions::new())
+                    .context("BPF_PROG_TEST_RUN of raw_walk_dying")?
+                    .return_value;
+                after_run();
+                if ret == WALK_RUN_FAILED {
+                    bail!("the walk found no memory controller css from its own task");
+                }
+                report = read_state(ebpf, n, WalkMethod::TestRun)?;
+                if report.done || Instant::now() > deadline {
+                    break;
+                }
+            }
+            Ok(report)
+        })()
+    };
+    match test_run {
+        Ok(report) => {
+            log::info!("start-up walk run with BPF_PROG_TEST_RUN");
+            return Ok(report);
+        }
+        // Part of the walk ran: its cursor cannot be trusted by a second method.
+        Err(e)
+            if only == Some(WalkMethod::TestRun)
+                || read_state(ebpf, 0, WalkMethod::TestRun).is_ok_and(|r| r.visited > 0) =>
+        {
+            return Err(e);
+        }
+        Err(e) => log::info!(
+            "start-up walk: BPF_PROG_TEST_RUN not usable ({e:#}); falling back to trigger cgroups"
+        ),
+    }
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(program::RAW_WALK_DYING)
+        .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+        .try_into()?;
     let link = prog.attach("cgroup_mkdir").context("attaching the walk")?;
     let prefix = walk_trigger_prefix();
     let mut report = WalkReport::default();
     let result = (|| -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
         for n in 0u32.. {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -643,25 +768,15 @@ fn run_walk(
             std::fs::create_dir(&dir)
                 .with_context(|| format!("making the walk trigger {}", dir.display()))?;
             let _ = std::fs::remove_dir(&dir);
-            after_trigger();
-            let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
-                ebpf.map("WALK")
-                    .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
-            )?;
-            let st = state.get(&0, 0)?;
-            report = WalkReport {
-                visited: st.visited,
-                found: st.found,
-                done: st.done != 0,
-                triggers: n + 1,
-            };
+            after_run();
+            report = read_state(ebpf, n + 1, WalkMethod::TriggerCgroup)?;
             if report.done || Instant::now() > deadline {
                 break;
             }
         }
         Ok(())
     })();
-    if let Some(p) = ebpf.program_mut("raw_walk_dying")
+    if let Some(p) = ebpf.program_mut(program::RAW_WALK_DYING)
         && let Ok(p) = <&mut RawTracePoint>::try_from(p)
     {
         let _ = p.detach(link);
@@ -737,8 +852,10 @@ impl Drop for WalkTask {
 }
 
 /// Ring size of the walk's own instance: it reports one memcg per trigger and is drained after
-/// each, so a page would do.
-const WALK_RING_SIZE: u32 = 16 * 4096;
+/// each, so a page would do; 16 pages (the kernel wants a power-of-two multiple of the page size).
+fn walk_ring_size() -> u32 {
+    u32::try_from(kernel::page_size() * 16).unwrap_or(1 << 20)
+}
 
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
@@ -748,8 +865,9 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
 /// The struct offsets, and where `struct pt_regs` keeps the syscall arguments holding a mkdir's
 /// path (see [`btf::syscall_arg_regs`]), from one parse of the kernel's BTF.
 fn kernel_btf_facts() -> anyhow::Result<(KernelOffsets, Option<(u32, u32)>)> {
-    let data = btf::read_vmlinux(Path::new(btf::VMLINUX))?;
-    let kbtf = btf::KernelBtf::parse(&data, btf::VMLINUX)?;
+    let path = btf::vmlinux_path();
+    let data = btf::read_vmlinux(&path)?;
+    let kbtf = btf::KernelBtf::parse(&data, &path.display().to_string())?;
     Ok((btf::cgroup_offsets(&kbtf), btf::syscall_arg_regs(&kbtf)))
 }
 
@@ -798,7 +916,7 @@ impl Probes {
             |what: &str| log::debug!("load: {what} at {} ms", started.elapsed().as_millis());
         kernel::check_privileges()?;
         kernel::check_ring_buffer(&kernel_release)?;
-        kernel::raise_memlock();
+        kernel::raise_memlock()?;
         phase("privileges and ring buffer checked");
         let (mut cfg, prefix) = base_config(opts)?;
         let mut fallbacks = Vec::new();
@@ -845,7 +963,7 @@ impl Probes {
                 phase("raw tracepoints attached");
                 walk_setup = Some(WalkSetup {
                     opts: ProbeOptions {
-                        ring_size: WALK_RING_SIZE,
+                        ring_size: walk_ring_size(),
                         bpf_debug_log: false,
                         ..opts.clone()
                     },
@@ -899,7 +1017,7 @@ impl Probes {
 
         // The probe ladder, tried for real: the first tier the kernel accepts wins.
         let t0 = Instant::now();
-        let aya_btf = Btf::from_sys_fs().ok();
+        let aya_btf = Btf::parse_file(btf::vmlinux_path(), aya::Endianness::default()).ok();
         log::debug!(
             "kernel BTF parsed for fentry in {} ms",
             t0.elapsed().as_millis()
@@ -953,11 +1071,11 @@ impl Probes {
             None
         };
         let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
+            ebpf.take_map(map::EVENTS)
                 .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
         )?;
         let lost = PerCpuArray::try_from(
-            ebpf.take_map("LOST")
+            ebpf.take_map(map::LOST)
                 .ok_or_else(|| anyhow!("map LOST missing from the object"))?,
         )?;
         Ok(Probes {
@@ -986,6 +1104,22 @@ impl Probes {
         self.mkdir_failures.as_ref().ok().copied()
     }
 
+    /// Each loaded program's accumulated run time and count, from the kernel (they only move
+    /// while `kernel.bpf_stats_enabled` is 1): a syscall per program, call it on a timer.
+    pub fn program_stats(&self) -> Vec<crate::pipeline::own_cost::ProgramStat> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some(crate::pipeline::own_cost::ProgramStat {
+                    name: name.to_string(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+
     /// Lost events so far, per kind (summed over CPUs): a few syscalls, call it on a timer.
     pub fn lost(&self) -> anyhow::Result<[u64; EventKind::SLOTS]> {
         let mut out = [0u64; EventKind::SLOTS];
@@ -1000,6 +1134,49 @@ impl Probes {
     /// thread of its own, triggered at the root of `mount` (the hierarchy holding memory). Its
     /// records come through [`WalkTask::poll`], beside the ring's events.
     pub fn spawn_walk(&self, mount: &Path) -> anyhow::Result<WalkTask> {
+        self.spawn_walk_by(mount, None)
+    }
+
+    /// How the start-up walk would run here: one bounded `BPF_PROG_TEST_RUN` of the walk
+    /// program in an instance of its own (its records are dropped), or why not (then the walk
+    /// falls back to trigger cgroups). For `doctor`.
+    pub fn try_walk_test_run(&self) -> Result<(), String> {
+        let setup = self
+            .walk_setup
+            .clone()
+            .ok_or_else(|| "the walk needs raw tracepoints".to_string())?;
+        let off = &setup.cfg.offsets;
+        if off.task_cgroups == KernelOffsets::UNKNOWN
+            || off.css_set_subsys == KernelOffsets::UNKNOWN
+        {
+            return Err("kernel BTF lacks task_struct.cgroups or css_set.subsys".to_string());
+        }
+        (|| -> anyhow::Result<()> {
+            let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)?;
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program::RAW_WALK_DYING)
+                .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
+                .try_into()?;
+            prog.load().context("loading raw_walk_dying")?;
+            let ret = prog
+                .test_run(RawTracePointRunOptions::new())
+                .context("BPF_PROG_TEST_RUN")?
+                .return_value;
+            if ret == WALK_RUN_FAILED {
+                bail!("the walk found no memory controller css from its own task");
+            }
+            Ok(())
+        })()
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    /// [`Probes::spawn_walk`] with only one method (`None`: `BPF_PROG_TEST_RUN`, falling back
+    /// to trigger cgroups).
+    pub fn spawn_walk_by(
+        &self,
+        mount: &Path,
+        only: Option<WalkMethod>,
+    ) -> anyhow::Result<WalkTask> {
         let setup = self
             .walk_setup
             .clone()
@@ -1015,16 +1192,17 @@ impl Probes {
                     let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)
                         .context("loading the walk's instance of the object")?;
                     let mut ring = RingBuf::try_from(
-                        ebpf.take_map("EVENTS")
+                        ebpf.take_map(map::EVENTS)
                             .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
                     )?;
-                    let report = run_walk(&mut ebpf, &setup.cfg.offsets, &mount, &stopped, || {
+                    let off = &setup.cfg.offsets;
+                    let report = run_walk(&mut ebpf, off, &mount, only, &stopped, || {
                         while let Some(item) = ring.next() {
                             let _ = tx.send(WalkMsg::Record(item.to_vec()));
                         }
                     })?;
                     let lost = PerCpuArray::<_, u64>::try_from(
-                        ebpf.map("LOST")
+                        ebpf.map(map::LOST)
                             .ok_or_else(|| anyhow!("map LOST missing from the object"))?,
                     )?
                     .get(&(EventKind::DyingAtStart as u32), 0)

@@ -177,7 +177,7 @@ const MOUNTINFO: &str = "\
 ";
 
 fn header() -> Header {
-    let mut hierarchies = Hierarchies::parse(CGROUP, MOUNTINFO);
+    let mut hierarchies = Hierarchies::parse(CGROUP, MOUNTINFO).expect("mountinfo");
     hierarchies.by_id.insert(
         40,
         Hierarchy {

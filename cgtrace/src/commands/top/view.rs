@@ -9,11 +9,12 @@ use ratatui::{
 };
 
 use crate::{
-    model::k8s::Qos,
-    pipeline::{
-        histogram::{human_ns, qos_name},
-        sample::{PodRow, ShapeWindowRow, Snapshot},
+    format::{
+        escape,
+        units::{human_bytes, human_ns, human_secs},
     },
+    model::k8s::Qos,
+    pipeline::sample::{PodRow, ShapeWindowRow, Snapshot},
 };
 
 /// How the pod table is ordered.
@@ -117,46 +118,6 @@ pub struct Source {
     pub ended: bool,
 }
 
-/// Control characters shown as escapes: names come from directory names.
-pub fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Bytes in binary units, one decimal.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Seconds as `42s`, `12m03s`, `3h04m`, `2d03h`.
-pub fn human_age(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
-
 fn rate(r: f64) -> String {
     if r >= 100.0 {
         format!("{r:.0}")
@@ -202,10 +163,10 @@ pub fn draw(
         Span::styled("cgtrace top", bold),
         Span::raw(format!(
             " — {} · tier {} · kernel {} · t+{}",
-            clean(&src.what),
+            escape::terminal(&src.what),
             src.tier,
-            clean(&src.kernel),
-            human_age(snap.elapsed_s)
+            escape::terminal(&src.kernel),
+            human_secs(snap.elapsed_s)
         )),
     ];
     if ui.paused {
@@ -313,7 +274,7 @@ pub fn draw(
     let keys_line = match &ui.input {
         Some(s) => Line::from(vec![
             Span::styled("filter pods: ", bold),
-            Span::raw(clean(s)),
+            Span::raw(escape::terminal(s)),
             Span::raw("▏  (Enter apply · Esc cancel)"),
         ]),
         None => Line::from(format!(
@@ -323,7 +284,7 @@ pub fn draw(
             if ui.filter.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", clean(&ui.filter))
+                format!(" ({})", escape::terminal(&ui.filter))
             },
             QOS_CYCLE
                 .get(ui.qos)
@@ -342,12 +303,12 @@ fn draw_pods(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, ui: &UiState, head:
     let body = rows.into_iter().map(|p| {
         Row::new(vec![
             Cell::from(p.dying.to_string()),
-            Cell::from(p.oldest_dying_age_s.map_or("-".to_string(), human_age)),
+            Cell::from(p.oldest_dying_age_s.map_or("-".to_string(), human_secs)),
             Cell::from(p.dying_bytes.map_or("-".to_string(), human_bytes)),
             Cell::from(p.live.to_string()),
             Cell::from(p.freed.to_string()),
-            Cell::from(qos_name(p.qos)),
-            Cell::from(clean(&p.label())),
+            Cell::from(Qos::name(p.qos)),
+            Cell::from(escape::terminal(&p.label())),
         ])
     });
     let table = Table::new(
@@ -384,7 +345,7 @@ fn draw_shapes(
             Cell::from(rate(s.now_per_s)),
             Cell::from(rate(s.mkdirs_per_s)),
             Cell::from(rate(s.rmdirs_per_s)),
-            Cell::from(clean(&s.shape)),
+            Cell::from(escape::terminal(&s.shape)),
         ])
     });
     let table = Table::new(
@@ -505,11 +466,11 @@ mod tests {
     #[test]
     fn shows_pods_shapes_and_escapes_names() {
         let s = screen(&UiState::default(), 130, 30);
-        assert!(s.contains("prod/web\\u{1b}[31m"), "{s}");
+        assert!(s.contains("prod/web\\x1b[31m"), "{s}");
         assert!(!s.contains('\x1b'));
         assert!(s.contains("job-<n>"), "{s}");
         assert!(s.contains("4.0 MiB"), "{s}");
-        assert!(s.contains("1m15s"), "{s}");
+        assert!(s.contains("1m 15s"), "{s}");
         assert!(s.contains("ID headroom 65000"), "{s}");
     }
 
@@ -534,13 +495,5 @@ mod tests {
     fn draws_in_a_tiny_terminal() {
         let s = screen(&UiState::default(), 20, 5);
         assert!(!s.is_empty());
-    }
-
-    #[test]
-    fn ages_and_bytes() {
-        assert_eq!(human_age(59.9), "59s");
-        assert_eq!(human_age(3661.0), "1h01m");
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

@@ -16,51 +16,12 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-/// A fast hasher for the tracker's tables (keys are kernel ids and paths, not attacker-chosen
-/// in a way that matters: a collision costs time, never correctness).
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        // Final avalanche (splitmix64).
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(23) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+use crate::model::hash::{FastHasher, FastMap};
 
 use cgtrace_common::EventKind;
 use serde::Serialize;
 
-use crate::{
-    model::baseline::Baseline,
-    model::event::Event,
-    model::k8s::{self, Qos},
-};
+use crate::{model::baseline::Baseline, model::event::Event, model::k8s};
 
 /// (hierarchy id, cgroup id).
 pub type Key = (u32, u64);
@@ -92,6 +53,9 @@ const F2_TRUNCATED: u8 = 1;
 
 mod names;
 mod store;
+mod types;
+
+pub use types::{DyingMemcg, Observed, PodStats, PodSummary, Totals};
 
 use names::{Dir, DirPod, Dirs, Packed, Strings, hash_bytes, shape};
 use store::{IdTable, Slab};
@@ -146,11 +110,11 @@ fn pod_hash(uid: u128) -> u64 {
 }
 
 fn to_pages(bytes: u64) -> u32 {
-    (bytes / crate::model::event::PAGE_SIZE).min(u32::MAX as u64) as u32
+    (bytes / crate::kernel::page_size()).min(u32::MAX as u64) as u32
 }
 
 fn from_pages(pages: u32) -> u64 {
-    u64::from(pages) * crate::model::event::PAGE_SIZE
+    u64::from(pages) * crate::kernel::page_size()
 }
 
 /// The few fields of an entry the counters need.
@@ -184,73 +148,6 @@ impl Entry {
         }
     }
 }
-/// Per-pod counters (memcgs on the memory hierarchy).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct PodStats {
-    pub pod_uid: String,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub qos: Option<Qos>,
-    pub live: u64,
-    pub dying: u64,
-    pub freed: u64,
-    /// Container cgroups created (all hierarchies count once: memory hierarchy only).
-    pub containers_created: u64,
-}
-
-/// What one event changed, for histograms and detectors.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// The cgroup is a memcg on the memory hierarchy.
-    pub memcg: bool,
-    /// A pod seen for the first time (index for [`Tracker::pod`]): look its name up.
-    pub new_pod: Option<u32>,
-    /// mkdir → rmdir, on rmdir.
-    pub live_ns: Option<u64>,
-    /// rmdir → freed, when the memcg was freed.
-    pub dying_ns: Option<u64>,
-    /// A dying memcg that existed before start was freed now.
-    pub freed_before_start: bool,
-    pub qos: Option<Qos>,
-    /// The pod of the cgroup, if any.
-    pub pod: Option<u32>,
-    /// The cgroup is a container (the path names a container id).
-    pub container: bool,
-}
-
-/// One dying memcg, for reports and detectors.
-#[derive(Clone, Debug, Serialize)]
-pub struct DyingMemcg {
-    pub hierarchy_id: u32,
-    pub cgroup_id: u64,
-    pub path: String,
-    pub pod_uid: Option<String>,
-    pub rmdir_ns: u64,
-    pub usage_bytes: Option<u64>,
-    pub kmem_bytes: Option<u64>,
-    pub memsw_bytes: Option<u64>,
-    /// The path was cut to the event's buffer.
-    pub path_truncated: bool,
-    /// Found dying by the start-up walk: `rmdir_ns` is when it was found, not when removed.
-    pub before_start: bool,
-}
-
-/// Totals for the summary.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    /// Memcgs alive now (baseline + created − removed).
-    pub live: u64,
-    /// Memcgs removed but not freed: seen removed during the run plus those dying before start
-    /// that were not freed since.
-    pub dying: u64,
-    /// Memcgs freed during the run.
-    pub freed: u64,
-    /// Dying memcgs the kernel held at start.
-    pub dying_before_start: u64,
-    /// Of those, freed during the run (attributed by their release event's path).
-    pub freed_before_start: u64,
-}
-
 /// The tracker. Feed it every event in order with [`Tracker::observe`].
 pub struct Tracker {
     memory_hierarchy: Option<u32>,
@@ -532,88 +429,9 @@ impl Tracker {
         self.last_ts = self.last_ts.max(ev.ts_ns);
         let mut out = Observed::default();
         match ev.kind {
-            EventKind::Mkdir => {
-                let key = (ev.hierarchy_id, ev.cgroup_id);
-                let (mut e, new_pod) = self.new_entry(key, ev.path, ev.ts_ns, ev.path_truncated);
-                Self::capture(&mut e, ev);
-                if ev.css != 0 {
-                    e.css = ev.css;
-                    if self.join_css {
-                        self.css.insert(ev.css, key);
-                    }
-                }
-                out.new_pod = new_pod;
-                self.fill(&mut out, e.brief());
-                if e.flags & F_MEMCG != 0 {
-                    self.totals.live += 1;
-                    if e.pod != NO_POD {
-                        let p = &mut self.pods[e.pod as usize];
-                        p.live += 1;
-                        if out.container {
-                            p.containers_created += 1;
-                        }
-                    }
-                }
-                if let Some(old) = self.put(e) {
-                    self.forget(old);
-                }
-            }
-            EventKind::CssOnline => {
-                if let (Some(key), true) = (self.css_key(ev), ev.css != 0) {
-                    self.css.insert(ev.css, key);
-                    if let Some((_, slot)) = self.lookup(key)
-                        && let Some(e) = self.cgroups.get_mut(slot)
-                    {
-                        e.css = ev.css;
-                    }
-                }
-            }
-            EventKind::Rmdir => {
-                let key = (ev.hierarchy_id, ev.cgroup_id);
-                let slot = match self.lookup(key) {
-                    Some((_, slot)) => slot,
-                    None => {
-                        // Made before start and missed by the baseline walk: track it from here.
-                        let (e, new_pod) = self.new_entry(key, ev.path, 0, ev.path_truncated);
-                        out.new_pod = new_pod;
-                        if e.flags & F_MEMCG != 0 {
-                            self.totals.live += 1;
-                            if e.pod != NO_POD {
-                                self.pods[e.pod as usize].live += 1;
-                            }
-                        }
-                        self.insert(e)
-                    }
-                };
-                let Some(e) = self.cgroups.get_mut(slot) else {
-                    return out;
-                };
-                if e.rmdir_ns != 0 {
-                    return out; // duplicate
-                }
-                e.rmdir_ns = ev.ts_ns.max(1);
-                Self::capture(e, ev);
-                if ev.css != 0 && e.css == 0 {
-                    e.css = ev.css;
-                    if self.join_css {
-                        self.css.insert(ev.css, key);
-                    }
-                }
-                let e = e.brief();
-                if e.mkdir_ns != 0 {
-                    out.live_ns = Some(ev.ts_ns.saturating_sub(e.mkdir_ns));
-                }
-                self.fill(&mut out, e);
-                if e.flags & F_MEMCG != 0 {
-                    self.totals.live = self.totals.live.saturating_sub(1);
-                    self.totals.dying += 1;
-                    if e.pod != NO_POD {
-                        let p = &mut self.pods[e.pod as usize];
-                        p.live = p.live.saturating_sub(1);
-                        p.dying += 1;
-                    }
-                }
-            }
+            EventKind::Mkdir => self.mkdir(ev, &mut out),
+            EventKind::CssOnline => self.css_online(ev),
+            EventKind::Rmdir => self.rmdir(ev, &mut out),
             EventKind::CssOffline => {
                 if let Some((_, slot)) = self.css_key(ev).and_then(|k| self.lookup(k))
                     && let Some(e) = self.cgroups.get_mut(slot)
@@ -627,33 +445,125 @@ impl Tracker {
                     self.freed(slot, ev.ts_ns, &mut out);
                 }
             }
-            EventKind::Release => {
-                let key = (ev.hierarchy_id, ev.cgroup_id);
-                match self.lookup(key) {
-                    Some((pos, slot)) => {
-                        self.freed(slot, ev.ts_ns, &mut out);
-                        if let Some(e) = self.remove(pos, slot) {
-                            self.forget(e);
-                        }
-                    }
-                    None => {
-                        // Not known: removed before start (dying before start) or unknown.
-                        if Some(ev.hierarchy_id) == self.memory_hierarchy {
-                            out.memcg = true;
-                            out.qos = k8s::match_path(ev.path).map(|p| p.qos);
-                            if self.totals.freed_before_start < self.totals.dying_before_start {
-                                self.totals.freed_before_start += 1;
-                                out.freed_before_start = true;
-                                self.released_unnamed.insert(key);
-                            }
-                        }
-                    }
-                }
-            }
+            EventKind::Release => self.release(ev, &mut out),
             EventKind::DyingAtStart => self.dying_at_start(ev, &mut out),
             EventKind::CssAlloc | EventKind::CssReleased | EventKind::MkdirFailed => {}
         }
         out
+    }
+
+    /// A cgroup was made: tracked from now, counted live.
+    fn mkdir(&mut self, ev: &Event<'_>, out: &mut Observed) {
+        let key = (ev.hierarchy_id, ev.cgroup_id);
+        let (mut e, new_pod) = self.new_entry(key, ev.path, ev.ts_ns, ev.path_truncated);
+        Self::capture(&mut e, ev);
+        if ev.css != 0 {
+            e.css = ev.css;
+            if self.join_css {
+                self.css.insert(ev.css, key);
+            }
+        }
+        out.new_pod = new_pod;
+        self.fill(out, e.brief());
+        if e.flags & F_MEMCG != 0 {
+            self.totals.live += 1;
+            if e.pod != NO_POD {
+                let p = &mut self.pods[e.pod as usize];
+                p.live += 1;
+                if out.container {
+                    p.containers_created += 1;
+                }
+            }
+        }
+        if let Some(old) = self.put(e) {
+            self.forget(old);
+        }
+    }
+
+    /// A css went online: join it to its cgroup.
+    fn css_online(&mut self, ev: &Event<'_>) {
+        if let (Some(key), true) = (self.css_key(ev), ev.css != 0) {
+            self.css.insert(ev.css, key);
+            if let Some((_, slot)) = self.lookup(key)
+                && let Some(e) = self.cgroups.get_mut(slot)
+            {
+                e.css = ev.css;
+            }
+        }
+    }
+
+    /// A cgroup was removed: live → dying (once), with its figures at removal.
+    fn rmdir(&mut self, ev: &Event<'_>, out: &mut Observed) {
+        let key = (ev.hierarchy_id, ev.cgroup_id);
+        let slot = match self.lookup(key) {
+            Some((_, slot)) => slot,
+            None => {
+                // Made before start and missed by the baseline walk: track it from here.
+                let (e, new_pod) = self.new_entry(key, ev.path, 0, ev.path_truncated);
+                out.new_pod = new_pod;
+                if e.flags & F_MEMCG != 0 {
+                    self.totals.live += 1;
+                    if e.pod != NO_POD {
+                        self.pods[e.pod as usize].live += 1;
+                    }
+                }
+                self.insert(e)
+            }
+        };
+        let Some(e) = self.cgroups.get_mut(slot) else {
+            return;
+        };
+        if e.rmdir_ns != 0 {
+            return; // duplicate
+        }
+        e.rmdir_ns = ev.ts_ns.max(1);
+        Self::capture(e, ev);
+        if ev.css != 0 && e.css == 0 {
+            e.css = ev.css;
+            if self.join_css {
+                self.css.insert(ev.css, key);
+            }
+        }
+        let e = e.brief();
+        if e.mkdir_ns != 0 {
+            out.live_ns = Some(ev.ts_ns.saturating_sub(e.mkdir_ns));
+        }
+        self.fill(out, e);
+        if e.flags & F_MEMCG != 0 {
+            self.totals.live = self.totals.live.saturating_sub(1);
+            self.totals.dying += 1;
+            if e.pod != NO_POD {
+                let p = &mut self.pods[e.pod as usize];
+                p.live = p.live.saturating_sub(1);
+                p.dying += 1;
+            }
+        }
+    }
+
+    /// A cgroup was released: freed and forgotten; an unknown one may be a memcg dying since
+    /// before start.
+    fn release(&mut self, ev: &Event<'_>, out: &mut Observed) {
+        let key = (ev.hierarchy_id, ev.cgroup_id);
+        match self.lookup(key) {
+            Some((pos, slot)) => {
+                self.freed(slot, ev.ts_ns, out);
+                if let Some(e) = self.remove(pos, slot) {
+                    self.forget(e);
+                }
+            }
+            None => {
+                // Not known: removed before start (dying before start) or unknown.
+                if Some(ev.hierarchy_id) == self.memory_hierarchy {
+                    out.memcg = true;
+                    out.qos = k8s::match_path(ev.path).map(|p| p.qos);
+                    if self.totals.freed_before_start < self.totals.dying_before_start {
+                        self.totals.freed_before_start += 1;
+                        out.freed_before_start = true;
+                        self.released_unnamed.insert(key);
+                    }
+                }
+            }
+        }
     }
 
     /// A memcg the start-up walk found dying: named now, counted in `dying_before_start`.
@@ -866,15 +776,6 @@ impl Tracker {
         });
         v
     }
-}
-
-/// A pod in the summary.
-#[derive(Clone, Debug, Serialize)]
-pub struct PodSummary {
-    #[serde(flatten)]
-    pub stats: PodStats,
-    /// Age of the oldest dying memcg, seconds.
-    pub oldest_dying_age_s: Option<f64>,
 }
 
 const _: () = assert!(size_of::<Entry>() == 64);

@@ -1,16 +1,10 @@
 //! Names for the tracker: interned strings, packed leaf names (ids as bytes), parent
 //! directories.
-use std::hash::Hasher;
-
+use super::NO_STR;
 use super::store::{IdTable, Slab};
-use super::{FastHasher, NO_STR};
+use crate::model::k8s;
 
-pub(super) fn hash_bytes(s: &[u8]) -> u64 {
-    let mut h = FastHasher::default();
-    h.write(s);
-    h.write_u64(s.len() as u64);
-    h.finish()
-}
+pub(super) use crate::model::hash::hash_bytes;
 
 /// [`hash_bytes`] of the concatenation `a ++ b`.
 pub(super) fn hash_parts(a: &[u8], b: &[u8]) -> u64 {
@@ -200,7 +194,7 @@ pub(super) struct Shape<'a> {
 }
 
 /// The value of each lowercase hex digit, `0xff` for other bytes.
-pub(super) const LOWER_HEX: [u8; 256] = crate::model::k8s::hex_table(false);
+pub(super) const LOWER_HEX: [u8; 256] = k8s::hex_table(false);
 
 pub(super) fn lower_hex(c: u8) -> usize {
     usize::from(LOWER_HEX[usize::from(c)] < 16)
@@ -224,23 +218,14 @@ pub(super) fn hex_run(s: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The first lowercase UUID (`8-4-4-4-12` hex digits, `-` or `_` separators): (start, separator).
+/// Lowercase only: a packed UUID is restored lowercase.
 pub(super) fn find_uuid(s: &[u8]) -> Option<(usize, u8)> {
     if s.len() < 36 {
         return None;
     }
     (0..=s.len() - 36).find_map(|p| {
         let w = &s[p..p + 36];
-        let sep = w[8];
-        let ok = (sep == b'-' || sep == b'_')
-            && w[13] == sep
-            && w[18] == sep
-            && w[23] == sep
-            && w.iter()
-                .enumerate()
-                .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23))
-                .fold(0u8, |acc, (_, &c)| acc | LOWER_HEX[usize::from(c)])
-                < 16;
-        ok.then_some((p, sep))
+        (k8s::valid_uid(w) && !w.iter().any(u8::is_ascii_uppercase)).then_some((p, w[8]))
     })
 }
 

@@ -1,9 +1,5 @@
 //! The reliability suite: a 100,000-cycle soak with exact counts and flat memory, concurrent
 //! writers plus a real runtime, hostile cgroup names. Runs the real binary as an operator would.
-#[allow(dead_code)]
-#[path = "../../tests/src/cgroup.rs"]
-mod cgroup;
-
 use std::{
     collections::HashMap,
     ffi::OsStr,
@@ -16,12 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cgroup::{TestParent, privileged};
 use cgtrace::kernel::hierarchy::Hierarchies;
-
-mod support;
-
-use support::BIN;
+use integration_tests::{
+    binary::cgtrace_command,
+    cgroup::{TestParent, privileged},
+};
 
 /// One test at a time: the soak measures rates and memory.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -37,7 +32,7 @@ fn start_live(args: &[&str], out: &Path) -> Child {
     let file = fs::File::create(out).expect("output file");
     let mut full = vec!["live", "--json"];
     full.extend_from_slice(args);
-    support::spawn_attached(&full, Stdio::from(file)).0
+    integration_tests::binary::spawn_attached(&full, Stdio::from(file)).0
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -347,7 +342,7 @@ fn hostile_names_are_escaped_valid_and_truncation_is_flagged() {
     let text_out =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{}.txt", std::process::id()));
     let file = fs::File::create(&text_out).expect("text out");
-    let mut child = Command::new(BIN)
+    let mut child = cgtrace_command()
         .args(["live", "--subtree", &parent.cgroup_path()])
         .stdout(file)
         .stderr(Stdio::piped())
@@ -405,7 +400,7 @@ fn tracefs_unmounted_while_running_is_reported_not_a_hang() {
     }
     let (_, mount) = memory_mount();
     let parent = TestParent::new("tracefs", &[&mount]).expect("test parent");
-    let mut child = Command::new(BIN)
+    let mut child = cgtrace_command()
         .args([
             "live",
             "--json",

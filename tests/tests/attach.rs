@@ -1,24 +1,19 @@
 //! `cgtrace attach` end to end: Prometheus metrics scraped over HTTP during real churn grow by
 //! exactly the cgroups the test made; /healthz; SIGHUP prints histograms; SIGTERM exits fast;
 //! bad addresses and a port in use are one-line errors.
-#[allow(dead_code)]
-#[path = "../../tests/src/cgroup.rs"]
-mod cgroup;
-
 use std::{
     fs,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use cgroup::{TestParent, privileged};
 use cgtrace::kernel::hierarchy::Hierarchies;
-
-mod support;
-
-use support::BIN;
+use integration_tests::{
+    binary::cgtrace_command,
+    cgroup::{TestParent, privileged},
+};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -57,7 +52,7 @@ fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
 fn spawn_attach(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
     let mut full = vec!["attach"];
     full.extend_from_slice(args);
-    let (mut child, _err) = support::spawn_attached(&full, Stdio::piped());
+    let (mut child, _err) = integration_tests::binary::spawn_attached(&full, Stdio::piped());
     let mut out = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -171,7 +166,7 @@ fn metrics_grow_by_exactly_the_cgroups_made_and_sigterm_is_fast() {
 #[test]
 fn bad_metrics_addresses_and_a_busy_port_are_one_line_errors() {
     for bad in ["nonsense", "1.2.3.4.5:80", "localhost:99999", ":0"] {
-        let out = Command::new(BIN)
+        let out = cgtrace_command()
             .args(["attach", "--metrics", bad])
             .output()
             .expect("run");
@@ -184,7 +179,7 @@ fn bad_metrics_addresses_and_a_busy_port_are_one_line_errors() {
     }
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
-    let out = Command::new(BIN)
+    let out = cgtrace_command()
         .args(["attach", "--metrics", &format!("127.0.0.1:{port}")])
         .output()
         .expect("run");
@@ -194,7 +189,7 @@ fn bad_metrics_addresses_and_a_busy_port_are_one_line_errors() {
         err.contains(&port.to_string()) && err.lines().count() == 1,
         "{err}"
     );
-    let out = Command::new(BIN)
+    let out = cgtrace_command()
         .args([
             "attach",
             "--hdr-log",

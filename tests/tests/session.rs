@@ -1,10 +1,6 @@
 //! Record and replay end to end: replay gives the live run's output; a real session cut at
 //! every byte or with flipped bytes never panics; SIGKILL and a full disk leave a file that
 //! replays its prefix; a file that is not a session gets a one-line error.
-#[allow(dead_code)]
-#[path = "../../tests/src/cgroup.rs"]
-mod cgroup;
-
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -12,15 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cgroup::{TestParent, privileged};
 use cgtrace::{
     kernel::hierarchy::Hierarchies,
     session::{Item, SessionReader},
 };
-
-mod support;
-
-use support::BIN;
+use integration_tests::{
+    binary::cgtrace_command,
+    cgroup::{TestParent, privileged},
+};
 
 fn tmp(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()))
@@ -34,11 +29,11 @@ fn memory_mount() -> PathBuf {
 }
 
 fn spawn(args: &[&str], stdout: Stdio) -> (Child, std::thread::JoinHandle<String>) {
-    support::spawn_attached(args, stdout)
+    integration_tests::binary::spawn_attached(args, stdout)
 }
 
 fn stop(child: &mut Child, sig: i32) -> std::process::ExitStatus {
-    support::signal_and_wait(child, sig, Duration::from_secs(20))
+    integration_tests::binary::signal_and_wait(child, sig, Duration::from_secs(20))
 }
 
 fn churn(parent: &TestParent, mount: &Path, n: usize, tag: &str) {
@@ -50,7 +45,7 @@ fn churn(parent: &TestParent, mount: &Path, n: usize, tag: &str) {
 }
 
 fn cgtrace(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run cgtrace")
+    cgtrace_command().args(args).output().expect("run cgtrace")
 }
 
 /// Event identity without the timestamp (two programs on one tracepoint read the clock apart).

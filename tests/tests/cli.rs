@@ -1,9 +1,5 @@
 //! The `cgtrace` binary end to end: JSON lines against cgroups the test makes, signals, the
 //! summary, usage errors, missing privileges, a closed pipe.
-#[allow(dead_code)]
-#[path = "../../tests/src/cgroup.rs"]
-mod cgroup;
-
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
@@ -12,10 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cgroup::{TestParent, privileged};
 use cgtrace::kernel::hierarchy::Hierarchies;
-
-const BIN: &str = env!("CARGO_BIN_EXE_cgtrace");
+use integration_tests::{
+    binary::{cgtrace_bin, cgtrace_command},
+    cgroup::{TestParent, privileged},
+};
 
 fn mounts() -> (u32, PathBuf, PathBuf) {
     let h = Hierarchies::load().expect("hierarchies");
@@ -32,7 +29,7 @@ type Spawned = (
 
 /// Spawns cgtrace with piped output and waits for its "attached" line on stderr.
 fn spawn_attached(args: &[&str]) -> Spawned {
-    let mut child = Command::new(BIN)
+    let mut child = cgtrace_command()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -197,7 +194,7 @@ fn a_closed_pipe_ends_quietly() {
     let (_, mem, _) = mounts();
     let parent = TestParent::new("clipipe", &[&mem]).expect("test parent");
     let prefix = format!("{}/", parent.cgroup_path());
-    let mut child = Command::new(BIN)
+    let mut child = cgtrace_command()
         .args(["live", "--duration", "20s", "--path-prefix", &prefix])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -232,7 +229,7 @@ fn usage_errors_exit_2_without_a_panic() {
         &["live", "--controller", "no-such-controller"],
         &["frobnicate"],
     ] {
-        let out = Command::new(BIN).args(args).output().expect("run");
+        let out = cgtrace_command().args(args).output().expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
@@ -251,9 +248,9 @@ fn without_privileges_says_what_is_missing() {
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            BIN,
-            "live",
         ])
+        .arg(cgtrace_bin())
+        .arg("live")
         .output()
         .expect("run setpriv (util-linux)");
     let err = String::from_utf8_lossy(&out.stderr);

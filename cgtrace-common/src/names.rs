@@ -1,0 +1,101 @@
+//! Names across the BPF boundary: the eBPF object's programs, maps and globals, as the loader
+//! looks them up.
+//!
+//! aya-ebpf's macros take a program's name from its function and a map's from its static (or a
+//! string literal, never a constant), so `cgtrace-ebpf` spells each name once more. Both sides
+//! are checked: `bpf_name!` in `cgtrace-ebpf` ties each item to its constant at compile time,
+//! and `cgtrace`'s tests in `probes/names.rs` parse the built object for every constant (and
+//! every program for a constant).
+
+/// Programs (function names in `cgtrace-ebpf`).
+pub mod program {
+    /// Raw tracepoints on the cgroup lifecycle tracepoints.
+    pub const RAW_CGROUP_MKDIR: &str = "raw_cgroup_mkdir";
+    pub const RAW_CGROUP_RMDIR: &str = "raw_cgroup_rmdir";
+    pub const RAW_CGROUP_RELEASE: &str = "raw_cgroup_release";
+    /// Classic tracepoints on the same.
+    pub const TP_CGROUP_MKDIR: &str = "tp_cgroup_mkdir";
+    pub const TP_CGROUP_RMDIR: &str = "tp_cgroup_rmdir";
+    pub const TP_CGROUP_RELEASE: &str = "tp_cgroup_release";
+    /// fentry/fexit on the memcg css lifecycle.
+    pub const FEXIT_CSS_ALLOC: &str = "fexit_css_alloc";
+    pub const FENTRY_CSS_ONLINE: &str = "fentry_css_online";
+    pub const FENTRY_CSS_OFFLINE: &str = "fentry_css_offline";
+    pub const FENTRY_CSS_RELEASED: &str = "fentry_css_released";
+    pub const FENTRY_CSS_FREE: &str = "fentry_css_free";
+    /// kprobes on the same (the alloc hook is an entry/return pair).
+    pub const KPROBE_CSS_ALLOC_ENTRY: &str = "kprobe_css_alloc_entry";
+    pub const KRETPROBE_CSS_ALLOC: &str = "kretprobe_css_alloc";
+    pub const KPROBE_CSS_ONLINE: &str = "kprobe_css_online";
+    pub const KPROBE_CSS_OFFLINE: &str = "kprobe_css_offline";
+    pub const KPROBE_CSS_RELEASED: &str = "kprobe_css_released";
+    pub const KPROBE_CSS_FREE: &str = "kprobe_css_free";
+    /// Failed mkdirs: enter and exit hooks.
+    pub const SYS_ENTER_MKDIR: &str = "sys_enter_mkdir";
+    pub const SYS_ENTER_MKDIRAT: &str = "sys_enter_mkdirat";
+    pub const SYS_EXIT_MKDIR: &str = "sys_exit_mkdir";
+    pub const SYS_EXIT_MKDIRAT: &str = "sys_exit_mkdirat";
+    /// Failed mkdirs: the exit hooks alone, reading the saved registers.
+    pub const EXIT_MKDIR_REGS: &str = "exit_mkdir_regs";
+    pub const EXIT_MKDIRAT_REGS: &str = "exit_mkdirat_regs";
+    /// The start-up walk for dying memcgs.
+    pub const RAW_WALK_DYING: &str = "raw_walk_dying";
+
+    /// Every program.
+    pub const ALL: &[&str] = &[
+        RAW_CGROUP_MKDIR,
+        RAW_CGROUP_RMDIR,
+        RAW_CGROUP_RELEASE,
+        TP_CGROUP_MKDIR,
+        TP_CGROUP_RMDIR,
+        TP_CGROUP_RELEASE,
+        FEXIT_CSS_ALLOC,
+        FENTRY_CSS_ONLINE,
+        FENTRY_CSS_OFFLINE,
+        FENTRY_CSS_RELEASED,
+        FENTRY_CSS_FREE,
+        KPROBE_CSS_ALLOC_ENTRY,
+        KRETPROBE_CSS_ALLOC,
+        KPROBE_CSS_ONLINE,
+        KPROBE_CSS_OFFLINE,
+        KPROBE_CSS_RELEASED,
+        KPROBE_CSS_FREE,
+        SYS_ENTER_MKDIR,
+        SYS_ENTER_MKDIRAT,
+        SYS_EXIT_MKDIR,
+        SYS_EXIT_MKDIRAT,
+        EXIT_MKDIR_REGS,
+        EXIT_MKDIRAT_REGS,
+        RAW_WALK_DYING,
+    ];
+}
+
+/// Maps the user side opens (static names in `cgtrace-ebpf`).
+pub mod map {
+    /// The event ring buffer.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU lost-event counts per kind.
+    pub const LOST: &str = "LOST";
+    /// Subtree filter per hierarchy.
+    pub const SUBTREES: &str = "SUBTREES";
+    /// The start-up walk's state.
+    pub const WALK: &str = "WALK";
+
+    /// Every map the user side opens.
+    pub const ALL: &[&str] = &[EVENTS, LOST, SUBTREES, WALK];
+}
+
+/// Globals set at load time (`#[no_mangle]` statics in `cgtrace-ebpf`).
+pub mod global {
+    /// The `Config`.
+    pub const CONFIG: &str = "CONFIG";
+    /// The path prefix filter.
+    pub const PATH_PREFIX: &str = "PATH_PREFIX";
+    /// The cgroupfs mount prefix failed mkdirs are matched against.
+    pub const CGROUPFS_PREFIX: &str = "CGROUPFS_PREFIX";
+    /// Name prefix of the cgroups that trigger the start-up walk.
+    pub const WALK_NAME: &str = "WALK_NAME";
+
+    /// Every global.
+    pub const ALL: &[&str] = &[CONFIG, PATH_PREFIX, CGROUPFS_PREFIX, WALK_NAME];
+}

@@ -1,0 +1,404 @@
+//! The `cgtrace` command line: its clap definition (also used by `cargo xtask dist` for the man
+//! pages and shell completions) and what each verb runs.
+use std::{
+    io::{self, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use crate::{
+    UsageError,
+    commands::check,
+    commands::doctor,
+    commands::record::RecordOptions,
+    commands::replay,
+    commands::{
+        attach::AttachOptions,
+        run::{self as traced, Mode, RunOptions},
+    },
+    commands::{report_html, top},
+    format::units,
+    kernel::hierarchy::Hierarchies,
+    pipeline::filters::Filters,
+    probes::{self, AttachMode, ProbeOptions, Tier},
+};
+use anyhow::Context as _;
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+
+/// Trace the life of every cgroup on this node with eBPF.
+///
+/// Needs root (or CAP_BPF + CAP_PERFMON) to load its eBPF programs.
+#[derive(Parser, Debug)]
+#[command(name = "cgtrace", version, about, long_about = None,
+    long_version = concat!(env!("CARGO_PKG_VERSION"), " (eBPF object from sources ", env!("CGTRACE_EBPF_SOURCE_HASH"), ")"))]
+pub struct Cli {
+    /// More diagnostics on stderr (-v: info, -vv: debug incl. BPF-side logs). RUST_LOG works too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Read the kernel's BTF from FILE (raw BTF: the BTFHub layout, or one extracted from the
+    /// kernel package) where /sys/kernel/btf/vmlinux is missing; also `CGTRACE_BTF=FILE`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub btf: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print every cgroup mkdir/rmdir/release on this node as it happens.
+    Live(LiveArgs),
+    /// A terminal view of this node (or of a recorded session with --replay), refreshed each
+    /// second: pods by dying memcgs, churn by name shape, memcg ID headroom, lifetimes.
+    Top(TopArgs),
+    /// Record the session to a file (to replay and analyse later, elsewhere).
+    Record(RecordArgs),
+    /// Replay a recorded session: the same output as the live run that recorded it.
+    Replay(ReplayArgs),
+    /// A recorded session's summary: pods, verdicts with evidence, lifetime percentiles.
+    Report(ReportArgs),
+    /// Stay attached (node mode): lifetime histograms and verdicts every --interval, Prometheus
+    /// metrics with --metrics. SIGHUP prints the histograms now; SIGTERM exits cleanly.
+    Attach(AttachArgs),
+    /// One-shot health check without eBPF (for node-problem-detector and old kernels): dying
+    /// memcgs, memcg ID headroom, kmem accounting, the 3.10 kmem leak. Exit 0 ok, 1 problem,
+    /// 2 unknown; the first line of stdout is the message (≤ 80 characters).
+    Check(CheckArgs),
+    /// What this kernel allows: BTF, tracefs, ring buffer, each probe tier tried for real, the
+    /// cgroup layout and driver. Exit 0 when `cgtrace live` can run here, 1 otherwise.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// The session file to write (created mode 0600; never through a symlink).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Stop after this long (e.g. 10m); default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop cleanly once the file reaches this size (e.g. 512M).
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_size: Option<u64>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// The session file.
+    file: PathBuf,
+    /// JSON lines, as `live --json` printed them.
+    #[arg(long)]
+    json: bool,
+    /// Replay speed: a multiple of real time (e.g. 10) or max.
+    #[arg(long, value_name = "N|max", value_parser = replay::parse_speed, default_value = "max")]
+    speed: replay::Speed,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The session file.
+    file: PathBuf,
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the report as one self-contained HTML page with plots to OUT.
+    #[arg(long, value_name = "OUT", conflicts_with = "json")]
+    html: Option<PathBuf>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+impl FilterArgs {
+    /// The filters, with one meaning live and in replay.
+    fn filters(&self) -> Filters {
+        Filters {
+            controllers: self.controllers.clone(),
+            path_prefix: self.path_prefix.clone(),
+            subtree: self.subtree.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct AttachArgs {
+    /// How often histograms and verdicts are printed (e.g. 60s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, default_value = "60s")]
+    interval: Duration,
+    /// Serve Prometheus /metrics and /healthz at ADDR (`9101` or `:9101` bind 127.0.0.1;
+    /// `0.0.0.0:9101` for all interfaces). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Write the lifetime histograms to FILE in the HdrHistogram interval-log format.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// Where the host's / is mounted when cgtrace runs in a container (e.g. /host).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    host_root: PathBuf,
+    /// Stop after this long; default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Full evidence as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Where the host's / is mounted (when running in a container).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    host_root: std::path::PathBuf,
+    /// Dying memcgs at or above this count are a problem when they hold IDs or kmem pins them.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    dying_warn: u64,
+    /// Free memcg IDs below this count are a problem.
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    headroom_warn: u64,
+}
+
+#[derive(Args, Debug)]
+struct FilterArgs {
+    /// Only hierarchies holding this controller (repeatable): memory, cpu, pids, systemd, unified…
+    #[arg(long = "controller", value_name = "NAME")]
+    controllers: Vec<String>,
+    /// Only cgroups whose path (relative to the hierarchy root) starts with this string,
+    /// e.g. /kubepods. Applied in the kernel when tracing.
+    #[arg(long, value_name = "PREFIX")]
+    path_prefix: Option<String>,
+    /// Only cgroups at or below this cgroup (a path relative to the hierarchy roots, e.g.
+    /// /kubepods), in every hierarchy where it exists. Applied in the kernel when tracing, css
+    /// events too.
+    #[arg(long, value_name = "PATH")]
+    subtree: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// Force a probe tier instead of the best one the kernel accepts (fentry → kprobe →
+    /// tracepoint); forcing one the kernel refuses is an error saying why.
+    #[arg(long, value_enum)]
+    tier: Option<Tier>,
+    /// How to attach the cgroup tracepoints: raw tracepoints falling back to classic ones (auto),
+    /// or one of them forced.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    attach: AttachMode,
+    /// Ring buffer size (rounded up to a power of two), e.g. 4M.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "4M")]
+    ring_size: u64,
+    /// Do not trace failed mkdirs in cgroupfs. Tracing them needs a syscall tracepoint, which
+    /// sends every syscall on the node through the kernel's tracing path while cgtrace runs
+    /// (about +40 ns per syscall where this was measured).
+    #[arg(long)]
+    no_mkdir_failures: bool,
+}
+
+#[derive(Args, Debug)]
+struct LiveArgs {
+    /// JSON lines: one object per event, a summary object at the end.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+#[derive(Args, Debug)]
+struct TopArgs {
+    /// Show a recorded session instead of this node (at event time).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// With --replay: speed, a multiple of real time (e.g. 10) or max.
+    #[arg(long, value_name = "N|max", value_parser = replay::parse_speed, default_value = "1", requires = "replay")]
+    speed: replay::Speed,
+    /// Stop after this long (live); default: until q, Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "replay")]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+fn top(a: &TopArgs, verbose: u8) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &a.replay {
+        top::replay(file, a.speed, &a.filter.filters())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !top::stdout_is_terminal() {
+        return usage(Err(anyhow::anyhow!(
+            "cgtrace top draws on a terminal, and stdout is not one (use live, attach or report)"
+        )));
+    }
+    let probe = probe_options(&a.filter, &a.probe, verbose)?;
+    traced::run(&RunOptions {
+        mode: Mode::Top,
+        duration: a.duration,
+        probe,
+        filters: a.filter.filters(),
+        host_root: PathBuf::from("/"),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
+    r.map_err(|e| UsageError(e.into()).into())
+}
+
+fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<ProbeOptions> {
+    let h = Hierarchies::load().context("failed to read the cgroup hierarchies")?;
+    let mut opts = ProbeOptions {
+        tier: p.tier,
+        mkdir_failures: !p.no_mkdir_failures,
+        mkdir_failure_hooks: probes::MkdirFailureHooks::Auto,
+        attach: p.attach,
+        ring_size: usage(probes::ring_size(p.ring_size))?,
+        wakeup_bytes: None,
+        bpf_debug_log: verbose >= 2
+            || std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")),
+        ..ProbeOptions::default()
+    };
+    usage(opts.set_filters(&f.filters(), &h))?;
+    Ok(opts)
+}
+
+fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let opts = check::CheckOptions {
+        host_root: a.host_root.clone(),
+        dying_warn: a.dying_warn,
+        headroom_warn: a.headroom_warn,
+        ..check::CheckOptions::default()
+    };
+    let mut out = io::stdout().lock();
+    match check::run_check(&opts) {
+        Ok(report) => {
+            check::write_report(&mut out, &report, a.json)?;
+            Ok(ExitCode::from(report.status.exit_code()))
+        }
+        Err(e) => {
+            // The NPD protocol: first stdout line is the message, exit 2 = unknown.
+            let msg: String = format!("cgtrace: unknown: {e}").chars().take(80).collect();
+            writeln!(out, "{msg}").and_then(|()| out.flush())?;
+            eprintln!("cgtrace: error: {:#}", anyhow::Error::from(e));
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Runs the verb the command line asks for.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(a) => check(&a),
+        Command::Top(a) => top(&a, cli.verbose),
+        Command::Doctor(a) => {
+            let r = doctor::run();
+            doctor::write_report(&mut io::stdout().lock(), &r, a.json)?;
+            Ok(if r.can_run_live() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Live(a) => {
+            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
+            traced::run(&RunOptions {
+                mode: if a.json { Mode::Json } else { Mode::Text },
+                duration: a.duration,
+                probe,
+                filters: a.filter.filters(),
+                host_root: PathBuf::from("/"),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record(a) => {
+            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
+            if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return usage(Err(anyhow::anyhow!(
+                    "cannot write {}: {} is not a directory",
+                    a.output.display(),
+                    dir.display()
+                )));
+            }
+            traced::run(&RunOptions {
+                mode: Mode::Record(RecordOptions {
+                    path: a.output.clone(),
+                    max_size: a.max_size,
+                    force: a.force,
+                }),
+                duration: a.duration,
+                probe,
+                filters: a.filter.filters(),
+                host_root: PathBuf::from("/"),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(a) => {
+            replay::replay(&a.file, a.json, a.speed, &a.filter.filters())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) => {
+            match &a.html {
+                Some(out) => report_html::write(&a.file, out, &a.filter.filters())?,
+                None => replay::report(&a.file, a.json, &a.filter.filters())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attach(a) => {
+            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
+            let metrics = match &a.metrics {
+                Some(s) => Some(usage(
+                    crate::pipeline::metrics::parse_listen_addr(s)
+                        .map_err(|e| anyhow::anyhow!("--metrics: {e}")),
+                )?),
+                None => None,
+            };
+            if !a.host_root.is_dir() {
+                return usage(Err(anyhow::anyhow!(
+                    "--host-root {} is not a directory",
+                    a.host_root.display()
+                )));
+            }
+            traced::run(&RunOptions {
+                mode: Mode::Attach(AttachOptions {
+                    interval: a.interval,
+                    metrics,
+                    hdr_log: a.hdr_log.clone(),
+                }),
+                duration: a.duration,
+                probe,
+                filters: a.filter.filters(),
+                host_root: a.host_root.clone(),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The clap command (for man pages and completions).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
