@@ -247,11 +247,8 @@ fn top(a: &TopArgs, verbose: u8) -> anyhow::Result<ExitCode> {
         top::replay(file, a.speed, &a.filter.filters())?;
         return Ok(ExitCode::SUCCESS);
     }
-    if !top::stdout_is_terminal() {
-        return usage(Err(anyhow::anyhow!(
-            "cgtrace top draws on a terminal, and stdout is not one (use live, attach or report)"
-        )));
-    }
+    // Before the probes load: without a terminal there is nothing to draw on.
+    top::require_terminal()?;
     let probe = probe_options(&a.filter, &a.probe, verbose)?;
     traced::run(&RunOptions {
         mode: Mode::Top,

@@ -343,9 +343,14 @@ async fn run_loop(
             _ = signals.term.recv() => break,
             _ = until => break,
             _ = signals.hup.recv() => {
-                if let ModeState::Attach(a) = state {
-                    let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
-                    a.report(pipe, &cost)?;
+                match state {
+                    ModeState::Attach(a) => {
+                        let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
+                        a.report(pipe, &cost)?;
+                    }
+                    // The terminal hung up (or was asked to): the view ends.
+                    ModeState::Top(_) => break,
+                    _ => {}
                 }
             }
             guard = ring.readable_mut() => {
@@ -353,6 +358,13 @@ async fn run_loop(
                 guard.clear_ready();
             }
             _ = tick.tick() => {}
+            // `top`: a key, a resize, the next second (never for the other modes).
+            woke = async {
+                match &mut *state {
+                    ModeState::Top(t) => t.wake().await,
+                    _ => std::future::pending().await,
+                }
+            } => woke?,
         }
         if let Some(w) = walk
             && let Some(report) = w.poll(|b| pipe.record(b))

@@ -1,23 +1,24 @@
 //! `cgtrace top`: a terminal view over the pipeline of a traced run (live: the same run as
-//! `live`, with this view as its sink) or of a recorded session (`--replay FILE`, at event time).
+//! `live`, with this view's sampler as its sink) or of a recorded session (`--replay FILE`, at
+//! event time).
 //!
 //! Once a second (of event time in a replay) a [`Snapshot`] of the pipeline is taken; the screen
-//! shows the last one ([`view`]) with sparklines of the recent ones. The terminal is restored on
-//! exit, on panic (ratatui's panic hook) and on SIGTERM/SIGINT/SIGHUP (the run ends, then this
-//! view is dropped). While the screen is up, stderr (warnings, lost-event notices) goes to a
+//! shows the last one ([`view`]) with sparklines of the recent ones. Nothing spins: live, the
+//! traced run's loop also wakes for the terminal's input, a resize and the next second
+//! ([`Top::wake`]); a replay waits in `poll(2)` on the terminal and a signal pipe until the next
+//! event is due, the next redraw or a key. The screen is redrawn once a second, and at once on a
+//! key or a resize.
+//!
+//! The view ends on `q`, Esc or Ctrl-C, on SIGTERM, SIGINT and SIGHUP, and when the terminal
+//! goes away; the terminal is restored then, and on a panic (ratatui's panic hook, after ours
+//! gave stderr back). While the screen is up, stderr (warnings, lost-event notices) goes to a
 //! memory file that is printed once the terminal is back.
+mod term;
 pub mod view;
 
 use std::{
     collections::VecDeque,
-    fs::File,
-    io::{self, Read, Seek, SeekFrom, Write},
-    os::fd::{FromRawFd, OwnedFd},
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -25,6 +26,10 @@ use anyhow::Context as _;
 use ratatui::{
     DefaultTerminal,
     crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers},
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix as tokio_signal,
 };
 
 use crate::{
@@ -37,81 +42,47 @@ use crate::{
         sample::{Sampler, ShapeWindow, Snapshot},
     },
 };
+use term::{StderrCapture, StopSignals, Tty, TtyState};
 use view::{QOS_CYCLE, Source, UiState};
 
 /// Samples the churn table averages over.
 const SHAPE_WINDOW: usize = 10;
 /// Samples the sparklines keep (one per second).
 const SPARK_POINTS: usize = 512;
-/// Captured stderr kept while the screen is up; older text is dropped past this.
-const CAPTURE_MAX: u64 = 1 << 20;
+/// How often the screen is redrawn (and, live, the pipeline sampled).
+const REFRESH: Duration = Duration::from_secs(1);
+/// At full replay speed, events between two looks at the terminal and the clock.
+const EVENTS_PER_LOOK: u64 = 1024;
 
 /// Whether stdout is a terminal (`top` needs one).
 pub fn stdout_is_terminal() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(1) == 1 }
+    term::is_terminal(libc::STDOUT_FILENO)
 }
 
-fn no_terminal() -> anyhow::Error {
-    crate::UsageError(anyhow::anyhow!(
-        "cgtrace top draws on a terminal, and stdout is not one (use live, attach or report)"
-    ))
-    .into()
+/// An error (a usage error: exit 2) unless stdout is a terminal.
+pub fn require_terminal() -> anyhow::Result<()> {
+    if stdout_is_terminal() {
+        Ok(())
+    } else {
+        Err(crate::UsageError(anyhow::anyhow!(
+            "cgtrace top draws on a terminal, and stdout is not one (use live, attach or report)"
+        ))
+        .into())
+    }
 }
 
-/// Stderr sent to a memory file while the screen is up (its text would tear the screen).
-struct StderrCapture {
-    saved: OwnedFd,
-    file: File,
-}
-
-impl StderrCapture {
-    /// Starts capturing when stderr is a terminal (else it is left alone: None).
-    fn start() -> io::Result<Option<StderrCapture>> {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(2) } != 1 {
-            return Ok(None);
-        }
-        // SAFETY: memfd_create with a valid NUL-terminated name; the fd returned is ours.
-        let mfd = unsafe { libc::memfd_create(c"cgtrace-top-stderr".as_ptr(), libc::MFD_CLOEXEC) };
-        if mfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: mfd is a fresh descriptor owned by nothing else.
-        let file = unsafe { File::from_raw_fd(mfd) };
-        // SAFETY: duplicating fd 2 into a new descriptor we own.
-        let saved = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 0) };
-        if saved < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: saved is a fresh descriptor owned by nothing else.
-        let saved = unsafe { OwnedFd::from_raw_fd(saved) };
-        // SAFETY: both descriptors are open; dup2 replaces fd 2 atomically.
-        if unsafe { libc::dup2(mfd, 2) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Some(StderrCapture { saved, file }))
-    }
-
-    /// Keeps the capture bounded: past [`CAPTURE_MAX`] it starts over (fd 2 shares the offset).
-    fn trim(&mut self) {
-        if self.file.metadata().is_ok_and(|m| m.len() > CAPTURE_MAX) {
-            let _ = self.file.set_len(0);
-            let _ = self.file.seek(SeekFrom::Start(0));
-            let _ = writeln!(self.file, "cgtrace: (earlier messages dropped)");
-        }
-    }
-
-    /// Puts stderr back and prints what was captured.
-    fn stop(mut self) {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: both descriptors are open; dup2 puts the saved stderr back on fd 2.
-        unsafe { libc::dup2(self.saved.as_raw_fd(), 2) };
-        let mut text = Vec::new();
-        if self.file.seek(SeekFrom::Start(0)).is_ok() && self.file.read_to_end(&mut text).is_ok() {
-            let _ = io::stderr().write_all(&text);
-        }
-    }
+/// Where the view's input and wake-ups come from.
+enum Input {
+    /// Unit tests: keys are handed to [`Top::key`].
+    #[cfg(test)]
+    None,
+    /// Inside the traced run's tokio loop, which handles SIGTERM, SIGINT and SIGHUP itself.
+    Live {
+        tty: AsyncFd<Tty>,
+        winch: tokio_signal::Signal,
+    },
+    /// A replay, waiting in `poll(2)`.
+    Replay { tty: Tty, signals: StopSignals },
 }
 
 /// The view and what it shows.
@@ -119,6 +90,7 @@ pub struct Top {
     sampler: Sampler,
     term: Option<DefaultTerminal>,
     capture: Option<StderrCapture>,
+    input: Input,
     snap: Snapshot,
     shapes: ShapeWindow,
     churn: VecDeque<u64>,
@@ -127,16 +99,23 @@ pub struct Top {
     frozen: Option<(Snapshot, ShapeWindow, Vec<u64>, Vec<u64>)>,
     ui: UiState,
     src: Source,
-    last_sample: Instant,
+    /// Live: when the next sample is taken.
+    next_sample: Instant,
+    /// When the screen was last drawn.
+    drawn_at: Option<Instant>,
+    /// Something changed since the last draw.
     dirty: bool,
+    /// A key or a resize: redraw now, not at the next refresh.
+    urgent: bool,
 }
 
 impl Top {
-    fn new(sampler: Sampler, src: Source) -> Top {
+    fn new(sampler: Sampler, src: Source, input: Input) -> Top {
         Top {
             sampler,
             term: None,
             capture: None,
+            input,
             snap: Snapshot::default(),
             shapes: ShapeWindow::new(SHAPE_WINDOW),
             churn: VecDeque::with_capacity(SPARK_POINTS),
@@ -147,16 +126,26 @@ impl Top {
                 ..UiState::default()
             },
             src,
-            last_sample: Instant::now(),
+            next_sample: Instant::now() + REFRESH,
+            drawn_at: None,
             dirty: true,
+            urgent: true,
         }
     }
 
-    /// `top` live: the view's sampler sink, for the traced run's pipeline.
+    /// `top` live: the view and its sampler sink for the traced run's pipeline (in the run's
+    /// tokio runtime: the terminal is waited on there).
     pub fn live(facts: &RunFacts) -> anyhow::Result<(Top, Vec<Box<dyn Sink>>)> {
-        if !stdout_is_terminal() {
-            return Err(no_terminal());
-        }
+        require_terminal()?;
+        let tty = Tty::open().context("cannot open the terminal")?;
+        // SAFETY: the descriptor is stdin or the /dev/tty that `Tty` owns: it stays open, and is
+        // the same one, for as long as the AsyncFd (which owns the `Tty`) lives, and as_raw_fd
+        // always returns it.
+        let tty = unsafe { AsyncFd::register_with_interest(tty, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("waiting on the terminal")?;
+        let winch = tokio_signal::signal(tokio_signal::SignalKind::window_change())
+            .context("installing the SIGWINCH handler")?;
         let (sampler, sink) = Sampler::new(facts.memory_hierarchy(), facts.clock.mono_ns);
         let src = Source {
             what: "live".into(),
@@ -164,7 +153,10 @@ impl Top {
             kernel: facts.kernel_release.clone(),
             ended: false,
         };
-        Ok((Top::new(sampler, src), vec![sink]))
+        Ok((
+            Top::new(sampler, src, Input::Live { tty, winch }),
+            vec![sink],
+        ))
     }
 
     /// Takes over the terminal (after the start-up messages).
@@ -172,22 +164,36 @@ impl Top {
         if self.term.is_some() {
             return Ok(());
         }
+        // ratatui's panic hook restores the terminal; ours, run before it, gives stderr back.
         self.term = Some(ratatui::try_init().context("cannot set up the terminal")?);
+        term::install_panic_hook();
         self.capture = StderrCapture::start().unwrap_or_else(|e| {
             log::info!("stderr is not captured while the screen is up: {e}");
             None
         });
         self.dirty = true;
+        self.urgent = true;
         Ok(())
     }
 
     /// Gives the terminal back and prints the messages captured meanwhile.
     pub fn leave(&mut self) {
-        if self.term.take().is_some() {
+        // Unwinding from a panic, ratatui's panic hook has restored the terminal already; a
+        // second restore would move the cursor back over the panic message.
+        if self.term.take().is_some() && !std::thread::panicking() {
             let _ = ratatui::try_restore();
         }
         if let Some(c) = self.capture.take() {
             c.stop();
+        }
+    }
+
+    fn tty(&self) -> Option<&Tty> {
+        match &self.input {
+            #[cfg(test)]
+            Input::None => None,
+            Input::Live { tty, .. } => Some(tty.get_ref()),
+            Input::Replay { tty, .. } => Some(tty),
         }
     }
 
@@ -224,6 +230,7 @@ impl Top {
             return false;
         }
         self.dirty = true;
+        self.urgent = true;
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
             return true;
         }
@@ -256,25 +263,43 @@ impl Top {
         false
     }
 
-    /// Handles the terminal's events, waiting up to `wait` for the first; true to quit.
-    fn poll_keys(&mut self, wait: Duration) -> anyhow::Result<bool> {
-        let mut wait = wait;
-        while event::poll(wait).context("reading the terminal")? {
-            wait = Duration::ZERO;
+    /// Reads the terminal's pending events (never blocking, never when it hung up); true to
+    /// quit, also when the terminal is gone.
+    fn read_input(&mut self) -> anyhow::Result<bool> {
+        loop {
+            let Some(tty) = self.tty() else {
+                return Ok(false);
+            };
+            // Ask crossterm only while the terminal is there and has input: on a terminal
+            // that hung up, its read loop never returns.
+            if tty.state().context("polling the terminal")? == TtyState::Gone {
+                log::info!("the terminal went away: top ends");
+                return Ok(true);
+            }
+            if !event::poll(Duration::ZERO).context("reading the terminal")? {
+                return Ok(false);
+            }
             match event::read().context("reading the terminal")? {
                 TermEvent::Key(k) if self.key(k) => return Ok(true),
-                TermEvent::Resize(..) => self.dirty = true,
+                TermEvent::Resize(..) => {
+                    self.dirty = true;
+                    self.urgent = true;
+                }
                 _ => {}
             }
         }
-        Ok(false)
     }
 
-    fn redraw(&mut self) -> anyhow::Result<()> {
-        if !self.dirty {
+    /// Draws the screen if something changed and a redraw is due (once a [`REFRESH`], at once
+    /// after a key or a resize).
+    fn redraw(&mut self, now: Instant) -> anyhow::Result<()> {
+        let due = self.urgent || self.drawn_at.is_none_or(|t| now >= t + REFRESH);
+        if !self.dirty || !due {
             return Ok(());
         }
         self.dirty = false;
+        self.urgent = false;
+        self.drawn_at = Some(now);
         if let Some(c) = &mut self.capture {
             c.trim();
         }
@@ -299,18 +324,85 @@ impl Top {
         Ok(())
     }
 
-    /// Live, every drain tick: keys, a sample once a second, the screen. True to quit.
+    /// Live: resolves when the view has something to do — input on the terminal (or its
+    /// hang-up), a resize, or the next second's sample. Never, outside a live view.
+    pub async fn wake(&mut self) -> anyhow::Result<()> {
+        let due = tokio::time::Instant::from_std(self.next_sample);
+        let Input::Live { tty, winch } = &mut self.input else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            guard = tty.readable() => {
+                // Cleared before reading: input arriving meanwhile wakes us again.
+                guard.context("waiting on the terminal")?.clear_ready();
+            }
+            _ = winch.recv() => {
+                self.dirty = true;
+                self.urgent = true;
+            }
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        Ok(())
+    }
+
+    /// Live, after each wake-up of the traced run's loop: keys, a sample once a second, the
+    /// screen when it changed. True to quit.
     pub fn tick(&mut self, pipe: &Pipeline, now_ns: u64) -> anyhow::Result<bool> {
-        if self.poll_keys(Duration::ZERO)? {
+        if self.read_input()? {
             return Ok(true);
         }
-        if self.last_sample.elapsed() >= Duration::from_secs(1) {
-            self.last_sample = Instant::now();
+        let now = Instant::now();
+        if now >= self.next_sample {
+            self.next_sample += REFRESH;
+            if self.next_sample <= now {
+                self.next_sample = now + REFRESH;
+            }
             let s = self.sampler.sample(pipe, now_ns);
             self.push(s);
+            // The sample is the refresh: draw it now.
+            self.urgent = true;
         }
-        self.redraw()?;
+        self.redraw(now)?;
         Ok(false)
+    }
+
+    /// A replay: waits until `deadline` (None: until something happens), handling keys,
+    /// resizes and redraws meanwhile; returns early on a key or a redraw. True to quit.
+    fn serve(&mut self, deadline: Option<Instant>) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        let redraw_at = self
+            .dirty
+            .then(|| self.drawn_at.map_or(now, |t| t + REFRESH));
+        let until = match (deadline, redraw_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = until.map(|u| u.saturating_duration_since(now));
+        let Input::Replay { tty, signals } = &self.input else {
+            return Ok(false);
+        };
+        let (state, signalled) = tty
+            .wait(Some(signals.fd()), timeout)
+            .context("waiting on the terminal")?;
+        if signalled {
+            signals.drain();
+        }
+        if signals.quit() {
+            return Ok(true);
+        }
+        if signals.take_resized() {
+            self.dirty = true;
+            self.urgent = true;
+        }
+        if state != TtyState::Quiet && self.read_input()? {
+            return Ok(true);
+        }
+        self.redraw(Instant::now())?;
+        Ok(false)
+    }
+
+    fn signalled(&self) -> bool {
+        matches!(&self.input, Input::Replay { signals, .. } if signals.quit())
     }
 }
 
@@ -320,22 +412,12 @@ impl Drop for Top {
     }
 }
 
-/// SIGTERM, SIGINT and SIGHUP end a replay's view (live, the traced run handles them).
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
-    }
-    Ok(flag)
-}
-
 /// `cgtrace top --replay FILE`: the session through the pipeline at `speed`, a sample at each
-/// second of event time; the last screen stays until `q`.
+/// second of event time; the last screen stays until `q` or a signal.
 pub fn replay(path: &Path, speed: Speed, filters: &Filters) -> anyhow::Result<()> {
-    if !stdout_is_terminal() {
-        return Err(no_terminal());
-    }
-    let stop = stop_flag()?;
+    require_terminal()?;
+    let signals = StopSignals::install().context("installing the signal handlers")?;
+    let tty = Tty::open().context("cannot open the terminal")?;
     let mut sampler = None;
     let (mut reader, mut r) = replay::open(path, filters, |h, clock| {
         let memory = h.with_controller("memory").map(|m| m.id);
@@ -350,7 +432,7 @@ pub fn replay(path: &Path, speed: Speed, filters: &Filters) -> anyhow::Result<()
         kernel: r.header.kernel_release.clone(),
         ended: false,
     };
-    let mut top = Top::new(sampler, src);
+    let mut top = Top::new(sampler, src, Input::Replay { tty, signals });
     top.enter()?;
     let started = Instant::now();
     let mut first_ts = None;
@@ -363,43 +445,34 @@ pub fn replay(path: &Path, speed: Speed, filters: &Filters) -> anyhow::Result<()
         }
         n += 1;
         let first = *first_ts.get_or_insert(ts);
-        // Paced: wait for the event's time, handling keys meanwhile; paused: wait for `p`.
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if quit || top.signalled() {
                 quit = true;
-            }
-            if quit {
                 return Ok(false);
             }
-            let wait = match speed {
-                Speed::Times(x) => {
-                    let due = Duration::from_nanos((ts.saturating_sub(first) as f64 / x) as u64)
-                        + paused_for;
-                    due.saturating_sub(started.elapsed())
-                }
-                Speed::Max => Duration::ZERO,
+            let paused = top.ui.paused;
+            let due = match speed {
+                Speed::Times(x) => Some(
+                    started
+                        + paused_for
+                        + Duration::from_nanos((ts.saturating_sub(first) as f64 / x) as u64),
+                ),
+                Speed::Max => None,
             };
-            if !top.ui.paused && wait.is_zero() {
-                if n.is_multiple_of(1024) || speed != Speed::Max {
-                    quit = top.poll_keys(Duration::ZERO)?;
-                    top.redraw()?;
-                }
-                if quit {
-                    return Ok(false);
-                }
-                return Ok(true);
-            }
             let t = Instant::now();
-            let step = if top.ui.paused {
-                Duration::from_millis(100)
-            } else {
-                wait.min(Duration::from_millis(100))
-            };
-            quit = top.poll_keys(step)?;
-            if top.ui.paused {
+            if !paused && due.is_none_or(|d| d <= t) {
+                // Due: feed it. At full speed the terminal is looked at every so many events.
+                if speed == Speed::Max && !n.is_multiple_of(EVENTS_PER_LOOK) {
+                    return Ok(true);
+                }
+                quit = top.serve(Some(t))?;
+                return Ok(!quit);
+            }
+            // Paused (wait for a key) or early (wait for the event's time).
+            quit = top.serve(if paused { None } else { due })?;
+            if paused {
                 paused_for += t.elapsed();
             }
-            top.redraw()?;
         }
     })?;
     if !quit {
@@ -407,10 +480,9 @@ pub fn replay(path: &Path, speed: Speed, filters: &Filters) -> anyhow::Result<()
         let s = top.sampler.sample(&r.pipe, end);
         top.push(s);
         top.src.ended = true;
-        top.dirty = true;
-        while !quit && !stop.load(Ordering::Relaxed) {
-            top.redraw()?;
-            quit = top.poll_keys(Duration::from_millis(200))?;
+        top.urgent = true;
+        while !quit {
+            quit = top.serve(None)?;
         }
     }
     top.leave();
@@ -428,7 +500,7 @@ mod tests {
     #[test]
     fn keys_filter_sort_pause_and_quit() {
         let (sampler, _sink) = Sampler::new(None, 0);
-        let mut t = Top::new(sampler, Source::default());
+        let mut t = Top::new(sampler, Source::default(), Input::None);
         assert!(!t.key(key(KeyCode::Char('/'))));
         for c in "kube-sys".chars() {
             assert!(
