@@ -2,7 +2,7 @@
 //! pages and shell completions) and what each verb runs.
 use std::{
     io::{self, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -250,14 +250,40 @@ fn top(a: &TopArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     // Before the probes load: without a terminal there is nothing to draw on.
     top::require_terminal()?;
     let probe = probe_options(&a.filter, &a.probe, verbose)?;
+    trace(Mode::Top, a.duration, probe, &a.filter, PathBuf::from("/"))
+}
+
+/// A traced run (`live`, `record`, `attach`, `top`) of `mode` with the verb's filters, the
+/// host's `/` at `host_root`.
+fn trace(
+    mode: Mode,
+    duration: Option<Duration>,
+    probe: ProbeOptions,
+    filter: &FilterArgs,
+    host_root: PathBuf,
+) -> anyhow::Result<ExitCode> {
     traced::run(&RunOptions {
-        mode: Mode::Top,
-        duration: a.duration,
+        mode,
+        duration,
         probe,
-        filters: a.filter.filters(),
-        host_root: PathBuf::from("/"),
+        filters: filter.filters(),
+        host_root,
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A file to write must be in a directory that exists (checked before any work is done).
+fn writable_path(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
@@ -320,38 +346,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Live(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
-            traced::run(&RunOptions {
-                mode: if a.json { Mode::Json } else { Mode::Text },
-                duration: a.duration,
-                probe,
-                filters: a.filter.filters(),
-                host_root: PathBuf::from("/"),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let mode = if a.json { Mode::Json } else { Mode::Text };
+            trace(mode, a.duration, probe, &a.filter, PathBuf::from("/"))
         }
         Command::Record(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
-            if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.is_dir()
-            {
-                return usage(Err(anyhow::anyhow!(
-                    "cannot write {}: {} is not a directory",
-                    a.output.display(),
-                    dir.display()
-                )));
-            }
-            traced::run(&RunOptions {
-                mode: Mode::Record(RecordOptions {
-                    path: a.output.clone(),
-                    max_size: a.max_size,
-                    force: a.force,
-                }),
-                duration: a.duration,
-                probe,
-                filters: a.filter.filters(),
-                host_root: PathBuf::from("/"),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            usage(writable_path(&a.output))?;
+            let mode = Mode::Record(RecordOptions {
+                path: a.output.clone(),
+                max_size: a.max_size,
+                force: a.force,
+            });
+            trace(mode, a.duration, probe, &a.filter, PathBuf::from("/"))
         }
         Command::Replay(a) => {
             replay::replay(&a.file, a.json, a.speed, &a.filter.filters())?;
@@ -359,7 +365,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report(a) => {
             match &a.html {
-                Some(out) => report_html::write(&a.file, out, &a.filter.filters())?,
+                Some(out) => {
+                    usage(writable_path(out))?;
+                    report_html::write(&a.file, out, &a.filter.filters())?
+                }
                 None => replay::report(&a.file, a.json, &a.filter.filters())?,
             }
             Ok(ExitCode::SUCCESS)
@@ -379,18 +388,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     a.host_root.display()
                 )));
             }
-            traced::run(&RunOptions {
-                mode: Mode::Attach(AttachOptions {
-                    interval: a.interval,
-                    metrics,
-                    hdr_log: a.hdr_log.clone(),
-                }),
-                duration: a.duration,
-                probe,
-                filters: a.filter.filters(),
-                host_root: a.host_root.clone(),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let mode = Mode::Attach(AttachOptions {
+                interval: a.interval,
+                metrics,
+                hdr_log: a.hdr_log.clone(),
+            });
+            trace(mode, a.duration, probe, &a.filter, a.host_root.clone())
         }
     }
 }

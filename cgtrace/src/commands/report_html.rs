@@ -11,6 +11,7 @@ use std::{fmt::Write as _, fs::File, io::Write as _, path::Path};
 use anyhow::Context as _;
 use plotters::{
     coord::Shift,
+    coord::combinators::IntoLogRange,
     prelude::{
         BLACK, ChartBuilder, DrawingArea, IntoDrawingArea, LineSeries, PathElement, RGBColor,
         Rectangle, SVGBackend, WHITE,
@@ -21,13 +22,17 @@ use plotters::{
 use crate::{
     commands::replay::{self, Speed},
     detectors::Verdict,
-    format::units::{human_bytes, human_ns, human_secs},
+    format::{
+        escape,
+        units::{human_bytes, human_ns, human_secs},
+    },
+    kernel::MEMCG_ID_MAX,
     model::k8s::Qos,
     pipeline::{
         filters::Filters,
         histogram::{Lifetimes, Phase},
         output::Summary,
-        sample::{History, Sampler, Snapshot},
+        sample::{History, Sampler, Snapshot, TOP_PER_POINT},
     },
 };
 
@@ -104,20 +109,33 @@ pub fn write(session: &Path, out: &Path, filters: &Filters) -> anyhow::Result<()
     Ok(())
 }
 
-/// Text for HTML: `<>&"'` escaped, control characters shown as escapes.
+/// Text for HTML: `<>&"'` escaped as entities; control and bidirectional-text characters as
+/// the terminal shows them ([`escape::terminal`]), so a cgroup name reads the same in both.
+/// Line breaks and backslashes stay (the evidence is pretty-printed JSON).
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => o.extend(c.escape_default()),
-            c => o.push(c),
+    let mut plain = 0;
+    let flush = |o: &mut String, run: &str| {
+        if !run.is_empty() {
+            o.push_str(&escape::terminal(run));
         }
+    };
+    for (i, c) in s.char_indices() {
+        let entity = match c {
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '&' => "&amp;",
+            '"' => "&quot;",
+            '\'' => "&#39;",
+            '\n' => "\n",
+            '\\' => "\\",
+            _ => continue,
+        };
+        flush(&mut o, &s[plain..i]);
+        o.push_str(entity);
+        plain = i + c.len_utf8();
     }
+    flush(&mut o, &s[plain..]);
     o
 }
 
@@ -127,57 +145,129 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a plot: {e:?}")
 }
 
-/// A line plot of named series of (seconds, value); returns the SVG.
-fn line_plot(
-    title: &str,
-    y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> anyhow::Result<String> {
-    let mut svg = String::new();
-    {
-        let root: Area<'_> = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let x_max = series
-            .iter()
-            .flat_map(|s| s.1.iter().map(|p| p.0))
-            .fold(1.0_f64, f64::max);
-        let y_max = series
-            .iter()
-            .flat_map(|s| s.1.iter().map(|p| p.1))
-            .fold(1.0_f64, f64::max)
-            * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18).into_font())
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-            .map_err(plot_err)?;
+/// Type sizes in the plots (pixels; the page shows them at their size).
+const CAPTION_PX: u32 = 20;
+const LABEL_PX: u32 = 14;
+const DESC_PX: u32 = 15;
+const LEGEND_PX: u32 = 14;
+
+/// What a line plot's y axis shows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum YAxis {
+    /// Whole numbers from 0 (labels only at integers).
+    Count,
+    /// A rate from 0.
+    Rate,
+    /// A fixed range, whole numbers.
+    Fixed(f64, f64),
+}
+
+/// One chart of a line plot: a caption, the y axis, and named series of (seconds, value).
+struct Panel<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
+    y: YAxis,
+    series: &'a [(String, Vec<(f64, f64)>)],
+}
+
+/// The time axis in the unit that suits the session's length: (divisor, description).
+fn time_unit(x_max_s: f64) -> (f64, &'static str) {
+    if x_max_s > 3.0 * 3600.0 {
+        (3600.0, "hours since start")
+    } else if x_max_s > 600.0 {
+        (60.0, "minutes since start")
+    } else {
+        (1.0, "seconds since start")
+    }
+}
+
+/// A tick label: whole numbers without decimals, others with one or two.
+fn tick(v: f64, span: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else if span >= 2.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Draws one panel into `area`.
+fn draw_panel(area: &Area<'_>, panel: &Panel<'_>, x_max_s: f64) -> anyhow::Result<()> {
+    let (unit, x_desc) = time_unit(x_max_s);
+    let x_max = (x_max_s / unit).max(1e-3);
+    let peak = panel
+        .series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(0.0_f64, f64::max);
+    let (y_min, y_max) = match panel.y {
+        YAxis::Count => (0.0, (peak * 1.1).max(4.0)),
+        YAxis::Rate => (0.0, (peak * 1.1).max(1.0)),
+        YAxis::Fixed(lo, hi) => (lo, hi),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.caption, ("sans-serif", CAPTION_PX).into_font())
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, y_min..y_max)
+        .map_err(plot_err)?;
+    let y_fmt = |v: &f64| match panel.y {
+        YAxis::Count | YAxis::Fixed(..) if (v - v.round()).abs() > 1e-9 => String::new(),
+        _ => tick(*v, y_max - y_min),
+    };
+    let x_fmt = |v: &f64| tick(*v, x_max);
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(panel.y_desc)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .label_style(("sans-serif", LABEL_PX))
+        .axis_desc_style(("sans-serif", DESC_PX))
+        .light_line_style(RGBColor(244, 244, 244))
+        .draw()
+        .map_err(plot_err)?;
+    for (i, (name, pts)) in panel.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
         chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc(y_desc)
-            .light_line_style(RGBColor(235, 235, 235))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|&(x, y)| (x / unit, y)),
+                color.stroke_width(2),
+            ))
+            .map_err(plot_err)?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+            });
+    }
+    if !panel.series.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(("sans-serif", LEGEND_PX))
             .draw()
             .map_err(plot_err)?;
-        for (i, (name, pts)) in series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-        }
-        if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// Line plots stacked in one SVG, one [`H`] high each; returns the SVG.
+fn line_plot(panels: &[Panel<'_>]) -> anyhow::Result<String> {
+    let x_max_s = panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|s| s.1.iter().map(|p| p.0)))
+        .fold(1.0_f64, f64::max);
+    let n = panels.len().max(1);
+    let mut svg = String::new();
+    {
+        let height = H * n as u32;
+        let root: Area<'_> = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        for (area, panel) in root.split_evenly((n, 1)).iter().zip(panels) {
+            draw_panel(area, panel, x_max_s)?;
         }
         root.present().map_err(plot_err)?;
     }
@@ -195,6 +285,9 @@ fn buckets() -> Vec<u64> {
     }
     b
 }
+
+/// Where a histogram's bars start on its log scale (below 1, so a count of 1 shows).
+const BAR_BASE: f64 = 0.5;
 
 /// A histogram of lifetimes (log buckets) for each named histogram; returns the SVG.
 fn histogram_plot(
@@ -227,19 +320,30 @@ fn histogram_plot(
             format!("≥{}", human_ns(bounds[i - 1]))
         }
     };
-    let y_max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+    // A log scale: a QoS class with a handful of memcgs beside hundreds outside pods still
+    // shows; bars start below 1 so a count of 1 is drawn.
+    let y_max = (counts.iter().flatten().copied().max().unwrap_or(1) as f64 * 2.0).max(10.0);
     let n = hs.len().max(1) as f64;
     let mut svg = String::new();
     {
         let root: Area<'_> = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18).into_font())
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(lo as f64..(hi + 1) as f64, 0.0..y_max)
+            .caption(title, ("sans-serif", CAPTION_PX).into_font())
+            .margin(12)
+            // Room for the last bucket's label, centred on the right edge.
+            .margin_right(40)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(lo as f64..(hi + 1) as f64, (BAR_BASE..y_max).log_scale())
             .map_err(plot_err)?;
+        let y_fmt = |v: &f64| {
+            if *v >= 1.0 && (v - v.round()).abs() < 1e-9 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        };
         let fmt = |x: &f64| {
             let i = x.floor() as usize;
             if (x - x.floor()).abs() < 1e-9 && i <= bounds.len() {
@@ -253,18 +357,22 @@ fn histogram_plot(
             .disable_x_mesh()
             .x_labels((hi - lo + 2).min(24))
             .x_label_formatter(&fmt)
+            .y_label_formatter(&y_fmt)
             .x_desc("lifetime (bucket start)")
-            .y_desc("memcgs")
+            .y_desc("memcgs (log scale)")
+            .light_line_style(WHITE)
+            .label_style(("sans-serif", LABEL_PX))
+            .axis_desc_style(("sans-serif", DESC_PX))
             .draw()
             .map_err(plot_err)?;
         for (k, (name, _)) in hs.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             let c = &counts[k];
             chart
-                .draw_series((lo..=hi).map(|i| {
+                .draw_series((lo..=hi).filter(|&i| c[i] > 0).map(|i| {
                     let x0 = i as f64 + 0.1 + 0.8 * k as f64 / n;
                     let x1 = x0 + 0.8 / n;
-                    Rectangle::new([(x0, 0.0), (x1, c[i] as f64)], color.filled())
+                    Rectangle::new([(x0, BAR_BASE), (x1, c[i] as f64)], color.filled())
                 }))
                 .map_err(plot_err)?
                 .label(name.clone())
@@ -276,7 +384,7 @@ fn histogram_plot(
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font(("sans-serif", 13))
+            .label_font(("sans-serif", LEGEND_PX))
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
@@ -321,18 +429,40 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
     let h = &rep.history;
     let mut out = Vec::new();
 
-    let mut dying = vec![(
+    let total = [(
         "all memcgs".to_string(),
         h.points().map(|p| (p.elapsed_s, p.dying as f64)).collect(),
     )];
-    dying.extend(top_series(rep, h.pod_names(), |p| {
+    let pods = top_series(rep, h.pod_names(), |p| {
         p.pods.iter().map(|&(i, n)| (i, n as f64)).collect()
-    }));
+    });
     out.push((
         "plot-dying",
         "Dying memcgs over time",
-        "Total, and the pods with the most (each sample keeps its top 5 pods: a pod not among them counts 0 there).".to_string(),
-        line_plot("dying memcgs", "dying memcgs", &dying)?,
+        format!(
+            "Above, every dying memcg the run knew of (the node's, {} of them dying before the run \
+             started); below, the pods with the most (each sample keeps its top {TOP_PER_POINT} pods: \
+             a pod not among them counts 0 there).",
+            rep.summary.totals.dying_before_start
+        ),
+        line_plot(&[
+            Panel {
+                caption: "dying memcgs, all",
+                y_desc: "dying memcgs",
+                y: YAxis::Count,
+                series: &total,
+            },
+            Panel {
+                caption: if pods.is_empty() {
+                    "dying memcgs of pods (none)"
+                } else {
+                    "dying memcgs of the pods with the most"
+                },
+                y_desc: "dying memcgs",
+                y: YAxis::Count,
+                series: &pods,
+            },
+        ])?,
     ));
 
     let mut churn = vec![(
@@ -344,26 +474,37 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
         "plot-churn",
         "Cgroup churn by name shape",
         "Cgroups created per second, by the churn_storm detector's name shapes (a path counts once across hierarchies).".to_string(),
-        line_plot("cgroups created per second", "mkdir/s", &churn)?,
+        line_plot(&[Panel {
+            caption: "cgroups created per second",
+            y_desc: "mkdir/s",
+            y: YAxis::Rate,
+            series: &churn,
+        }])?,
     ));
 
-    let headroom: Vec<(f64, f64)> = h
-        .points()
-        .filter_map(|p| p.id_headroom.map(|v| (p.elapsed_s, v as f64)))
-        .collect();
+    let headroom = [(
+        "free memcg IDs".to_string(),
+        h.points()
+            .filter_map(|p| p.id_headroom.map(|v| (p.elapsed_s, v as f64)))
+            .collect::<Vec<_>>(),
+    )];
     out.push((
         "plot-headroom",
         "Memcg ID headroom over time",
-        if headroom.is_empty() {
+        if headroom[0].1.is_empty() {
             "No memory hierarchy in the session: headroom unknown.".to_string()
         } else {
-            "Memcg IDs left (65,535 at most) the way this kernel spends them.".to_string()
+            format!(
+                "Memcg IDs left (of {MEMCG_ID_MAX}) the way this kernel spends them; at 0, every \
+                 new memcg (every new pod) fails."
+            )
         },
-        line_plot(
-            "memcg ID headroom",
-            "free IDs",
-            &[("headroom".to_string(), headroom)],
-        )?,
+        line_plot(&[Panel {
+            caption: "memcg ID headroom",
+            y_desc: "free IDs",
+            y: YAxis::Fixed(0.0, MEMCG_ID_MAX as f64),
+            series: &headroom,
+        }])?,
     ));
 
     let mut hs: Vec<(String, &hdrhistogram::Histogram<u64>)> = Vec::new();
@@ -380,13 +521,14 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
     out.push((
         "plot-live",
         "Memcg lifetimes: live (mkdir → rmdir)",
-        "Per QoS class; buckets two per decade.".to_string(),
+        "Per QoS class (none: memcgs outside pods); buckets two per decade.".to_string(),
         histogram_plot("live: mkdir → rmdir", &live)?,
     ));
     out.push((
         "plot-dying-lifetimes",
         "Memcg lifetimes: dying (rmdir → freed)",
-        "Per QoS class; memcgs still dying at the end are not in it.".to_string(),
+        "Per QoS class (none: memcgs outside pods); memcgs still dying at the end are not in it."
+            .to_string(),
         histogram_plot("dying: rmdir → freed", &dying)?,
     ));
     Ok(out)
@@ -400,8 +542,8 @@ th{background:#eee;cursor:pointer}pre{background:#f6f6f6;padding:8px;font-size:1
 .warning{border-color:#e90}.info{border-color:#39c}figure{margin:12px 0}figcaption{font-size:13px;color:#555}";
 
 /// Sorts a table by the clicked column (numbers by `data-v`), toggling the direction.
-const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){\
-th.addEventListener('click',function(){var tb=th.closest('table').tBodies[0];\
+const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th){\
+th.addEventListener('click',function(){var i=th.cellIndex,tb=th.closest('table').tBodies[0];\
 var rows=Array.from(tb.rows);var d=th.dataset.d==='1'?-1:1;th.dataset.d=d===1?'1':'0';\
 rows.sort(function(a,b){var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;\
 if(x!==undefined&&y!==undefined){return d*(Number(x)-Number(y));}\
@@ -473,27 +615,27 @@ Memcg ID headroom: {}. Failed mkdirs: {}.</p>\n",
         );
     }
 
-    o.push_str("<h2 id=\"pods\">Pods</h2>\n<p>Click a column to sort.</p>\n<table class=\"sortable\"><thead><tr>\
+    o.push_str("<h2 id=\"pods\">Pods</h2>\n<p>Click a column to sort.</p>\n<table class=\"sortable\" id=\"pods-table\"><thead><tr>\
 <th>dying</th><th>oldest dying</th><th>bytes at removal</th><th>live</th><th>freed</th><th class=\"l\">QoS</th><th class=\"l\">pod</th></tr></thead><tbody>\n");
     for p in &rep.last.pods {
-        let age = p.oldest_dying_age_s;
+        let (st, age) = (&p.pod.stats, p.pod.oldest_dying_age_s);
         let _ = writeln!(
             o,
             "<tr><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td data-v=\"{}\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}{}</td></tr>",
-            p.dying,
-            p.dying,
+            st.dying,
+            st.dying,
             age.unwrap_or(-1.0),
             age.map_or("-".to_string(), human_secs),
             p.dying_bytes.unwrap_or(0),
             p.dying_bytes.map_or("-".to_string(), human_bytes),
-            p.live,
-            p.live,
-            p.freed,
-            p.freed,
-            Qos::name(p.qos),
+            st.live,
+            st.live,
+            st.freed,
+            st.freed,
+            Qos::name(st.qos),
             esc(&p.label()),
-            if p.namespace.is_some() {
-                format!(" <small>{}</small>", esc(&p.pod_uid))
+            if st.namespace.is_some() {
+                format!(" <small>{}</small>", esc(&st.pod_uid))
             } else {
                 String::new()
             }
@@ -501,7 +643,7 @@ Memcg ID headroom: {}. Failed mkdirs: {}.</p>\n",
     }
     o.push_str("</tbody></table>\n");
 
-    o.push_str("<h2 id=\"lifetimes\">Lifetime percentiles</h2>\n<table class=\"sortable\"><thead><tr>\
+    o.push_str("<h2 id=\"lifetimes\">Lifetime percentiles</h2>\n<table class=\"sortable\" id=\"lifetimes-table\"><thead><tr>\
 <th class=\"l\">phase</th><th class=\"l\">QoS</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr></thead><tbody>\n");
     for l in &rep.last.lifetimes {
         let _ = writeln!(
@@ -538,15 +680,37 @@ mod tests {
     fn escapes_markup_and_control_characters() {
         assert_eq!(
             esc("<a href='x'>&\x1b"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;\\u{1b}"
+            "&lt;a href=&#39;x&#39;&gt;&amp;\\x1b"
         );
+        // The terminal's escapes for controls and bidi overrides; line breaks and backslashes
+        // (pretty-printed JSON) stay.
+        assert_eq!(esc("evil\u{202e}txt\t"), "evil\\u{202e}txt\\t");
+        assert_eq!(esc("{\n  \"a\\u0001\"\n}"), "{\n  &quot;a\\u0001&quot;\n}");
+        assert_eq!(esc("café"), "café");
     }
 
     #[test]
     fn plots_draw_svg_even_when_empty() {
-        let svg = line_plot("t", "y", &[("a".into(), vec![(0.0, 1.0), (2.0, 3.0)])])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{svg}");
+        let series = [("a".to_string(), vec![(0.0, 1.0), (2.0, 3.0)])];
+        for y in [YAxis::Count, YAxis::Rate, YAxis::Fixed(0.0, 65_535.0)] {
+            let panel = Panel {
+                caption: "t",
+                y_desc: "y",
+                y,
+                series: &series,
+            };
+            let svg = line_plot(&[panel]).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{svg}");
+            assert!(svg.contains("<polyline"), "{svg}");
+        }
+        let none = Panel {
+            caption: "nothing",
+            y_desc: "y",
+            y: YAxis::Count,
+            series: &[],
+        };
+        let svg = line_plot(&[none]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(svg.contains("</svg>"));
         let empty = histogram_plot("h", &[]).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(empty.contains("<svg"));
     }

@@ -17,7 +17,7 @@ use crate::{
     model::{
         event::{Event, errno_name},
         k8s::Qos,
-        tracker::{Observed, PodStats, Totals, Tracker},
+        tracker::{Observed, PodStats, PodSummary, Totals, Tracker},
     },
     pipeline::{
         Pipeline,
@@ -153,18 +153,11 @@ impl Sink for SampleSink {
     }
 }
 
-/// One pod's row.
-#[derive(Clone, Debug, PartialEq)]
+/// One pod's row: the tracker's counters and the age of its oldest dying memcg, and the memory
+/// charged to its dying memcgs.
+#[derive(Clone, Debug)]
 pub struct PodRow {
-    pub pod_uid: String,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub qos: Option<Qos>,
-    pub live: u64,
-    pub dying: u64,
-    pub freed: u64,
-    /// Age of the oldest dying memcg at the sample, seconds.
-    pub oldest_dying_age_s: Option<f64>,
+    pub pod: PodSummary,
     /// Memory charged to its dying memcgs when they were removed (None: not known for any).
     pub dying_bytes: Option<u64>,
 }
@@ -172,9 +165,10 @@ pub struct PodRow {
 impl PodRow {
     /// `namespace/name`, else the UID.
     pub fn label(&self) -> String {
-        match (&self.namespace, &self.name) {
+        let s = &self.pod.stats;
+        match (&s.namespace, &s.name) {
             (Some(ns), Some(n)) => format!("{ns}/{n}"),
-            _ => self.pod_uid.clone(),
+            _ => s.pod_uid.clone(),
         }
     }
 }
@@ -346,27 +340,14 @@ impl Sampler {
         let tracker = &pipe.tracker;
         let dt_s = (now_ns.saturating_sub(self.last_ns) as f64 / 1e9).max(1e-3);
         self.last_ns = now_ns;
-        let mut bytes: HashMap<&str, u64> = HashMap::new();
-        let dying = tracker.dying_memcgs();
-        for d in &dying {
-            if let (Some(uid), Some(b)) = (&d.pod_uid, d.usage_bytes) {
-                *bytes.entry(uid.as_str()).or_default() += b;
-            }
-        }
+        let bytes = tracker.dying_bytes_by_pod();
         let pods = tracker
             .pods(now_ns)
             .into_iter()
             .filter(|p| p.stats.live + p.stats.dying + p.stats.freed > 0)
-            .map(|p| PodRow {
-                dying_bytes: bytes.get(p.stats.pod_uid.as_str()).copied(),
-                pod_uid: p.stats.pod_uid,
-                namespace: p.stats.namespace,
-                name: p.stats.name,
-                qos: p.stats.qos,
-                live: p.stats.live,
-                dying: p.stats.dying,
-                freed: p.stats.freed,
-                oldest_dying_age_s: p.oldest_dying_age_s,
+            .map(|pod| PodRow {
+                dying_bytes: bytes.get(pod.stats.pod_uid.as_str()).copied(),
+                pod,
             })
             .collect();
         let mut c = self.counters.borrow_mut();
@@ -560,12 +541,12 @@ impl History {
                 p.shapes.push((i, r.mkdirs_per_s));
             }
         }
-        for r in s.pods.iter().filter(|r| r.dying > 0) {
+        for r in s.pods.iter().filter(|r| r.pod.stats.dying > 0) {
             if p.pods.len() >= TOP_PER_POINT {
                 break;
             }
             if let Some(i) = intern(&mut self.pod_names, &r.label()) {
-                p.pods.push((i, r.dying));
+                p.pods.push((i, r.pod.stats.dying));
             }
         }
         match &mut self.pending {
@@ -677,19 +658,20 @@ mod tests {
         p.event(&ev(EventKind::Mkdir, base + 1, 4, 10, pod.as_bytes()));
         p.event(&ev(EventKind::Mkdir, base + 2, 4, 11, c.as_bytes()));
         let mut rm = ev(EventKind::Rmdir, base + 3, 4, 11, c.as_bytes());
-        rm.usage_bytes = Some(4096 * 3);
+        let charged = 3 * crate::kernel::page_size();
+        rm.usage_bytes = Some(charged);
         p.event(&rm);
         let snap = s.sample(&p, base + 5 * NS_PER_S);
         let row = snap
             .pods
             .iter()
-            .find(|r| r.pod_uid == uid)
+            .find(|r| r.pod.stats.pod_uid == uid)
             .unwrap_or_else(|| panic!("pod row in {:?}", snap.pods));
-        assert_eq!(row.dying, 1);
-        assert_eq!(row.live, 1);
-        assert_eq!(row.qos, Some(Qos::Burstable));
-        assert!(row.dying_bytes.is_some());
-        let age = row.oldest_dying_age_s.unwrap_or(0.0);
+        assert_eq!(row.pod.stats.dying, 1);
+        assert_eq!(row.pod.stats.live, 1);
+        assert_eq!(row.pod.stats.qos, Some(Qos::Burstable));
+        assert_eq!(row.dying_bytes, Some(charged));
+        let age = row.pod.oldest_dying_age_s.unwrap_or(0.0);
         assert!((age - (5.0 - 3e-9)).abs() < 1e-6, "{age}");
         assert_eq!(snap.totals.dying, 1);
         assert!(snap.lifetimes.iter().any(|l| l.phase == "live"));

@@ -148,7 +148,7 @@ impl Top {
             .context("installing the SIGWINCH handler")?;
         let (sampler, sink) = Sampler::new(facts.memory_hierarchy(), facts.clock.mono_ns);
         let src = Source {
-            what: "live".into(),
+            replay: None,
             tier: facts.tier.name().into(),
             kernel: facts.kernel_release.clone(),
             ended: false,
@@ -427,7 +427,7 @@ pub fn replay(path: &Path, speed: Speed, filters: &Filters) -> anyhow::Result<()
     })?;
     let sampler = sampler.context("the replay built no pipeline")?;
     let src = Source {
-        what: format!("replay {}", path.display()),
+        replay: Some(path.display().to_string()),
         tier: r.header.tier.clone(),
         kernel: r.header.kernel_release.clone(),
         ended: false,

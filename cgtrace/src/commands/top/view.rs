@@ -77,7 +77,7 @@ impl UiState {
     /// Whether a pod row passes the filters.
     pub fn shows(&self, p: &PodRow) -> bool {
         if let Some(q) = QOS_CYCLE.get(self.qos).copied().flatten()
-            && p.qos != Some(q)
+            && p.pod.stats.qos != Some(q)
         {
             return false;
         }
@@ -85,23 +85,23 @@ impl UiState {
             return true;
         }
         let f = self.filter.to_lowercase();
-        p.label().to_lowercase().contains(&f) || p.pod_uid.to_lowercase().contains(&f)
+        p.label().to_lowercase().contains(&f) || p.pod.stats.pod_uid.to_lowercase().contains(&f)
     }
 
     /// The pod rows to show, in order.
     pub fn pod_rows<'a>(&self, snap: &'a Snapshot) -> Vec<&'a PodRow> {
         let mut rows: Vec<&PodRow> = snap.pods.iter().filter(|p| self.shows(p)).collect();
-        let age = |p: &PodRow| p.oldest_dying_age_s.unwrap_or(-1.0);
+        let age = |p: &PodRow| p.pod.oldest_dying_age_s.unwrap_or(-1.0);
         rows.sort_by(|a, b| {
             let o = match self.sort {
-                SortKey::Dying => b.dying.cmp(&a.dying),
+                SortKey::Dying => b.pod.stats.dying.cmp(&a.pod.stats.dying),
                 SortKey::Oldest => age(b).total_cmp(&age(a)),
                 SortKey::Bytes => b.dying_bytes.cmp(&a.dying_bytes),
-                SortKey::Live => b.live.cmp(&a.live),
+                SortKey::Live => b.pod.stats.live.cmp(&a.pod.stats.live),
                 SortKey::Name => a.label().cmp(&b.label()),
             };
-            o.then_with(|| b.dying.cmp(&a.dying))
-                .then_with(|| a.pod_uid.cmp(&b.pod_uid))
+            o.then_with(|| b.pod.stats.dying.cmp(&a.pod.stats.dying))
+                .then_with(|| a.pod.stats.pod_uid.cmp(&b.pod.stats.pod_uid))
         });
         rows
     }
@@ -110,8 +110,8 @@ impl UiState {
 /// What the header says about the source.
 #[derive(Clone, Debug, Default)]
 pub struct Source {
-    /// `live` or `replay FILE`.
-    pub what: String,
+    /// `live`, or the session file of a replay.
+    pub replay: Option<String>,
     pub tier: String,
     pub kernel: String,
     /// A replay reached the end of its session.
@@ -158,14 +158,16 @@ pub fn draw(
     ])
     .areas(f.area());
 
-    // Header: source, state, totals.
+    // Header: source and state first (a narrow terminal cuts the end), then the run's facts.
     let mut title = vec![
         Span::styled("cgtrace top", bold),
         Span::raw(format!(
-            " — {} · tier {} · kernel {} · t+{}",
-            escape::terminal(&src.what),
-            src.tier,
-            escape::terminal(&src.kernel),
+            " — {} · t+{}",
+            if src.replay.is_some() {
+                "replay"
+            } else {
+                "live"
+            },
             human_secs(snap.elapsed_s)
         )),
     ];
@@ -174,6 +176,14 @@ pub fn draw(
     }
     if src.ended {
         title.push(Span::styled(" · end of session", warn));
+    }
+    title.push(Span::raw(format!(
+        " · tier {} · kernel {}",
+        src.tier,
+        escape::terminal(&src.kernel)
+    )));
+    if let Some(file) = &src.replay {
+        title.push(Span::raw(format!(" · {}", escape::terminal(file))));
     }
     let t = &snap.totals;
     let headroom = match snap.id_headroom {
@@ -302,12 +312,12 @@ fn draw_pods(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, ui: &UiState, head:
     let header = Row::new(["DYING", "OLDEST", "BYTES", "LIVE", "FREED", "QOS", "POD"]).style(head);
     let body = rows.into_iter().map(|p| {
         Row::new(vec![
-            Cell::from(p.dying.to_string()),
-            Cell::from(p.oldest_dying_age_s.map_or("-".to_string(), human_secs)),
+            Cell::from(p.pod.stats.dying.to_string()),
+            Cell::from(p.pod.oldest_dying_age_s.map_or("-".to_string(), human_secs)),
             Cell::from(p.dying_bytes.map_or("-".to_string(), human_bytes)),
-            Cell::from(p.live.to_string()),
-            Cell::from(p.freed.to_string()),
-            Cell::from(Qos::name(p.qos)),
+            Cell::from(p.pod.stats.live.to_string()),
+            Cell::from(p.pod.stats.freed.to_string()),
+            Cell::from(Qos::name(p.pod.stats.qos)),
             Cell::from(escape::terminal(&p.label())),
         ])
     });
@@ -319,7 +329,7 @@ fn draw_pods(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, ui: &UiState, head:
             Constraint::Length(10),
             Constraint::Length(6),
             Constraint::Length(6),
-            Constraint::Length(10),
+            Constraint::Length(11),
             Constraint::Min(20),
         ],
     )
@@ -399,30 +409,38 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
+    use crate::model::tracker::{PodStats, PodSummary};
 
     fn snap() -> Snapshot {
         Snapshot {
             pods: vec![
                 PodRow {
-                    pod_uid: "aaaa".into(),
-                    namespace: Some("prod".into()),
-                    name: Some("web\x1b[31m".into()),
-                    qos: Some(Qos::Burstable),
-                    live: 2,
-                    dying: 3,
-                    freed: 1,
-                    oldest_dying_age_s: Some(75.0),
+                    pod: PodSummary {
+                        stats: PodStats {
+                            pod_uid: "aaaa".into(),
+                            namespace: Some("prod".into()),
+                            name: Some("web\x1b[31m".into()),
+                            qos: Some(Qos::Burstable),
+                            live: 2,
+                            dying: 3,
+                            freed: 1,
+                            ..PodStats::default()
+                        },
+                        oldest_dying_age_s: Some(75.0),
+                    },
                     dying_bytes: Some(4 << 20),
                 },
                 PodRow {
-                    pod_uid: "bbbb".into(),
-                    namespace: None,
-                    name: None,
-                    qos: Some(Qos::Besteffort),
-                    live: 9,
-                    dying: 1,
-                    freed: 0,
-                    oldest_dying_age_s: Some(5.0),
+                    pod: PodSummary {
+                        stats: PodStats {
+                            pod_uid: "bbbb".into(),
+                            qos: Some(Qos::Besteffort),
+                            live: 9,
+                            dying: 1,
+                            ..PodStats::default()
+                        },
+                        oldest_dying_age_s: Some(5.0),
+                    },
                     dying_bytes: None,
                 },
             ],
@@ -479,7 +497,10 @@ mod tests {
         let sn = snap();
         let mut ui = UiState::default();
         let uids = |ui: &UiState| -> Vec<String> {
-            ui.pod_rows(&sn).iter().map(|p| p.pod_uid.clone()).collect()
+            ui.pod_rows(&sn)
+                .iter()
+                .map(|p| p.pod.stats.pod_uid.clone())
+                .collect()
         };
         assert_eq!(uids(&ui), ["aaaa", "bbbb"]);
         ui.sort = SortKey::Live;
