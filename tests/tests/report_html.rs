@@ -5,16 +5,17 @@
 //! the dying counts the test made, the churn_storm verdict, and a screenshot that is not blank.
 use std::{
     fs,
-    io::{BufRead, BufReader, Read},
+    io::BufReader,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use integration_tests::{
-    Layout,
-    binary::{cgtrace_bin, have_tool},
-    cgroup::{TestParent, privileged},
+    Layout, Scratch,
+    binary::{Running, cgtrace_bin, have_tool, spawn_attached},
+    cgroup::{PinFiles, TestParent, dying_memcg, privileged},
+    outside_reference,
 };
 
 /// The plots the page must have, by figure id.
@@ -26,103 +27,47 @@ const PLOTS: [&str; 5] = [
     "plot-dying-lifetimes",
 ];
 
-/// A scratch directory under the target directory, removed on drop.
-struct Scratch(PathBuf);
+/// Chromium's profile directory for this test, and whatever Chromium left running with it:
+/// on drop (after a panic too) every process whose command line names the profile is killed
+/// and waited for.
+struct Profile(PathBuf);
 
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cgtrace-{tag}-{}-{nanos:x}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        Scratch(dir)
+impl Profile {
+    /// The processes (pids) started with this profile.
+    fn processes(&self) -> Vec<i32> {
+        let needle = format!("--user-data-dir={}", self.0.display());
+        let Ok(rd) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+            })
+            .collect()
     }
 }
 
-impl Drop for Scratch {
+impl Drop for Profile {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Files whose pages keep memcgs dying; removed on drop, which lets the kernel free them.
-struct PinFiles(Vec<PathBuf>);
-
-impl Drop for PinFiles {
-    fn drop(&mut self) {
-        for f in &self.0 {
-            let _ = fs::remove_file(f);
-        }
-    }
-}
-
-/// `cgtrace record`, ended by SIGTERM.
-struct Record(Child);
-
-impl Record {
-    fn start(file: &Path, subtree: &str) -> Record {
-        let mut child = Command::new(cgtrace_bin())
-            .args(["record", "-o"])
-            .arg(file)
-            .args(["--subtree", subtree])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cgtrace record");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut first = String::new();
-        err.read_line(&mut first).expect("cgtrace's first line");
-        assert!(first.starts_with("cgtrace: attached"), "record: {first}");
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-        });
-        Record(child)
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
+        loop {
+            let left = self.processes();
+            if left.is_empty() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= deadline {
+                eprintln!("warning: chromium processes {left:?} are still running");
+                return;
+            }
+            for pid in left {
+                // SAFETY: kill(2) on a Chromium process this test started (its command line
+                // names this test's own profile directory).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Record {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Makes `dir` (a memcg), writes 2 MiB to the tmpfs `file` from a shell in it, removes `dir`.
-fn dying_memcg(dir: &Path, file: &Path) {
-    fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    let script = format!(
-        "echo $$ > '{}' && head -c 2097152 /dev/zero > '{}'",
-        dir.join("cgroup.procs").display(),
-        file.display()
-    );
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .expect("run sh");
-    assert!(st.success(), "{script}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Err(e) = fs::remove_dir(dir) {
-        assert!(Instant::now() < deadline, "rmdir {}: {e}", dir.display());
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -177,6 +122,22 @@ fn section<'a>(html: &'a str, open: &str, close: &str) -> Option<&'a str> {
     Some(&rest[..j])
 }
 
+/// The `data-v` values of column `col` in the body of table `id`, in row order.
+fn column(html: &str, id: &str, col: usize) -> Vec<f64> {
+    let Some(table) = section(html, &format!("id=\"{id}\""), "</table>") else {
+        return Vec::new();
+    };
+    let body = table.split_once("<tbody>").map_or("", |(_, b)| b);
+    body.split("<tr>")
+        .skip(1)
+        .filter_map(|row| {
+            let cell = row.split("<td").nth(col + 1)?;
+            let v = cell.split_once("data-v=\"")?.1.split_once('"')?.0;
+            v.parse().ok()
+        })
+        .collect()
+}
+
 #[test]
 fn html_report_renders_in_headless_chromium() {
     let test = "html_report_renders_in_headless_chromium";
@@ -187,19 +148,24 @@ fn html_report_renders_in_headless_chromium() {
     let mount = layout.memory_mount.clone();
     // Declared first, dropped last: the cgroups go after everything that uses them.
     let parent = TestParent::new("html", &[&mount]).expect("test parent");
-    let scratch = Scratch::new("html");
-    let mut pins = PinFiles(Vec::new());
-    let shm = Path::new("/dev/shm");
-    let pin_dir = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        scratch.0.clone()
-    };
-    let session = scratch.0.join("run.session");
-    let page = scratch.0.join("report.html");
+    let scratch = Scratch::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "html");
+    let mut pins = PinFiles::default();
+    let pin_dir = PinFiles::dir(scratch.path());
+    let session = scratch.path().join("run.session");
+    let page = scratch.path().join("report.html");
     let top = parent.dir(&mount);
 
-    let mut record = Record::start(&session, &parent.cgroup_path());
+    let (record, record_err) = spawn_attached(
+        &[
+            "record",
+            "-o",
+            &session.display().to_string(),
+            "--subtree",
+            &parent.cgroup_path(),
+        ],
+        Stdio::null(),
+    );
+    let mut record = Running::new("cgtrace record", record);
     let pods = [
         ("burstable", "4c7e0de5-aaaa-4c3b-9d4e-5f6a7b8c9d01", 3u64),
         ("besteffort", "4c7e0de5-bbbb-4c3b-9d4e-5f6a7b8c9d02", 1),
@@ -211,12 +177,9 @@ fn html_report_renders_in_headless_chromium() {
         let pod = qdir.join(format!("pod{uid}"));
         fs::create_dir(&pod).expect("mkdir pod");
         for c in 0..*n {
-            let file = pin_dir.join(format!("cgtrace-html-{}-pin-{i}-{c}", std::process::id()));
-            pins.0.push(file.clone());
-            dying_memcg(
-                &pod.join(format!("{:064x}", 0x4e7e_0000_u64 + (i as u64) * 16 + c)),
-                &file,
-            );
+            let file = pins.add(&pin_dir, &format!("cgtrace-html-pin-{i}-{c}"));
+            let ctr = pod.join(format!("{:064x}", 0x4e7e_0000_u64 + (i as u64) * 16 + c));
+            dying_memcg(&ctr, &file, 2 << 20);
         }
         std::thread::sleep(Duration::from_millis(700));
     }
@@ -230,7 +193,10 @@ fn html_report_renders_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    record.stop();
+    let st = record.stop();
+    assert!(st.is_some_and(|s| s.success()), "record: {st:?}");
+    let record_err = record_err.join().unwrap_or_default();
+    assert!(!record_err.contains("error"), "record: {record_err}");
 
     let st = Command::new(cgtrace_bin())
         .args(["report", "--html"])
@@ -242,22 +208,10 @@ fn html_report_renders_in_headless_chromium() {
     let html = fs::read_to_string(&page).expect("read the page");
 
     // Self-contained: nothing to fetch.
-    for bad in [
-        "<script src",
-        "<link",
-        "@import",
-        "url(",
-        "src=\"http",
-        "href=\"http",
-    ] {
-        assert!(
-            !html.contains(bad),
-            "the page refers to something outside: {bad}"
-        );
-    }
+    assert_eq!(outside_reference(&html), None, "the page refers outside");
 
-    let profile = scratch.0.join("chromium-profile");
-    let dom = chromium(&profile, &page, &["--dump-dom"]);
+    let profile = Profile(scratch.path().join("chromium-profile"));
+    let dom = chromium(&profile.0, &page, &["--dump-dom"]);
     let console = console_lines(&dom.stderr);
     assert!(console.is_empty(), "console messages: {console:#?}");
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
@@ -290,10 +244,46 @@ fn html_report_renders_in_headless_chromium() {
         "{made} job cgroups made, no churn_storm verdict: {verdicts}"
     );
 
+    // The tables sort when a column is clicked: a copy of the page whose own script clicks
+    // the pods' "dying" and the lifetimes' "count" headers once (ascending).
+    let clicked = scratch.path().join("clicked.html");
+    let click = "<script>document.querySelector('#pods-table th').click();\
+                 document.querySelector('#lifetimes-table th:nth-child(3)').click();</script>";
+    fs::write(
+        &clicked,
+        html.replacen("</body>", &format!("{click}</body>"), 1),
+    )
+    .expect("write the clicked page");
+    let out = chromium(&profile.0, &clicked, &["--dump-dom"]);
+    let console = console_lines(&out.stderr);
+    assert!(
+        console.is_empty(),
+        "console messages after the clicks: {console:#?}"
+    );
+    let dom_clicked = String::from_utf8_lossy(&out.stdout).into_owned();
+    // (The node's other pods, live ones too, may be in the table beside the test's.)
+    let dying = column(&html, "pods-table", 0);
+    assert!(
+        dying.len() >= pods.len()
+            && dying.windows(2).all(|w| w[0] >= w[1])
+            && dying[0] > dying[dying.len() - 1],
+        "the page lists the pods most dying first: {dying:?}"
+    );
+    for (table, col) in [("pods-table", 0), ("lifetimes-table", 2)] {
+        let before = column(&html, table, col);
+        let after = column(&dom_clicked, table, col);
+        let mut want = before.clone();
+        want.sort_by(f64::total_cmp);
+        assert_eq!(
+            after, want,
+            "{table} sorted by column {col} (it was {before:?})"
+        );
+    }
+
     // A screenshot that is not blank: the pixels vary, and a fair share is not background.
-    let shot = scratch.0.join("report.png");
+    let shot = scratch.path().join("report.png");
     let out = chromium(
-        &profile,
+        &profile.0,
         &page,
         &[&format!("--screenshot={}", shot.display())],
     );
@@ -317,8 +307,10 @@ fn html_report_renders_in_headless_chromium() {
         "the screenshot looks blank: variance {var:.1}, {:.2}% dark pixels",
         inked * 100.0
     );
+    // CGTRACE_KEEP_SCREENSHOT=FILE.png keeps the screenshot, and the page beside it.
     if let Ok(keep) = std::env::var("CGTRACE_KEEP_SCREENSHOT") {
-        let _ = fs::copy(&shot, keep);
+        let _ = fs::copy(&shot, &keep);
+        let _ = fs::copy(&page, Path::new(&keep).with_extension("html"));
     }
     drop(pins);
 }
