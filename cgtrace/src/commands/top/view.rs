@@ -179,7 +179,7 @@ pub fn draw(
     }
     title.push(Span::raw(format!(
         " · tier {} · kernel {}",
-        src.tier,
+        escape::terminal(&src.tier),
         escape::terminal(&src.kernel)
     )));
     if let Some(file) = &src.replay {
