@@ -2,7 +2,7 @@
 //! pages and shell completions) and what each verb runs.
 use std::{
     io::{self, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -17,6 +17,7 @@ use crate::{
         attach::AttachOptions,
         run::{self as traced, Mode, RunOptions},
     },
+    commands::{report_html, top},
     format::units,
     kernel::hierarchy::Hierarchies,
     pipeline::filters::Filters,
@@ -47,6 +48,9 @@ pub struct Cli {
 enum Command {
     /// Print every cgroup mkdir/rmdir/release on this node as it happens.
     Live(LiveArgs),
+    /// A terminal view of this node (or of a recorded session with --replay), refreshed each
+    /// second: pods by dying memcgs, churn by name shape, memcg ID headroom, lifetimes.
+    Top(TopArgs),
     /// Record the session to a file (to replay and analyse later, elsewhere).
     Record(RecordArgs),
     /// Replay a recorded session: the same output as the live run that recorded it.
@@ -113,6 +117,9 @@ struct ReportArgs {
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write the report as one self-contained HTML page with plots to OUT.
+    #[arg(long, value_name = "OUT", conflicts_with = "json")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -219,6 +226,67 @@ struct LiveArgs {
     probe: ProbeArgs,
 }
 
+#[derive(Args, Debug)]
+struct TopArgs {
+    /// Show a recorded session instead of this node (at event time).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// With --replay: speed, a multiple of real time (e.g. 10) or max.
+    #[arg(long, value_name = "N|max", value_parser = replay::parse_speed, default_value = "1", requires = "replay")]
+    speed: replay::Speed,
+    /// Stop after this long (live); default: until q, Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "replay")]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+fn top(a: &TopArgs, verbose: u8) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &a.replay {
+        top::replay(file, a.speed, &a.filter.filters())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Before the probes load: without a terminal there is nothing to draw on.
+    top::require_terminal()?;
+    let probe = probe_options(&a.filter, &a.probe, verbose)?;
+    trace(Mode::Top, a.duration, probe, &a.filter, PathBuf::from("/"))
+}
+
+/// A traced run (`live`, `record`, `attach`, `top`) of `mode` with the verb's filters, the
+/// host's `/` at `host_root`.
+fn trace(
+    mode: Mode,
+    duration: Option<Duration>,
+    probe: ProbeOptions,
+    filter: &FilterArgs,
+    host_root: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    traced::run(&RunOptions {
+        mode,
+        duration,
+        probe,
+        filters: filter.filters(),
+        host_root,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A file to write must be in a directory that exists (checked before any work is done).
+fn writable_path(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
     r.map_err(|e| UsageError(e.into()).into())
 }
@@ -267,6 +335,7 @@ fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check(&a),
+        Command::Top(a) => top(&a, cli.verbose),
         Command::Doctor(a) => {
             let r = doctor::run();
             doctor::write_report(&mut io::stdout().lock(), &r, a.json)?;
@@ -278,45 +347,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Live(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
-            traced::run(&RunOptions {
-                mode: if a.json { Mode::Json } else { Mode::Text },
-                duration: a.duration,
-                probe,
-                filters: a.filter.filters(),
-                host_root: PathBuf::from("/"),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let mode = if a.json { Mode::Json } else { Mode::Text };
+            trace(mode, a.duration, probe, &a.filter, PathBuf::from("/"))
         }
         Command::Record(a) => {
             let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
-            if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.is_dir()
-            {
-                return usage(Err(anyhow::anyhow!(
-                    "cannot write {}: {} is not a directory",
-                    a.output.display(),
-                    dir.display()
-                )));
-            }
-            traced::run(&RunOptions {
-                mode: Mode::Record(RecordOptions {
-                    path: a.output.clone(),
-                    max_size: a.max_size,
-                    force: a.force,
-                }),
-                duration: a.duration,
-                probe,
-                filters: a.filter.filters(),
-                host_root: PathBuf::from("/"),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            usage(writable_path(&a.output))?;
+            let mode = Mode::Record(RecordOptions {
+                path: a.output.clone(),
+                max_size: a.max_size,
+                force: a.force,
+            });
+            trace(mode, a.duration, probe, &a.filter, PathBuf::from("/"))
         }
         Command::Replay(a) => {
             replay::replay(&a.file, a.json, a.speed, &a.filter.filters())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(a) => {
-            replay::report(&a.file, a.json, &a.filter.filters())?;
+            match &a.html {
+                Some(out) => {
+                    usage(writable_path(out))?;
+                    report_html::write(&a.file, out, &a.filter.filters())?
+                }
+                None => replay::report(&a.file, a.json, &a.filter.filters())?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Attach(a) => {
@@ -334,18 +389,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     a.host_root.display()
                 )));
             }
-            traced::run(&RunOptions {
-                mode: Mode::Attach(AttachOptions {
-                    interval: a.interval,
-                    metrics,
-                    hdr_log: a.hdr_log.clone(),
-                }),
-                duration: a.duration,
-                probe,
-                filters: a.filter.filters(),
-                host_root: a.host_root.clone(),
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let mode = Mode::Attach(AttachOptions {
+                interval: a.interval,
+                metrics,
+                hdr_log: a.hdr_log.clone(),
+            });
+            trace(mode, a.duration, probe, &a.filter, a.host_root.clone())
         }
     }
 }

@@ -110,6 +110,48 @@ pub fn signal_and_wait(child: &mut Child, sig: i32, timeout: Duration) -> ExitSt
     }
 }
 
+/// A child process of the test, stopped on drop (after a panic too): SIGTERM, then SIGKILL
+/// if it has not exited within 10 s; reaped either way.
+pub struct Running {
+    /// For the warning when SIGTERM was not enough.
+    pub name: &'static str,
+    pub child: Child,
+}
+
+impl Running {
+    pub fn new(name: &'static str, child: Child) -> Running {
+        Running { name, child }
+    }
+
+    /// Ends the process (a no-op once it has exited) and returns how it exited.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            return Some(st);
+        }
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet (try_wait said so).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "warning: {} did not exit after SIGTERM; killing it",
+            self.name
+        );
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A TCP port free on 127.0.0.1 a moment ago (the kernel's pick for port 0).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

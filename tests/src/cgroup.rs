@@ -4,6 +4,7 @@ use std::{
     fs, io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -104,6 +105,88 @@ pub fn remove_tree(dir: &Path) {
                 );
                 return;
             }
+        }
+    }
+}
+
+/// Runs a shell inside the memcg `dir` that writes `bytes` to `file` and exits: the file's pages
+/// are charged to the memcg (page cache on disk, shmem on tmpfs) and outlive the shell.
+pub fn charge_file(dir: &Path, file: &Path, bytes: u64) {
+    let script = format!(
+        "echo $$ > '{}' && head -c {bytes} /dev/zero > '{}' && sync",
+        dir.join("cgroup.procs").display(),
+        file.display()
+    );
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .expect("run sh");
+    assert!(st.success(), "{script}");
+}
+
+/// Removes the cgroup `dir`, retrying briefly while the tasks that were in it exit.
+pub fn rmdir_retry(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = fs::remove_dir(dir) {
+        assert!(Instant::now() < deadline, "rmdir {}: {e}", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The memory the kernel charges to the memcg `dir` now (v1 `memory.usage_in_bytes`, v2
+/// `memory.current`).
+pub fn memcg_usage(dir: &Path) -> u64 {
+    let file = ["memory.usage_in_bytes", "memory.current"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|f| f.exists())
+        .unwrap_or_else(|| panic!("{} is not a memcg", dir.display()));
+    fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// Makes the memcg `dir`, charges `bytes` of `file` to it ([`charge_file`]) and removes it: the
+/// file's pages keep it dying. Returns what the kernel charged to it just before the rmdir.
+pub fn dying_memcg(dir: &Path, file: &Path, bytes: u64) -> u64 {
+    fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    charge_file(dir, file, bytes);
+    let usage = memcg_usage(dir);
+    rmdir_retry(dir);
+    usage
+}
+
+/// Files whose pages keep memcgs dying; removed on drop, which lets the kernel free them.
+#[derive(Default)]
+pub struct PinFiles(pub Vec<PathBuf>);
+
+impl PinFiles {
+    /// Where pinning files go: tmpfs (`/dev/shm`), whose pages neither reclaim without swap
+    /// nor another test's drop_caches frees (only removing the file does), else `fallback`.
+    pub fn dir(fallback: &Path) -> PathBuf {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            fallback.to_path_buf()
+        }
+    }
+
+    /// A new file name in `dir`, removed on drop.
+    pub fn add(&mut self, dir: &Path, name: &str) -> PathBuf {
+        let f = dir.join(format!("{name}-{}", std::process::id()));
+        self.0.push(f.clone());
+        f
+    }
+}
+
+impl Drop for PinFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = fs::remove_file(f);
         }
     }
 }

@@ -6,8 +6,9 @@ pub mod exhaust;
 pub mod pods;
 
 use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use cgtrace::{kernel::hierarchy::Hierarchies, model::event::Event, probes::Probes};
@@ -107,6 +108,49 @@ pub fn count(seen: &[Event<'_>], kind: EventKind, h: u32) -> usize {
     seen.iter()
         .filter(|s| s.kind == kind && s.hierarchy_id == h)
         .count()
+}
+
+/// A scratch directory of the test's own under `base` (the test's `CARGO_TARGET_TMPDIR`),
+/// removed with its contents on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(base: &Path, tag: &str) -> Scratch {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!("cgtrace-{tag}-{}-{nanos:x}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.0) {
+            eprintln!("warning: could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// What an HTML page refers to outside itself (a script, style sheet, font or image to fetch),
+/// if anything: `report --html` must be self-contained.
+pub fn outside_reference(html: &str) -> Option<&'static str> {
+    [
+        "<script src",
+        "<link",
+        "@import",
+        "url(",
+        "src=\"http",
+        "href=\"http",
+    ]
+    .into_iter()
+    .find(|bad| html.contains(bad))
 }
 
 /// Whether CI forbids skipping (`CI=true`).

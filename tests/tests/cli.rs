@@ -1,8 +1,8 @@
 //! The `cgtrace` binary end to end: JSON lines against cgroups the test makes, signals, the
-//! summary, usage errors, missing privileges, a closed pipe.
+//! summary, usage errors, missing privileges, a closed pipe; `top` and `report --html` flags.
 use std::{
     io::{BufRead, BufReader, Read},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -10,8 +10,10 @@ use std::{
 
 use cgtrace::kernel::hierarchy::Hierarchies;
 use integration_tests::{
+    Scratch,
     binary::{cgtrace_bin, cgtrace_command},
     cgroup::{TestParent, privileged},
+    outside_reference, stdout_of,
 };
 
 fn mounts() -> (u32, PathBuf, PathBuf) {
@@ -260,4 +262,101 @@ fn without_privileges_says_what_is_missing() {
         err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && err.contains("sudo"),
         "{err}"
     );
+}
+
+/// The committed version-1 session (see `compat.rs`).
+fn fixture_session() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/session-v1.cgtrace")
+}
+
+#[test]
+fn top_and_report_html_are_documented_and_refuse_bad_input() {
+    let help = stdout_of(cgtrace_command().arg("--help"));
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("top ")),
+        "{help}"
+    );
+    let top = stdout_of(cgtrace_command().args(["top", "--help"]));
+    for flag in [
+        "--replay <FILE>",
+        "--speed <N|max>",
+        "--duration <DURATION>",
+        "--subtree <PATH>",
+        "--tier <TIER>",
+    ] {
+        assert!(top.contains(flag), "top --help lacks {flag}:\n{top}");
+    }
+    let report = stdout_of(cgtrace_command().args(["report", "--help"]));
+    assert!(report.contains("--html <OUT>"), "{report}");
+
+    let session = fixture_session().display().to_string();
+    for (args, why) in [
+        (&["top"][..], "a terminal"),
+        (&["top", "--replay", &session], "a terminal"),
+        (&["top", "--speed", "10"], "--replay"),
+        (
+            &["top", "--replay", &session, "--duration", "5s"],
+            "--duration",
+        ),
+        (&["top", "--replay", &session, "--speed", "0"], "speed"),
+        (
+            &["report", "--html", "o.html", "--json", &session],
+            "--json",
+        ),
+        (
+            &[
+                "report",
+                "--html",
+                "/nonexistent-cgtrace-dir/o.html",
+                &session,
+            ],
+            "not a directory",
+        ),
+    ] {
+        // stdout is a pipe here: not a terminal.
+        let out = cgtrace_command().args(args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?} should say {why:?}: {err}");
+        if args[0] == "top" && why == "a terminal" {
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn report_html_of_a_recorded_session_is_one_self_contained_page() {
+    let scratch = Scratch::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "cli-html");
+    let page = scratch.path().join("report.html");
+    let out = cgtrace_command()
+        .args(["report", "--html"])
+        .arg(&page)
+        .arg(fixture_session())
+        .output()
+        .expect("run cgtrace report --html");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert!(
+        html.contains("default-src 'none'"),
+        "a CSP forbids fetching"
+    );
+    assert_eq!(outside_reference(&html), None, "the page refers outside");
+    for id in [
+        "plot-dying",
+        "plot-churn",
+        "plot-headroom",
+        "plot-live",
+        "plot-dying-lifetimes",
+        "pods-table",
+        "lifetimes-table",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "no {id}");
+    }
+    assert_eq!(html.matches("<svg").count(), 5, "one SVG per plot");
 }

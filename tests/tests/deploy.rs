@@ -13,6 +13,7 @@ use std::{
 
 use integration_tests::{
     binary::{cgtrace_bin, workspace},
+    cgroup::dying_memcg,
     ci, stdout_of,
 };
 use serde::Deserialize;
@@ -664,32 +665,6 @@ impl Drop for RuncRun {
     }
 }
 
-/// Runs a shell inside the memcg `dir` that writes 4 MiB to `file` on disk (page cache charged
-/// to the memcg) and exits; then removes the memcg, which stays dying while the pages do.
-fn make_dying_memcg(dir: &Path, file: &Path) {
-    std::fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    let script = format!(
-        "echo $$ > '{}' && head -c 4194304 /dev/zero > '{}' && sync",
-        dir.join("cgroup.procs").display(),
-        file.display()
-    );
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .expect("sh");
-    assert!(st.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while let Err(e) = std::fs::remove_dir(dir) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rmdir {}: {e}",
-            dir.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// The DaemonSet, run the way it is written, in a real container runtime: the image from
 /// `cargo xtask image` unpacked with umoci and run by runc, with the container's command,
 /// securityContext (user, capabilities, read-only root, no privilege escalation, seccomp),
@@ -907,12 +882,13 @@ fn daemonset_runs_in_runc() {
         std::fs::create_dir(pod_logs.join(format!("{ns}_{name}_{uid}"))).expect("pod log dir");
     }
     std::fs::create_dir_all(parent.dir(&memory).join(pod_dir(uid_a))).expect("pod A");
-    make_dying_memcg(
+    dying_memcg(
         &parent
             .dir(&memory)
             .join(pod_dir(uid_a))
             .join(format!("{:064x}", 0xa)),
         &work.join("pin-a"),
+        4 << 20,
     );
 
     // The tier cgtrace picks on the host.
@@ -990,12 +966,13 @@ fn daemonset_runs_in_runc() {
 
     // Pod B, made after the start: its memcg goes dying too.
     std::fs::create_dir_all(parent.dir(&memory).join(pod_dir(uid_b))).expect("pod B");
-    make_dying_memcg(
+    dying_memcg(
         &parent
             .dir(&memory)
             .join(pod_dir(uid_b))
             .join(format!("{:064x}", 0xb)),
         &work.join("pin-b"),
+        4 << 20,
     );
 
     let pod_series = |metrics: &str, uid: &str, name: &str| {

@@ -21,9 +21,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -33,8 +32,9 @@ use std::{
 };
 
 use integration_tests::{
-    binary::{cgtrace_bin, free_port, have_tool, workspace},
-    cgroup::{TestParent, privileged},
+    Scratch,
+    binary::{Running, free_port, have_tool, spawn_attached, workspace},
+    cgroup::{PinFiles, TestParent, dying_memcg, privileged},
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -618,60 +618,10 @@ fn absent_argument(expr: &str) -> Option<&str> {
 
 // ---- a real Prometheus scraping a real cgtrace ---------------------------------------------
 
-/// A scratch directory under the target directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cgtrace-{tag}-{}-{nanos:x}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.0) {
-            eprintln!("warning: could not remove {}: {e}", self.0.display());
-        }
-    }
-}
-
-/// A child process ended by SIGTERM (then SIGKILL) on drop.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "warning: {} did not exit after SIGTERM; killing it",
-            self.name
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Debian's Prometheus on a free loopback port with its own config and data directory.
 struct Prometheus {
     /// Ended on drop.
-    proc: Proc,
+    proc: Running,
     base: String,
     log: PathBuf,
     agent: ureq::Agent,
@@ -715,10 +665,7 @@ impl Prometheus {
             .build()
             .into();
         let mut p = Prometheus {
-            proc: Proc {
-                name: "prometheus",
-                child,
-            },
+            proc: Running::new("prometheus", child),
             base: format!("http://127.0.0.1:{port}"),
             log,
             agent,
@@ -918,66 +865,6 @@ impl Drop for Churn {
     }
 }
 
-/// Files whose pages keep memcgs dying; removed on drop, which lets the kernel free them.
-struct PinFiles(Vec<PathBuf>);
-
-impl Drop for PinFiles {
-    fn drop(&mut self) {
-        for f in &self.0 {
-            let _ = fs::remove_file(f);
-        }
-    }
-}
-
-/// Makes `dir` (a memcg), runs a shell in it that writes 4 MiB to `file` and exits, and
-/// removes `dir`: the file's pages (charged to the memcg) keep it dying.
-fn dying_memcg(dir: &Path, file: &Path) {
-    fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    let script = format!(
-        "echo $$ > '{}' && head -c 4194304 /dev/zero > '{}' && sync",
-        dir.join("cgroup.procs").display(),
-        file.display()
-    );
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .expect("run sh");
-    assert!(st.success(), "{script}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Err(e) = fs::remove_dir(dir) {
-        assert!(Instant::now() < deadline, "rmdir {}: {e}", dir.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Starts `cgtrace attach` and returns once it says it is attached.
-fn start_cgtrace(args: &[&str]) -> (Proc, JoinHandle<String>) {
-    let mut child = Command::new(cgtrace_bin())
-        .arg("attach")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cgtrace");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    err.read_line(&mut first)
-        .expect("cgtrace's first stderr line");
-    let proc = Proc {
-        name: "cgtrace",
-        child,
-    };
-    assert!(first.starts_with("cgtrace: attached"), "cgtrace: {first}");
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    (proc, rest)
-}
-
 fn now_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1120,28 +1007,26 @@ fn every_panel_query_and_alert_expression_has_series() {
 
     // Declared first, dropped last: the cgroups go after everything that uses them.
     let parent = TestParent::new("grafana", &[&mount]).expect("test parent");
-    let scratch = Scratch::new("grafana");
-    let mut pins = PinFiles(Vec::new());
-    // tmpfs pages (shmem) pin a memcg like page cache, but neither reclaim without swap nor
-    // another test's drop_caches frees them: only removing the file does.
-    let shm = Path::new("/dev/shm");
-    let pin_dir = if shm.is_dir() {
-        shm
-    } else {
-        scratch.0.as_path()
-    };
+    let scratch = Scratch::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "grafana");
+    let mut pins = PinFiles::default();
+    let pin_dir = PinFiles::dir(scratch.path());
 
     let cgtrace_port = free_port();
     let target = format!("127.0.0.1:{cgtrace_port}");
-    let prom = Prometheus::start(&scratch.0, &target, &rule_files());
-    let (cgtrace, cgtrace_err) = start_cgtrace(&[
-        "--metrics",
-        &target,
-        "--subtree",
-        &parent.cgroup_path(),
-        "--interval",
-        "1h",
-    ]);
+    let prom = Prometheus::start(scratch.path(), &target, &rule_files());
+    let (cgtrace, cgtrace_err) = spawn_attached(
+        &[
+            "attach",
+            "--metrics",
+            &target,
+            "--subtree",
+            &parent.cgroup_path(),
+            "--interval",
+            "1h",
+        ],
+        Stdio::null(),
+    );
+    let cgtrace = Running::new("cgtrace", cgtrace);
 
     // Kubelet-style pods (cgroupfs driver), each with one container memcg that a file's pages
     // keep dying: the per-pod series.
@@ -1156,11 +1041,11 @@ fn every_panel_query_and_alert_expression_has_series() {
         fs::create_dir(&qdir).expect("mkdir qos");
         let pod = qdir.join(format!("pod{uid}"));
         fs::create_dir(&pod).expect("mkdir pod");
-        let file = pin_dir.join(format!("cgtrace-grafana-{}-pin-{i}", std::process::id()));
-        pins.0.push(file.clone());
+        let file = pins.add(&pin_dir, &format!("cgtrace-grafana-pin-{i}"));
         dying_memcg(
             &pod.join(format!("{:064x}", 0xdead_0000_u64 + i as u64)),
             &file,
+            4 << 20,
         );
     }
     let crash_pod = top

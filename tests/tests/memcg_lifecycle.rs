@@ -7,7 +7,6 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -18,7 +17,9 @@ use cgtrace::{
 };
 use cgtrace_common::{EventKind, KernelOffsets};
 use integration_tests::{
-    Records, cgroup::TestParent, collect_until, drain, path_str, tier_from_env,
+    Records,
+    cgroup::{TestParent, charge_file},
+    collect_until, drain, path_str, tier_from_env,
 };
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
@@ -268,20 +269,9 @@ fn page_cache_keeps_a_memcg_dying_until_its_pages_go() {
         return;
     };
     let ino = f.parent.mkdir(&f.mem.mount, "pc").expect("mkdir");
-    let procs = f.parent.dir(&f.mem.mount).join("pc/cgroup.procs");
     let file = scratch_dir().join(format!("cgtrace-pagecache-{}-{ino}", std::process::id()));
     // A shell joins the memcg, writes 4 MiB of file pages (charged to the memcg), exits.
-    let script = format!(
-        "echo $$ > '{}' && head -c 4194304 /dev/zero > '{}' && sync",
-        procs.display(),
-        file.display()
-    );
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .expect("run sh");
-    assert!(st.success());
+    charge_file(&f.parent.dir(&f.mem.mount).join("pc"), &file, 4 << 20);
     let usage: u64 = fs::read_to_string(usage_file(&f, "pc"))
         .expect("read usage")
         .trim()

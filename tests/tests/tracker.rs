@@ -21,7 +21,7 @@ use cgtrace::{
     pipeline::{Pipeline, facts::RunFacts, filters::Filters, pod_names::NoPodNames},
     probes::{ProbeOptions, Probes, SubtreeFilter, WalkMethod},
 };
-use integration_tests::cgroup::{TestParent, privileged};
+use integration_tests::cgroup::{TestParent, charge_file, privileged, rmdir_retry};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -71,29 +71,6 @@ fn scratch() -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tracker-{}", std::process::id()));
     fs::create_dir_all(&d).expect("scratch dir");
     d
-}
-
-/// Runs a shell inside the memcg `dir` that writes `file` (page cache charged to it) and exits.
-fn charge_page_cache(dir: &Path, file: &Path) {
-    let script = format!(
-        "echo $$ > '{}' && head -c 2097152 /dev/zero > '{}' && sync",
-        dir.join("cgroup.procs").display(),
-        file.display()
-    );
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .expect("sh");
-    assert!(st.success());
-}
-
-fn rmdir_retry(dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Err(e) = fs::remove_dir(dir) {
-        assert!(Instant::now() < deadline, "rmdir {}: {e}", dir.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Write back and drop caches until `done` or the deadline (drives frees of page-cache zombies).
@@ -193,7 +170,7 @@ fn dying_memcgs_per_pod_match_the_kernel() {
         let ctr = format!("{pod_rel}/{:064x}", i + 1);
         let dir = parent.dir(&mount).join(&ctr);
         fs::create_dir(&dir).expect("container dir");
-        charge_page_cache(&dir, f);
+        charge_file(&dir, f, 2 << 20);
         rmdir_retry(&dir);
     }
     // The kernel: K more dying memcgs (its counters move asynchronously: poll).
@@ -263,7 +240,7 @@ fn baseline_counts_and_later_attributes_dying_before_start() {
     for (i, f) in files.iter().enumerate() {
         let dir = parent.dir(&mount).join(format!("z{i}"));
         fs::create_dir(&dir).expect("mkdir");
-        charge_page_cache(&dir, f);
+        charge_file(&dir, f, 2 << 20);
         rmdir_retry(&dir);
     }
     let k = poll_kernel_dying(&h, kernel_before + K as u64, Duration::from_secs(10));
@@ -342,7 +319,7 @@ fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
         let rel = format!("{pod_rel}/{:064x}", 0xabc0 + i);
         let dir = parent.dir(&mount).join(&rel);
         fs::create_dir(&dir).expect("mkdir");
-        charge_page_cache(&dir, f);
+        charge_file(&dir, f, 2 << 20);
         rmdir_retry(&dir);
         paths.push(format!("{}/{rel}", parent.cgroup_path()));
     }

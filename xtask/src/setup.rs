@@ -32,6 +32,12 @@ const PACKAGES: &[&str] = &[
     "binutils",
 ];
 
+/// Debian packages installed without their recommended ones: tmux, in which the `cgtrace top`
+/// test runs the view in a real terminal, and Debian's chromium, which loads the `report
+/// --html` page headless, with a font for its screenshot (chromium recommends desktop services —
+/// upower, udev, a notification daemon — that a test machine does without).
+const PACKAGES_WITHOUT_RECOMMENDS: &[&str] = &["tmux", "chromium", "fonts-dejavu-core"];
+
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// cargo-fuzz, for README's `cargo +nightly fuzz run ...` (this version builds with stable
@@ -76,12 +82,28 @@ fn package_installed(p: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    PACKAGES
+fn missing(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|p| !package_installed(p))
         .collect()
+}
+
+/// `apt-get install` of `packages` (after one `apt-get update` per setup: package lists on a
+/// new machine are stale or empty), with or without their recommended packages.
+fn apt_install(packages: &[&str], recommends: bool, apt_updated: &mut bool) -> Result<()> {
+    if !*apt_updated {
+        run(sudo("apt-get").args(["update", "-qq"]))?;
+        *apt_updated = true;
+    }
+    let mut cmd = sudo("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"]);
+    if !recommends {
+        cmd.arg("--no-install-recommends");
+    }
+    run(cmd.args(packages))
 }
 
 /// Debian's policy hook: `invoke-rc.d` and `deb-systemd-invoke` ask it before starting a
@@ -131,19 +153,7 @@ fn ensure_prometheus(apt_updated: &mut bool) -> Result<bool> {
     }
     eprintln!("setup: installing Debian's prometheus (its service is not started)");
     let guard = NoServiceStarts::new()?;
-    if !*apt_updated {
-        run(sudo("apt-get").args(["update", "-qq"]))?;
-        *apt_updated = true;
-    }
-    run(sudo("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "prometheus",
-        ]))?;
+    apt_install(&["prometheus"], false, apt_updated)?;
     drop(guard);
     if Path::new("/run/systemd/system").is_dir() {
         run(sudo("systemctl").args(["disable", "--now", "--quiet", "prometheus.service"]))
@@ -191,16 +201,22 @@ pub fn ensure() -> Result<()> {
     let mut did = Vec::new();
     let mut apt_updated = false;
 
-    let missing = missing_packages();
-    if !missing.is_empty() {
-        eprintln!("setup: installing Debian packages: {}", missing.join(" "));
-        run(sudo("apt-get").args(["update", "-qq"]))?;
-        apt_updated = true;
-        run(sudo("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq"])
-            .args(&missing))?;
-        did.push("packages");
+    for (packages, recommends, what) in [
+        (PACKAGES, true, "Debian packages"),
+        (
+            PACKAGES_WITHOUT_RECOMMENDS,
+            false,
+            "Debian packages without their recommended ones",
+        ),
+    ] {
+        let missing = missing(packages);
+        if !missing.is_empty() {
+            eprintln!("setup: installing {what}: {}", missing.join(" "));
+            apt_install(&missing, recommends, &mut apt_updated)?;
+            if !did.contains(&"packages") {
+                did.push("packages");
+            }
+        }
     }
 
     if ensure_prometheus(&mut apt_updated)? {

@@ -6,4 +6,6 @@ pub mod doctor;
 pub mod live;
 pub mod record;
 pub mod replay;
+pub mod report_html;
 pub mod run;
+pub mod top;

@@ -100,7 +100,7 @@ pub struct Replayer {
 }
 
 /// Opens a session file, reading its header and baseline.
-fn open(
+pub fn open(
     path: &Path,
     filters: &Filters,
     sinks: impl FnOnce(&Hierarchies, ClockRef) -> Vec<Box<dyn Sink>>,
@@ -168,6 +168,17 @@ pub fn feed<R: Read>(
     r: &mut Replayer,
     speed: Speed,
 ) -> anyhow::Result<()> {
+    feed_with(reader, r, speed, |_, _| Ok(true))
+}
+
+/// [`feed`], with `before(pipeline, ts_ns)` called before each event (after pacing); it returns
+/// false to stop the replay there (`top` and `report --html` sample the pipeline from it).
+pub fn feed_with<R: Read>(
+    reader: &mut SessionReader<R>,
+    r: &mut Replayer,
+    speed: Speed,
+    mut before: impl FnMut(&Pipeline, u64) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let item = match reader.next() {
@@ -183,6 +194,9 @@ pub fn feed<R: Read>(
             Item::Event(ev) => {
                 r.last_ts = r.last_ts.max(ev.ts_ns);
                 pace(r, start, ev.ts_ns, speed)?;
+                if !before(&r.pipe, ev.ts_ns)? {
+                    return Ok(());
+                }
                 r.pipe.event(&ev);
             }
             Item::Lost { ts_ns, kind, count } => r.pipe.lost_delta(ts_ns, kind, count),

@@ -20,6 +20,7 @@ use crate::{
         attach::{AttachOptions, AttachState},
         live,
         record::{self, RecordOptions, Recording},
+        top::Top,
     },
     format::clock::{ClockRef, monotonic_ns},
     kernel::{hierarchy::Hierarchies, memcg_ids::KernelMemcgs},
@@ -57,6 +58,8 @@ pub enum Mode {
     Attach(AttachOptions),
     /// `record`: every input of the pipeline to a session file.
     Record(RecordOptions),
+    /// `top`: a terminal view of the pipeline, refreshed each second.
+    Top,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +222,7 @@ enum ModeState {
     Stream,
     Attach(Box<AttachState>),
     Record(Recording),
+    Top(Box<Top>),
 }
 
 async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
@@ -250,6 +254,10 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
             (sinks, ModeState::Attach(Box::new(a)))
         }
         (Mode::Attach(_), None) => anyhow::bail!("attach without its metrics state"),
+        (Mode::Top, _) => {
+            let (top, sinks) = Top::live(&facts)?;
+            (sinks, ModeState::Top(Box::new(top)))
+        }
     };
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
@@ -270,8 +278,10 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
             crate::kernel::btf::vmlinux_path().display()
         );
     }
-    if let ModeState::Attach(a) = &mut state {
-        a.attached(pipe.facts());
+    match &mut state {
+        ModeState::Attach(a) => a.attached(pipe.facts()),
+        ModeState::Top(t) => t.enter()?,
+        _ => {}
     }
     // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
     // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
@@ -299,6 +309,9 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         &mut drains,
     )
     .await?;
+    if let ModeState::Top(t) = &mut state {
+        t.leave();
+    }
     // Finish: the walk's records (stopped if still running), everything still in the ring,
     // the final lost counts, the last report, the summary — at event time, so a replay of a
     // recording prints the same duration.
@@ -360,7 +373,8 @@ async fn run_loop(
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut status = live::StatusLine::new(!matches!(state, ModeState::Attach(_)));
+    let mut status =
+        live::StatusLine::new(!matches!(state, ModeState::Attach(_) | ModeState::Top(_)));
     let uses_tracefs = ring.get_ref().0.attached == crate::probes::Attached::Tracepoint
         || ring.get_ref().0.mkdir_failures.is_ok();
     let mut tracefs_gone = false;
@@ -377,9 +391,14 @@ async fn run_loop(
             _ = signals.term.recv() => break,
             _ = until => break,
             _ = signals.hup.recv() => {
-                if let ModeState::Attach(a) = state {
-                    let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
-                    a.report(pipe, &cost)?;
+                match state {
+                    ModeState::Attach(a) => {
+                        let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
+                        a.report(pipe, &cost)?;
+                    }
+                    // The terminal hung up (or was asked to): the view ends.
+                    ModeState::Top(_) => break,
+                    _ => {}
                 }
             }
             guard = ring.readable_mut() => {
@@ -387,6 +406,13 @@ async fn run_loop(
                 guard.clear_ready();
             }
             _ = tick.tick() => {}
+            // `top`: a key, a resize, the next second (never for the other modes).
+            woke = async {
+                match &mut *state {
+                    ModeState::Top(t) => t.wake().await,
+                    _ => std::future::pending().await,
+                }
+            } => woke?,
         }
         if let Some(w) = walk
             && let Some(report) = w.poll(|b| pipe.record(b))
@@ -429,6 +455,12 @@ async fn run_loop(
                 a.tick(pipe, |p| drains.own_cost(&ring.get_ref().0, p.facts()))?
             }
             ModeState::Record(r) if r.full() => break,
+            ModeState::Top(t) => {
+                let quit = t.tick(pipe, monotonic_ns())?;
+                if quit {
+                    break;
+                }
+            }
             _ => {}
         }
     }

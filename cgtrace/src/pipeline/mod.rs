@@ -8,6 +8,7 @@ pub mod node;
 pub mod output;
 pub mod own_cost;
 pub mod pod_names;
+pub mod sample;
 
 use std::{collections::VecDeque, io};
 

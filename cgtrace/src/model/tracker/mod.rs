@@ -844,6 +844,26 @@ impl Tracker {
         v
     }
 
+    /// The memory charged to each pod's dying memcgs when they were removed, by pod UID (pods
+    /// none of whose dying memcgs had a known usage are left out). Allocates nothing per memcg.
+    pub fn dying_bytes_by_pod(&self) -> std::collections::HashMap<&str, u64> {
+        let mut by_pod: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for e in self.entries() {
+            if e.pod != NO_POD
+                && e.flags & F_MEMCG != 0
+                && e.flags & F_HAS_USAGE != 0
+                && e.state() == State::Dying
+                && e.flags & F_FREED == 0
+            {
+                *by_pod.entry(e.pod).or_default() += from_pages(e.usage);
+            }
+        }
+        by_pod
+            .into_iter()
+            .filter_map(|(pod, b)| Some((self.pod(pod)?.pod_uid.as_str(), b)))
+            .collect()
+    }
+
     /// Pods that have dying memcgs, most first (ties by UID). Costs what is live and dying.
     pub fn dying_pods(&self) -> Vec<PodSummary> {
         self.pods_where(self.now_ns(), |p| p.dying > 0)
