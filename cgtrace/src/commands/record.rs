@@ -85,6 +85,7 @@ pub fn header(facts: &RunFacts) -> anyhow::Result<Header> {
         filters: facts.filters.clone(),
         rejected: facts.rejected.clone(),
         fallbacks: facts.fallbacks.clone(),
+        oom: facts.oom.clone(),
     })
 }
 

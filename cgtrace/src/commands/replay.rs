@@ -87,6 +87,7 @@ pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
         fallbacks: h.fallbacks.clone(),
         clock: h.clock,
         filters: filters.clone(),
+        oom: h.oom.clone(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     ChurnStormEvidence, CrashLoopEvidence, DyingSample, Evidence, KmemLeakEvidence, MEMCG_ID_MAX,
-    MkdirFailedEvidence, PageCacheEvidence, Verdict,
+    MkdirFailedEvidence, OomKillEvidence, PageCacheEvidence, Verdict,
 };
 use crate::format::{
     escape::terminal,
@@ -27,6 +27,7 @@ pub fn render_verdict(v: &Verdict) -> String {
         Evidence::ChurnStorm(e) => churn_storm(&mut out, e),
         Evidence::CrashLoop(e) => crash_loop(&mut out, e),
         Evidence::MkdirFailed(e) => mkdir_failed(&mut out, e),
+        Evidence::OomKill(e) => oom_kill(&mut out, e),
     }
     let _ = writeln!(s, "  what to do: {}", v.recommendation);
     s
@@ -145,7 +146,61 @@ fn crash_loop(out: &mut Lines<'_>, e: &CrashLoopEvidence) {
         },
     );
     out.maybe("qos", e.qos.as_ref());
+    if e.oom_kills > 0 {
+        out.line("OOM kills", e.oom_kills);
+    }
     out.list("container ids", &e.container_ids);
+}
+
+fn oom_kill(out: &mut Lines<'_>, e: &OomKillEvidence) {
+    out.line("count", e.count);
+    out.secs("window", e.window_s);
+    out.line("constraint", e.constraint.name());
+    out.maybe("pod", e.pod_uid.as_ref());
+    out.maybe(
+        "pod name",
+        match (&e.pod_namespace, &e.pod_name) {
+            (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+            (None, Some(n)) => Some(n.clone()),
+            _ => None,
+        },
+    );
+    out.maybe("qos", e.qos.map(|q| q.as_str()));
+    out.maybe("cgroup", e.cgroup.as_ref());
+    out.maybe("restarts after", e.restarts_after);
+    if e.crash_loop {
+        out.line("crash loop", "yes (see crash_loop)");
+    }
+    out.line("count is", e.count_exactness);
+    out.list("container ids", &e.container_ids);
+    let victims: Vec<String> = e
+        .victims
+        .iter()
+        .map(|v| {
+            let mut s = format!("{}[{}] {} ago", v.comm, v.pid, human_secs(v.age_s));
+            if let Some(a) = v.oom_score_adj {
+                s.push_str(&format!(", oom_score_adj {a}"));
+            }
+            if let Some(r) = v.rss_bytes {
+                s.push_str(&format!(", rss {}", human_bytes(r)));
+            }
+            if let (Some(u), Some(l)) = (v.usage_bytes, v.limit_bytes) {
+                s.push_str(&format!(
+                    ", {}{} {} of {}",
+                    v.limit_path.as_deref().unwrap_or("limit"),
+                    if v.memsw { " (memory+swap)" } else { "" },
+                    human_bytes(u),
+                    human_bytes(l)
+                ));
+            }
+            if v.derived {
+                s.push_str(", derived");
+            }
+            s.push_str(&format!(" — {}", v.path));
+            s
+        })
+        .collect();
+    out.list("victims", &victims);
 }
 
 fn mkdir_failed(out: &mut Lines<'_>, e: &MkdirFailedEvidence) {

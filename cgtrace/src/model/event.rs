@@ -1,10 +1,10 @@
 //! Decoding ring buffer records into [`Event`]s: a borrowed view, no allocation per event.
 use core::mem::offset_of;
 
-use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
+use cgtrace_common::{COMM_LEN, EventKind, OomRaw, OomRecord, PATH_CAP, RawEvent, flags};
 use thiserror::Error;
 
-use crate::kernel::page_size;
+use crate::{kernel::page_size, model::oom::OomKill};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -38,6 +38,10 @@ pub struct Event<'a> {
     pub memsw_bytes: Option<u64>,
     /// `mkdir_failed`: the errno.
     pub errno: Option<i32>,
+    /// `oom_kill`: the rest of what the kernel said (`pid`, `tid`, `comm` are the victim's;
+    /// the cgroup fields and counters the victim's memcg). [`Event::decode`] leaves it out
+    /// (it lives elsewhere, to keep every other event small): [`Event::decode_oom`] reads it.
+    pub oom: Option<&'a OomKill<'a>>,
 }
 
 /// The symbolic name of an errno a failed mkdir returns.
@@ -113,6 +117,12 @@ impl<'a> Event<'a> {
         let path_at = offset_of!(RawEvent, path);
         let path = &raw[path_at..path_at + path_len as usize];
         let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(page_size()));
+        if kind == EventKind::OomKill && buf.len() < size_of::<OomRecord>() {
+            return Err(DecodeError::Short {
+                got: buf.len(),
+                want: size_of::<OomRecord>(),
+            });
+        }
         Ok(Event {
             ts_ns: field!(ts_ns: u64),
             cgroup_id: field!(cgroup_id: u64),
@@ -135,7 +145,52 @@ impl<'a> Event<'a> {
             path_truncated: fl & flags::PATH_TRUNCATED != 0,
             has_cgroup: fl & flags::HAS_CGROUP != 0,
             errno: (kind == EventKind::MkdirFailed).then_some(errno),
+            oom: None,
         })
+    }
+
+    /// The [`OomRaw`] after the [`RawEvent`] of an `oom_kill` record.
+    pub fn decode_oom(buf: &[u8]) -> Result<OomKill<'static>, DecodeError> {
+        let want = size_of::<OomRecord>();
+        let Some(tail) = buf.get(offset_of!(OomRecord, oom)..want) else {
+            return Err(DecodeError::Short {
+                got: buf.len(),
+                want,
+            });
+        };
+        macro_rules! field {
+            ($name:ident: $ty:ty) => {{
+                const AT: usize = offset_of!(OomRaw, $name);
+                const _: fn(&OomRaw) -> $ty = |r| r.$name;
+                let mut b = [0u8; size_of::<$ty>()];
+                b.copy_from_slice(&tail[AT..AT + size_of::<$ty>()]);
+                <$ty>::from_ne_bytes(b)
+            }};
+        }
+        let raw = OomRaw {
+            total_vm: field!(total_vm: u64),
+            rss_anon: field!(rss_anon: u64),
+            rss_file: field!(rss_file: u64),
+            rss_shmem: field!(rss_shmem: u64),
+            swapents: field!(swapents: u64),
+            pgtables_bytes: field!(pgtables_bytes: u64),
+            limit_cgroup_id: field!(limit_cgroup_id: u64),
+            limit_usage: field!(limit_usage: u64),
+            limit_max: field!(limit_max: u64),
+            victim_max: field!(victim_max: u64),
+            totalpages: field!(totalpages: u64),
+            uid: field!(uid: u32),
+            oom_score_adj: field!(oom_score_adj: i32),
+            trigger_tgid: field!(trigger_tgid: u32),
+            limit_level: field!(limit_level: u32),
+            flags: field!(flags: u32),
+            constraint: field!(constraint: u8),
+            _pad: [0; 3],
+            trigger_comm: [0; COMM_LEN],
+        };
+        let at = offset_of!(OomRaw, trigger_comm);
+        let comm = until_nul(&tail[at..at + COMM_LEN]);
+        Ok(OomKill::from_raw(&raw, comm, page_size()))
     }
 }
 

@@ -13,7 +13,10 @@ use super::{
     header::decode_header,
     wire::*,
 };
-use crate::model::event::Event;
+use crate::model::{
+    event::Event,
+    oom::{Comm, OomKill},
+};
 
 /// Warnings kept; more are counted.
 const MAX_WARNINGS: usize = 100;
@@ -185,6 +188,8 @@ pub struct SessionReader<R: Read> {
     suppressed: u64,
     clean_end: bool,
     stats: ReadStats,
+    /// The OOM block of the `oom_kill` event yielded last (events borrow it).
+    oom: OomKill<'static>,
 }
 
 impl<R: Read> SessionReader<R> {
@@ -237,6 +242,7 @@ impl<R: Read> SessionReader<R> {
             suppressed: 0,
             clean_end: false,
             stats: ReadStats::default(),
+            oom: OomKill::default(),
         })
     }
 
@@ -602,7 +608,7 @@ impl<R: Read> SessionReader<R> {
                     b: payload,
                     pos: a.pos,
                 };
-                let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms);
+                let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms, &mut self.oom);
                 a.pos = c.pos;
                 let (a_offset, a_pos) = (a.offset, a.pos);
                 match res {
@@ -613,6 +619,9 @@ impl<R: Read> SessionReader<R> {
                             || matches!(raw.path, Resolved::Unknown)
                         {
                             self.stats.unresolved_refs += 1;
+                        }
+                        if let Some(Resolved::Slot(i)) = raw.oom {
+                            self.oom.trigger_comm = Comm::new(&self.comms.slots[i].bytes);
                         }
                         return Ok(Some(Item::Event(self.make_event(raw))));
                     }
@@ -737,6 +746,7 @@ impl<R: Read> SessionReader<R> {
             kmem_bytes: r.kmem_bytes,
             memsw_bytes: r.memsw_bytes,
             errno: r.errno,
+            oom: r.oom.is_some().then_some(&self.oom),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     format::clock::ClockRef,
     kernel::hierarchy::{Hierarchies, Hierarchy},
     model::event::Event,
+    model::oom::{OomKill, OomLimit},
 };
 
 /// An owned event, to build inputs and compare outputs.
@@ -39,6 +40,7 @@ struct Ev {
     kmem_bytes: Option<u64>,
     memsw_bytes: Option<u64>,
     errno: Option<i32>,
+    oom: Option<Box<OomKill<'static>>>,
 }
 
 impl Ev {
@@ -61,6 +63,7 @@ impl Ev {
             kmem_bytes: self.kmem_bytes,
             memsw_bytes: self.memsw_bytes,
             errno: self.errno,
+            oom: self.oom.as_deref(),
         }
     }
 
@@ -83,6 +86,13 @@ impl Ev {
             kmem_bytes: e.kmem_bytes,
             memsw_bytes: e.memsw_bytes,
             errno: e.errno,
+            // A session keeps no limit path (the tracker knows it).
+            oom: e.oom.map(|o| {
+                Box::new(OomKill {
+                    limit: o.limit.map(|l| OomLimit { path: b"", ..l }),
+                    ..*o
+                })
+            }),
         }
     }
 
@@ -105,6 +115,7 @@ impl Ev {
             kmem_bytes: None,
             memsw_bytes: None,
             errno: None,
+            oom: None,
         }
     }
 }
@@ -207,6 +218,7 @@ fn header() -> Header {
         },
         rejected: vec![("fentry".into(), "EPERM from BPF_PROG_LOAD".into())],
         fallbacks: vec![],
+        oom: None,
     }
 }
 
