@@ -182,7 +182,8 @@ pub mod oom_flags {
     /// Fired inside `__oom_kill_process()`, where the kernel counts the kill (`OOM_KILL`,
     /// `MEMCG_OOM_KILL`); meaningful when the run's facts say that function is hooked.
     pub const IN_KILL: u32 = 1 << 8;
-    /// The victim was exiting already (`PF_EXITING`).
+    /// The victim had `PF_EXITING` set when marked (exiting anyway, or already from this
+    /// kill's SIGKILL on another CPU).
     pub const EXITING: u32 = 1 << 9;
     /// `victim_max` is valid.
     pub const VICTIM_MAX: u32 = 1 << 10;

@@ -214,6 +214,24 @@ impl AttachState {
             pipe.counts.seen.iter().sum::<u64>(),
             pipe.counts.lost.iter().sum::<u64>()
         )?;
+        if let Some(t) = &pipe.facts().oom {
+            let o = pipe.detectors.oom_summary(t);
+            let by: Vec<String> = o
+                .by_constraint
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            writeln!(
+                out,
+                "OOM kills: {}{}",
+                o.kills,
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", by.join(", "))
+                }
+            )?;
+        }
         writeln!(out, "{}", cost.render())?;
         out.write_all(text.as_bytes())?;
         for v in pipe.verdicts() {

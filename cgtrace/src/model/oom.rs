@@ -135,7 +135,8 @@ pub struct OomKill<'a> {
     pub victim_task: bool,
     /// `mark_victim` handed over a pid only (older builds).
     pub pid_only: bool,
-    /// The victim was already exiting (`PF_EXITING`).
+    /// The victim had `PF_EXITING` set when it was marked: exiting anyway, or (another CPU
+    /// being faster) already from this kill's SIGKILL, so it does not tell the two apart.
     pub exiting: bool,
     /// The OOM killer's `struct oom_control` was seen (css tiers).
     pub context: bool,
@@ -246,6 +247,26 @@ impl OomTracing {
              oom_kill); processes sharing the victim's mm are killed without a mark, as the \
              kernel counts them"
         }
+    }
+
+    /// How the run traces them, for people (`doctor`).
+    pub fn describe(&self) -> String {
+        let victim = if self.victim_task {
+            "the victim's task"
+        } else {
+            "the victim's pid only (this build's mark_victim)"
+        };
+        let how = if self.context {
+            "constraint and limit from out_of_memory()'s oom_control"
+        } else {
+            "constraint and limit derived from the memcgs' usage"
+        };
+        let mut s = format!("traced by oom:mark_victim ({victim}); {how}");
+        if let Some(why) = &self.context_off {
+            s.push_str(&format!(" ({why})"));
+        }
+        s.push_str(&format!("; the count is {}", self.exactness()));
+        s
     }
 
     /// Whether an event of this run counts as a kill: the kernel counted it, or the run cannot

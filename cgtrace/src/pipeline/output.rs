@@ -298,10 +298,8 @@ fn write_oom_text<W: Write>(w: &mut W, o: &OomKill<'_>) -> io::Result<()> {
         write_terminal(w, o.trigger_comm.as_bytes())?;
         write!(w, "[{p}]")?;
     }
-    match o.counted {
-        Some(false) => w.write_all(b" (marked, not killed: exiting)")?,
-        _ if o.exiting => w.write_all(b" (exiting)")?,
-        _ => {}
+    if o.counted == Some(false) {
+        w.write_all(b" (marked, not killed: it was exiting)")?;
     }
     Ok(())
 }

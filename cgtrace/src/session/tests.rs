@@ -17,7 +17,7 @@ use crate::{
     format::clock::ClockRef,
     kernel::hierarchy::{Hierarchies, Hierarchy},
     model::event::Event,
-    model::oom::{OomKill, OomLimit},
+    model::oom::{Comm, Constraint, OomKill, OomLimit, OomMm},
 };
 
 /// An owned event, to build inputs and compare outputs.
@@ -512,6 +512,57 @@ fn odd_inputs() -> Vec<In> {
         "/a/0123456789abcdef0123456789abcde/1",
     )));
     v.push(In::Lost(0, EventKind::CssFree, 0));
+    // OOM kills: every field, then the victim's comm as the trigger's, then a bare block.
+    let mut e = Ev::simple(
+        9,
+        EventKind::OomKill,
+        77,
+        4242,
+        "java",
+        "/kubepods/burstable/pod0b7c1f2e-3a4d-4c3b-9d4e-5f6a7b8c9d01/c0ffee",
+    );
+    e.usage_bytes = Some(32 << 20);
+    let full = OomKill {
+        constraint: Constraint::Memcg,
+        derived: true,
+        limit: Some(OomLimit {
+            cgroup_id: u64::MAX,
+            level: 4,
+            usage_bytes: (32 << 20) - 4096,
+            limit_bytes: 32 << 20,
+            memsw: true,
+            path: b"",
+        }),
+        victim_limit_bytes: Some(u64::MAX),
+        oom_score_adj: Some(-1000),
+        uid: Some(u32::MAX),
+        mm: Some(OomMm {
+            total_vm_bytes: 1,
+            rss_anon_bytes: 2 << 30,
+            rss_file_bytes: 4096,
+            rss_shmem_bytes: 0,
+            swap_bytes: u64::MAX,
+            pgtables_bytes: 12288,
+        }),
+        trigger_pid: Some(7),
+        trigger_comm: Comm::new(b"kubelet"),
+        totalpages_bytes: Some(8 << 30),
+        victim_task: true,
+        pid_only: true,
+        exiting: true,
+        context: true,
+        in_kill: true,
+        counted: None,
+    };
+    e.oom = Some(Box::new(full));
+    v.push(In::Ev(e.clone()));
+    e.oom = Some(Box::new(OomKill {
+        trigger_comm: Comm::new(b"java"),
+        ..full
+    }));
+    v.push(In::Ev(e.clone()));
+    e.oom = Some(Box::new(OomKill::default()));
+    v.push(In::Ev(e));
     v
 }
 
