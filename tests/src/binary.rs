@@ -113,6 +113,36 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// `GET path` from `127.0.0.1:port` (one connection, closed after): (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut all = String::new();
+    s.read_to_string(&mut all).expect("read");
+    let status = all
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The value of a metric line `name{labels} value` (the first that starts with
+/// `name_and_labels`).
+pub fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Whether the program `name` is on PATH. Missing outside CI, the caller skips (this prints
 /// why); with `CI=true` it panics, since `cargo xtask setup` installs it.
 pub fn have_tool(test: &str, name: &str) -> bool {

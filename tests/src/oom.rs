@@ -92,6 +92,12 @@ impl MemRoot {
             }
         }
         fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        // v1 before 5.13 (no longer on 6.18) is not hierarchical unless asked: a limit would
+        // not cover the children. Kubelet asks for it on kubepods; children inherit it.
+        let h = dir.join("memory.use_hierarchy");
+        if !self.v2 && fs::read_to_string(&h).is_ok_and(|v| v.trim() == "0") {
+            fs::write(&h, "1").unwrap_or_else(|e| panic!("write {}: {e}", h.display()));
+        }
         fs::metadata(dir)
             .unwrap_or_else(|e| panic!("stat {}: {e}", dir.display()))
             .ino()

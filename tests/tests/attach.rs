@@ -3,15 +3,15 @@
 //! bad addresses and a port in use are one-line errors.
 use std::{
     fs,
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    io::Read,
+    net::TcpListener,
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use cgtrace::kernel::hierarchy::Hierarchies;
 use integration_tests::{
-    binary::cgtrace_command,
+    binary::{cgtrace_command, http_get, metric},
     cgroup::{TestParent, privileged},
 };
 
@@ -20,33 +20,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut all = String::new();
-    s.read_to_string(&mut all).expect("read");
-    let status = all
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
-
-/// The value of a metric line `name{labels} value` (the first that matches).
-fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn spawn_attach(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {

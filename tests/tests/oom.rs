@@ -18,8 +18,7 @@
 use std::{
     cell::RefCell,
     fs,
-    io::{Read, Write},
-    net::TcpStream,
+    io::Write,
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::Stdio,
@@ -40,7 +39,7 @@ use cgtrace::{
 use cgtrace_common::EventKind;
 use integration_tests::{
     Records,
-    binary::{cgtrace_command, free_port, signal_and_wait, spawn_attached},
+    binary::{cgtrace_command, free_port, http_get, metric, signal_and_wait, spawn_attached},
     cgroup::{TestParent, privileged},
     collect_until, drain,
     oom::{Hog, MemRoot, vmstat_oom_kills},
@@ -384,28 +383,6 @@ fn a_pod_limit_oom_names_the_pods_memcg() {
 
 // ---- end to end, with the binary ------------------------------------------------------------
 
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut all = String::new();
-    s.read_to_string(&mut all).expect("read");
-    all.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn metric(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split(' ').next()?.parse().ok())
-}
-
 /// The sum of every series of a metric.
 fn metric_sum(body: &str, name: &str) -> f64 {
     body.lines()
@@ -491,7 +468,7 @@ fn end_to_end_two_kills_of_a_pod_in_live_record_replay_and_metrics() {
     );
     let mut attach = Running(attach);
     let vm0 = vmstat_oom_kills();
-    let body0 = http_get(port, "/metrics");
+    let (_, body0) = http_get(port, "/metrics");
     let all0 = metric_sum(&body0, "cgtrace_oom_kills_total");
 
     // Two kills of one pod: its container, then the container that replaces it (a restart).
@@ -512,7 +489,7 @@ fn end_to_end_two_kills_of_a_pod_in_live_record_replay_and_metrics() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        let body = http_get(port, "/metrics");
+        let (_, body) = http_get(port, "/metrics");
         if metric(&body, &pod_series) == Some(2.0) || Instant::now() > deadline {
             break body;
         }

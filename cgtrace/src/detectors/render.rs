@@ -91,6 +91,15 @@ impl Lines<'_> {
     }
 }
 
+/// `namespace/name` (or the name alone) of a pod, when known.
+fn pod_name(namespace: &Option<String>, name: &Option<String>) -> Option<String> {
+    match (namespace, name) {
+        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+        (None, Some(n)) => Some(n.clone()),
+        _ => None,
+    }
+}
+
 fn kmem_leak(out: &mut Lines<'_>, e: &KmemLeakEvidence) {
     out.line("count", e.count);
     out.secs("window", e.window_s);
@@ -137,14 +146,7 @@ fn crash_loop(out: &mut Lines<'_>, e: &CrashLoopEvidence) {
     out.secs("window", e.window_s);
     out.line("restarts", e.restarts);
     out.line("pod", &e.pod_uid);
-    out.maybe(
-        "pod name",
-        match (&e.pod_namespace, &e.pod_name) {
-            (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-            (None, Some(n)) => Some(n.clone()),
-            _ => None,
-        },
-    );
+    out.maybe("pod name", pod_name(&e.pod_namespace, &e.pod_name));
     out.maybe("qos", e.qos.as_ref());
     if e.oom_kills > 0 {
         out.line("OOM kills", e.oom_kills);
@@ -157,14 +159,7 @@ fn oom_kill(out: &mut Lines<'_>, e: &OomKillEvidence) {
     out.secs("window", e.window_s);
     out.line("constraint", e.constraint.name());
     out.maybe("pod", e.pod_uid.as_ref());
-    out.maybe(
-        "pod name",
-        match (&e.pod_namespace, &e.pod_name) {
-            (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-            (None, Some(n)) => Some(n.clone()),
-            _ => None,
-        },
-    );
+    out.maybe("pod name", pod_name(&e.pod_namespace, &e.pod_name));
     out.maybe("qos", e.qos.map(|q| q.as_str()));
     out.maybe("cgroup", e.cgroup.as_ref());
     out.maybe("restarts after", e.restarts_after);
@@ -185,18 +180,22 @@ fn oom_kill(out: &mut Lines<'_>, e: &OomKillEvidence) {
                 s.push_str(&format!(", rss {}", human_bytes(r)));
             }
             if let (Some(u), Some(l)) = (v.usage_bytes, v.limit_bytes) {
+                // The limit's memcg, unless it is the victim's own.
+                let at = match v.limit_path.as_deref() {
+                    Some(p) if p != v.path => format!(" at {p}"),
+                    _ => String::new(),
+                };
                 s.push_str(&format!(
-                    ", {}{} {} of {}",
-                    v.limit_path.as_deref().unwrap_or("limit"),
-                    if v.memsw { " (memory+swap)" } else { "" },
+                    ", {}limit {} of {}{at}",
+                    if v.memsw { "memory+swap " } else { "" },
                     human_bytes(u),
                     human_bytes(l)
                 ));
             }
             if v.derived {
-                s.push_str(", derived");
+                s.push_str(" (derived)");
             }
-            s.push_str(&format!(" — {}", v.path));
+            s.push_str(&format!(": {}", v.path));
             s
         })
         .collect();

@@ -499,6 +499,56 @@ mod tests {
     }
 
     #[test]
+    fn oom_layout_matches_bpftool() {
+        let Ok(data) = read_vmlinux(Path::new(VMLINUX)) else {
+            eprintln!("skipping: {VMLINUX} not readable");
+            return;
+        };
+        let btf = KernelBtf::parse(&data, VMLINUX).expect("vmlinux BTF parses");
+        let (l, missing) = oom_layout(&btf, 4096);
+        assert!(missing.is_empty(), "missing {missing:?}");
+        // This host's build hands mark_victim the task (checked with bpftool: the typedef is
+        // `void (*)(void *, struct task_struct *, uid_t)`).
+        assert_eq!(mark_victim_takes_task(&btf), Some(true));
+        assert_eq!(l.margin_pages, 512 + 64);
+        assert!(l.rss_stride >= 8, "{l:?}");
+        // The anonymous enum's counters, and oom_constraint's values.
+        assert_eq!(
+            (l.mm_file, l.mm_anon, l.mm_swapents, l.mm_shmem),
+            (0, 1, 2, 3)
+        );
+        assert_eq!(
+            (
+                l.constraint_none,
+                l.constraint_cpuset,
+                l.constraint_policy,
+                l.constraint_memcg
+            ),
+            (0, 1, 2, 3)
+        );
+        if Command::new("bpftool").arg("version").output().is_err() {
+            assert!(std::env::var("CI").is_err(), "bpftool missing in CI");
+            return;
+        }
+        for (s, m, got) in [
+            ("task_struct", "pid", l.task_pid),
+            ("task_struct", "tgid", l.task_tgid),
+            ("task_struct", "comm", l.task_comm),
+            ("task_struct", "signal", l.task_signal),
+            ("task_struct", "mm", l.task_mm),
+            ("signal_struct", "oom_score_adj", l.signal_oom_score_adj),
+            ("oom_control", "memcg", l.oc_memcg),
+            ("oom_control", "constraint", l.oc_constraint),
+            ("oom_control", "totalpages", l.oc_totalpages),
+        ] {
+            assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
+        }
+        let memory = bpftool_offset("mem_cgroup", "memory").expect("mem_cgroup.memory");
+        let max = bpftool_offset("page_counter", "max").expect("page_counter.max");
+        assert_eq!(l.memcg_memory_max, memory + max);
+    }
+
+    #[test]
     fn anonymous_members_and_renames() {
         let Ok(data) = read_vmlinux(Path::new(VMLINUX)) else {
             return;

@@ -74,6 +74,19 @@ fn path_level(path: &[u8]) -> u32 {
     memchr::memchr_iter(b'/', path).count() as u32
 }
 
+/// A field of the `#[repr(C)]` record type `$record` in `$bytes` (the record's bytes), read at
+/// its offset (native endian, as the eBPF side wrote it): only the bytes used are read.
+macro_rules! record_field {
+    ($record:ty, $bytes:expr, $name:ident: $ty:ty) => {{
+        const AT: usize = offset_of!($record, $name);
+        // The field has this type (a compile error otherwise).
+        const _: fn(&$record) -> $ty = |r| r.$name;
+        let mut b = [0u8; size_of::<$ty>()];
+        b.copy_from_slice(&$bytes[AT..AT + size_of::<$ty>()]);
+        <$ty>::from_ne_bytes(b)
+    }};
+}
+
 fn until_nul(b: &[u8]) -> &[u8] {
     match b.iter().position(|&c| c == 0) {
         Some(n) => &b[..n],
@@ -92,17 +105,11 @@ impl<'a> Event<'a> {
             });
         }
         let raw = &buf[..want];
-        // A field of `RawEvent`, read at its offset (native endian, as the eBPF side wrote it):
-        // only the bytes used are read, not the whole record with its path buffer.
+        // Not the whole record with its path buffer: only the fields.
         macro_rules! field {
-            ($name:ident: $ty:ty) => {{
-                const AT: usize = offset_of!(RawEvent, $name);
-                // The field has this type (a compile error otherwise).
-                const _: fn(&RawEvent) -> $ty = |r| r.$name;
-                let mut b = [0u8; size_of::<$ty>()];
-                b.copy_from_slice(&raw[AT..AT + size_of::<$ty>()]);
-                <$ty>::from_ne_bytes(b)
-            }};
+            ($name:ident: $ty:ty) => {
+                record_field!(RawEvent, raw, $name: $ty)
+            };
         }
         let path_len = field!(path_len: u16);
         let kind = field!(kind: u8);
@@ -159,13 +166,9 @@ impl<'a> Event<'a> {
             });
         };
         macro_rules! field {
-            ($name:ident: $ty:ty) => {{
-                const AT: usize = offset_of!(OomRaw, $name);
-                const _: fn(&OomRaw) -> $ty = |r| r.$name;
-                let mut b = [0u8; size_of::<$ty>()];
-                b.copy_from_slice(&tail[AT..AT + size_of::<$ty>()]);
-                <$ty>::from_ne_bytes(b)
-            }};
+            ($name:ident: $ty:ty) => {
+                record_field!(OomRaw, tail, $name: $ty)
+            };
         }
         let raw = OomRaw {
             total_vm: field!(total_vm: u64),

@@ -133,6 +133,18 @@ struct PodLabels {
     qos: String,
 }
 
+impl PodLabels {
+    /// The series of the pods beyond the limit.
+    fn other() -> PodLabels {
+        PodLabels {
+            pod_uid: "other".into(),
+            namespace: String::new(),
+            name: String::new(),
+            qos: String::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OomLabels {
     qos: String,
@@ -435,12 +447,7 @@ impl Metrics {
                 qos: Qos::name(qos).to_string(),
             }
         } else {
-            PodLabels {
-                pod_uid: "other".into(),
-                namespace: String::new(),
-                name: String::new(),
-                qos: String::new(),
-            }
+            PodLabels::other()
         };
         let c = self.pod_oom_kills.get_or_create_owned(&labels);
         c.inc();
@@ -513,13 +520,9 @@ impl Metrics {
                 .set(to_i64(p.stats.dying));
         }
         if pods.len() > self.pod_limit {
-            let labels = PodLabels {
-                pod_uid: "other".into(),
-                namespace: String::new(),
-                name: String::new(),
-                qos: String::new(),
-            };
-            self.pod_dying.get_or_create(&labels).set(to_i64(other));
+            self.pod_dying
+                .get_or_create(&PodLabels::other())
+                .set(to_i64(other));
         }
 
         match headroom {
