@@ -381,6 +381,80 @@ fn a_pod_limit_oom_names_the_pods_memcg() {
     }
 }
 
+/// A node-wide OOM: a BestEffort-style pod's container with no limit allocates until the node
+/// runs out. Only inside the kernel-matrix VMs (`CGTRACE_VM=1`, 1 GiB each): it exhausts the
+/// machine's memory.
+#[test]
+fn a_node_wide_oom_is_constraint_none_and_the_victim_chosen_by_oom_score_adj() {
+    if std::env::var("CGTRACE_VM").ok().as_deref() != Some("1") {
+        eprintln!(
+            "skipping: exhausts the machine's memory; runs only in the VMs of `cargo xtask vm-test --test oom`"
+        );
+        return;
+    }
+    let Some((mem, parent, mut s)) = start("oom-node") else {
+        return;
+    };
+    // This process must not be the one the kernel picks: only the hog, with kubelet's
+    // BestEffort score, may be.
+    fs::write("/proc/self/oom_score_adj", "-1000").expect("protect the test");
+    let top = parent.dir(&mem.mount);
+    mem.mkdir(&top.join("kubepods"));
+    mem.mkdir(&top.join("kubepods/besteffort"));
+    let uid = "0b0c1a2e-0004-4c3b-9d4e-5f6a7b8c9d04";
+    let pod = top.join(format!("kubepods/besteffort/pod{uid}"));
+    mem.mkdir(&pod);
+    let id = format!("{:064x}", 0x00c0_ffee_0000_u64 + 5);
+    let dir = pod.join(&id);
+    let ino = mem.mkdir(&dir);
+    let vm0 = vmstat_oom_kills();
+    let hog = Hog::start_in(&dir, 64 << 30);
+    let pid = hog.pid();
+    fs::write(format!("/proc/{pid}/oom_score_adj"), "1000").expect("the hog's oom_score_adj");
+    let status = hog.wait(Duration::from_secs(300));
+    let _ = fs::write("/proc/self/oom_score_adj", "0");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "not OOM-killed: {status}"
+    );
+    wait_for_kill(&mut s, pid);
+    let vm1 = vmstat_oom_kills();
+    let raw = s
+        .recs
+        .raw()
+        .iter()
+        .find(|r| Event::decode(r).is_ok_and(|e| e.kind == EventKind::OomKill && e.pid == pid))
+        .expect("the record");
+    let ev = Event::decode(raw).expect("decodes");
+    let k = Event::decode_oom(raw).expect("the OOM part decodes");
+    eprintln!("node-wide: {k:?}");
+    assert_eq!(ev.cgroup_id, ino);
+    assert_eq!(k.constraint, Constraint::None, "{k:?}");
+    assert_eq!(k.limit, None, "{k:?}");
+    assert_eq!(k.oom_score_adj, Some(1000));
+    assert_eq!(k.derived, s.probes.tier == Tier::Tracepoint, "{k:?}");
+    let lines = json_lines(&s.probes, &s.hierarchies, &s.recs);
+    let j = json_kill(&lines, pid);
+    assert_eq!(j["constraint"], "none");
+    assert_eq!(j["qos"], "besteffort");
+    assert_eq!(j["pod_uid"], uid);
+    let v = lines
+        .iter()
+        .find(|v| v["type"] == "verdict" && v["detector"] == "oom_kill")
+        .unwrap_or_else(|| panic!("no oom_kill verdict: {lines:#?}"));
+    assert_eq!(v["evidence"]["constraint"], "none");
+    assert_eq!(v["evidence"]["victims"][0]["pid"], pid);
+    assert_eq!(
+        v["evidence"]["victims"][0]["kubelet_oom_score_adj"],
+        serde_json::json!([1000, 1000])
+    );
+    // The kernel's counts: one kill on the node, in the victim's memcg, no limit hit.
+    assert_eq!(vm1 - vm0, 1);
+    assert_eq!(mem.oom_kills(&dir), 1);
+    assert_eq!(mem.limit_hits(&dir), 0);
+}
+
 // ---- end to end, with the binary ------------------------------------------------------------
 
 /// The sum of every series of a metric.

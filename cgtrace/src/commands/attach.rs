@@ -216,21 +216,7 @@ impl AttachState {
         )?;
         if let Some(t) = &pipe.facts().oom {
             let o = pipe.detectors.oom_summary(t);
-            let by: Vec<String> = o
-                .by_constraint
-                .iter()
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect();
-            writeln!(
-                out,
-                "OOM kills: {}{}",
-                o.kills,
-                if by.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", by.join(", "))
-                }
-            )?;
+            writeln!(out, "OOM kills: {}", o.kills_text())?;
         }
         writeln!(out, "{}", cost.render())?;
         out.write_all(text.as_bytes())?;

@@ -184,6 +184,22 @@ pub struct OomSummary {
     pub count_exactness: &'static str,
 }
 
+impl OomSummary {
+    /// `N (memcg 2, none 1)`: the kills and, if any, how they were constrained.
+    pub fn kills_text(&self) -> String {
+        let by: Vec<String> = self
+            .by_constraint
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        if by.is_empty() {
+            self.kills.to_string()
+        } else {
+            format!("{} ({})", self.kills, by.join(", "))
+        }
+    }
+}
+
 /// What a group is: a pod (by UID), or another cgroup (by path).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum GroupKey {

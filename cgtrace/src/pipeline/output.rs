@@ -211,15 +211,7 @@ impl<W: Write> Sink for TextSink<W> {
             t.live, t.dying, t.freed, t.dying_before_start, t.freed_before_start
         )?;
         if let Some(o) = &s.oom {
-            write!(w, "-- OOM kills: {}", o.kills)?;
-            let by: Vec<String> = o
-                .by_constraint
-                .iter()
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect();
-            if !by.is_empty() {
-                write!(w, " ({})", by.join(", "))?;
-            }
+            write!(w, "-- OOM kills: {}", o.kills_text())?;
             if o.marked_not_killed > 0 {
                 write!(
                     w,
