@@ -102,7 +102,7 @@ pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
 /// a child named `leaf` would have (a failed `cgroup_mkdir()`'s).
 #[inline(always)]
 pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8, bool)> {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     if off.kn_parent == KernelOffsets::UNKNOWN || off.kn_name == KernelOffsets::UNKNOWN {
         return None;
     }
@@ -194,6 +194,19 @@ pub fn config() -> Config {
     CONFIG.load()
 }
 
+/// The configuration in place, for programs whose stack cannot hold a copy: every field read
+/// through it is a load from the (frozen, read-only) map value.
+#[inline(always)]
+pub fn config_ref() -> &'static Config {
+    // `Global` is `repr(transparent)`.
+    let p = (&raw const CONFIG).cast::<Config>();
+    // SAFETY: reading a local. The volatile read hides from the compiler that `p` is the
+    // static, so it cannot fold the compile-time value the loader replaces into the reads.
+    let p = unsafe { ptr::read_volatile(&p) };
+    // SAFETY: `p` points at the static, valid and never written while programs run.
+    unsafe { &*p }
+}
+
 /// Figures read from a memcg (pages); `flags` has the record's `HAS_*` flag of each one read (0
 /// where unread or where this kernel lacks the field). Plain fields, all written whatever was
 /// read: Linux < 5.12 refuses a read of stack never written, and an `Option`'s payload is one
@@ -246,7 +259,7 @@ pub fn cgroup_ids(cgrp: *const u8) -> Option<(u32, u64, u32)> {
 /// (hierarchy id, cgroup id) of a `struct cgroup *`.
 #[inline(always)]
 pub fn cgroup_hierarchy_and_id(cgrp: *const u8) -> Option<(u32, u64)> {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     let root = read_field::<u64>(cgrp, off.cgroup_root)? as *const u8;
     let kn = read_field::<u64>(cgrp, off.cgroup_kn)? as *const u8;
     let h = read_field::<i32>(root, off.root_hierarchy_id)?;
@@ -274,14 +287,14 @@ pub fn never_activated(cgrp: *const u8) -> bool {
 /// The depth of a `struct cgroup *` below its hierarchy root.
 #[inline(always)]
 pub fn cgroup_level(cgrp: *const u8) -> Option<u32> {
-    read_field::<i32>(cgrp, config().offsets.cgroup_level).map(|l| l as u32)
+    read_field::<i32>(cgrp, config_ref().offsets.cgroup_level).map(|l| l as u32)
 }
 
 /// The memory controller's css of a cgroup (`cgrp->subsys[memory_cgrp_id]`), null when the
 /// cgroup has none (other hierarchies; v2 cgroups whose parent does not enable memory).
 #[inline(always)]
 pub fn memory_css(cgrp: *const u8) -> *const u8 {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     if off.cgroup_subsys == KernelOffsets::UNKNOWN
         || off.memory_subsys_idx == KernelOffsets::UNKNOWN
         || off.memory_subsys_idx >= 64
@@ -296,7 +309,7 @@ pub fn memory_css(cgrp: *const u8) -> *const u8 {
 /// mkdir, where they are still empty and every read costs).
 #[inline(always)]
 pub fn read_memcg(css: *const u8, counters: bool) -> Memcg {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     if css.is_null() || off.memcg_css == KernelOffsets::UNKNOWN {
         return Memcg::default();
     }
@@ -406,7 +419,7 @@ const QUERY_EVERY: u64 = 16;
 /// Submit flags: no wake-up (the consumer drains on a timer) unless `wakeup_bytes` wait in the
 /// ring; 0 (the kernel's wake-up per event) when `wakeup_bytes` is 0.
 #[inline(always)]
-fn wake_flags(cfg: &Config) -> u64 {
+pub fn wake_flags(cfg: &Config) -> u64 {
     if cfg.wakeup_bytes == 0 {
         return 0;
     }
@@ -429,7 +442,7 @@ fn wake_flags(cfg: &Config) -> u64 {
 }
 
 #[inline(always)]
-fn count_lost(kind: EventKind) {
+pub fn count_lost(kind: EventKind) {
     if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs (no preemption).
         unsafe { *slot += 1 };
@@ -482,7 +495,7 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
 
 /// Whether the event passes the load-time filters (hierarchies, path prefix, subtrees).
 #[inline(always)]
-fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
+pub fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
     // Failed mkdirs seen at the syscall have no cgroup: their own program checked the cgroupfs
     // prefix (a half-made cgroup's release has one, and is filtered like any cgroup).
     // Start-up walk records carry a leaf name, not a path: no prefix check for them.

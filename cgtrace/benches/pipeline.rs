@@ -345,6 +345,7 @@ fn session_header() -> Header {
         filters: Default::default(),
         rejected: Vec::new(),
         fallbacks: Vec::new(),
+        oom: None,
     }
 }
 

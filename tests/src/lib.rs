@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod cgroup;
 pub mod exhaust;
+pub mod oom;
 pub mod pods;
 
 use std::{
@@ -20,6 +21,11 @@ use cgtrace_common::EventKind;
 pub struct Records(Vec<Vec<u8>>);
 
 impl Records {
+    /// The records' bytes, in ring order.
+    pub fn raw(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+
     /// The events, in ring order.
     pub fn events(&self) -> Vec<Event<'_>> {
         self.0

@@ -23,32 +23,7 @@ use integration_tests::{
 };
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
-struct MemHier {
-    id: u32,
-    mount: PathBuf,
-    v2: bool,
-}
-
-fn mem_hierarchy(h: &Hierarchies) -> MemHier {
-    if let Some(m) = h.with_controller("memory").filter(|m| m.id != 0)
-        && let Some(mount) = &m.mount
-    {
-        return MemHier {
-            id: m.id,
-            mount: mount.clone(),
-            v2: false,
-        };
-    }
-    let v2 = h
-        .get(0)
-        .and_then(|x| x.mount.clone())
-        .expect("a cgroup v2 mount");
-    MemHier {
-        id: 0,
-        mount: v2,
-        v2: true,
-    }
-}
+use integration_tests::oom::MemRoot as MemHier;
 
 struct Fixture {
     mem: MemHier,
@@ -62,7 +37,7 @@ fn setup(tag: &str) -> Option<Fixture> {
         return None;
     }
     let h = Hierarchies::load().expect("hierarchies");
-    let mem = mem_hierarchy(&h);
+    let mem = MemHier::load(&h);
     let parent = TestParent::new(tag, &[&mem.mount]).expect("test parent");
     if mem.v2 {
         // Children of the parent get a memcg only when the parent enables memory for them.
@@ -75,7 +50,7 @@ fn setup(tag: &str) -> Option<Fixture> {
     let subtree = SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve the parent");
     let probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
-        hierarchies: Some(vec![mem.id]),
+        hierarchies: Some(vec![mem.hierarchy_id]),
         subtree: Some(subtree),
         ..ProbeOptions::default()
     })

@@ -35,6 +35,8 @@ pub struct DoctorReport {
     /// How the start-up walk would name memcgs that were dying before start (None: no tier
     /// loaded).
     pub dying_walk: Option<String>,
+    /// How `cgtrace live` would trace OOM kills, or why it would not (None: no tier loaded).
+    pub oom_kills: Option<String>,
     /// "v1", "v2", "hybrid" or "none".
     pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -80,6 +82,7 @@ pub fn run() -> DoctorReport {
         live_tier: tried.live_tier,
         failed_mkdirs: tried.failed_mkdirs,
         dying_walk: tried.dying_walk,
+        oom_kills: tried.oom_kills,
         cgroup_layout: hierarchies.layout(),
         memory_hierarchy: hierarchies
             .memory()
@@ -107,6 +110,7 @@ struct Tried {
     live_tier: Option<&'static str>,
     failed_mkdirs: Option<String>,
     dying_walk: Option<String>,
+    oom_kills: Option<String>,
 }
 
 /// What each `--mkdir-failures` mode would report with these probes.
@@ -149,6 +153,7 @@ fn try_tiers() -> Tried {
         live_tier: None,
         failed_mkdirs: None,
         dying_walk: None,
+        oom_kills: None,
     };
     for t in Tier::ALL {
         let opts = ProbeOptions {
@@ -166,6 +171,10 @@ fn try_tiers() -> Tried {
                 if tried.dying_walk.is_none() {
                     tried.dying_walk = Some(walk_method(&p));
                 }
+                tried.oom_kills.get_or_insert_with(|| match &p.oom {
+                    Ok(o) => o.describe(),
+                    Err(why) => format!("not traced: {why}"),
+                });
                 TierResult {
                     tier: t.name(),
                     ok: true,
@@ -283,6 +292,9 @@ pub fn render(r: &DoctorReport) -> String {
     }
     if let Some(w) = &r.dying_walk {
         s += &format!("dying at start:  {w}\n");
+    }
+    if let Some(o) = &r.oom_kills {
+        s += &format!("OOM kills:       {o}\n");
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),

@@ -87,6 +87,7 @@ pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
         fallbacks: h.fallbacks.clone(),
         clock: h.clock,
         filters: filters.clone(),
+        oom: h.oom.clone(),
     }
 }
 
@@ -360,6 +361,14 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
         "memcgs: {} live, {} dying, {} freed during the run; {} dying before start ({} freed since)",
         t.live, t.dying, t.freed, t.dying_before_start, t.freed_before_start
     )?;
+    if let Some(o) = &s.oom {
+        writeln!(
+            out,
+            "OOM kills: {} (the count is {})",
+            o.kills_text(),
+            o.count_exactness
+        )?;
+    }
     let pods: Vec<&PodSummary> = s
         .pods
         .iter()

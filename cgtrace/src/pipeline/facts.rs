@@ -4,6 +4,7 @@
 use crate::{
     format::clock::ClockRef,
     kernel::hierarchy::Hierarchies,
+    model::oom::OomTracing,
     pipeline::filters::Filters,
     probes::{Attached, Probes, Tier},
 };
@@ -29,6 +30,8 @@ pub struct RunFacts {
     pub clock: ClockRef,
     /// The user's filters, applied by the pipeline to every event.
     pub filters: Filters,
+    /// How OOM kills are traced (None: they are not, or the session predates them).
+    pub oom: Option<OomTracing>,
 }
 
 impl RunFacts {
@@ -53,6 +56,7 @@ impl RunFacts {
             fallbacks: probes.fallbacks.clone(),
             clock,
             filters,
+            oom: probes.oom.as_ref().ok().cloned(),
         }
     }
 
@@ -69,6 +73,7 @@ impl RunFacts {
             fallbacks: Vec::new(),
             clock: ClockRef::now(),
             filters: Filters::default(),
+            oom: None,
         }
     }
 

@@ -8,6 +8,8 @@
 //! | `cgtrace_cgroups` | gauge (memcgs) | `state` = `live`, `dying`, `freed` |
 //! | `cgtrace_dying_before_start` | gauge | |
 //! | `cgtrace_pod_dying_memcgs` | gauge | `pod_uid`, `namespace`, `name`, `qos` (top pods, rest in `pod_uid="other"`) |
+//! | `cgtrace_oom_kills_total` | counter (every QoS × constraint from the start) | `qos`, `constraint` |
+//! | `cgtrace_pod_oom_kills_total` | counter | `pod_uid`, `namespace`, `name`, `qos` (the first pods killed, later ones in `pod_uid="other"`) |
 //! | `cgtrace_cgroup_live_seconds` | histogram | `hierarchy`, `qos` |
 //! | `cgtrace_cgroup_dying_seconds` | histogram | `hierarchy`, `qos` |
 //! | `cgtrace_memcg_id_headroom` | gauge (absent when unknown) | |
@@ -52,8 +54,8 @@ use tokio::{
 };
 
 use crate::{
-    model::k8s::Qos,
     model::tracker::{Observed, Tracker},
+    model::{k8s::Qos, oom::Constraint},
     pipeline::own_cost::{OwnCost, OwnCostMetrics},
 };
 
@@ -78,6 +80,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "cgtrace_cgroups",
     "cgtrace_dying_before_start",
     "cgtrace_pod_dying_memcgs",
+    "cgtrace_oom_kills_total",
+    "cgtrace_pod_oom_kills_total",
     "cgtrace_cgroup_live_seconds",
     "cgtrace_cgroup_dying_seconds",
     "cgtrace_memcg_id_headroom",
@@ -127,6 +131,24 @@ struct PodLabels {
     namespace: String,
     name: String,
     qos: String,
+}
+
+impl PodLabels {
+    /// The series of the pods beyond the limit.
+    fn other() -> PodLabels {
+        PodLabels {
+            pod_uid: "other".into(),
+            namespace: String::new(),
+            name: String::new(),
+            qos: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OomLabels {
+    qos: String,
+    constraint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,6 +229,11 @@ pub struct Metrics {
     lost: Family<EventLabels, Counter>,
     dying_before_start: Gauge,
     pod_dying: Family<PodLabels, Gauge>,
+    oom_kills: Family<OomLabels, Counter>,
+    pod_oom_kills: Family<PodLabels, Counter>,
+    /// Pods with a `cgtrace_pod_oom_kills_total` series of their own (by UID); the rest count
+    /// in `pod_uid="other"`. Counters keep their series, so the first pods keep them.
+    pod_oom_series: HashMap<Box<str>, Counter>,
     live_seconds: HistogramFamily,
     dying_seconds: HistogramFamily,
     headroom: Arc<OptionalGauge>,
@@ -257,6 +284,9 @@ impl Metrics {
             }),
             dying_before_start: Gauge::default(),
             pod_dying: Family::default(),
+            oom_kills: Family::default(),
+            pod_oom_kills: Family::default(),
+            pod_oom_series: HashMap::new(),
             live_seconds: Family::new_with_constructor(lifetime_histogram as fn() -> Histogram),
             dying_seconds: Family::new_with_constructor(lifetime_histogram as fn() -> Histogram),
             headroom: Arc::new(OptionalGauge::default()),
@@ -272,6 +302,14 @@ impl Metrics {
         for k in EventKind::ALL {
             m.event_counter(k.name());
             m.lost_counter(k.name());
+        }
+        for q in Qos::CLASSES {
+            for c in Constraint::ALL {
+                m.oom_kills.get_or_create_owned(&OomLabels {
+                    qos: Qos::name(q).to_string(),
+                    constraint: c.name().to_string(),
+                });
+            }
         }
         m
     }
@@ -303,6 +341,16 @@ impl Metrics {
             "pod_dying_memcgs",
             "Dying memcgs per pod (the pods with the most; the rest summed in pod_uid=\"other\")",
             self.pod_dying.clone(),
+        );
+        registry.register(
+            "oom_kills",
+            "OOM kills, by the victim's QoS class and the constraint (memcg: a cgroup limit; none: node-wide)",
+            self.oom_kills.clone(),
+        );
+        registry.register(
+            "pod_oom_kills",
+            "OOM kills per pod (the first pods killed; the rest summed in pod_uid=\"other\")",
+            self.pod_oom_kills.clone(),
         );
         registry.register_with_unit(
             "cgroup_live",
@@ -372,6 +420,42 @@ impl Metrics {
         }
     }
 
+    /// An OOM kill of a victim of class `qos` (None: not a pod), with `constraint`; `pod`: its
+    /// UID, namespace and name when it is a pod's.
+    pub fn on_oom_kill(
+        &mut self,
+        qos: Option<Qos>,
+        constraint: Constraint,
+        pod: Option<(&str, Option<&str>, Option<&str>)>,
+    ) {
+        self.oom_kills
+            .get_or_create(&OomLabels {
+                qos: Qos::name(qos).to_string(),
+                constraint: constraint.name().to_string(),
+            })
+            .inc();
+        let Some((uid, ns, name)) = pod else { return };
+        if let Some(c) = self.pod_oom_series.get(uid) {
+            c.inc();
+            return;
+        }
+        let labels = if self.pod_oom_series.len() < self.pod_limit {
+            PodLabels {
+                pod_uid: escape_label(uid),
+                namespace: escape_label(ns.unwrap_or("")),
+                name: escape_label(name.unwrap_or("")),
+                qos: Qos::name(qos).to_string(),
+            }
+        } else {
+            PodLabels::other()
+        };
+        let c = self.pod_oom_kills.get_or_create_owned(&labels);
+        c.inc();
+        if labels.pod_uid != "other" {
+            self.pod_oom_series.insert(uid.into(), c);
+        }
+    }
+
     /// The lifetimes one event completed, into `cgtrace_cgroup_{live,dying}_seconds`.
     /// `hierarchy_label` names the hierarchy (`memory`, `cpu,cpuacct`, `unified`); for memcgs
     /// (`obs.memcg`) pass the memory hierarchy's label, whatever the event carried. `qos` is
@@ -436,13 +520,9 @@ impl Metrics {
                 .set(to_i64(p.stats.dying));
         }
         if pods.len() > self.pod_limit {
-            let labels = PodLabels {
-                pod_uid: "other".into(),
-                namespace: String::new(),
-                name: String::new(),
-                qos: String::new(),
-            };
-            self.pod_dying.get_or_create(&labels).set(to_i64(other));
+            self.pod_dying
+                .get_or_create(&PodLabels::other())
+                .set(to_i64(other));
         }
 
         match headroom {
@@ -844,6 +924,11 @@ mod tests {
         t.set_pod_name(UID, "kube-system", "we\"ird\\pod\nname");
         m.update(&t, Some(65_000), &[("dying_growth", 2), ("id_headroom", 0)]);
         m.set_attached_info(&[("tier", "fentry"), ("kernel", "6.8.0")]);
+        m.on_oom_kill(
+            Some(Qos::Burstable),
+            Constraint::Memcg,
+            Some((UID, None, None)),
+        );
         let text = MetricsState::new(m).scrape();
 
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -958,6 +1043,96 @@ mod tests {
         assert!(!text.contains("cgtrace_verdict"), "{text}");
         assert_eq!(series_count(&text, "cgtrace_pod_dying_memcgs"), 0, "{text}");
         assert_eq!(sample(&text, "cgtrace_cgroups{state=\"dying\"}"), Some(0.0));
+    }
+
+    #[test]
+    fn oom_kills_by_qos_and_constraint_and_per_pod_bounded() {
+        let mut m = Metrics::with_pod_limit(2);
+        let text = m.encode();
+        // Every class × constraint is there from the start, at 0.
+        assert_eq!(
+            series_count(&text, "cgtrace_oom_kills_total"),
+            4 * 5,
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_oom_kills_total{qos=\"burstable\",constraint=\"memcg\"}"
+            ),
+            Some(0.0)
+        );
+        m.on_oom_kill(
+            Some(Qos::Burstable),
+            Constraint::Memcg,
+            Some(("u1", None, None)),
+        );
+        m.on_oom_kill(
+            Some(Qos::Burstable),
+            Constraint::Memcg,
+            Some(("u1", Some("ns"), Some("later"))),
+        );
+        m.on_oom_kill(
+            Some(Qos::Besteffort),
+            Constraint::None,
+            Some(("u2", Some("n\"s"), Some("b"))),
+        );
+        m.on_oom_kill(
+            Some(Qos::Guaranteed),
+            Constraint::None,
+            Some(("u3", None, None)),
+        );
+        m.on_oom_kill(None, Constraint::Memcg, None);
+        let text = m.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_oom_kills_total{qos=\"burstable\",constraint=\"memcg\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_oom_kills_total{qos=\"none\",constraint=\"memcg\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_oom_kills_total{qos=\"besteffort\",constraint=\"none\"}"
+            ),
+            Some(1.0)
+        );
+        // One series per pod (its first labels), the third pod in "other".
+        assert_eq!(
+            series_count(&text, "cgtrace_pod_oom_kills_total"),
+            3,
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_pod_oom_kills_total{pod_uid=\"u1\",namespace=\"\",name=\"\",qos=\"burstable\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_pod_oom_kills_total{pod_uid=\"u2\",namespace=\"n\\\"s\",name=\"b\",qos=\"besteffort\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "cgtrace_pod_oom_kills_total{pod_uid=\"other\",namespace=\"\",name=\"\",qos=\"\"}"
+            ),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -102,12 +102,14 @@ impl Pipeline {
         let mut tracker = Tracker::new(facts.memory_hierarchy());
         tracker.set_css_joins(facts.css_joins());
         tracker.load_baseline(baseline);
+        let mut detectors = Detectors::new(
+            DetectorConfig::default(),
+            KernelFacts::from_release(&facts.kernel_release),
+        );
+        detectors.set_oom_tracing(facts.oom.clone());
         Ok(Pipeline {
             tracker,
-            detectors: Detectors::new(
-                DetectorConfig::default(),
-                KernelFacts::from_release(&facts.kernel_release),
-            ),
+            detectors,
             counts: Counts::default(),
             decode_errors: 0,
             facts,
@@ -135,8 +137,16 @@ impl Pipeline {
 
     /// Handles one ring buffer record.
     pub fn record(&mut self, bytes: &[u8]) {
-        match Event::decode(bytes) {
-            Ok(ev) => self.event(&ev),
+        let decoded = Event::decode(bytes).and_then(|ev| match ev.kind {
+            EventKind::OomKill => Ok((ev, Some(Event::decode_oom(bytes)?))),
+            _ => Ok((ev, None)),
+        });
+        match decoded {
+            Ok((ev, None)) => self.event(&ev),
+            Ok((ev, Some(oom))) => self.event(&Event {
+                oom: Some(&oom),
+                ..ev
+            }),
             Err(e) => {
                 self.decode_errors += 1;
                 if self.decode_errors <= 10 {
@@ -214,6 +224,35 @@ impl Pipeline {
             &located
         } else {
             ev
+        };
+        // An OOM kill: the victim's memcg and the memcg at its limit as the tracker knows them
+        // (also once they were removed), and whether the kernel counted it.
+        let (enriched, enriched_oom, victim_path, limit_path);
+        let ev = match ev.oom {
+            Some(o) if ev.kind == EventKind::OomKill => {
+                victim_path = self
+                    .tracker
+                    .memcg((ev.hierarchy_id, ev.cgroup_id))
+                    .map(|m| m.path);
+                limit_path = o.limit.and_then(|l| {
+                    self.tracker
+                        .memcg((ev.hierarchy_id, l.cgroup_id))
+                        .map(|m| m.path)
+                });
+                let mut o = *o;
+                if let (Some(l), Some(p)) = (&mut o.limit, &limit_path) {
+                    l.path = p;
+                }
+                o.counted = self.facts.oom.as_ref().and_then(|t| t.counted(&o));
+                enriched_oom = o;
+                enriched = Event {
+                    path: victim_path.as_deref().unwrap_or(ev.path),
+                    oom: Some(&enriched_oom),
+                    ..*ev
+                };
+                &enriched
+            }
+            _ => ev,
         };
         // EEXIST (`mkdir -p`, Go's MkdirAll on every healthy start) is not a failure.
         if ev.kind == EventKind::MkdirFailed && ev.errno.map(i32::abs) == Some(mkdir_errno::EEXIST)
@@ -434,6 +473,13 @@ impl Pipeline {
         );
         s.end_ns = end_ns;
         s.tier_rejected = self.facts.rejected.iter().cloned().collect();
+        match &self.facts.oom {
+            Some(t) => s.oom = Some(self.detectors.oom_summary(t)),
+            // Not traced (or recorded before cgtrace traced them): not a count of 0.
+            None => {
+                s.events.remove(EventKind::OomKill.name());
+            }
+        }
         s.totals = self.tracker.totals();
         s.id_headroom = self.detectors.id_headroom(&self.tracker);
         s.notes = self.notes.clone();

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         FEntry, FExit, KProbe, Program, RawTracePoint, RawTracePointRunOptions, TestRun as _,
         TracePoint,
@@ -22,11 +22,11 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use cgtrace_common::{
-    Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, Subtree,
+    Config, EventKind, KernelOffsets, MAX_HIERARCHIES, OomLayout, PATH_CAP, Subtree,
     names::{global, map, program},
 };
 
-use crate::{kernel, kernel::btf, kernel::tracefs};
+use crate::{kernel, kernel::btf, kernel::tracefs, model::oom::OomTracing};
 
 #[cfg(test)]
 mod names;
@@ -85,6 +85,26 @@ const CSS_HOOKS: [(&str, &str, &str); 6] = [
         "mem_cgroup_css_free",
         program::FENTRY_CSS_FREE,
         program::KPROBE_CSS_FREE,
+    ),
+];
+
+/// The OOM killer's context on the css tiers: (kernel function, fentry, fexit, kprobe,
+/// kretprobe). `out_of_memory()` first (its `struct oom_control`), then `__oom_kill_process()`
+/// (where the kernel counts a kill; static, so not on every build).
+const OOM_CONTEXT_HOOKS: [(&str, &str, &str, &str, &str); 2] = [
+    (
+        "out_of_memory",
+        program::FENTRY_OUT_OF_MEMORY,
+        program::FEXIT_OUT_OF_MEMORY,
+        program::KPROBE_OUT_OF_MEMORY,
+        program::KRETPROBE_OUT_OF_MEMORY,
+    ),
+    (
+        "__oom_kill_process",
+        program::FENTRY_OOM_KILL,
+        program::FEXIT_OOM_KILL,
+        program::KPROBE_OOM_KILL,
+        program::KRETPROBE_OOM_KILL,
     ),
 ];
 
@@ -390,6 +410,8 @@ pub struct Probes {
     pub offsets: Option<KernelOffsets>,
     /// The hooks that trace failed mkdirs, or why they are not traced.
     pub mkdir_failures: Result<MkdirFailureAttach, String>,
+    /// How OOM kills are traced, or why they are not.
+    pub oom: Result<OomTracing, String>,
     /// What the start-up walk's own instance of the object needs (raw tracepoints only).
     walk_setup: Option<WalkSetup>,
 }
@@ -400,6 +422,7 @@ struct WalkSetup {
     opts: ProbeOptions,
     cfg: Config,
     prefix: [u8; PATH_CAP],
+    oom: OomLayout,
 }
 
 /// Rounds a requested ring size to what the kernel accepts.
@@ -442,7 +465,12 @@ fn base_config(opts: &ProbeOptions) -> anyhow::Result<(Config, [u8; PATH_CAP])> 
     Ok((cfg, prefix))
 }
 
-fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> anyhow::Result<Ebpf> {
+fn load_object(
+    opts: &ProbeOptions,
+    cfg: &Config,
+    prefix: &[u8; PATH_CAP],
+    oom: &OomLayout,
+) -> anyhow::Result<Ebpf> {
     let level: u8 = if opts.bpf_debug_log { 4 } else { 0 };
     let mut cgroupfs = [0u8; 64];
     cgroupfs[..CGROUPFS_PREFIX.len()].copy_from_slice(CGROUPFS_PREFIX.as_bytes());
@@ -457,6 +485,7 @@ fn load_object(opts: &ProbeOptions, cfg: &Config, prefix: &[u8; PATH_CAP]) -> an
         .override_global(global::CONFIG, cfg, true)
         .override_global(global::PATH_PREFIX, prefix, true)
         .override_global(global::CGROUPFS_PREFIX, &cgroupfs, true)
+        .override_global(global::OOM_LAYOUT, oom, true)
         .override_global(aya_log::LEVEL, &level, false)
         .map_max_entries(map::EVENTS, opts.ring_size)
         .load(EBPF_OBJECT)
@@ -893,16 +922,170 @@ fn walk_ring_size() -> u32 {
 
 /// Offsets from the running kernel's BTF.
 pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
-    Ok(kernel_btf_facts()?.0)
+    Ok(kernel_btf_facts()?.offsets)
 }
 
-/// The struct offsets, and where `struct pt_regs` keeps the syscall arguments holding a mkdir's
-/// path (see [`btf::syscall_arg_regs`]), from one parse of the kernel's BTF.
-fn kernel_btf_facts() -> anyhow::Result<(KernelOffsets, Option<(u32, u32)>)> {
+/// What one parse of the kernel's BTF says.
+struct BtfFacts {
+    offsets: KernelOffsets,
+    /// Where `struct pt_regs` keeps the syscall arguments holding a mkdir's path (see
+    /// [`btf::syscall_arg_regs`]).
+    arg_regs: Option<(u32, u32)>,
+    /// What the OOM programs read, and what of it this kernel lacks.
+    oom: OomLayout,
+    oom_missing: Vec<&'static str>,
+    /// `mark_victim`'s victim: a task (true) or a pid (false), from the tracepoint's typedef.
+    victim_task: Option<bool>,
+    /// `__oom_kill_process()` is a function of its own (an fentry/kprobe target).
+    oom_kill_fn: bool,
+}
+
+fn kernel_btf_facts() -> anyhow::Result<BtfFacts> {
     let path = btf::vmlinux_path();
     let data = btf::read_vmlinux(&path)?;
     let kbtf = btf::KernelBtf::parse(&data, &path.display().to_string())?;
-    Ok((btf::cgroup_offsets(&kbtf), btf::syscall_arg_regs(&kbtf)))
+    let (oom, oom_missing) = btf::oom_layout(&kbtf, kernel::page_size());
+    Ok(BtfFacts {
+        offsets: btf::cgroup_offsets(&kbtf),
+        arg_regs: btf::syscall_arg_regs(&kbtf),
+        oom,
+        oom_missing,
+        victim_task: btf::mark_victim_takes_task(&kbtf),
+        oom_kill_fn: kbtf.has_func("__oom_kill_process"),
+    })
+}
+
+/// The OOM programs' layout, with the form of `mark_victim` from BTF, else from tracefs; or why
+/// OOM kills cannot be traced.
+fn oom_plan(facts: &anyhow::Result<BtfFacts>) -> Result<OomLayout, String> {
+    let f = facts
+        .as_ref()
+        .map_err(|e| format!("OOM kills need kernel BTF: {e:#}"))?;
+    if !f.oom_missing.is_empty() {
+        return Err(format!("kernel BTF lacks {}", f.oom_missing.join(", ")));
+    }
+    let victim_task = match f.victim_task {
+        Some(t) => t,
+        None => tracefs::find_or_mount()
+            .map_err(|e| e.to_string())
+            .and_then(|root| tracefs::read_mark_victim_form(&root).map_err(|e| e.to_string()))?
+            .ok_or("neither BTF nor tracefs says what oom:mark_victim hands over")?,
+    };
+    Ok(OomLayout {
+        victim_is_task: u32::from(victim_task),
+        ..f.oom
+    })
+}
+
+/// Attaches the raw tracepoint `mark_victim`, its second stage loaded into `OOM_PROGS` first.
+fn attach_oom_victim(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let emit: &mut RawTracePoint = ebpf
+        .program_mut(program::RAW_OOM_EMIT)
+        .ok_or_else(|| anyhow!("program raw_oom_emit missing from the object"))?
+        .try_into()?;
+    emit.load().context("loading raw_oom_emit")?;
+    let fd = emit.fd()?.try_clone()?;
+    let mut progs = ProgramArray::try_from(
+        ebpf.map_mut(map::OOM_PROGS)
+            .ok_or_else(|| anyhow!("map OOM_PROGS missing from the object"))?,
+    )?;
+    progs
+        .set(0, &fd, 0)
+        .context("putting raw_oom_emit into OOM_PROGS")?;
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(program::RAW_OOM_MARK_VICTIM)
+        .ok_or_else(|| anyhow!("program raw_oom_mark_victim missing from the object"))?
+        .try_into()?;
+    p.load().context("loading raw_oom_mark_victim")?;
+    p.attach("mark_victim")
+        .context("attaching raw tracepoint mark_victim")?;
+    Ok(())
+}
+
+/// One OOM context hook of `tier`: entry and exit programs on `func`.
+fn attach_oom_hook(
+    ebpf: &mut Ebpf,
+    tier: Tier,
+    btf: Option<&Btf>,
+    (func, fentry, fexit, kprobe, kretprobe): (&str, &str, &str, &str, &str),
+) -> anyhow::Result<()> {
+    match tier {
+        Tier::Tracepoint => bail!("the tracepoint tier hooks no kernel functions"),
+        Tier::Fentry => {
+            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF"))?;
+            let p: &mut FEntry = ebpf
+                .program_mut(fentry)
+                .ok_or_else(|| anyhow!("program {fentry} missing"))?
+                .try_into()?;
+            p.load(func, btf).map_err(load_error)?;
+            p.attach().with_context(|| format!("fentry {func}"))?;
+            let p: &mut FExit = ebpf
+                .program_mut(fexit)
+                .ok_or_else(|| anyhow!("program {fexit} missing"))?
+                .try_into()?;
+            p.load(func, btf).map_err(load_error)?;
+            p.attach().with_context(|| format!("fexit {func}"))?;
+        }
+        Tier::Kprobe => {
+            for prog in [kprobe, kretprobe] {
+                let p: &mut KProbe = ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("program {prog} missing"))?
+                    .try_into()?;
+                p.load().map_err(load_error)?;
+                p.attach(func, 0)
+                    .with_context(|| format!("attaching {prog} to {func}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`attach_oom_hook`], unloading both programs when either fails: a half-attached pair would
+/// leave a thread's context behind.
+fn attach_oom_hook_or_unload(
+    ebpf: &mut Ebpf,
+    tier: Tier,
+    btf: Option<&Btf>,
+    hook: (&str, &str, &str, &str, &str),
+) -> anyhow::Result<()> {
+    let r = attach_oom_hook(ebpf, tier, btf, hook);
+    if r.is_err() {
+        let (_, a, b, c, d) = hook;
+        for prog in [a, b, c, d] {
+            let _ = match ebpf.program_mut(prog) {
+                Some(Program::FEntry(p)) => p.unload(),
+                Some(Program::FExit(p)) => p.unload(),
+                Some(Program::KProbe(p)) => p.unload(),
+                _ => Ok(()),
+            };
+        }
+    }
+    r
+}
+
+/// Attaches the OOM killer's context hooks of a css tier: whether `out_of_memory()` and
+/// `__oom_kill_process()` are hooked, and why not where they are not.
+fn attach_oom_context(
+    ebpf: &mut Ebpf,
+    tier: Tier,
+    btf: Option<&Btf>,
+    oom_kill_fn: bool,
+) -> (bool, bool, Option<String>) {
+    if let Err(e) = attach_oom_hook_or_unload(ebpf, tier, btf, OOM_CONTEXT_HOOKS[0]) {
+        return (false, false, Some(format!("{e:#}")));
+    }
+    if !oom_kill_fn {
+        return (
+            true,
+            false,
+            Some("__oom_kill_process is not a function of its own on this build".to_string()),
+        );
+    }
+    match attach_oom_hook_or_unload(ebpf, tier, btf, OOM_CONTEXT_HOOKS[1]) {
+        Ok(()) => (true, true, None),
+        Err(e) => (true, false, Some(format!("__oom_kill_process: {e:#}"))),
+    }
 }
 
 /// The offsets, if the raw tracepoint programs can use them.
@@ -956,8 +1139,11 @@ impl Probes {
         let mut fallbacks = Vec::new();
         let t0 = Instant::now();
         let facts = kernel_btf_facts();
-        let arg_regs = facts.as_ref().ok().and_then(|f| f.1);
-        let offsets = facts.map(|f| f.0);
+        let arg_regs = facts.as_ref().ok().and_then(|f| f.arg_regs);
+        let oom_kill_fn = facts.as_ref().is_ok_and(|f| f.oom_kill_fn);
+        let oom_layout = oom_plan(&facts);
+        let layout = oom_layout.clone().unwrap_or(OomLayout::NONE);
+        let offsets = facts.map(|f| f.offsets);
         log::debug!("BTF offsets resolved in {} ms", t0.elapsed().as_millis());
         // Failed mkdirs need the syscall tracepoints (tracefs); without them, say so and go on.
         let mut mkdir_failures_off: Option<String> = None;
@@ -991,7 +1177,7 @@ impl Probes {
         if opts.attach != AttachMode::Classic {
             let raw = raw_offsets(&offsets).and_then(|off| {
                 cfg.offsets = off;
-                let mut ebpf = load_object(opts, &cfg, &prefix)?;
+                let mut ebpf = load_object(opts, &cfg, &prefix, &layout)?;
                 phase("object loaded");
                 attach_raw(&mut ebpf, &mut before)?;
                 phase("raw tracepoints attached");
@@ -1003,6 +1189,7 @@ impl Probes {
                     },
                     cfg,
                     prefix,
+                    oom: layout,
                 });
                 Ok(ebpf)
             });
@@ -1043,7 +1230,7 @@ impl Probes {
                     }
                     cfg.filter_subtree = 0;
                 }
-                let mut ebpf = load_object(opts, &cfg, &prefix)?;
+                let mut ebpf = load_object(opts, &cfg, &prefix, &layout)?;
                 attach_classic(&mut ebpf, &mut before)?;
                 (ebpf, Attached::Tracepoint)
             }
@@ -1079,6 +1266,33 @@ impl Probes {
         }
         let tier = tier.ok_or_else(|| anyhow!("no probe tier could be attached"))?;
         phase("probe ladder done");
+
+        // OOM kills: mark_victim as a raw tracepoint (it reads the victim's task through BTF),
+        // with the OOM killer's context where the tier hooks kernel functions.
+        let oom = oom_layout.and_then(|layout| {
+            if attached != Attached::RawTracepoint {
+                return Err("OOM kills need raw tracepoints".to_string());
+            }
+            attach_oom_victim(&mut ebpf).map_err(|e| format!("{e:#}"))?;
+            let (context, kill_hook, context_off) = match tier {
+                Tier::Tracepoint => (
+                    false,
+                    false,
+                    Some("the tracepoint tier hooks no kernel functions: constraint and limit are derived".to_string()),
+                ),
+                t => attach_oom_context(&mut ebpf, t, aya_btf.as_ref(), oom_kill_fn),
+            };
+            Ok(OomTracing {
+                victim_task: layout.victim_is_task == 1,
+                context,
+                kill_hook,
+                context_off,
+            })
+        });
+        match &oom {
+            Ok(o) => log::info!("OOM kills traced: {o:?}"),
+            Err(why) => log::info!("OOM kills are not traced: {why}"),
+        }
 
         let mkdir_failures = match mkdir_failures_off {
             Some(why) => Err(why),
@@ -1124,6 +1338,7 @@ impl Probes {
             rejected,
             offsets: offsets.ok(),
             mkdir_failures,
+            oom,
             walk_setup,
         })
     }
@@ -1199,7 +1414,7 @@ impl Probes {
             return Err("kernel BTF lacks task_struct.cgroups or css_set.subsys".to_string());
         }
         (|| -> anyhow::Result<()> {
-            let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)?;
+            let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix, &setup.oom)?;
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(program::RAW_WALK_DYING)
                 .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
@@ -1236,7 +1451,7 @@ impl Probes {
             .name("cgtrace-walk".to_string())
             .spawn(move || {
                 let result = (|| -> anyhow::Result<WalkReport> {
-                    let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix)
+                    let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix, &setup.oom)
                         .context("loading the walk's instance of the object")?;
                     let mut ring = RingBuf::try_from(
                         ebpf.take_map(map::EVENTS)

@@ -20,6 +20,7 @@ use crate::{
         memcg_ids::KernelMemcgs,
     },
     model::event::Event,
+    model::oom::{Comm, Constraint, OomKill, OomLimit, OomMm},
 };
 
 /// An owned event, to build inputs and compare outputs.
@@ -42,6 +43,7 @@ struct Ev {
     kmem_bytes: Option<u64>,
     memsw_bytes: Option<u64>,
     errno: Option<i32>,
+    oom: Option<Box<OomKill<'static>>>,
 }
 
 impl Ev {
@@ -65,6 +67,7 @@ impl Ev {
             memsw_bytes: self.memsw_bytes,
             errno: self.errno,
             errno_inferred: false,
+            oom: self.oom.as_deref(),
         }
     }
 
@@ -87,6 +90,13 @@ impl Ev {
             kmem_bytes: e.kmem_bytes,
             memsw_bytes: e.memsw_bytes,
             errno: e.errno,
+            // A session keeps no limit path (the tracker knows it).
+            oom: e.oom.map(|o| {
+                Box::new(OomKill {
+                    limit: o.limit.map(|l| OomLimit { path: b"", ..l }),
+                    ..*o
+                })
+            }),
         }
     }
 
@@ -109,6 +119,7 @@ impl Ev {
             kmem_bytes: None,
             memsw_bytes: None,
             errno: None,
+            oom: None,
         }
     }
 }
@@ -217,6 +228,7 @@ fn header() -> Header {
         },
         rejected: vec![("fentry".into(), "EPERM from BPF_PROG_LOAD".into())],
         fallbacks: vec![],
+        oom: None,
     }
 }
 
@@ -534,6 +546,57 @@ fn odd_inputs() -> Vec<In> {
         "the start-up walk could not run (\u{1b}[31m\n)".to_string(),
     ));
     v.push(In::Note(String::new()));
+    // OOM kills: every field, then the victim's comm as the trigger's, then a bare block.
+    let mut e = Ev::simple(
+        9,
+        EventKind::OomKill,
+        77,
+        4242,
+        "java",
+        "/kubepods/burstable/pod0b7c1f2e-3a4d-4c3b-9d4e-5f6a7b8c9d01/c0ffee",
+    );
+    e.usage_bytes = Some(32 << 20);
+    let full = OomKill {
+        constraint: Constraint::Memcg,
+        derived: true,
+        limit: Some(OomLimit {
+            cgroup_id: u64::MAX,
+            level: 4,
+            usage_bytes: (32 << 20) - 4096,
+            limit_bytes: 32 << 20,
+            memsw: true,
+            path: b"",
+        }),
+        victim_limit_bytes: Some(u64::MAX),
+        oom_score_adj: Some(-1000),
+        uid: Some(u32::MAX),
+        mm: Some(OomMm {
+            total_vm_bytes: 1,
+            rss_anon_bytes: 2 << 30,
+            rss_file_bytes: 4096,
+            rss_shmem_bytes: 0,
+            swap_bytes: u64::MAX,
+            pgtables_bytes: 12288,
+        }),
+        trigger_pid: Some(7),
+        trigger_comm: Comm::new(b"kubelet"),
+        totalpages_bytes: Some(8 << 30),
+        victim_task: true,
+        pid_only: true,
+        exiting: true,
+        context: true,
+        in_kill: true,
+        counted: None,
+    };
+    e.oom = Some(Box::new(full));
+    v.push(In::Ev(e.clone()));
+    e.oom = Some(Box::new(OomKill {
+        trigger_comm: Comm::new(b"java"),
+        ..full
+    }));
+    v.push(In::Ev(e.clone()));
+    e.oom = Some(Box::new(OomKill::default()));
+    v.push(In::Ev(e));
     v
 }
 

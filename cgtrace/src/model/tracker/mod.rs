@@ -55,7 +55,7 @@ mod names;
 mod store;
 mod types;
 
-pub use types::{DyingMemcg, Footprint, Observed, PodStats, PodSummary, Totals};
+pub use types::{DyingMemcg, Footprint, Observed, PodStats, PodSummary, Totals, TrackedMemcg};
 
 use names::{Dir, DirPod, Dirs, Packed, Strings, hash_bytes, shape};
 use store::{IdTable, Slab};
@@ -515,6 +515,15 @@ impl Tracker {
             }
             EventKind::Release => self.release(ev, &mut out),
             EventKind::DyingAtStart => self.dying_at_start(ev, &mut out),
+            // The victim's memcg: its pod (a dying memcg is still tracked), nothing changes.
+            EventKind::OomKill => {
+                if let Some((_, slot)) = self.lookup((ev.hierarchy_id, ev.cgroup_id))
+                    && let Some(e) = self.cgroups.get(slot)
+                {
+                    let e = e.brief();
+                    self.fill(&mut out, e);
+                }
+            }
             EventKind::CssAlloc | EventKind::CssReleased | EventKind::MkdirFailed => {}
         }
         out.forgotten_pod = self.retired;
@@ -814,6 +823,22 @@ impl Tracker {
         path
     }
 
+    /// A tracked memcg (live or dying), found by (hierarchy id, cgroup id): its path, pod and
+    /// whether it is a container's.
+    pub fn memcg(&self, key: Key) -> Option<TrackedMemcg> {
+        let (_, slot) = self.lookup(key)?;
+        let e = self.cgroups.get(slot)?;
+        if e.flags & F_MEMCG == 0 {
+            return None;
+        }
+        Some(TrackedMemcg {
+            path: self.path_of(e),
+            pod: (e.pod != NO_POD).then_some(e.pod),
+            container: e.flags & F_CONTAINER != 0,
+            state: e.state(),
+        })
+    }
+
     /// The path of a tracked cgroup.
     pub fn path(&self, key: Key) -> Option<Vec<u8>> {
         let (_, slot) = self.lookup(key)?;
@@ -964,6 +989,7 @@ pub(crate) mod tests {
             memsw_bytes: None,
             errno: None,
             errno_inferred: false,
+            oom: None,
         }
     }
 
