@@ -492,13 +492,18 @@ fn oom_lines(lines: &[Value]) -> Vec<Value> {
         .filter(|v| v["event"] == "oom_kill" || v["detector"] == "oom_kill")
         .map(|v| {
             let mut v = v.clone();
+            // `exiting` is the victim's PF_EXITING as each tracer read it: the kernel sends
+            // SIGKILL before it marks the victim, so the victim's thread on another CPU may set
+            // it between the live tracer's program and the recording tracer's.
             if let Some(o) = v.as_object_mut() {
                 o.remove("ts_ns");
+                o.remove("exiting");
             }
             if let Some(victims) = v["evidence"]["victims"].as_array_mut() {
                 for x in victims {
                     if let Some(o) = x.as_object_mut() {
                         o.remove("age_s");
+                        o.remove("exiting");
                     }
                 }
             }
