@@ -139,9 +139,20 @@ pub struct RawEvent {
     pub flags: u8,
     /// `MkdirFailed`: the errno (positive); else 0.
     pub errno: i32,
-    pub _pad: u32,
+    /// `MkdirFailed`: one of [`failure_source`]; else 0.
+    pub source: u32,
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_CAP],
+}
+
+/// Where a `MkdirFailed` record comes from, when its fields alone do not tell.
+pub mod failure_source {
+    /// As the record's fields say (a syscall's absolute path without a cgroup; a cgroup
+    /// creation's path in its hierarchy; a release without errno).
+    pub const FIELDS: u32 = 0;
+    /// The syscall exit, with a relative path resolved in the kernel from its starting
+    /// directory: the path is in its hierarchy, as a cgroup creation's.
+    pub const SYSCALL_RESOLVED: u32 = 1;
 }
 
 /// How an OOM kill was constrained (`enum oom_constraint` of the kernel, numbered here, never
@@ -449,6 +460,65 @@ pub struct SyscallLayout {
     /// known). With them the exit hook alone reads the path of a failed mkdir.
     pub regs_mkdir_path: u32,
     pub regs_mkdirat_path: u32,
+    /// `mkdirat`'s directory fd: in its enter record, and in `struct pt_regs` (as above).
+    pub mkdirat_dfd_off: u32,
+    pub regs_mkdirat_dfd: u32,
+    /// Where a relative path starts (the working directory or the directory fd).
+    pub start: StartDirLayout,
+}
+
+/// What the failed-mkdir hooks read to resolve a relative path's starting directory in the kernel
+/// (`current->fs->pwd` or the directory fd's file), to tell it is in cgroupfs (its superblock)
+/// and to find its cgroup (the kernfs node's `priv`); from BTF. `known` is 1 when every offset
+/// resolved (else relative paths are not resolved).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartDirLayout {
+    /// `task_struct` → `fs`, and `fs_struct` → `pwd.dentry`.
+    pub task_fs: u32,
+    pub fs_pwd_dentry: u32,
+    /// `task_struct` → `files`, `files_struct` → `fdt`, `fdtable` → `max_fds` and `fd`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    /// `file` → `f_path.dentry`.
+    pub file_dentry: u32,
+    /// `dentry` → `d_sb` and `d_inode`, `inode` → `i_private` (a kernfs inode's `struct
+    /// kernfs_node *`, see `kernfs_dentry_node()`), and `super_block` → `s_magic`.
+    pub dentry_sb: u32,
+    pub dentry_inode: u32,
+    pub inode_private: u32,
+    pub sb_magic: u32,
+    /// `KERNFS_DIR` (`enum kernfs_node_type`), the type in a kernfs node's `flags`.
+    pub kn_dir: u32,
+    pub known: u32,
+    pub _pad: u32,
+}
+
+impl StartDirLayout {
+    pub const NONE: StartDirLayout = StartDirLayout {
+        task_fs: KernelOffsets::UNKNOWN,
+        fs_pwd_dentry: KernelOffsets::UNKNOWN,
+        task_files: KernelOffsets::UNKNOWN,
+        files_fdt: KernelOffsets::UNKNOWN,
+        fdt_max_fds: KernelOffsets::UNKNOWN,
+        fdt_fd: KernelOffsets::UNKNOWN,
+        file_dentry: KernelOffsets::UNKNOWN,
+        dentry_sb: KernelOffsets::UNKNOWN,
+        dentry_inode: KernelOffsets::UNKNOWN,
+        inode_private: KernelOffsets::UNKNOWN,
+        sb_magic: KernelOffsets::UNKNOWN,
+        kn_dir: 0,
+        known: 0,
+        _pad: 0,
+    };
+}
+
+impl Default for StartDirLayout {
+    fn default() -> Self {
+        Self::NONE
+    }
 }
 
 /// Progress of the start-up walk for dying memcgs (one map value).
@@ -511,6 +581,9 @@ impl Config {
             cgroupfs_prefix_len: 0,
             regs_mkdir_path: KernelOffsets::UNKNOWN,
             regs_mkdirat_path: KernelOffsets::UNKNOWN,
+            mkdirat_dfd_off: 0,
+            regs_mkdirat_dfd: KernelOffsets::UNKNOWN,
+            start: StartDirLayout::NONE,
         },
         hierarchy_mask: 0,
         filter_hierarchies: 0,
@@ -558,4 +631,6 @@ const _: () = assert!(core::mem::size_of::<OomRaw>() == 11 * 8 + 5 * 4 + 4 + COM
 const _: () = assert!(core::mem::size_of::<OomRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<OomRecord>() == core::mem::size_of::<RawEvent>() + 128);
 const _: () = assert!(core::mem::size_of::<OomLayout>() == 28 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 104 + 32 + 24 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<StartDirLayout>() == 14 * 4);
+const _: () = assert!(core::mem::size_of::<SyscallLayout>() == 8 * 4 + 14 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 104 + 32 + 88 + 8 + 4 + 4 + 4 + 4 + 8);

@@ -33,7 +33,7 @@ fn try_failed<C: EbpfContext>(
     }
     let parent = read_field::<u64>(parent_kn, config().offsets.kn_priv).ok_or(1u32)? as *const u8;
     let (hierarchy_id, _, level) = cgroup_ids(parent).ok_or(1u32)?;
-    let (path, truncated) = compose_child_path(parent, name).ok_or(1u32)?;
+    let (path, truncated) = compose_child_path(parent, name, false).ok_or(1u32)?;
     let info = CgroupInfo {
         hierarchy_id,
         cgroup_id: 0,
@@ -49,6 +49,7 @@ fn try_failed<C: EbpfContext>(
         truncated,
         level_from_path: false,
         no_task: false,
+        source: 0,
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

@@ -65,6 +65,7 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         truncated: false,
         level_from_path,
         no_task: half_made,
+        source: 0,
     };
     report(ctx, kind, &info)
 }
@@ -103,6 +104,7 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         truncated: false,
         level_from_path: false,
         no_task: false,
+        source: 0,
     };
     report(ctx, kind, &info)
 }

@@ -51,6 +51,7 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         truncated,
         level_from_path: false,
         no_task: false,
+        source: 0,
     };
     report(ctx, kind, &info)
 }
@@ -80,6 +81,7 @@ fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Re
         truncated: false,
         level_from_path: false,
         no_task: false,
+        source: 0,
     };
     report(ctx, EventKind::CssAlloc, &info)
 }

@@ -95,13 +95,18 @@ const MAX_DEPTH: usize = 16;
 /// cut; None when the fields are unknown.
 #[inline(always)]
 pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
-    compose_child_path(cgrp, core::ptr::null())
+    compose_child_path(cgrp, core::ptr::null(), false)
 }
 
-/// [`compose_path`] of `cgrp`, then `/leaf` when `leaf` (a kernel string) is not null: the path
-/// a child named `leaf` would have (a failed `cgroup_mkdir()`'s).
+/// [`compose_path`] of `cgrp`, then `/leaf` when `leaf` (a kernel string, or a user one when
+/// `leaf_user`) is not null: the path a child named `leaf` would have (a failed
+/// `cgroup_mkdir()`'s, or a failed syscall's relative path below its starting directory).
 #[inline(always)]
-pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8, bool)> {
+pub fn compose_child_path(
+    cgrp: *const u8,
+    leaf: *const u8,
+    leaf_user: bool,
+) -> Option<(*const u8, bool)> {
     let off = &config_ref().offsets;
     if off.kn_parent == KernelOffsets::UNKNOWN || off.kn_name == KernelOffsets::UNKNOWN {
         return None;
@@ -166,7 +171,11 @@ pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8
             let dst = (at + 1) & (PATH_CAP - 1);
             // SAFETY: as above.
             let n = unsafe {
-                bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+                if leaf_user {
+                    bpf_probe_read_user_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+                } else {
+                    bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+                }
             };
             if n <= 0 {
                 return None;
@@ -247,6 +256,8 @@ pub struct CgroupInfo {
     /// The current task is not the event's cause (a kworker releasing a half-made cgroup): no
     /// pid or comm in the record.
     pub no_task: bool,
+    /// `mkdir_failed`: a [`cgtrace_common::failure_source`] value.
+    pub source: u32,
 }
 
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
@@ -548,7 +559,7 @@ unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
         (*ev).memcg_id = m.id;
         (*ev).kind = kind as u8;
         (*ev).errno = info.errno;
-        (*ev)._pad = 0;
+        (*ev).source = info.source;
         // Straight into the record (the kernel zeroes it when there is no task).
         if info.no_task {
             (*ev).comm[0] = 0;

@@ -321,7 +321,7 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
     }
     ev.kind = EventKind::OomKill as u8;
     ev.errno = 0;
-    ev._pad = 0;
+    ev.source = 0;
     ev.path_len = 0;
     ev.path[0] = 0;
     // SAFETY: a helper call without arguments.
@@ -366,6 +366,7 @@ fn try_emit() -> Result<u32, u32> {
             truncated,
             level_from_path: false,
             no_task: false,
+            source: 0,
         };
         if !passes_filters(cfg, EventKind::OomKill, &info) {
             return Ok(0);

@@ -466,6 +466,86 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             assert_eq!(ev.errno, Some(libc::EAGAIN));
             assert_eq!(ev.pid, std::process::id());
         }
+        relative_spellings_are_resolved(&mut probes, &parent, &v2, hooks);
+    }
+}
+
+/// Relative spellings of a failed mkdir, resolved in the kernel from the starting directory:
+/// `mkdirat` with a directory fd (a name, and a name below a missing directory: ENOENT from the
+/// VFS), and `mkdir` run with the parent as its working directory (as coreutils `mkdir -p` does
+/// it). Each comes with its path in the hierarchy, the errno and the caller.
+fn relative_spellings_are_resolved(
+    probes: &mut Probes,
+    parent: &TestParent,
+    v2: &Path,
+    hooks: MkdirFailureHooks,
+) {
+    use std::os::fd::AsRawFd;
+    let dir = parent.dir(v2);
+    let dirfd = fs::File::open(&dir).expect("open the test parent");
+    let mut want = Vec::new();
+    for (name, errno) in [
+        ("kubepods-fd", libc::EAGAIN),
+        ("missing/kubepods", libc::ENOENT),
+    ] {
+        let c = std::ffi::CString::new(name).expect("no NUL");
+        // SAFETY: a valid directory fd and NUL-terminated path.
+        let rc = unsafe { libc::syscall(libc::SYS_mkdirat, dirfd.as_raw_fd(), c.as_ptr(), 0o755) };
+        let got = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!(
+            (rc, got),
+            (-1, Some(errno)),
+            "mkdirat(fd, {name}) must fail"
+        );
+        want.push((name, errno, std::process::id()));
+    }
+    let mut child = std::process::Command::new("mkdir")
+        .arg("kubepods-cwd")
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run mkdir");
+    let pid = child.id();
+    assert!(!child.wait().expect("mkdir").success(), "mkdir must fail");
+    want.push(("kubepods-cwd", libc::EAGAIN, pid));
+    let path_of = |name: &str| format!("{}/{name}", parent.cgroup_path()).into_bytes();
+    let mut recs = Records::default();
+    let found = collect_until(probes, &mut recs, Duration::from_secs(5), |s| {
+        want.iter().all(|(name, _, _)| {
+            let p = path_of(name);
+            s.iter()
+                .any(|e| e.kind == EventKind::MkdirFailed && e.path == p.as_slice())
+        })
+    });
+    let seen = recs.events();
+    assert!(
+        found,
+        "relative mkdirs not all reported with {hooks:?}: {seen:#?}"
+    );
+    for (name, errno, pid) in &want {
+        let p = path_of(name);
+        let evs: Vec<_> = seen.iter().filter(|e| e.path == p.as_slice()).collect();
+        assert_eq!(
+            evs.len(),
+            1,
+            "{name} reported once with {hooks:?}: {evs:#?}"
+        );
+        let ev = evs[0];
+        assert!(ev.syscall_relative && ev.has_cgroup, "{ev:?}");
+        assert_eq!(
+            ev.failure_seen_at(),
+            Some(cgtrace::model::event::FailureSource::Syscall)
+        );
+        assert_eq!(
+            (ev.hierarchy_id, ev.errno, ev.pid),
+            (0, Some(*errno), *pid),
+            "{name}"
+        );
+        assert_eq!(
+            ev.level,
+            cgtrace::model::event::path_level(&p),
+            "{name}: the level counts the composed path's components"
+        );
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use btf::types::{Btf, BtfType};
-use cgtrace_common::{KernelOffsets, OomLayout};
+use cgtrace_common::{KernelOffsets, OomLayout, StartDirLayout};
 use thiserror::Error;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -378,14 +378,82 @@ pub fn oom_layout(btf: &KernelBtf<'_>, page_size: u64) -> (OomLayout, Vec<&'stat
 /// Offsets in `struct pt_regs` of the saved user registers holding a syscall's first and second
 /// argument (`mkdir`'s path, `mkdirat`'s path), on the architectures whose spelling is known:
 /// x86-64 (`di`, `si`). None elsewhere.
-pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
+pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<SyscallArgRegs> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    Some((
-        btf.offset_of("pt_regs", &[&["di"]])?,
-        btf.offset_of("pt_regs", &[&["si"]])?,
-    ))
+    let di = btf.offset_of("pt_regs", &[&["di"]])?;
+    Some(SyscallArgRegs {
+        mkdir_path: di,
+        mkdirat_path: btf.offset_of("pt_regs", &[&["si"]])?,
+        mkdirat_dfd: di,
+    })
+}
+
+/// Offsets in `struct pt_regs` of the failed-mkdir hooks' syscall arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallArgRegs {
+    /// `mkdir(path, mode)`: the path.
+    pub mkdir_path: u32,
+    /// `mkdirat(dfd, path, mode)`: the path and the directory fd.
+    pub mkdirat_path: u32,
+    pub mkdirat_dfd: u32,
+}
+
+/// What resolves a failed mkdir's relative path from its starting directory (the working
+/// directory or the directory fd) in the kernel; `known` 0 when BTF lacks any of it.
+pub fn start_dir_layout(btf: &KernelBtf<'_>) -> StartDirLayout {
+    let dir = btf
+        .enum_value("kernfs_node_type", "KERNFS_DIR")
+        .and_then(|v| u32::try_from(v).ok());
+    let offsets = [
+        btf.offset_of("task_struct", &[&["fs"]]),
+        btf.offset_of("fs_struct", &[&["pwd"], &["dentry"]]),
+        btf.offset_of("task_struct", &[&["files"]]),
+        btf.offset_of("files_struct", &[&["fdt"]]),
+        btf.offset_of("fdtable", &[&["max_fds"]]),
+        btf.offset_of("fdtable", &[&["fd"]]),
+        btf.offset_of("file", &[&["f_path"], &["dentry"]]),
+        btf.offset_of("dentry", &[&["d_sb"]]),
+        btf.offset_of("dentry", &[&["d_inode"]]),
+        btf.offset_of("inode", &[&["i_private"]]),
+        btf.offset_of("super_block", &[&["s_magic"]]),
+    ];
+    let (
+        Some(kn_dir),
+        [
+            Some(a),
+            Some(b),
+            Some(c),
+            Some(d),
+            Some(e),
+            Some(f),
+            Some(g),
+            Some(h),
+            Some(i),
+            Some(j),
+            Some(k),
+        ],
+    ) = (dir, offsets)
+    else {
+        return StartDirLayout::NONE;
+    };
+    StartDirLayout {
+        task_fs: a,
+        fs_pwd_dentry: b,
+        task_files: c,
+        files_fdt: d,
+        fdt_max_fds: e,
+        fdt_fd: f,
+        file_dentry: g,
+        dentry_sb: h,
+        dentry_inode: i,
+        inode_private: j,
+        sb_magic: k,
+        kn_dir,
+        known: 1,
+        _pad: 0,
+    }
 }
 
 /// Every offset with its name, for `doctor` and tests.

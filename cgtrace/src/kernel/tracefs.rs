@@ -230,6 +230,9 @@ pub fn syscall_layout(root: &Path) -> Result<cgtrace_common::SyscallLayout, Trac
         cgroupfs_prefix_len: 0,
         regs_mkdir_path: cgtrace_common::KernelOffsets::UNKNOWN,
         regs_mkdirat_path: cgtrace_common::KernelOffsets::UNKNOWN,
+        mkdirat_dfd_off: field_offset(root, "syscalls/sys_enter_mkdirat", "dfd")?,
+        regs_mkdirat_dfd: cgtrace_common::KernelOffsets::UNKNOWN,
+        start: cgtrace_common::StartDirLayout::NONE,
     })
 }
 

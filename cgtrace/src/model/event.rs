@@ -42,6 +42,10 @@ pub struct Event<'a> {
     /// `errno` was not reported but inferred by the pipeline (the memory hierarchy at no memcg ID
     /// headroom gives this kernel's ID-exhaustion errno). Not recorded: a replay infers it again.
     pub errno_inferred: bool,
+    /// `mkdir_failed` seen at the syscall exit with a relative path the kernel resolved from its
+    /// starting directory: `path` is in its hierarchy (the pipeline makes it absolute, as the
+    /// syscall's other failures are).
+    pub syscall_relative: bool,
     /// `oom_kill`: the rest of what the kernel said (`pid`, `tid`, `comm` are the victim's;
     /// the cgroup fields and counters the victim's memcg). [`Event::decode`] leaves it out
     /// (it lives elsewhere, to keep every other event small): [`Event::decode_oom`] reads it.
@@ -135,7 +139,7 @@ impl<'a> Event<'a> {
         if self.kind != EventKind::MkdirFailed {
             return None;
         }
-        Some(if !self.has_cgroup {
+        Some(if !self.has_cgroup || self.syscall_relative {
             FailureSource::Syscall
         } else if self.errno.is_none() || self.errno_inferred {
             FailureSource::Release
@@ -168,6 +172,7 @@ impl<'a> Event<'a> {
             return Err(DecodeError::PathLen(path_len));
         }
         let errno = field!(errno: i32);
+        let source = field!(source: u32);
         let comm_at = offset_of!(RawEvent, comm);
         let comm = until_nul(&raw[comm_at..comm_at + COMM_LEN]);
         let path_at = offset_of!(RawEvent, path);
@@ -203,6 +208,8 @@ impl<'a> Event<'a> {
             // 0: a half-made cgroup's release, reported as the failed mkdir it is.
             errno: (kind == EventKind::MkdirFailed && errno != 0).then_some(errno),
             errno_inferred: false,
+            syscall_relative: kind == EventKind::MkdirFailed
+                && source == cgtrace_common::failure_source::SYSCALL_RESOLVED,
             oom: None,
         })
     }
@@ -293,7 +300,7 @@ pub(crate) mod tests {
             kind,
             flags: fl,
             errno: if kind == 9 { 28 } else { 0 },
-            _pad: 0,
+            source: 0,
             comm: [0; COMM_LEN],
             path: [0xAA; PATH_CAP],
         };

@@ -205,9 +205,31 @@ impl Pipeline {
         if ev.kind != EventKind::DyingAtStart && is_own_cgroup(ev.path) {
             return;
         }
+        // A failed mkdir caught at the syscall with a relative path the kernel resolved: made
+        // absolute under its hierarchy's mount, as the syscall's absolute paths are.
+        let (absolute, resolved);
+        let ev = if ev.syscall_relative
+            && ev.has_cgroup
+            && let Some(p) = self
+                .facts
+                .hierarchies
+                .absolute_path(ev.hierarchy_id, ev.path)
+        {
+            absolute = p;
+            resolved = Event {
+                path: &absolute,
+                has_cgroup: false,
+                syscall_relative: false,
+                ..*ev
+            };
+            &resolved
+        } else {
+            ev
+        };
         // A failed mkdir caught at the syscall names its hierarchy only through its path.
         let located;
         let ev = if ev.kind == EventKind::MkdirFailed
+            && !ev.has_cgroup
             && ev.hierarchy_id == 0
             && let Some(h) = self.facts.hierarchies.of_path(ev.path)
         {
@@ -798,6 +820,29 @@ mod tests {
             .expect("an id_headroom verdict");
         assert_eq!(headroom.severity, crate::detectors::Severity::Critical);
         assert_eq!(p.summary(4).id_headroom, Some(0));
+    }
+
+    #[test]
+    fn a_relative_path_resolved_at_the_syscall_is_made_absolute_and_its_release_not_repeated() {
+        let seen: Failures = Rc::default();
+        let mut p = memory_pipeline("6.1.0", seen.clone());
+        // `mkdir -p` from a working directory in cgroupfs: the kernel composed the path below
+        // the hierarchy's root from that directory's cgroup.
+        let mut rel = ev(EventKind::MkdirFailed, 1, 4, 0, b"/kubepods/podff");
+        rel.errno = Some(28);
+        rel.syscall_relative = true;
+        assert_eq!(rel.failure_seen_at(), Some(FailureSource::Syscall));
+        p.event(&rel);
+        // Its half-made cgroup's release: the same failure.
+        p.event(&half_made(40_000_001, 81, b"/kubepods/podff"));
+        assert_eq!(
+            seen.borrow().clone(),
+            vec![(
+                b"/sys/fs/cgroup/memory/kubepods/podff".to_vec(),
+                Some(28),
+                false
+            )]
+        );
     }
 
     #[test]

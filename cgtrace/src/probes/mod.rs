@@ -930,7 +930,9 @@ struct BtfFacts {
     offsets: KernelOffsets,
     /// Where `struct pt_regs` keeps the syscall arguments holding a mkdir's path (see
     /// [`btf::syscall_arg_regs`]).
-    arg_regs: Option<(u32, u32)>,
+    arg_regs: Option<btf::SyscallArgRegs>,
+    /// What resolves a failed mkdir's relative path in the kernel.
+    start_dir: cgtrace_common::StartDirLayout,
     /// What the OOM programs read, and what of it this kernel lacks.
     oom: OomLayout,
     oom_missing: Vec<&'static str>,
@@ -948,6 +950,7 @@ fn kernel_btf_facts() -> anyhow::Result<BtfFacts> {
     Ok(BtfFacts {
         offsets: btf::cgroup_offsets(&kbtf),
         arg_regs: btf::syscall_arg_regs(&kbtf),
+        start_dir: btf::start_dir_layout(&kbtf),
         oom,
         oom_missing,
         victim_task: btf::mark_victim_takes_task(&kbtf),
@@ -1140,6 +1143,7 @@ impl Probes {
         let t0 = Instant::now();
         let facts = kernel_btf_facts();
         let arg_regs = facts.as_ref().ok().and_then(|f| f.arg_regs);
+        let start_dir = facts.as_ref().ok().map(|f| f.start_dir);
         let oom_kill_fn = facts.as_ref().is_ok_and(|f| f.oom_kill_fn);
         let oom_layout = oom_plan(&facts);
         let layout = oom_layout.clone().unwrap_or(OomLayout::NONE);
@@ -1155,11 +1159,15 @@ impl Probes {
                 Ok(l) => {
                     cfg.syscalls = l;
                     cfg.syscalls.cgroupfs_prefix_len = CGROUPFS_PREFIX.len() as u32;
-                    if let Some((mkdir, mkdirat)) = arg_regs
+                    if let Some(regs) = arg_regs
                         && opts.mkdir_failure_hooks == MkdirFailureHooks::Auto
                     {
-                        cfg.syscalls.regs_mkdir_path = mkdir;
-                        cfg.syscalls.regs_mkdirat_path = mkdirat;
+                        cfg.syscalls.regs_mkdir_path = regs.mkdir_path;
+                        cfg.syscalls.regs_mkdirat_path = regs.mkdirat_path;
+                        cfg.syscalls.regs_mkdirat_dfd = regs.mkdirat_dfd;
+                    }
+                    if let Some(start) = start_dir {
+                        cfg.syscalls.start = start;
                     }
                 }
                 Err(e) => mkdir_failures_off = Some(format!("{e:#}")),

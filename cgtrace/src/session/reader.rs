@@ -757,6 +757,7 @@ impl<R: Read> SessionReader<R> {
             memsw_bytes: r.memsw_bytes,
             errno: r.errno,
             errno_inferred: false,
+            syscall_relative: false,
             oom: r.oom.is_some().then_some(&self.oom),
         }
     }

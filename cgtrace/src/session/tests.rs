@@ -67,6 +67,7 @@ impl Ev {
             memsw_bytes: self.memsw_bytes,
             errno: self.errno,
             errno_inferred: false,
+            syscall_relative: false,
             oom: self.oom.as_deref(),
         }
     }

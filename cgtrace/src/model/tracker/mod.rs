@@ -989,6 +989,7 @@ pub(crate) mod tests {
             memsw_bytes: None,
             errno: None,
             errno_inferred: false,
+            syscall_relative: false,
             oom: None,
         }
     }
