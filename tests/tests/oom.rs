@@ -669,5 +669,19 @@ fn end_to_end_two_kills_of_a_pod_in_live_record_replay_and_metrics() {
         report.contains("oom_kill") && report.contains(uid),
         "{report}"
     );
+    let html = scratch.join("report.html");
+    let out = cgtrace_command()
+        .args(["report", "--html"])
+        .arg(&html)
+        .arg(&session)
+        .output()
+        .expect("report --html");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = fs::read_to_string(&html).expect("the HTML report");
+    assert!(page.contains("OOM kills: 2 (2 memcg)."), "{page}");
     let _ = fs::remove_dir_all(&scratch);
 }
