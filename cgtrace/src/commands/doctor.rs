@@ -37,6 +37,8 @@ pub struct DoctorReport {
     pub dying_walk: Option<String>,
     /// How `cgtrace live` would trace OOM kills, or why it would not (None: no tier loaded).
     pub oom_kills: Option<String>,
+    /// The cgtrace programs loaded on the node now and their run time (bpftop-style).
+    pub bpf_cost: Option<crate::pipeline::own_cost::NodePrograms>,
     /// "v1", "v2", "hybrid" or "none".
     pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -83,6 +85,8 @@ pub fn run() -> DoctorReport {
         failed_mkdirs: tried.failed_mkdirs,
         dying_walk: tried.dying_walk,
         oom_kills: tried.oom_kills,
+        // After the tiers were tried: their programs are unloaded again.
+        bpf_cost: crate::pipeline::own_cost::NodePrograms::read(),
         cgroup_layout: hierarchies.layout(),
         memory_hierarchy: hierarchies
             .memory()
@@ -295,6 +299,9 @@ pub fn render(r: &DoctorReport) -> String {
     }
     if let Some(o) = &r.oom_kills {
         s += &format!("OOM kills:       {o}\n");
+    }
+    if let Some(c) = &r.bpf_cost {
+        s += &format!("BPF cost:        {}\n", c.render());
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),
