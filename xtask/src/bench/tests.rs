@@ -44,9 +44,9 @@ fn parses_bpftool_prog_show() {
 #[test]
 fn parses_the_pipeline_output() {
     let p = parse_pipeline(
-        "record_bytes 352\nstream hierarchies=9\npipeline_round track 1000 0.5 0.1 0.5\npipeline_round histograms 1000 1 0.1 2\nsession_round 1000 0.25 0.5 12000\nmemory_dying 10 1000 3000 10 10\nnote session: absent\n",
-    )
-    .expect("parses");
+            "record_bytes 352\nstream hierarchies=9\npipeline_round track 1000 0.5 0.1 0.5\npipeline_round histograms 1000 1 0.1 2\nsession_round 1000 0.25 0.5 12000\nmemory_dying 10 1000 3000 10 10\nnote session: absent\n",
+        )
+        .expect("parses");
     assert_eq!(p.track_eps, vec![2000.0]);
     assert_eq!(p.histogram_eps, vec![1000.0]);
     assert_eq!(p.session_write_eps, vec![4000.0]);

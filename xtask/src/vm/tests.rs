@@ -89,9 +89,9 @@ fn cargo_messages_give_the_test_executable() {
 #[test]
 fn markers_give_statuses_sections_and_facts() {
     let log = "boot\nCGTRACE-VM-FACT memcg v2\nCGTRACE-VM-RUN run=fentry\nok\n\
-               CGTRACE-VM-RESULT run=fentry status=0 seconds=41\n\
-               CGTRACE-VM-RUN run=kprobe\npanicked\n[  1.0] kernel CGTRACE-VM-RESULT run=kprobe status=101\n\
-               x CGTRACE-VM-FACT mkdir_failure_hooks the syscall enter and exit hooks\n";
+                   CGTRACE-VM-RESULT run=fentry status=0 seconds=41\n\
+                   CGTRACE-VM-RUN run=kprobe\npanicked\n[  1.0] kernel CGTRACE-VM-RESULT run=kprobe status=101\n\
+                   x CGTRACE-VM-FACT mkdir_failure_hooks the syscall enter and exit hooks\n";
     assert_eq!(run_status(log, "fentry"), Some(0));
     assert_eq!(run_seconds(log, "fentry"), Some(41));
     assert_eq!(run_status(log, "kprobe"), Some(101));
