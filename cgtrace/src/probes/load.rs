@@ -234,7 +234,7 @@ impl Probes {
             match raw {
                 Ok(ebpf) => attached = Some((ebpf, Attached::RawTracepoint)),
                 Err(e) if opts.attach == AttachMode::Raw => {
-                    return Err(e.context("raw tracepoints (forced with --attach raw)"));
+                    return Err(e.context("raw tracepoints (forced with --tracepoints raw)"));
                 }
                 Err(e) => {
                     if is_permission_error(&e) {
