@@ -197,10 +197,11 @@ struct ProbeArgs {
     /// tracepoint); forcing one the kernel refuses is an error saying why.
     #[arg(long, value_enum)]
     tier: Option<Tier>,
-    /// How to attach the cgroup tracepoints: raw tracepoints falling back to classic ones (auto),
+    /// Which cgroup tracepoints to attach: raw tracepoints falling back to classic ones (auto),
     /// or one of them forced.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    attach: AttachMode,
+    // `--attach`, 0.1.0's spelling, still parses (hidden).
+    #[arg(long, alias = "attach", value_enum, default_value_t = AttachMode::Auto)]
+    tracepoints: AttachMode,
     /// Ring buffer size (rounded up to a power of two), e.g. 4M.
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "4M")]
     ring_size: u64,
@@ -297,7 +298,7 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         tier: p.tier,
         mkdir_failures: p.mkdir_failures,
         mkdir_failure_hooks: probes::MkdirFailureHooks::Auto,
-        attach: p.attach,
+        attach: p.tracepoints,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         wakeup_bytes: None,
         bpf_debug_log: verbose >= 2
