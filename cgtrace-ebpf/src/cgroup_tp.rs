@@ -109,7 +109,7 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
 
 #[inline(always)]
 pub fn report<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<u32, u32> {
-    match emit(kind, info) {
+    match emit(ctx, kind, info) {
         Ok(()) => Ok(0),
         Err(-1) => Err(1),
         Err(f) => {

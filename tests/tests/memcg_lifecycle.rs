@@ -17,7 +17,7 @@ use cgtrace::{
 };
 use cgtrace_common::{EventKind, KernelOffsets};
 use integration_tests::{
-    Records,
+    Records, buffer_from_env,
     cgroup::{TestParent, charge_file},
     collect_until, drain, path_str, tier_from_env,
 };
@@ -50,6 +50,7 @@ fn setup(tag: &str) -> Option<Fixture> {
     let subtree = SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve the parent");
     let probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
+        buffer: buffer_from_env(),
         hierarchies: Some(vec![mem.hierarchy_id]),
         subtree: Some(subtree),
         ..ProbeOptions::default()
@@ -392,6 +393,7 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
     ] {
         let mut probes = Probes::load(&ProbeOptions {
             tier: tier_from_env(),
+            buffer: buffer_from_env(),
             hierarchies: Some(vec![0]),
             subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
             mkdir_failures: cgtrace::probes::MkdirFailureMode::Syscall,
@@ -486,6 +488,7 @@ fn failed_mkdir_inside_cgroupfs_is_reported_without_a_syscall_hook() {
     fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
     let mut probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
+        buffer: buffer_from_env(),
         hierarchies: Some(vec![0]),
         subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
         ..ProbeOptions::default()
