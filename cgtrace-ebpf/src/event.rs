@@ -297,6 +297,32 @@ pub struct CgroupInfo {
     pub no_task: bool,
 }
 
+impl CgroupInfo {
+    /// Nothing known: each hook sets what it learned and takes the rest from here
+    /// (`..CgroupInfo::NONE`).
+    pub const NONE: CgroupInfo = CgroupInfo {
+        hierarchy_id: 0,
+        cgroup_id: 0,
+        level: 0,
+        has_cgroup: false,
+        path: core::ptr::null(),
+        cgrp: core::ptr::null(),
+        css: 0,
+        memcg: Memcg {
+            id: 0,
+            memory: 0,
+            kmem: 0,
+            memsw: 0,
+            flags: 0,
+        },
+        user_path: false,
+        errno: 0,
+        truncated: false,
+        level_from_path: false,
+        no_task: false,
+    };
+}
+
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
 #[inline(always)]
 pub fn cgroup_ids(cgrp: *const u8) -> Option<(u32, u64, u32)> {

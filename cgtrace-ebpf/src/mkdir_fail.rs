@@ -18,7 +18,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, LoadTimeBytes, Memcg, config, read_field},
+    event::{CgroupInfo, LoadTimeBytes, config, read_field},
 };
 
 /// Thread id → user pointer of the path being created.
@@ -91,19 +91,10 @@ fn report_failure(ctx: &TracePointContext, ret: i64, path: *const u8) -> Result<
         return Ok(0);
     }
     let info = CgroupInfo {
-        hierarchy_id: 0,
-        cgroup_id: 0,
-        level: 0,
-        has_cgroup: false,
         path,
-        cgrp: core::ptr::null(),
-        css: 0,
-        memcg: Memcg::default(),
         user_path: true,
         errno: (-ret) as i32,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

@@ -31,8 +31,7 @@ use cgtrace_common::{
 };
 
 use crate::event::{
-    CgroupInfo, Memcg, compose_path, config_ref, count_lost, output_record, passes_filters,
-    wake_flags,
+    CgroupInfo, compose_path, config_ref, count_lost, output_record, passes_filters, wake_flags,
 };
 
 /// `PF_EXITING` in `task_struct.flags`.
@@ -360,13 +359,8 @@ fn try_emit(ctx: &RawTracePointContext) -> Result<u32, u32> {
             has_cgroup: true,
             path,
             cgrp,
-            css: 0,
-            memcg: Memcg::default(),
-            user_path: false,
-            errno: 0,
             truncated,
-            level_from_path: false,
-            no_task: false,
+            ..CgroupInfo::NONE
         };
         if !passes_filters(cfg, EventKind::OomKill, &info) {
             return Ok(0);

@@ -246,11 +246,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         cgrp,
         css: parent_id,
         memcg: read_memcg(css as *const u8, true),
-        user_path: false,
-        errno: 0,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     let _ = report(ctx, EventKind::DyingAtStart, &info);
 }
