@@ -63,6 +63,16 @@ pub fn buffer_from_env() -> cgtrace::probes::buffer::BufferChoice {
     }
 }
 
+/// Whether a test should force `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`, set by the VM
+/// runner) where the kernel has `bpf_probe_read_kernel`.
+pub fn legacy_reads_from_env() -> bool {
+    match std::env::var("CGTRACE_PROBE_READ").ok().as_deref() {
+        None | Some("auto") => false,
+        Some("legacy") => true,
+        Some(other) => panic!("unknown CGTRACE_PROBE_READ {other:?}"),
+    }
+}
+
 /// The v1 memory hierarchy (id, mount) and the v2 mount on this host.
 pub struct Layout {
     pub hierarchies: Hierarchies,

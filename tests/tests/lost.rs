@@ -8,7 +8,8 @@ use cgtrace::probes::{
 };
 use cgtrace_common::EventKind;
 use integration_tests::{
-    Layout, Records, buffer_from_env, cgroup::TestParent, count, drain, path_str,
+    Layout, Records, buffer_from_env, cgroup::TestParent, count, drain, legacy_reads_from_env,
+    path_str,
 };
 
 const BURST: usize = 200;
@@ -24,6 +25,7 @@ fn lost_events_are_counted_exactly() {
     let mut probes = Probes::load(&ProbeOptions {
         ring_size: 4096, // one page (per CPU for perf buffers): room for about 11 events
         buffer: buffer_from_env(),
+        legacy_reads: legacy_reads_from_env(),
         hierarchies: Some(vec![h]),
         path_prefix: Some(format!("{}/", parent.cgroup_path()).into_bytes()),
         ..ProbeOptions::default()
@@ -32,6 +34,9 @@ fn lost_events_are_counted_exactly() {
     let forced_perf = buffer_from_env() == BufferChoice::Perf;
     if forced_perf {
         assert_eq!(probes.events.buffer(), Buffer::Perf);
+    }
+    if legacy_reads_from_env() {
+        assert_eq!(probes.kernel_reads, "bpf_probe_read (forced)");
     }
 
     // Burst without draining: the ring fills and the rest is counted lost.

@@ -31,6 +31,9 @@ pub struct DoctorReport {
     /// The buffer `cgtrace live` would use, and why not the ring buffer where it would not
     /// (None: no tier loaded).
     pub buffer: Option<String>,
+    /// How the programs read kernel memory (`bpf_probe_read_kernel`, or `bpf_probe_read`
+    /// before 5.5).
+    pub kernel_reads: String,
     pub privileges: Result<(), String>,
     pub tiers: Vec<TierResult>,
     /// The tier `cgtrace live` would use.
@@ -83,6 +86,7 @@ pub fn run() -> DoctorReport {
         ring_buffer: buffer::kernel_has_ring()
             .unwrap_or_else(|| kernel::check_ring_buffer(&release).is_ok()),
         buffer: tried.buffer,
+        kernel_reads: buffer::kernel_reads(false),
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
         kernel_release: release,
         tiers: tried.tiers,
@@ -266,6 +270,7 @@ pub fn render(r: &DoctorReport) -> String {
     if let Some(b) = &r.buffer {
         s += &format!("event buffer:    {b}\n");
     }
+    s += &format!("kernel reads:    {}\n", r.kernel_reads);
     for t in &r.tiers {
         match (&t.error, t.attach) {
             (None, Some(a)) => {

@@ -229,8 +229,13 @@ fn announce(facts: &RunFacts, probes: &Probes, ring_size: u32, failed_mkdirs: &s
             probes.buffer_why.as_deref().unwrap_or("perf buffer chosen")
         ),
     };
+    let reads = if probes.kernel_reads == "bpf_probe_read_kernel" {
+        String::new()
+    } else {
+        format!(", reads with {}", probes.kernel_reads)
+    };
     eprintln!(
-        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, {buffer}, \
+        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, {buffer}{reads}, \
          failed mkdirs: {failed_mkdirs}{}",
         facts.tier.name(),
         facts.tracepoints.name(),

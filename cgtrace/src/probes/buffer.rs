@@ -21,6 +21,7 @@ use aya::{
         MapData, MapType, PerfEventArray, RingBuf,
         perf::{PerfEvent, PerfEventArrayBuffer},
     },
+    sys::BpfHelper,
 };
 use cgtrace_common::{EventKind, OomRecord, RawEvent, names::map};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolSection};
@@ -216,21 +217,100 @@ pub fn configure(cfg: &mut cgtrace_common::Config, buffer: Buffer) {
 
 /// The object to load for `cfg`: the embedded one for the ring buffer; for the perf buffers a
 /// copy without ring buffer maps (`EVENTS`, and aya-log's unless BPF-side logs are asked for on
-/// a kernel that has the ring buffer: its code is pruned with the log level at 0).
+/// a kernel that has the ring buffer: its code is pruned with the log level at 0). With
+/// `legacy_reads`, every `bpf_probe_read_{kernel,user}[_str]` call becomes
+/// `bpf_probe_read[_str]` ([`with_legacy_reads`]).
 pub fn object_for(
     cfg: &cgtrace_common::Config,
     debug_log: bool,
+    legacy_reads: bool,
 ) -> Result<Option<AlignedObject>, BufferError> {
-    if cfg.output != cgtrace_common::output::PERF {
-        return Ok(None);
-    }
-    let keep_logs = debug_log && kernel_has_ring() == Some(true);
-    let maps: &[&str] = if keep_logs {
-        &[map::EVENTS]
+    let mut object = if cfg.output == cgtrace_common::output::PERF {
+        let keep_logs = debug_log && kernel_has_ring() == Some(true);
+        let maps: &[&str] = if keep_logs {
+            &[map::EVENTS]
+        } else {
+            &[map::EVENTS, map::AYA_LOGS]
+        };
+        Some(without_ring_buffers(super::EBPF_OBJECT, maps)?)
+    } else if legacy_reads {
+        Some(AlignedObject::new(super::EBPF_OBJECT))
     } else {
-        &[map::EVENTS, map::AYA_LOGS]
+        None
     };
-    without_ring_buffers(super::EBPF_OBJECT, maps).map(Some)
+    if legacy_reads && let Some(o) = &mut object {
+        with_legacy_reads(o)?;
+    }
+    Ok(object)
+}
+
+/// Helper ids (`enum bpf_func_id`).
+const BPF_FUNC_PROBE_READ: i32 = BpfHelper::BPF_FUNC_probe_read as i32;
+const BPF_FUNC_PROBE_READ_STR: i32 = BpfHelper::BPF_FUNC_probe_read_str as i32;
+const BPF_FUNC_PROBE_READ_USER: i32 = BpfHelper::BPF_FUNC_probe_read_user as i32;
+const BPF_FUNC_PROBE_READ_KERNEL: i32 = BpfHelper::BPF_FUNC_probe_read_kernel as i32;
+const BPF_FUNC_PROBE_READ_USER_STR: i32 = BpfHelper::BPF_FUNC_probe_read_user_str as i32;
+const BPF_FUNC_PROBE_READ_KERNEL_STR: i32 = BpfHelper::BPF_FUNC_probe_read_kernel_str as i32;
+
+/// How the programs read kernel and user memory here, for the reports.
+pub fn kernel_reads(forced_legacy: bool) -> String {
+    if forced_legacy {
+        "bpf_probe_read (forced)".to_string()
+    } else if kernel_has_probe_read_kernel() {
+        "bpf_probe_read_kernel".to_string()
+    } else {
+        "bpf_probe_read (this kernel has no bpf_probe_read_kernel, Linux 5.5+)".to_string()
+    }
+}
+
+/// Turns every helper call to `bpf_probe_read_{kernel,user}` into `bpf_probe_read`, and the
+/// `_str` ones into `bpf_probe_read_str`, in the object's code: what aya 0.14 does itself at
+/// load on kernels without `bpf_probe_read_kernel` (before 5.5; aya-obj's
+/// `Function::sanitize`, from its own probe of the helper), done here to force it on newer
+/// kernels (tests on the VM matrix). Returns how many calls were rewritten.
+pub fn with_legacy_reads(object: &mut AlignedObject) -> Result<usize, BufferError> {
+    let mut ranges = Vec::new();
+    {
+        let file = object::File::parse(object.bytes())?;
+        for section in file.sections() {
+            if section.kind() == object::SectionKind::Text
+                && let Some((start, size)) = section.file_range()
+            {
+                ranges.push((start as usize, size as usize));
+            }
+        }
+    }
+    let bytes = object.bytes_mut();
+    let mut n = 0;
+    for (start, size) in ranges {
+        let Some(code) = bytes.get_mut(start..start + size) else {
+            continue;
+        };
+        for insn in code.chunks_exact_mut(8) {
+            // BPF_JMP | BPF_CALL | BPF_K with no registers: a helper call (the second half of a
+            // 16-byte load has opcode 0).
+            if insn[0] != 0x85 || insn[1] != 0 {
+                continue;
+            }
+            let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
+            let to = match imm {
+                BPF_FUNC_PROBE_READ_KERNEL | BPF_FUNC_PROBE_READ_USER => BPF_FUNC_PROBE_READ,
+                BPF_FUNC_PROBE_READ_KERNEL_STR | BPF_FUNC_PROBE_READ_USER_STR => {
+                    BPF_FUNC_PROBE_READ_STR
+                }
+                _ => continue,
+            };
+            insn[4..8].copy_from_slice(&to.to_le_bytes());
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Whether this kernel has `bpf_probe_read_kernel` (5.5+), as aya found at start-up; where it
+/// has not, aya's loader makes the programs read with `bpf_probe_read` instead.
+pub fn kernel_has_probe_read_kernel() -> bool {
+    aya::features().bpf_probe_read_kernel()
 }
 
 /// Pages per CPU's perf buffer for a total of `total_bytes` (`--ring-size`) over `cpus` CPUs:
@@ -598,6 +678,46 @@ mod tests {
         for b in Buffer::ALL {
             assert_eq!(Buffer::from_name(b.name()), Some(b));
         }
+    }
+
+    #[test]
+    fn legacy_reads_rewrite_every_read_helper_call() {
+        let count = |o: &AlignedObject, ids: &[i32]| {
+            let file = object::File::parse(o.bytes()).expect("parses");
+            file.sections()
+                .filter(|s| s.kind() == object::SectionKind::Text)
+                .flat_map(|s| {
+                    s.data()
+                        .expect("data")
+                        .chunks_exact(8)
+                        .map(<[u8]>::to_vec)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|i| {
+                    i[0] == 0x85
+                        && i[1] == 0
+                        && ids.contains(&i32::from_le_bytes([i[4], i[5], i[6], i[7]]))
+                })
+                .count()
+        };
+        let modern = [
+            BPF_FUNC_PROBE_READ_KERNEL,
+            BPF_FUNC_PROBE_READ_USER,
+            BPF_FUNC_PROBE_READ_KERNEL_STR,
+            BPF_FUNC_PROBE_READ_USER_STR,
+        ];
+        let legacy = [BPF_FUNC_PROBE_READ, BPF_FUNC_PROBE_READ_STR];
+        let plain = AlignedObject::new(super::super::EBPF_OBJECT);
+        let before = count(&plain, &modern);
+        assert!(
+            before > 100,
+            "the programs read kernel memory: {before} calls"
+        );
+        assert_eq!(count(&plain, &legacy), 0);
+        let mut o = AlignedObject::new(super::super::EBPF_OBJECT);
+        assert_eq!(with_legacy_reads(&mut o).expect("rewrites"), before);
+        assert_eq!(count(&o, &modern), 0);
+        assert_eq!(count(&o, &legacy), before);
     }
 
     #[test]

@@ -71,8 +71,8 @@ pub(super) fn load_object(
     let mut cfg = *cfg;
     cfg.walk_name_len = trigger.len() as u32;
     let cfg = &cfg;
-    let object = buffer::object_for(cfg, opts.bpf_debug_log)
-        .context("preparing the eBPF object for the perf buffers")?;
+    let object = buffer::object_for(cfg, opts.bpf_debug_log, opts.legacy_reads)
+        .context("preparing the eBPF object (perf buffers, legacy reads)")?;
     let mut loader = EbpfLoader::new();
     loader
         .override_global(global::WALK_NAME, &walk_name, true)
@@ -81,7 +81,7 @@ pub(super) fn load_object(
         .override_global(global::CGROUPFS_PREFIX, &cgroupfs, true)
         .override_global(global::OOM_LAYOUT, oom, true)
         .override_global(aya_log::LEVEL, &level, false);
-    if object.is_none() {
+    if cfg.output == cgtrace_common::output::RING {
         loader.map_max_entries(map::EVENTS, opts.ring_size);
     }
     let mut ebpf = loader
@@ -372,6 +372,7 @@ impl Probes {
             _ebpf: ebpf,
             events,
             buffer_why,
+            kernel_reads: buffer::kernel_reads(opts.legacy_reads),
             lost,
             logger,
             attached,

@@ -144,6 +144,9 @@ pub struct ProbeOptions {
     pub ring_size: u32,
     /// Which buffer the programs write to.
     pub buffer: buffer::BufferChoice,
+    /// Read memory with `bpf_probe_read[_str]` even where the kernel has
+    /// `bpf_probe_read_{kernel,user}[_str]` (what aya does by itself before 5.5): tests.
+    pub legacy_reads: bool,
     /// Only these hierarchy ids (None = all).
     pub hierarchies: Option<Vec<u32>>,
     /// Only paths starting with these bytes.
@@ -168,6 +171,7 @@ impl Default for ProbeOptions {
             subtree: None,
             ring_size: DEFAULT_RING_SIZE,
             buffer: buffer::BufferChoice::Auto,
+            legacy_reads: false,
             hierarchies: None,
             path_prefix: None,
             wakeup_bytes: None,
@@ -220,6 +224,8 @@ pub struct Probes {
     pub events: buffer::Events,
     /// Why the ring buffer is not used (None: it is).
     pub buffer_why: Option<String>,
+    /// How the programs read memory (`bpf_probe_read_kernel`, or `bpf_probe_read` and why).
+    pub kernel_reads: String,
     lost: PerCpuArray<MapData, u64>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     pub attached: Attached,

@@ -55,9 +55,10 @@ const EXHAUST_TARGET: &str = "exhaust";
 
 /// The probe tiers, in the order the VM runs them.
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
-/// The tier whose run goes through the perf buffers (`CGTRACE_BUFFER=perf`): the pairing of
-/// the kernels without the ring buffer (before 5.8, where fentry is rare); the others use the
-/// ring buffer. Folded into a tier run to keep the matrix's time.
+/// The tier whose run goes through the perf buffers (`CGTRACE_BUFFER=perf`) and reads with
+/// `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`): the pairing of the kernels without the ring
+/// buffer (before 5.8, where fentry is rare) and without `bpf_probe_read_kernel` (before 5.5);
+/// the others use the ring buffer. Folded into a tier run to keep the matrix's time.
 const PERF_TIER: &str = "kprobe";
 /// The lost-events test, run through the perf buffers (its ring buffer run is on the host).
 const LOST_TARGET: &str = "lost";
@@ -197,10 +198,12 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
         .map(|tier| TestRun {
             name: (*tier).to_string(),
             target: target.clone(),
+            // The perf tier's run also reads with bpf_probe_read, as on kernels before 5.5.
             env: if *tier == PERF_TIER {
                 vec![
                     format!("CGTRACE_TIER={tier}"),
                     "CGTRACE_BUFFER=perf".to_string(),
+                    "CGTRACE_PROBE_READ=legacy".to_string(),
                 ]
             } else {
                 vec![format!("CGTRACE_TIER={tier}")]

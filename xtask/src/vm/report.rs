@@ -258,7 +258,9 @@ pub(super) fn buffer_cell(o: &VmOutcome) -> String {
         cells.push(format!("ring ({})", ring.join(", ")));
     }
     if perf_passed.len() == perf.len() {
-        cells.push(format!("perf ({PERF_TIER} lifecycle, lost events)"));
+        cells.push(format!(
+            "perf ({PERF_TIER} lifecycle with bpf_probe_read, lost events)"
+        ));
     } else {
         let failed: Vec<&str> = perf.iter().copied().filter(|r| !o.run_passed(r)).collect();
         cells.push(format!("perf FAILED ({})", failed.join(", ")));

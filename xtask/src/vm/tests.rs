@@ -217,7 +217,7 @@ fn the_buffer_cell_says_which_buffers_passed() {
     let all = outcome(&["fentry", "kprobe", "tracepoint", "perf-lost", "classic"]);
     assert_eq!(
         buffer_cell(&all),
-        "ring (fentry, tracepoint, classic); perf (kprobe lifecycle, lost events)"
+        "ring (fentry, tracepoint, classic); perf (kprobe lifecycle with bpf_probe_read, lost events)"
     );
     assert_eq!(
         buffer_cell(&outcome(&["fentry", "kprobe"])),
