@@ -559,6 +559,18 @@ pub struct Config {
     /// Submit with a forced wake-up once this many bytes wait in the ring (else no wake-up: the
     /// user side drains on a short timer).
     pub wakeup_bytes: u64,
+    /// Where records go: [`output::RING`] or [`output::PERF`]. A u64 so that a copy on the stack
+    /// keeps its known value for the verifier on older kernels too (they track 8-byte spills
+    /// only), which then prunes the path not taken.
+    pub output: u64,
+}
+
+/// Values of [`Config::output`]: the buffer the programs write their records to.
+pub mod output {
+    /// The BPF ring buffer (`EVENTS`, Linux 5.8+).
+    pub const RING: u64 = 0;
+    /// The perf event array (`PERF_EVENTS`), one buffer per CPU: kernels without the ring buffer.
+    pub const PERF: u64 = 1;
 }
 
 impl Config {
@@ -591,6 +603,7 @@ impl Config {
         filter_subtree: 0,
         walk_name_len: 0,
         wakeup_bytes: 0,
+        output: output::RING,
     };
 }
 
@@ -633,4 +646,4 @@ const _: () = assert!(core::mem::size_of::<OomRecord>() == core::mem::size_of::<
 const _: () = assert!(core::mem::size_of::<OomLayout>() == 28 * 4);
 const _: () = assert!(core::mem::size_of::<StartDirLayout>() == 14 * 4);
 const _: () = assert!(core::mem::size_of::<SyscallLayout>() == 8 * 4 + 14 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 104 + 32 + 88 + 8 + 4 + 4 + 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 104 + 32 + 88 + 8 + 4 + 4 + 4 + 4 + 8 + 8);

@@ -106,6 +106,10 @@ pub mod program {
 pub mod map {
     /// The event ring buffer.
     pub const EVENTS: &str = "EVENTS";
+    /// The event perf event array (kernels without the ring buffer).
+    pub const PERF_EVENTS: &str = "PERF_EVENTS";
+    /// aya-log's ring buffer (aya-log-ebpf's name).
+    pub const AYA_LOGS: &str = "AYA_LOGS";
     /// Per-CPU lost-event counts per kind.
     pub const LOST: &str = "LOST";
     /// Subtree filter per hierarchy.
@@ -116,7 +120,15 @@ pub mod map {
     pub const OOM_PROGS: &str = "OOM_PROGS";
 
     /// Every map the user side opens.
-    pub const ALL: &[&str] = &[EVENTS, LOST, SUBTREES, WALK, OOM_PROGS];
+    pub const ALL: &[&str] = &[
+        EVENTS,
+        PERF_EVENTS,
+        LOST,
+        SUBTREES,
+        WALK,
+        OOM_PROGS,
+        AYA_LOGS,
+    ];
 }
 
 /// Globals set at load time (`#[no_mangle]` statics in `cgtrace-ebpf`).

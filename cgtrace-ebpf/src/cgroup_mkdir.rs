@@ -15,7 +15,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, Memcg, cgroup_ids, compose_child_path, config, read_field},
+    event::{CgroupInfo, cgroup_ids, compose_child_path, config, read_field},
 };
 
 const EEXIST: i32 = 17;
@@ -36,20 +36,14 @@ fn try_failed<C: EbpfContext>(
     let (path, truncated) = compose_child_path(parent, name, false).ok_or(1u32)?;
     let info = CgroupInfo {
         hierarchy_id,
-        cgroup_id: 0,
         level: level + 1,
         has_cgroup: true,
         path,
         // The filters judge the parent (the child never existed or is gone).
         cgrp: parent,
-        css: 0,
-        memcg: Memcg::default(),
-        user_path: false,
         errno: -ret,
         truncated,
-        level_from_path: false,
-        no_task: false,
-        source: 0,
+        ..CgroupInfo::NONE
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

@@ -3,17 +3,22 @@
 use core::{mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
+    bindings::BPF_F_CURRENT_CPU,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user_str,
-        generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_probe_read_kernel_str},
+        generated::{
+            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_perf_event_output,
+            bpf_probe_read_kernel_str,
+        },
     },
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, PerfEventArray, RingBuf},
 };
 use cgtrace_common::{
-    COMM_LEN, Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, RawEvent, Subtree, flags,
+    COMM_LEN, Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, RawEvent, Subtree,
+    flags, output,
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -65,9 +70,52 @@ impl<const N: usize> LoadTimeBytes<N> {
 #[unsafe(no_mangle)]
 static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes::unset();
 
-/// Size set by the loader (`--ring-size`).
+/// Size set by the loader (`--ring-size`). Where the perf event array is used instead, the
+/// loader turns this map into a one-entry array before load (kernels before 5.8 cannot create a
+/// ring buffer); the programs' ring code is then never verified (see [`uses_perf`]).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// The perf event array: one perf buffer per CPU, opened by the user side (kernels without the
+/// ring buffer, or `--buffer perf`).
+#[map]
+static PERF_EVENTS: PerfEventArray<RawEvent> = PerfEventArray::new(0);
+
+/// Per-CPU room to build a cgroup event in before `bpf_perf_event_output` copies it (the ring
+/// path fills its reserved slot in place instead).
+#[map]
+static PERF_SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether records go to the perf event array. A load from the frozen read-only configuration:
+/// the verifier knows its value, follows only the branch it selects and drops the other, so
+/// neither path pays for the other (and the ring helpers of a pruned branch are never checked
+/// against a kernel that lacks them).
+#[inline(always)]
+pub fn uses_perf() -> bool {
+    config_ref().output == output::PERF
+}
+
+/// Writes a whole record (in map memory or on the stack) to the configured buffer; false when it
+/// found no room (the caller counts it lost).
+#[inline(always)]
+pub fn output_record<C: EbpfContext, T>(ctx: &C, record: &T, ring_flags: u64) -> bool {
+    if uses_perf() {
+        // SAFETY: `record` is a whole, initialised value of `size_of::<T>()` bytes; the map
+        // pointer is the perf event array's definition (what aya-ebpf's own `output` passes).
+        let ret = unsafe {
+            bpf_perf_event_output(
+                ctx.as_ptr(),
+                ptr::from_ref(&PERF_EVENTS).cast_mut().cast(),
+                u64::from(BPF_F_CURRENT_CPU),
+                ptr::from_ref(record).cast_mut().cast(),
+                size_of::<T>() as u64,
+            )
+        };
+        ret == 0
+    } else {
+        EVENTS.output::<T>(record, ring_flags).is_ok()
+    }
+}
 
 /// Events that found the ring full, per CPU and per event kind.
 #[map]
@@ -260,6 +308,33 @@ pub struct CgroupInfo {
     pub source: u32,
 }
 
+impl CgroupInfo {
+    /// Nothing known: each hook sets what it learned and takes the rest from here
+    /// (`..CgroupInfo::NONE`).
+    pub const NONE: CgroupInfo = CgroupInfo {
+        hierarchy_id: 0,
+        cgroup_id: 0,
+        level: 0,
+        has_cgroup: false,
+        path: core::ptr::null(),
+        cgrp: core::ptr::null(),
+        css: 0,
+        memcg: Memcg {
+            id: 0,
+            memory: 0,
+            kmem: 0,
+            memsw: 0,
+            flags: 0,
+        },
+        user_path: false,
+        errno: 0,
+        truncated: false,
+        level_from_path: false,
+        no_task: false,
+        source: 0,
+    };
+}
+
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
 #[inline(always)]
 pub fn cgroup_ids(cgrp: *const u8) -> Option<(u32, u64, u32)> {
@@ -431,7 +506,7 @@ const QUERY_EVERY: u64 = 16;
 /// ring; 0 (the kernel's wake-up per event) when `wakeup_bytes` is 0.
 #[inline(always)]
 pub fn wake_flags(cfg: &Config) -> u64 {
-    if cfg.wakeup_bytes == 0 {
+    if cfg.wakeup_bytes == 0 || uses_perf() {
         return 0;
     }
     // Array lookups are inlined by the verifier: no helper call.
@@ -460,23 +535,54 @@ pub fn count_lost(kind: EventKind) {
     }
 }
 
-/// Filters, reserves, fills and submits one cgroup event. Returns the error the verifier-friendly
-/// callers ignore (the number is only for aya-log).
+/// Filters, fills and writes one cgroup event to the configured buffer. Returns the error the
+/// verifier-friendly callers ignore (the number is only for aya-log).
 #[inline(always)]
-pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
+pub fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
     if !passes_filters(&cfg, kind, info) {
         return Ok(());
     }
-    // Filled in place in the ring: cheaper here than building the record elsewhere and copying
-    // only its used part with bpf_ringbuf_output (measured with bpf_stats).
-    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
-        count_lost(kind);
-        return Err(-1);
+    let ev_flags = if uses_perf() {
+        let Some(ev) = PERF_SCRATCH.get_ptr_mut(0) else {
+            count_lost(kind);
+            return Err(-1);
+        };
+        // SAFETY: `ev` points at this CPU's map value of size_of::<RawEvent>() bytes, written
+        // only by this program while it runs.
+        let ev_flags = unsafe { complete(ev, kind, info) };
+        // SAFETY: as above; `complete` wrote every field.
+        if !output_record(ctx, unsafe { &*ev }, 0) {
+            count_lost(kind);
+            return Err(-1);
+        }
+        ev_flags
+    } else {
+        // Filled in place in the ring: cheaper here than building the record elsewhere and
+        // copying only its used part with bpf_ringbuf_output (measured with bpf_stats).
+        let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+            count_lost(kind);
+            return Err(-1);
+        };
+        // SAFETY: a reserved ring slot of size_of::<RawEvent>() bytes that only this program
+        // writes until submit.
+        let ev_flags = unsafe { complete(entry.as_mut_ptr(), kind, info) };
+        entry.submit(wake_flags(&cfg));
+        ev_flags
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
-    // program writes until submit.
+    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
+        return Err(ev_flags as i64);
+    }
+    Ok(())
+}
+
+/// Writes the whole record of one event at `ev`; returns its flags.
+///
+/// # Safety
+/// `ev` points at size_of::<RawEvent>() bytes that only this program writes meanwhile.
+#[inline(always)]
+unsafe fn complete(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> u8 {
+    // SAFETY: the caller's promise.
     let len = unsafe { fill(ev, kind, info) };
     let mut ev_flags = present_flags(info);
     if info.truncated {
@@ -491,17 +597,13 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
             level = cgroup_level(info.cgrp).unwrap_or(0);
         }
     }
-    // SAFETY: as above, the slot is ours until submit.
+    // SAFETY: the caller's promise.
     unsafe {
         (*ev).path_len = path_len;
         (*ev).flags = ev_flags;
         (*ev).level = level;
     }
-    entry.submit(wake_flags(&cfg));
-    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
-        return Err(ev_flags as i64);
-    }
-    Ok(())
+    ev_flags
 }
 
 /// Whether the event passes the load-time filters (hierarchies, path prefix, subtrees).
@@ -534,8 +636,8 @@ fn present_flags(info: &CgroupInfo) -> u8 {
 /// helper returned (the length with its NUL, or an error).
 ///
 /// # Safety
-/// `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this program
-/// writes until submit.
+/// `ev` points at size_of::<RawEvent>() bytes (a reserved ring slot, or this CPU's perf scratch
+/// record) that only this program writes meanwhile.
 #[inline(always)]
 unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -613,6 +715,7 @@ fn path_len(info: &CgroupInfo, len: i64, ev_flags: &mut u8) -> u16 {
 
 // The names the loader looks these up by.
 bpf_name!(static cgtrace_common::names::map::EVENTS, EVENTS);
+bpf_name!(static cgtrace_common::names::map::PERF_EVENTS, PERF_EVENTS);
 bpf_name!(static cgtrace_common::names::map::LOST, LOST);
 bpf_name!(static cgtrace_common::names::map::SUBTREES, SUBTREES);
 bpf_name!(static cgtrace_common::names::global::CONFIG, CONFIG);

@@ -24,8 +24,7 @@ use cgtrace_common::{EventKind, failure_source};
 use crate::{
     cgroup_tp::report,
     event::{
-        CgroupInfo, LoadTimeBytes, Memcg, cgroup_ids, compose_child_path, config, config_ref,
-        read_field,
+        CgroupInfo, LoadTimeBytes, cgroup_ids, compose_child_path, config, config_ref, read_field,
     },
 };
 
@@ -186,20 +185,10 @@ fn report_failure(
         return Ok(0);
     }
     let info = CgroupInfo {
-        hierarchy_id: 0,
-        cgroup_id: 0,
-        level: 0,
-        has_cgroup: false,
         path,
-        cgrp: core::ptr::null(),
-        css: 0,
-        memcg: Memcg::default(),
         user_path: true,
         errno: (-ret) as i32,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
-        source: failure_source::FIELDS,
+        ..CgroupInfo::NONE
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }
@@ -219,21 +208,17 @@ fn report_relative(
     let (path, truncated) = compose_child_path(parent, name, true).ok_or(1u32)?;
     let info = CgroupInfo {
         hierarchy_id,
-        cgroup_id: 0,
         level: level + 1,
         has_cgroup: true,
         path,
         // The filters judge the starting directory's cgroup.
         cgrp: parent,
-        css: 0,
-        memcg: Memcg::default(),
-        user_path: false,
         errno: (-ret) as i32,
         truncated,
         // The name may hold several components (`a/b`).
         level_from_path: true,
-        no_task: false,
         source: failure_source::SYSCALL_RESOLVED,
+        ..CgroupInfo::NONE
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

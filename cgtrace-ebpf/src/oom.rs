@@ -31,7 +31,7 @@ use cgtrace_common::{
 };
 
 use crate::event::{
-    CgroupInfo, EVENTS, Memcg, compose_path, config_ref, count_lost, passes_filters, wake_flags,
+    CgroupInfo, compose_path, config_ref, count_lost, output_record, passes_filters, wake_flags,
 };
 
 /// `PF_EXITING` in `task_struct.flags`.
@@ -334,14 +334,14 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
     ev.flags |= flags::PATH_READ_FAILED;
     // SAFETY: the map value is a whole, initialised record (`ev` and `o` are done with).
     let r = unsafe { &*rec };
-    if EVENTS.output::<OomRecord>(r, 0).is_err() {
+    if !output_record(ctx, r, 0) {
         count_lost(EventKind::OomKill);
     }
     Ok(0)
 }
 
 /// The second stage: the victim memcg's path, the filters, then the record to the ring.
-fn try_emit() -> Result<u32, u32> {
+fn try_emit(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let cfg = config_ref();
     let Some(rec) = OOM_SCRATCH.get_ptr_mut(0) else {
         return Err(1);
@@ -359,14 +359,8 @@ fn try_emit() -> Result<u32, u32> {
             has_cgroup: true,
             path,
             cgrp,
-            css: 0,
-            memcg: Memcg::default(),
-            user_path: false,
-            errno: 0,
             truncated,
-            level_from_path: false,
-            no_task: false,
-            source: 0,
+            ..CgroupInfo::NONE
         };
         if !passes_filters(cfg, EventKind::OomKill, &info) {
             return Ok(0);
@@ -390,7 +384,7 @@ fn try_emit() -> Result<u32, u32> {
     }
     // SAFETY: the map value is a whole, initialised record (`ev` is done with).
     let r = unsafe { &*rec };
-    if EVENTS.output::<OomRecord>(r, wake_flags(cfg)).is_err() {
+    if !output_record(ctx, r, wake_flags(cfg)) {
         count_lost(EventKind::OomKill);
         return Err(1);
     }
@@ -420,8 +414,8 @@ pub fn raw_oom_mark_victim(ctx: RawTracePointContext) -> u32 {
 
 /// Tail-called by [`raw_oom_mark_victim`]; never attached.
 #[raw_tracepoint(tracepoint = "mark_victim")]
-pub fn raw_oom_emit(_ctx: RawTracePointContext) -> u32 {
-    try_emit().unwrap_or_else(|e| e)
+pub fn raw_oom_emit(ctx: RawTracePointContext) -> u32 {
+    try_emit(&ctx).unwrap_or_else(|e| e)
 }
 
 /// `out_of_memory(struct oom_control *oc)` began on this thread.

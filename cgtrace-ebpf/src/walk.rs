@@ -249,12 +249,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         cgrp,
         css: parent_id,
         memcg: read_memcg(css as *const u8, true),
-        user_path: false,
-        errno: 0,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
-        source: 0,
+        ..CgroupInfo::NONE
     };
     let _ = report(ctx, EventKind::DyingAtStart, &info);
 }

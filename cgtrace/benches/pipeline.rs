@@ -346,6 +346,7 @@ fn session_header() -> Header {
         rejected: Vec::new(),
         fallbacks: Vec::new(),
         oom: None,
+        buffer: Some("ring".into()),
     }
 }
 

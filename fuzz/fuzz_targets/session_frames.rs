@@ -34,6 +34,7 @@ fn prefix() -> &'static [u8] {
             rejected: Vec::new(),
             fallbacks: Vec::new(),
             oom: None,
+            buffer: Some("ring".into()),
         };
         match SessionWriter::new(Vec::new(), &header, &Baseline::default()) {
             Ok(w) => w.get_ref().clone(),

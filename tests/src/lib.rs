@@ -51,6 +51,28 @@ pub fn tier_from_env() -> Option<cgtrace::probes::Tier> {
     }
 }
 
+/// The buffer a test should force: `CGTRACE_BUFFER` (`ring`, `perf`, `auto`; set by the VM
+/// runner), else auto.
+pub fn buffer_from_env() -> cgtrace::probes::buffer::BufferChoice {
+    use cgtrace::probes::buffer::BufferChoice;
+    match std::env::var("CGTRACE_BUFFER").ok().as_deref() {
+        None | Some("auto") => BufferChoice::Auto,
+        Some("ring") => BufferChoice::Ring,
+        Some("perf") => BufferChoice::Perf,
+        Some(other) => panic!("unknown CGTRACE_BUFFER {other:?}"),
+    }
+}
+
+/// Whether a test should force `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`, set by the VM
+/// runner) where the kernel has `bpf_probe_read_kernel`.
+pub fn legacy_reads_from_env() -> bool {
+    match std::env::var("CGTRACE_PROBE_READ").ok().as_deref() {
+        None | Some("auto") => false,
+        Some("legacy") => true,
+        Some(other) => panic!("unknown CGTRACE_PROBE_READ {other:?}"),
+    }
+}
+
 /// The v1 memory hierarchy (id, mount) and the v2 mount on this host.
 pub struct Layout {
     pub hierarchies: Hierarchies,
@@ -100,9 +122,9 @@ pub fn collect_until(
     }
 }
 
-/// Drains everything that is in the ring now.
+/// Drains everything that is in the buffer now (the perf buffers' held-back records too).
 pub fn drain(probes: &mut Probes, out: &mut Records) {
-    while probes.drain(4096, |b| {
+    while probes.drain_all(4096, |b| {
         Event::decode(b).expect("every record decodes");
         out.0.push(b.to_vec());
     }) > 0

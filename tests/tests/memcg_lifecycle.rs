@@ -17,9 +17,9 @@ use cgtrace::{
 };
 use cgtrace_common::{EventKind, KernelOffsets};
 use integration_tests::{
-    Records,
+    Records, buffer_from_env,
     cgroup::{TestParent, charge_file},
-    collect_until, drain, path_str, tier_from_env,
+    collect_until, drain, legacy_reads_from_env, path_str, tier_from_env,
 };
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
@@ -50,6 +50,8 @@ fn setup(tag: &str) -> Option<Fixture> {
     let subtree = SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve the parent");
     let probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
+        buffer: buffer_from_env(),
+        legacy_reads: legacy_reads_from_env(),
         hierarchies: Some(vec![mem.hierarchy_id]),
         subtree: Some(subtree),
         ..ProbeOptions::default()
@@ -392,6 +394,8 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
     ] {
         let mut probes = Probes::load(&ProbeOptions {
             tier: tier_from_env(),
+            buffer: buffer_from_env(),
+            legacy_reads: legacy_reads_from_env(),
             hierarchies: Some(vec![0]),
             subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
             mkdir_failures: cgtrace::probes::MkdirFailureMode::Syscall,
@@ -572,6 +576,8 @@ fn failed_mkdir_inside_cgroupfs_is_reported_without_a_syscall_hook() {
     fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
     let mut probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
+        buffer: buffer_from_env(),
+        legacy_reads: legacy_reads_from_env(),
         hierarchies: Some(vec![0]),
         subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
         ..ProbeOptions::default()

@@ -8,7 +8,7 @@ use crate::{
     kernel::btf,
     kernel::hierarchy::{Hierarchies, Layout},
     kernel::tracefs,
-    probes::{AttachMode, MkdirFailureMode, ProbeOptions, Probes, Tier, WalkMethod},
+    probes::{AttachMode, MkdirFailureMode, ProbeOptions, Probes, Tier, WalkMethod, buffer},
 };
 
 #[derive(Debug, Serialize)]
@@ -25,7 +25,15 @@ pub struct DoctorReport {
     pub kernel_release: String,
     pub btf: bool,
     pub tracefs: Option<String>,
+    /// Whether this kernel can create a BPF ring buffer (tried; the release where trying
+    /// failed).
     pub ring_buffer: bool,
+    /// The buffer `cgtrace live` would use, and why not the ring buffer where it would not
+    /// (None: no tier loaded).
+    pub buffer: Option<String>,
+    /// How the programs read kernel memory (`bpf_probe_read_kernel`, or `bpf_probe_read`
+    /// before 5.5).
+    pub kernel_reads: String,
     pub privileges: Result<(), String>,
     pub tiers: Vec<TierResult>,
     /// The tier `cgtrace live` would use.
@@ -77,7 +85,10 @@ pub fn run() -> DoctorReport {
     DoctorReport {
         btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
-        ring_buffer: kernel::check_ring_buffer(&release).is_ok(),
+        ring_buffer: buffer::kernel_has_ring()
+            .unwrap_or_else(|| kernel::check_ring_buffer(&release).is_ok()),
+        buffer: tried.buffer,
+        kernel_reads: buffer::kernel_reads(false),
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
         kernel_release: release,
         tiers: tried.tiers,
@@ -115,6 +126,15 @@ struct Tried {
     failed_mkdirs: Option<String>,
     dying_walk: Option<String>,
     oom_kills: Option<String>,
+    buffer: Option<String>,
+}
+
+/// The buffer these probes write to, and why.
+fn buffer_used(p: &Probes) -> String {
+    match (p.events.buffer(), &p.buffer_why) {
+        (b, None) => b.name().to_string(),
+        (b, Some(why)) => format!("{} ({why})", b.name()),
+    }
 }
 
 /// What each `--mkdir-failures` mode would report with these probes.
@@ -158,6 +178,7 @@ fn try_tiers() -> Tried {
         failed_mkdirs: None,
         dying_walk: None,
         oom_kills: None,
+        buffer: None,
     };
     for t in Tier::ALL {
         let opts = ProbeOptions {
@@ -171,6 +192,7 @@ fn try_tiers() -> Tried {
         let result = match Probes::load(&opts) {
             Ok(p) => {
                 tried.live_tier.get_or_insert(t.name());
+                tried.buffer.get_or_insert_with(|| buffer_used(&p));
                 tried.failed_mkdirs.get_or_insert_with(|| failed_mkdirs(&p));
                 if tried.dying_walk.is_none() {
                     tried.dying_walk = Some(walk_method(&p));
@@ -249,6 +271,10 @@ pub fn render(r: &DoctorReport) -> String {
             .unwrap_or("not mounted (cgtrace mounts it when it needs it)")
     );
     s += &format!("BPF ring buffer: {}\n", yes(r.ring_buffer));
+    if let Some(b) = &r.buffer {
+        s += &format!("event buffer:    {b}\n");
+    }
+    s += &format!("kernel reads:    {}\n", r.kernel_reads);
     for t in &r.tiers {
         match (&t.error, t.attach) {
             (None, Some(a)) => {

@@ -87,6 +87,7 @@ pub fn header(facts: &RunFacts) -> anyhow::Result<Header> {
         rejected: facts.rejected.clone(),
         fallbacks: facts.fallbacks.clone(),
         oom: facts.oom.clone(),
+        buffer: Some(facts.buffer.name().to_string()),
     })
 }
 

@@ -25,7 +25,7 @@ use crate::{
         output::{JsonSink, RenderContext, Sink, Summary, TextSink},
         pod_names::RecordedPodNames,
     },
-    probes::{Attached, Tier},
+    probes::{Attached, Tier, buffer::Buffer},
     session::{Header, Item, SessionError, SessionReader},
 };
 
@@ -83,6 +83,11 @@ pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
         hierarchies: h.hierarchies.clone(),
         tier: Tier::from_name(&h.tier).unwrap_or(Tier::Tracepoint),
         tracepoints: Attached::from_name(&h.attach).unwrap_or(Attached::Tracepoint),
+        buffer: h
+            .buffer
+            .as_deref()
+            .and_then(Buffer::from_name)
+            .unwrap_or(Buffer::Ring),
         rejected,
         fallbacks: h.fallbacks.clone(),
         clock: h.clock,

@@ -6,7 +6,7 @@ use crate::{
     kernel::hierarchy::Hierarchies,
     model::oom::OomTracing,
     pipeline::filters::Filters,
-    probes::{Attached, Probes, Tier},
+    probes::{Attached, Probes, Tier, buffer::Buffer},
 };
 
 /// What a run is: kernel, cgroup layout, probe tier and tracepoint kind, filters.
@@ -22,6 +22,8 @@ pub struct RunFacts {
     pub tier: Tier,
     /// How the cgroup tracepoints were attached.
     pub tracepoints: Attached,
+    /// The buffer the records came through (ring for sessions that predate the choice).
+    pub buffer: Buffer,
     /// Why each better tier (or tracepoint kind) was not used: (what, why).
     pub rejected: Vec<(String, String)>,
     /// Why a better tracepoint kind was not used.
@@ -48,6 +50,7 @@ impl RunFacts {
             hierarchies,
             tier: probes.tier,
             tracepoints: probes.attached,
+            buffer: probes.events.buffer(),
             rejected: probes
                 .rejected
                 .iter()
@@ -69,6 +72,7 @@ impl RunFacts {
             hierarchies,
             tier: Tier::Tracepoint,
             tracepoints: Attached::RawTracepoint,
+            buffer: Buffer::Ring,
             rejected: Vec::new(),
             fallbacks: Vec::new(),
             clock: ClockRef::now(),

@@ -494,6 +494,7 @@ impl Pipeline {
             end_ns.saturating_sub(self.facts.clock.mono_ns),
         );
         s.end_ns = end_ns;
+        s.buffer = self.facts.buffer.name().to_string();
         s.tier_rejected = self.facts.rejected.iter().cloned().collect();
         match &self.facts.oom {
             Some(t) => s.oom = Some(self.detectors.oom_summary(t)),

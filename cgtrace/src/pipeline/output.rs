@@ -32,6 +32,8 @@ pub struct Summary {
     pub tier_rejected: std::collections::BTreeMap<String, String>,
     /// How the cgroup tracepoints were attached (`raw_tracepoint` or `tracepoint`).
     pub attach: String,
+    /// The buffer the records came through (`ring`, `perf`).
+    pub buffer: String,
     pub duration_ns: u64,
     /// When the run ended (monotonic ns, event time): for sinks that record it.
     #[serde(skip)]
@@ -71,6 +73,7 @@ impl Summary {
             tier: tier.to_string(),
             tier_rejected: std::collections::BTreeMap::new(),
             attach: attach.to_string(),
+            buffer: "ring".to_string(),
             duration_ns,
             end_ns: 0,
             totals: Totals::default(),
@@ -233,11 +236,17 @@ impl<W: Write> Sink for TextSink<W> {
         let w = &mut self.out;
         writeln!(
             w,
-            "-- {} events in {:.1}s (tier {}, {}); lost {}",
+            "-- {} events in {:.1}s (tier {}, {}{}); lost {}",
             s.events.get("total").copied().unwrap_or(0),
             s.duration_ns as f64 / 1e9,
             s.tier,
             s.attach,
+            // Named where it is not the ring buffer (so older runs print as they did).
+            if s.buffer == "ring" {
+                String::new()
+            } else {
+                format!(", {} buffer", s.buffer)
+            },
             s.lost
         )?;
         for (k, n) in s.events.iter().filter(|(k, n)| **n > 0 && **k != "total") {

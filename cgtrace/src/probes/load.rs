@@ -4,7 +4,7 @@ use std::time::Instant;
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray},
     programs::Program,
 };
 use aya_log::EbpfLogger;
@@ -16,7 +16,7 @@ use cgtrace_common::{
 use crate::{kernel, kernel::btf, kernel::tracefs, model::oom::OomTracing};
 
 use super::{
-    AttachMode, Attached, EBPF_OBJECT, ProbeOptions, Probes, Tier,
+    AttachMode, Attached, EBPF_OBJECT, ProbeOptions, Probes, Tier, buffer,
     css::attach_css,
     is_permission_error,
     mkdir_failures::{CGROUPFS_PREFIX, MkdirFailureHooks, MkdirFailureMode, attach_mkdir_failures},
@@ -71,15 +71,21 @@ pub(super) fn load_object(
     let mut cfg = *cfg;
     cfg.walk_name_len = trigger.len() as u32;
     let cfg = &cfg;
-    let mut ebpf = EbpfLoader::new()
+    let object = buffer::object_for(cfg, opts.bpf_debug_log, opts.legacy_reads)
+        .context("preparing the eBPF object (perf buffers, legacy reads)")?;
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(global::WALK_NAME, &walk_name, true)
         .override_global(global::CONFIG, cfg, true)
         .override_global(global::PATH_PREFIX, prefix, true)
         .override_global(global::CGROUPFS_PREFIX, &cgroupfs, true)
         .override_global(global::OOM_LAYOUT, oom, true)
-        .override_global(aya_log::LEVEL, &level, false)
-        .map_max_entries(map::EVENTS, opts.ring_size)
-        .load(EBPF_OBJECT)
+        .override_global(aya_log::LEVEL, &level, false);
+    if cfg.output == cgtrace_common::output::RING {
+        loader.map_max_entries(map::EVENTS, opts.ring_size);
+    }
+    let mut ebpf = loader
+        .load(object.as_ref().map_or(EBPF_OBJECT, |o| o.bytes()))
         .context("failed to load the eBPF object")?;
     // Filled before any program is attached: until then, a subtree filter passes nothing.
     if let Some(subtree) = &opts.subtree {
@@ -170,10 +176,11 @@ impl Probes {
         let phase =
             |what: &str| log::debug!("load: {what} at {} ms", started.elapsed().as_millis());
         kernel::check_privileges()?;
-        kernel::check_ring_buffer(&kernel_release)?;
+        let (buffer, buffer_why) = buffer::choose(opts.buffer, buffer::kernel_has_ring())?;
         kernel::raise_memlock()?;
         phase("privileges and ring buffer checked");
         let (mut cfg, prefix) = base_config(opts)?;
+        buffer::configure(&mut cfg, buffer);
         let mut fallbacks = Vec::new();
         let t0 = Instant::now();
         let facts = kernel_btf_facts();
@@ -361,17 +368,16 @@ impl Probes {
         } else {
             None
         };
-        let ring = RingBuf::try_from(
-            ebpf.take_map(map::EVENTS)
-                .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
-        )?;
+        let events = buffer::Events::take(&mut ebpf, buffer, u64::from(opts.ring_size))?;
         let lost = PerCpuArray::try_from(
             ebpf.take_map(map::LOST)
                 .ok_or_else(|| anyhow!("map LOST missing from the object"))?,
         )?;
         Ok(Probes {
             _ebpf: ebpf,
-            ring,
+            events,
+            buffer_why,
+            kernel_reads: buffer::kernel_reads(opts.legacy_reads),
             lost,
             logger,
             attached,

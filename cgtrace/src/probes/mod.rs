@@ -5,13 +5,14 @@
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray},
 };
 use aya_log::EbpfLogger;
 use cgtrace_common::{EventKind, KernelOffsets, PATH_CAP, Subtree};
 
 use crate::{kernel, model::oom::OomTracing};
 
+pub mod buffer;
 mod css;
 mod load;
 mod mkdir_failures;
@@ -138,8 +139,14 @@ pub struct ProbeOptions {
     pub attach: AttachMode,
     /// Only cgroups at or below a cgroup path, in the hierarchies where it exists.
     pub subtree: Option<SubtreeFilter>,
-    /// Ring buffer bytes (a power of two, multiple of the page size).
+    /// Ring buffer bytes (a power of two, multiple of the page size); the perf buffers share
+    /// them among the CPUs.
     pub ring_size: u32,
+    /// Which buffer the programs write to.
+    pub buffer: buffer::BufferChoice,
+    /// Read memory with `bpf_probe_read[_str]` even where the kernel has
+    /// `bpf_probe_read_{kernel,user}[_str]` (what aya does by itself before 5.5): tests.
+    pub legacy_reads: bool,
     /// Only these hierarchy ids (None = all).
     pub hierarchies: Option<Vec<u32>>,
     /// Only paths starting with these bytes.
@@ -163,6 +170,8 @@ impl Default for ProbeOptions {
             attach: AttachMode::Auto,
             subtree: None,
             ring_size: DEFAULT_RING_SIZE,
+            buffer: buffer::BufferChoice::Auto,
+            legacy_reads: false,
             hierarchies: None,
             path_prefix: None,
             wakeup_bytes: None,
@@ -211,7 +220,12 @@ impl ProbeOptions {
 pub struct Probes {
     /// Keeps programs and links alive.
     _ebpf: Ebpf,
-    pub ring: RingBuf<MapData>,
+    /// The buffer the records come through.
+    pub events: buffer::Events,
+    /// Why the ring buffer is not used (None: it is).
+    pub buffer_why: Option<String>,
+    /// How the programs read memory (`bpf_probe_read_kernel`, or `bpf_probe_read` and why).
+    pub kernel_reads: String,
     lost: PerCpuArray<MapData, u64>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     pub attached: Attached,
@@ -292,15 +306,17 @@ impl Probes {
     }
 
     /// Drains up to `max` records without blocking, calling `f` with each record's bytes.
-    /// Returns how many were drained.
-    pub fn drain(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
-        let mut n = 0;
-        while n < max {
-            let Some(item) = self.ring.next() else { break };
-            f(&item);
-            n += 1;
-        }
-        n
+    /// Returns how many were drained. The perf buffers hand over, in timestamp order, what is
+    /// older than a short hold-back (see [`buffer::HOLD_BACK_NS`]).
+    pub fn drain(&mut self, max: usize, f: impl FnMut(&[u8])) -> usize {
+        self.events
+            .drain(max, crate::format::clock::monotonic_ns(), f)
+    }
+
+    /// [`Probes::drain`], the held-back records too: at the end, or where order across
+    /// drains does not matter (tests).
+    pub fn drain_all(&mut self, max: usize, f: impl FnMut(&[u8])) -> usize {
+        self.events.drain_all(max, f)
     }
 }
 

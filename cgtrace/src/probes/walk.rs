@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray},
     programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use cgtrace_common::{
@@ -22,7 +22,7 @@ use cgtrace_common::{
 
 use crate::kernel;
 
-use super::{ProbeOptions, Probes, load::load_object};
+use super::{ProbeOptions, Probes, buffer, load::load_object};
 
 /// Name prefix of the cgroups cgtrace makes at start to run the dying-memcg walk.
 pub fn walk_trigger_prefix() -> String {
@@ -340,15 +340,19 @@ impl Probes {
                 let result = (|| -> anyhow::Result<WalkReport> {
                     let mut ebpf = load_object(&setup.opts, &setup.cfg, &setup.prefix, &setup.oom)
                         .context("loading the walk's instance of the object")?;
-                    let mut ring = RingBuf::try_from(
-                        ebpf.take_map(map::EVENTS)
-                            .ok_or_else(|| anyhow!("map EVENTS missing from the object"))?,
-                    )?;
+                    let buffer = if setup.cfg.output == cgtrace_common::output::PERF {
+                        buffer::Buffer::Perf
+                    } else {
+                        buffer::Buffer::Ring
+                    };
+                    let mut ring =
+                        buffer::Events::take(&mut ebpf, buffer, u64::from(setup.opts.ring_size))?;
                     let off = &setup.cfg.offsets;
                     let report = run_walk(&mut ebpf, off, &mount, only, &stopped, || {
-                        while let Some(item) = ring.next() {
+                        while ring.drain_all(usize::MAX, |item| {
                             let _ = tx.send(WalkMsg::Record(item.to_vec()));
-                        }
+                        }) > 0
+                        {}
                     })?;
                     let lost = PerCpuArray::<_, u64>::try_from(
                         ebpf.map(map::LOST)

@@ -44,6 +44,9 @@ pub struct Header {
     pub fallbacks: Vec<String>,
     /// How OOM kills were traced (version 3; None: not traced, or an older file).
     pub oom: Option<OomTracing>,
+    /// The buffer the records came through (`ring`, `perf`), appended to version 3 (None: an
+    /// older file, whose records all came through the ring buffer).
+    pub buffer: Option<String>,
 }
 
 /// Page size assumed for version-1 sessions, which did not record one.
@@ -86,7 +89,8 @@ fn encode_run_facts(b: &mut BytesMut, h: &Header) -> io::Result<()> {
     for f in &h.fallbacks {
         put_str(b, "fallback", f)?;
     }
-    encode_oom(b, h.oom.as_ref())
+    encode_oom(b, h.oom.as_ref())?;
+    put_opt_str(b, "buffer", h.buffer.as_deref())
 }
 
 /// Bits of the version-3 OOM tracing field.
@@ -250,6 +254,12 @@ pub(super) fn decode_header(p: &[u8], version: u16) -> DResult<Header> {
     } else {
         None
     };
+    // Appended to version 3: absent from the files written before.
+    let buffer = if version >= 3 && c.remaining() > 0 {
+        opt_string(&mut c)?
+    } else {
+        None
+    };
     // Fields appended by later writers of this version are ignored.
     Ok(Header {
         cgtrace_version,
@@ -266,5 +276,6 @@ pub(super) fn decode_header(p: &[u8], version: u16) -> DResult<Header> {
         rejected,
         fallbacks,
         oom,
+        buffer,
     })
 }

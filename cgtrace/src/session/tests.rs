@@ -128,7 +128,7 @@ impl Ev {
 /// An owned [`Item`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Owned {
-    Header(Header),
+    Header(Box<Header>),
     Baseline(Baseline),
     Event(Ev),
     Lost(u64, EventKind, u64),
@@ -140,7 +140,7 @@ enum Owned {
 
 fn own(it: Item<'_>) -> Owned {
     match it {
-        Item::Header(h) => Owned::Header(*h),
+        Item::Header(h) => Owned::Header(h),
         Item::Baseline(b) => Owned::Baseline(b),
         Item::Event(e) => Owned::Event(Ev::of(&e)),
         Item::Lost { ts_ns, kind, count } => Owned::Lost(ts_ns, kind, count),
@@ -230,6 +230,7 @@ fn header() -> Header {
         rejected: vec![("fentry".into(), "EPERM from BPF_PROG_LOAD".into())],
         fallbacks: vec![],
         oom: None,
+        buffer: Some("perf".into()),
     }
 }
 
@@ -278,7 +279,10 @@ fn write(h: &Header, b: &Baseline, inputs: &[In], end_ns: u64) -> (Vec<u8>, Vec<
 }
 
 fn expected(h: &Header, b: &Baseline, inputs: &[In], end_ns: u64) -> Vec<Owned> {
-    let mut out = vec![Owned::Header(h.clone()), Owned::Baseline(b.clone())];
+    let mut out = vec![
+        Owned::Header(Box::new(h.clone())),
+        Owned::Baseline(b.clone()),
+    ];
     let (mut events, mut lost) = (0, 0);
     for i in inputs {
         match i {
@@ -1194,4 +1198,22 @@ fn writer_refuses_oversized_strings() {
     let err = w.event(&e.view()).expect_err("refused");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("4097"));
+}
+
+#[test]
+fn the_buffer_is_appended_to_version_3_and_older_version_3_headers_still_decode() {
+    let mut h = header();
+    for buffer in [Some("perf"), Some("ring"), None] {
+        h.buffer = buffer.map(String::from);
+        let mut b = BytesMut::new();
+        super::header::encode_header(&mut b, &h).expect("encode");
+        assert_eq!(super::header::decode_header(&b, 3).expect("decode"), h);
+    }
+    // Written before the buffer was appended: the header ends after the OOM field.
+    let mut b = BytesMut::new();
+    super::header::encode_header(&mut b, &h).expect("encode");
+    assert_eq!(b.last(), Some(&0), "an absent buffer is one presence byte");
+    let old = super::header::decode_header(&b[..b.len() - 1], 3).expect("decode");
+    assert_eq!(old.buffer, None);
+    assert_eq!(old, h);
 }

@@ -18,6 +18,41 @@ use super::{
     write_report,
 };
 
+/// `--overhead-only`: alternating rounds of untraced, `live` on the ring buffer and `live` on
+/// the perf buffers; their ratios on stderr.
+fn overhead_only(ctx: &Ctx, rounds: usize) -> Result<()> {
+    let modes = [Mode::Untraced, Mode::Live, Mode::LivePerf];
+    let r = overhead_rounds(ctx, rounds, &modes)?;
+    if let Some(s) = stats(&r.values(Mode::Untraced, |r| Some(r.churn.rate))) {
+        eprintln!(
+            "xtask bench: untraced: {:.0} cycles/s (median of {}; {:.0}–{:.0})",
+            s.median, s.n, s.min, s.max
+        );
+    }
+    let mut failed = 0;
+    for mode in &modes[1..] {
+        match (stats(&r.ratios(*mode, |c| Some(c.rate))), r.failure(*mode)) {
+            (_, Some(e)) => {
+                failed += 1;
+                eprintln!("xtask bench: {}: failed: {e}", mode.label());
+            }
+            (Some(s), None) => eprintln!(
+                "xtask bench: {}: {:.3} of the untraced rate (median of {}; {:.3}–{:.3})",
+                mode.label(),
+                s.median,
+                s.n,
+                s.min,
+                s.max
+            ),
+            (None, None) => eprintln!("xtask bench: {}: no result", mode.label()),
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} mode(s) failed");
+    }
+    Ok(())
+}
+
 pub(super) fn measure(
     args: &BenchArgs,
     bin: &Path,
@@ -33,13 +68,7 @@ pub(super) fn measure(
     let mut details = String::new();
     let mut errors: Vec<String> = Vec::new();
 
-    // 1. The user-space pipeline and the tracker's memory (no kernel involved).
-    let t = Instant::now();
-    eprintln!("xtask bench: pipeline and memory (cargo bench -p cgtrace --bench pipeline)");
-    let pipeline = pipeline_bench();
-    let pipeline_time = t.elapsed();
-
-    // 2. Overhead and loss, in alternating rounds.
+    // The churn's parent cgroup (all `--overhead-only` needs).
     let mount = memory_mount()?;
     let mut parent = BenchParent::create(&mount)?;
     let ctx = Ctx {
@@ -48,7 +77,19 @@ pub(super) fn measure(
         tmp: tmp.to_path_buf(),
         round_secs: args.round_secs,
     };
-    let mut modes = vec![Mode::Untraced, Mode::Live, Mode::LiveFile];
+    if args.overhead_only {
+        let res = overhead_only(&ctx, args.rounds as usize);
+        parent.remove()?;
+        return res;
+    }
+    // 1. The user-space pipeline and the tracker's memory (no kernel involved).
+    let t = Instant::now();
+    eprintln!("xtask bench: pipeline and memory (cargo bench -p cgtrace --bench pipeline)");
+    let pipeline = pipeline_bench();
+    let pipeline_time = t.elapsed();
+
+    // 2. Overhead and loss, in alternating rounds.
+    let mut modes = vec![Mode::Untraced, Mode::Live, Mode::LivePerf, Mode::LiveFile];
     for (sub, mode) in [("record", Mode::Record), ("attach", Mode::Attach)] {
         if has(sub) {
             modes.push(mode);
@@ -115,6 +156,7 @@ pub(super) fn measure(
     }
     for mode in [
         Mode::Live,
+        Mode::LivePerf,
         Mode::LiveFile,
         Mode::Record,
         Mode::Attach,
@@ -157,6 +199,7 @@ pub(super) fn measure(
     // of the spread of the wall-clock ratios).
     for mode in [
         Mode::Live,
+        Mode::LivePerf,
         Mode::LiveFile,
         Mode::Record,
         Mode::Attach,

@@ -82,6 +82,11 @@ pub struct BenchArgs {
     /// Run only the pod-churn memory measure (and write its README table).
     #[arg(long)]
     pods_only: bool,
+    /// Run only the overhead rounds of `live` on the ring buffer and on the perf buffers
+    /// (`--buffer perf`) against untraced, print their ratios and write nothing (a quick
+    /// check; the full bench measures both too).
+    #[arg(long, conflicts_with = "pods_only")]
+    overhead_only: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {

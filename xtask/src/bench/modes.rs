@@ -24,6 +24,8 @@ pub(super) enum Mode {
     Untraced,
     /// `cgtrace live --json > /dev/null`
     Live,
+    /// `cgtrace live --json --buffer perf > /dev/null`: the perf event array beside the ring.
+    LivePerf,
     /// `cgtrace live --json > FILE`: the loss figure (the summary's `lost`).
     LiveFile,
     Record,
@@ -36,6 +38,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Live => "`cgtrace live --json > /dev/null`",
+            Mode::LivePerf => "`cgtrace live --json --buffer perf > /dev/null`",
             Mode::LiveFile => "`cgtrace live --json > FILE`",
             Mode::Record => "`cgtrace record -o FILE`",
             Mode::Attach => "`cgtrace attach`",
@@ -107,6 +110,12 @@ pub(super) fn cgtrace_tracer(
     let file = ctx.tmp.join(format!("{tag}.out"));
     let mut args: Vec<String> = match mode {
         Mode::Live => vec!["live".into(), "--json".into()],
+        Mode::LivePerf => vec![
+            "live".into(),
+            "--json".into(),
+            "--buffer".into(),
+            "perf".into(),
+        ],
         Mode::LiveFile => vec!["live".into(), "--json".into()],
         Mode::Record => vec![
             "record".into(),

@@ -5,7 +5,9 @@
 //! offers, from trixie or its backports; all with BTF, kprobes and fentry) boot under TCG with an
 //! initramfs holding busybox, the test binaries and their shared libraries. Its `/init` mounts
 //! what the tests need, prints what it found (`CGTRACE-VM-FACT` lines), runs each test run (the
-//! lifecycle tests once per tier, `CGTRACE_TIER`; the classic-tracepoint pipeline test), prints a
+//! lifecycle tests once per tier, `CGTRACE_TIER`, the kprobe tier's through the perf buffers,
+//! `CGTRACE_BUFFER=perf`; the lost-events test through the perf buffers; the classic-tracepoint
+//! pipeline test), prints a
 //! marker line per run to the serial console and powers off. The host reads the markers from the
 //! console log; `--readme` writes the README's kernel table from them.
 //!
@@ -53,6 +55,16 @@ const EXHAUST_TARGET: &str = "exhaust";
 
 /// The probe tiers, in the order the VM runs them.
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
+/// The tier whose run goes through the perf buffers (`CGTRACE_BUFFER=perf`) and reads with
+/// `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`): the pairing of the kernels without the ring
+/// buffer (before 5.8, where fentry is rare) and without `bpf_probe_read_kernel` (before 5.5);
+/// the others use the ring buffer. Folded into a tier run to keep the matrix's time.
+const PERF_TIER: &str = "kprobe";
+/// The lost-events test, run through the perf buffers (its ring buffer run is on the host).
+const LOST_TARGET: &str = "lost";
+const PERF_LOST_RUN: &str = "perf-lost";
+/// The runs that go through the ring buffer (the rest of [`TIERS`], the classic tracepoints).
+const RING_RUNS: &[&str] = &["fentry", "tracepoint", "classic"];
 
 const DEFAULT_CACHE: &str = "/var/cache/cgtrace-vm";
 const BUSYBOX: &str = "/bin/busybox";
@@ -186,7 +198,16 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
         .map(|tier| TestRun {
             name: (*tier).to_string(),
             target: target.clone(),
-            env: vec![format!("CGTRACE_TIER={tier}")],
+            // The perf tier's run also reads with bpf_probe_read, as on kernels before 5.5.
+            env: if *tier == PERF_TIER {
+                vec![
+                    format!("CGTRACE_TIER={tier}"),
+                    "CGTRACE_BUFFER=perf".to_string(),
+                    "CGTRACE_PROBE_READ=legacy".to_string(),
+                ]
+            } else {
+                vec![format!("CGTRACE_TIER={tier}")]
+            },
             // The VMs have no `cgtrace` binary: tests that run it are named `end_to_end_*`.
             args: vec![
                 "--show-output".to_string(),
@@ -205,6 +226,15 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
             hide_btf: false,
         };
         runs.extend([
+            // Every event delivered or counted lost, per kind, through one-page perf buffers;
+            // the kernel's lost-record notices against the programs' counts.
+            TestRun {
+                name: PERF_LOST_RUN.to_string(),
+                target: LOST_TARGET.to_string(),
+                env: vec!["CGTRACE_BUFFER=perf".to_string()],
+                args: vec!["--show-output".to_string()],
+                hide_btf: false,
+            },
             classic.clone(),
             // The kernel's BTF from a file (`CGTRACE_BTF`) where /sys/kernel/btf is missing: the
             // lifecycle tests check the memcg reads against the kernel's own files, on the tier

@@ -4,8 +4,8 @@ use std::{path::Path, process::Command, time::Duration};
 use anyhow::Result;
 
 use super::{
-    HEAD_LINES, Kernel, README_BEGIN, README_END, RESULT_MARKER, RUN_MARKER, TAIL_LINES, TIERS,
-    VmOutcome,
+    HEAD_LINES, Kernel, PERF_LOST_RUN, PERF_TIER, README_BEGIN, README_END, RESULT_MARKER,
+    RING_RUNS, RUN_MARKER, TAIL_LINES, TIERS, VmOutcome,
     boot::{qemu_command, read_log, run_seconds},
 };
 
@@ -219,7 +219,8 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
             word("no-btf")
         ));
         text.push_str(&format!(
-            "| {version} (`{release}`) | `{package}` | {memcg} | {tier_cell} | {classic} | {hooks} | {btf} | ring buffer |\n",
+            "| {version} (`{release}`) | `{package}` | {memcg} | {tier_cell} | {classic} | {hooks} | {btf} | {buffer} |\n",
+            buffer = buffer_cell(o),
             release = kernel.release,
             package = kernel.package,
             memcg = fact("memcg").unwrap_or("?"),
@@ -240,6 +241,31 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
         total % 60
     ));
     text
+}
+
+/// The buffers that passed: the ring buffer where its runs passed, the perf buffers where the
+/// perf tier's lifecycle tests and the lost-events test passed through them.
+pub(super) fn buffer_cell(o: &VmOutcome) -> String {
+    let ring: Vec<&str> = RING_RUNS
+        .iter()
+        .copied()
+        .filter(|r| o.run_passed(r))
+        .collect();
+    let perf = [PERF_TIER, PERF_LOST_RUN];
+    let perf_passed: Vec<&str> = perf.iter().copied().filter(|r| o.run_passed(r)).collect();
+    let mut cells = Vec::new();
+    if !ring.is_empty() {
+        cells.push(format!("ring ({})", ring.join(", ")));
+    }
+    if perf_passed.len() == perf.len() {
+        cells.push(format!(
+            "perf ({PERF_TIER} lifecycle with bpf_probe_read, lost events)"
+        ));
+    } else {
+        let failed: Vec<&str> = perf.iter().copied().filter(|r| !o.run_passed(r)).collect();
+        cells.push(format!("perf FAILED ({})", failed.join(", ")));
+    }
+    cells.join("; ")
 }
 
 /// Replaces what is between the markers in the README (the markers stay).

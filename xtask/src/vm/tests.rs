@@ -129,13 +129,23 @@ fn matrix_runs_every_tier_and_the_classic_test() {
             "fentry",
             "kprobe",
             "tracepoint",
+            "perf-lost",
             "classic",
             "btf-file",
             "no-btf"
         ]
     );
-    assert!(runs[4].hide_btf && runs[5].hide_btf && !runs[3].hide_btf);
+    assert!(runs[5].hide_btf && runs[6].hide_btf && !runs[4].hide_btf);
     assert!(runs[0].env.contains(&"CGTRACE_TIER=fentry".to_string()));
+    // The perf buffers: the kprobe tier's run and the lost-events run; the rest use the ring.
+    let perf = |r: &TestRun| r.env.contains(&"CGTRACE_BUFFER=perf".to_string());
+    let through_perf: Vec<&str> = runs
+        .iter()
+        .filter(|r| perf(r))
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(through_perf, ["kprobe", "perf-lost"]);
+    assert_eq!(runs[3].target, LOST_TARGET);
     let exhaust = test_runs(&VmTestArgs {
         exhaust: true,
         ..VmTestArgs::default()
@@ -189,4 +199,28 @@ fn newc_entries_are_aligned_and_parents_come_first() -> Result<()> {
     }
     assert!(text.starts_with("070701"));
     Ok(())
+}
+
+#[test]
+fn the_buffer_cell_says_which_buffers_passed() {
+    let outcome = |passed: &[&str]| VmOutcome {
+        statuses: ["fentry", "kprobe", "tracepoint", "perf-lost", "classic"]
+            .iter()
+            .map(|r| (r.to_string(), Some(if passed.contains(r) { 0 } else { 1 })))
+            .collect(),
+        facts: BTreeMap::new(),
+        finished: true,
+        timed_out: false,
+        seconds: 0,
+        log: PathBuf::new(),
+    };
+    let all = outcome(&["fentry", "kprobe", "tracepoint", "perf-lost", "classic"]);
+    assert_eq!(
+        buffer_cell(&all),
+        "ring (fentry, tracepoint, classic); perf (kprobe lifecycle with bpf_probe_read, lost events)"
+    );
+    assert_eq!(
+        buffer_cell(&outcome(&["fentry", "kprobe"])),
+        "ring (fentry); perf FAILED (perf-lost)"
+    );
 }
