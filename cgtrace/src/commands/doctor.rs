@@ -45,6 +45,9 @@ pub struct DoctorReport {
     pub dying_walk: Option<String>,
     /// How `cgtrace live` would trace OOM kills, or why it would not (None: no tier loaded).
     pub oom_kills: Option<String>,
+    /// What the kernel lacks that the programs need, when no tier loaded (None: a tier loaded,
+    /// or nothing missing was found).
+    pub below_floor: Option<String>,
     /// "v1", "v2", "hybrid" or "none".
     pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -87,6 +90,11 @@ pub fn run() -> DoctorReport {
             .unwrap_or_else(|| kernel::check_ring_buffer(&release).is_ok()),
         buffer: tried.buffer,
         kernel_reads: buffer::kernel_reads(false),
+        below_floor: if tried.live_tier.is_none() {
+            kernel::floor::FloorFacts::probe(kernel::check_privileges().is_ok()).explain()
+        } else {
+            None
+        },
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
         kernel_release: release,
         tiers: tried.tiers,
@@ -324,7 +332,12 @@ pub fn render(r: &DoctorReport) -> String {
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),
-        None => s += "cgtrace live cannot run here\n",
+        None => {
+            s += "cgtrace live cannot run here\n";
+            if let Some(why) = &r.below_floor {
+                s += &format!("below the floor:  {why}\n");
+            }
+        }
     }
     s
 }

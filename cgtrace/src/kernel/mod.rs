@@ -4,6 +4,7 @@ use std::{fs, sync::OnceLock};
 
 pub mod btf;
 pub mod counters;
+pub mod floor;
 pub mod hierarchy;
 pub mod memcg_ids;
 pub mod mkdir_errno;
