@@ -86,8 +86,9 @@ pub fn run() -> DoctorReport {
     DoctorReport {
         btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
-        ring_buffer: buffer::kernel_has_ring()
-            .unwrap_or_else(|| kernel::check_ring_buffer(&release).is_ok()),
+        ring_buffer: buffer::kernel_has_ring().unwrap_or_else(|| {
+            kernel::KernelRelease::parse(&release).is_none_or(|k| k.has_ringbuf())
+        }),
         buffer: tried.buffer,
         kernel_reads: buffer::kernel_reads(false),
         below_floor: if tried.live_tier.is_none() {
