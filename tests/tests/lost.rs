@@ -2,10 +2,7 @@
 //! per kind, exactly.
 use std::time::{Duration, Instant};
 
-use cgtrace::probes::{
-    ProbeOptions, Probes,
-    buffer::{Buffer, BufferChoice},
-};
+use cgtrace::probes::{ProbeOptions, Probes};
 use cgtrace_common::EventKind;
 use integration_tests::{
     Layout, Records, buffer_from_env, cgroup::TestParent, count, drain, legacy_reads_from_env,
@@ -31,13 +28,7 @@ fn lost_events_are_counted_exactly() {
         ..ProbeOptions::default()
     })
     .expect("load and attach");
-    let forced_perf = buffer_from_env() == BufferChoice::Perf;
-    if forced_perf {
-        assert_eq!(probes.events.buffer(), Buffer::Perf);
-    }
-    if legacy_reads_from_env() {
-        assert_eq!(probes.kernel_reads, "bpf_probe_read (forced)");
-    }
+    integration_tests::assert_forced(&probes);
 
     // Burst without draining: the ring fills and the rest is counted lost.
     for i in 0..BURST {
