@@ -73,6 +73,20 @@ pub fn legacy_reads_from_env() -> bool {
     }
 }
 
+/// Fails unless the probes use what `CGTRACE_BUFFER` and `CGTRACE_PROBE_READ` forced (a forced
+/// run that silently used the defaults would prove nothing).
+pub fn assert_forced(probes: &Probes) {
+    use cgtrace::probes::buffer::{Buffer, BufferChoice};
+    match buffer_from_env() {
+        BufferChoice::Perf => assert_eq!(probes.events.buffer(), Buffer::Perf),
+        BufferChoice::Ring => assert_eq!(probes.events.buffer(), Buffer::Ring),
+        BufferChoice::Auto => {}
+    }
+    if legacy_reads_from_env() {
+        assert_eq!(probes.kernel_reads, "bpf_probe_read (forced)");
+    }
+}
+
 /// The v1 memory hierarchy (id, mount) and the v2 mount on this host.
 pub struct Layout {
     pub hierarchies: Hierarchies,

@@ -58,11 +58,14 @@ fn setup(tag: &str) -> Option<Fixture> {
     })
     .expect("load and attach");
     eprintln!(
-        "tier {} ({}) on kernel {}",
+        "tier {} ({}) on kernel {}, {} buffer, reads with {}",
         probes.tier.name(),
         probes.attached.name(),
-        probes.kernel_release
+        probes.kernel_release,
+        probes.events.buffer().name(),
+        probes.kernel_reads
     );
+    integration_tests::assert_forced(&probes);
     let offsets = probes.offsets.expect("kernel BTF offsets");
     Some(Fixture {
         mem,

@@ -47,6 +47,9 @@ pub struct DoctorReport {
     pub oom_kills: Option<String>,
     /// The cgtrace programs loaded on the node now and their run time (bpftop-style).
     pub bpf_cost: Option<crate::pipeline::own_cost::NodePrograms>,
+    /// What the kernel lacks that the programs need, when no tier loaded (None: a tier loaded,
+    /// or nothing missing was found).
+    pub below_floor: Option<String>,
     /// "v1", "v2", "hybrid" or "none".
     pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -85,10 +88,16 @@ pub fn run() -> DoctorReport {
     DoctorReport {
         btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
-        ring_buffer: buffer::kernel_has_ring()
-            .unwrap_or_else(|| kernel::check_ring_buffer(&release).is_ok()),
+        ring_buffer: buffer::kernel_has_ring().unwrap_or_else(|| {
+            kernel::KernelRelease::parse(&release).is_none_or(|k| k.has_ringbuf())
+        }),
         buffer: tried.buffer,
         kernel_reads: buffer::kernel_reads(false),
+        below_floor: if tried.live_tier.is_none() {
+            kernel::floor::FloorFacts::probe(kernel::check_privileges().is_ok()).explain()
+        } else {
+            None
+        },
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
         kernel_release: release,
         tiers: tried.tiers,
@@ -331,7 +340,12 @@ pub fn render(r: &DoctorReport) -> String {
     }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),
-        None => s += "cgtrace live cannot run here\n",
+        None => {
+            s += "cgtrace live cannot run here\n";
+            if let Some(why) = &r.below_floor {
+                s += &format!("below the floor:  {why}\n");
+            }
+        }
     }
     s
 }

@@ -173,7 +173,14 @@ fn attach_probes(opts: &RunOptions, h: &Hierarchies) -> anyhow::Result<(Probes, 
         finish();
         (baseline, probes)
     });
-    let probes = probes?;
+    // Below the floor, the loader's error is the kernel's; say what the kernel lacks first.
+    let probes = probes.map_err(|e| {
+        let may_load = crate::kernel::check_privileges().is_ok();
+        match crate::kernel::floor::FloorFacts::probe(may_load).explain() {
+            Some(why) => e.context(why),
+            None => e,
+        }
+    })?;
     let Some(Ok(baseline)) = baseline else {
         anyhow::bail!("the start-up baseline walk failed");
     };
