@@ -45,6 +45,20 @@ pub mod program {
     pub const EXIT_MKDIRAT_REGS: &str = "exit_mkdirat_regs";
     /// The start-up walk for dying memcgs.
     pub const RAW_WALK_DYING: &str = "raw_walk_dying";
+    /// OOM kills: the raw tracepoint `mark_victim` (every tier).
+    pub const RAW_OOM_MARK_VICTIM: &str = "raw_oom_mark_victim";
+    /// Its second stage (the path, the filters, the ring), tail-called through `OOM_PROGS`.
+    pub const RAW_OOM_EMIT: &str = "raw_oom_emit";
+    /// The OOM killer's context on the css tiers: `out_of_memory()` (its `struct oom_control`)
+    /// and `__oom_kill_process()` (where the kernel counts a kill), entry and exit.
+    pub const FENTRY_OUT_OF_MEMORY: &str = "fentry_out_of_memory";
+    pub const FEXIT_OUT_OF_MEMORY: &str = "fexit_out_of_memory";
+    pub const FENTRY_OOM_KILL: &str = "fentry_oom_kill";
+    pub const FEXIT_OOM_KILL: &str = "fexit_oom_kill";
+    pub const KPROBE_OUT_OF_MEMORY: &str = "kprobe_out_of_memory";
+    pub const KRETPROBE_OUT_OF_MEMORY: &str = "kretprobe_out_of_memory";
+    pub const KPROBE_OOM_KILL: &str = "kprobe_oom_kill";
+    pub const KRETPROBE_OOM_KILL: &str = "kretprobe_oom_kill";
 
     /// Every program.
     pub const ALL: &[&str] = &[
@@ -75,6 +89,16 @@ pub mod program {
         EXIT_MKDIR_REGS,
         EXIT_MKDIRAT_REGS,
         RAW_WALK_DYING,
+        RAW_OOM_MARK_VICTIM,
+        RAW_OOM_EMIT,
+        FENTRY_OUT_OF_MEMORY,
+        FEXIT_OUT_OF_MEMORY,
+        FENTRY_OOM_KILL,
+        FEXIT_OOM_KILL,
+        KPROBE_OUT_OF_MEMORY,
+        KRETPROBE_OUT_OF_MEMORY,
+        KPROBE_OOM_KILL,
+        KRETPROBE_OOM_KILL,
     ];
 }
 
@@ -82,15 +106,29 @@ pub mod program {
 pub mod map {
     /// The event ring buffer.
     pub const EVENTS: &str = "EVENTS";
+    /// The event perf event array (kernels without the ring buffer).
+    pub const PERF_EVENTS: &str = "PERF_EVENTS";
+    /// aya-log's ring buffer (aya-log-ebpf's name).
+    pub const AYA_LOGS: &str = "AYA_LOGS";
     /// Per-CPU lost-event counts per kind.
     pub const LOST: &str = "LOST";
     /// Subtree filter per hierarchy.
     pub const SUBTREES: &str = "SUBTREES";
     /// The start-up walk's state.
     pub const WALK: &str = "WALK";
+    /// The OOM program's second stage (a program array).
+    pub const OOM_PROGS: &str = "OOM_PROGS";
 
     /// Every map the user side opens.
-    pub const ALL: &[&str] = &[EVENTS, LOST, SUBTREES, WALK];
+    pub const ALL: &[&str] = &[
+        EVENTS,
+        PERF_EVENTS,
+        LOST,
+        SUBTREES,
+        WALK,
+        OOM_PROGS,
+        AYA_LOGS,
+    ];
 }
 
 /// Globals set at load time (`#[no_mangle]` statics in `cgtrace-ebpf`).
@@ -103,7 +141,9 @@ pub mod global {
     pub const CGROUPFS_PREFIX: &str = "CGROUPFS_PREFIX";
     /// Name prefix of the cgroups that trigger the start-up walk.
     pub const WALK_NAME: &str = "WALK_NAME";
+    /// The `OomLayout` of the OOM programs.
+    pub const OOM_LAYOUT: &str = "OOM_LAYOUT";
 
     /// Every global.
-    pub const ALL: &[&str] = &[CONFIG, PATH_PREFIX, CGROUPFS_PREFIX, WALK_NAME];
+    pub const ALL: &[&str] = &[CONFIG, PATH_PREFIX, CGROUPFS_PREFIX, WALK_NAME, OOM_LAYOUT];
 }

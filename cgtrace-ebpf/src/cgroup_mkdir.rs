@@ -15,7 +15,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, Memcg, cgroup_ids, compose_child_path, config, read_field},
+    event::{CgroupInfo, cgroup_ids, compose_child_path, config, read_field},
 };
 
 const EEXIST: i32 = 17;
@@ -33,22 +33,17 @@ fn try_failed<C: EbpfContext>(
     }
     let parent = read_field::<u64>(parent_kn, config().offsets.kn_priv).ok_or(1u32)? as *const u8;
     let (hierarchy_id, _, level) = cgroup_ids(parent).ok_or(1u32)?;
-    let (path, truncated) = compose_child_path(parent, name).ok_or(1u32)?;
+    let (path, truncated) = compose_child_path(parent, name, false).ok_or(1u32)?;
     let info = CgroupInfo {
         hierarchy_id,
-        cgroup_id: 0,
         level: level + 1,
         has_cgroup: true,
         path,
         // The filters judge the parent (the child never existed or is gone).
         cgrp: parent,
-        css: 0,
-        memcg: Memcg::default(),
-        user_path: false,
         errno: -ret,
         truncated,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     report(ctx, EventKind::MkdirFailed, &info)
 }

@@ -60,11 +60,9 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         cgrp,
         css: css as u64,
         memcg,
-        user_path: false,
-        errno: 0,
-        truncated: false,
         level_from_path,
         no_task: half_made,
+        ..CgroupInfo::NONE
     };
     report(ctx, kind, &info)
 }
@@ -95,21 +93,14 @@ fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         level: level as u32,
         has_cgroup: true,
         path,
-        cgrp: core::ptr::null(),
-        css: 0,
-        memcg: Memcg::default(),
-        user_path: false,
-        errno: 0,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     report(ctx, kind, &info)
 }
 
 #[inline(always)]
 pub fn report<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<u32, u32> {
-    match emit(kind, info) {
+    match emit(ctx, kind, info) {
         Ok(()) => Ok(0),
         Err(-1) => Err(1),
         Err(f) => {

@@ -12,7 +12,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, Memcg, cgroup_ids, compose_path, config, read_field, read_memcg},
+    event::{CgroupInfo, cgroup_ids, compose_path, config, read_field, read_memcg},
 };
 
 /// The cgroup a css belongs to (`css->cgroup`), null when unknown.
@@ -46,11 +46,8 @@ fn try_css<C: EbpfContext>(ctx: &C, css: *const u8, kind: EventKind) -> Result<u
         cgrp,
         css: css as u64,
         memcg: read_memcg(css, true),
-        user_path: false,
-        errno: 0,
         truncated,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     report(ctx, kind, &info)
 }
@@ -68,18 +65,10 @@ fn try_css_alloc<C: EbpfContext>(ctx: &C, css: u64, parent_css: *const u8) -> Re
     };
     let info = CgroupInfo {
         hierarchy_id,
-        cgroup_id: 0,
         level,
-        has_cgroup: false,
-        path: core::ptr::null(),
         cgrp: parent,
         css,
-        memcg: Memcg::default(),
-        user_path: false,
-        errno: 0,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     report(ctx, EventKind::CssAlloc, &info)
 }

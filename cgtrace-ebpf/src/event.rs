@@ -3,17 +3,22 @@
 use core::{mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
+    bindings::BPF_F_CURRENT_CPU,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user_str,
-        generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_probe_read_kernel_str},
+        generated::{
+            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_perf_event_output,
+            bpf_probe_read_kernel_str,
+        },
     },
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, PerfEventArray, RingBuf},
 };
 use cgtrace_common::{
-    COMM_LEN, Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, RawEvent, Subtree, flags,
+    COMM_LEN, Config, EventKind, KernelOffsets, MAX_HIERARCHIES, PATH_CAP, RawEvent, Subtree,
+    flags, output,
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -65,9 +70,52 @@ impl<const N: usize> LoadTimeBytes<N> {
 #[unsafe(no_mangle)]
 static PATH_PREFIX: LoadTimeBytes<PATH_CAP> = LoadTimeBytes::unset();
 
-/// Size set by the loader (`--ring-size`).
+/// Size set by the loader (`--ring-size`). Where the perf event array is used instead, the
+/// loader turns this map into a one-entry array before load (kernels before 5.8 cannot create a
+/// ring buffer); the programs' ring code is then never verified (see [`uses_perf`]).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// The perf event array: one perf buffer per CPU, opened by the user side (kernels without the
+/// ring buffer, or `--buffer perf`).
+#[map]
+static PERF_EVENTS: PerfEventArray<RawEvent> = PerfEventArray::new(0);
+
+/// Per-CPU room to build a cgroup event in before `bpf_perf_event_output` copies it (the ring
+/// path fills its reserved slot in place instead).
+#[map]
+static PERF_SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether records go to the perf event array. A load from the frozen read-only configuration:
+/// the verifier knows its value, follows only the branch it selects and drops the other, so
+/// neither path pays for the other (and the ring helpers of a pruned branch are never checked
+/// against a kernel that lacks them).
+#[inline(always)]
+pub fn uses_perf() -> bool {
+    config_ref().output == output::PERF
+}
+
+/// Writes a whole record (in map memory or on the stack) to the configured buffer; false when it
+/// found no room (the caller counts it lost).
+#[inline(always)]
+pub fn output_record<C: EbpfContext, T>(ctx: &C, record: &T, ring_flags: u64) -> bool {
+    if uses_perf() {
+        // SAFETY: `record` is a whole, initialised value of `size_of::<T>()` bytes; the map
+        // pointer is the perf event array's definition (what aya-ebpf's own `output` passes).
+        let ret = unsafe {
+            bpf_perf_event_output(
+                ctx.as_ptr(),
+                ptr::from_ref(&PERF_EVENTS).cast_mut().cast(),
+                u64::from(BPF_F_CURRENT_CPU),
+                ptr::from_ref(record).cast_mut().cast(),
+                size_of::<T>() as u64,
+            )
+        };
+        ret == 0
+    } else {
+        EVENTS.output::<T>(record, ring_flags).is_ok()
+    }
+}
 
 /// Events that found the ring full, per CPU and per event kind.
 #[map]
@@ -95,14 +143,19 @@ const MAX_DEPTH: usize = 16;
 /// cut; None when the fields are unknown.
 #[inline(always)]
 pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
-    compose_child_path(cgrp, core::ptr::null())
+    compose_child_path(cgrp, core::ptr::null(), false)
 }
 
-/// [`compose_path`] of `cgrp`, then `/leaf` when `leaf` (a kernel string) is not null: the path
-/// a child named `leaf` would have (a failed `cgroup_mkdir()`'s).
+/// [`compose_path`] of `cgrp`, then `/leaf` when `leaf` (a kernel string, or a user one when
+/// `leaf_user`) is not null: the path a child named `leaf` would have (a failed
+/// `cgroup_mkdir()`'s, or a failed syscall's relative path below its starting directory).
 #[inline(always)]
-pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8, bool)> {
-    let off = config().offsets;
+pub fn compose_child_path(
+    cgrp: *const u8,
+    leaf: *const u8,
+    leaf_user: bool,
+) -> Option<(*const u8, bool)> {
+    let off = &config_ref().offsets;
     if off.kn_parent == KernelOffsets::UNKNOWN || off.kn_name == KernelOffsets::UNKNOWN {
         return None;
     }
@@ -166,7 +219,11 @@ pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8
             let dst = (at + 1) & (PATH_CAP - 1);
             // SAFETY: as above.
             let n = unsafe {
-                bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+                if leaf_user {
+                    bpf_probe_read_user_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+                } else {
+                    bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
+                }
             };
             if n <= 0 {
                 return None;
@@ -192,6 +249,19 @@ pub fn compose_child_path(cgrp: *const u8, leaf: *const u8) -> Option<(*const u8
 #[inline(always)]
 pub fn config() -> Config {
     CONFIG.load()
+}
+
+/// The configuration in place, for programs whose stack cannot hold a copy: every field read
+/// through it is a load from the (frozen, read-only) map value.
+#[inline(always)]
+pub fn config_ref() -> &'static Config {
+    // `Global` is `repr(transparent)`.
+    let p = (&raw const CONFIG).cast::<Config>();
+    // SAFETY: reading a local. The volatile read hides from the compiler that `p` is the
+    // static, so it cannot fold the compile-time value the loader replaces into the reads.
+    let p = unsafe { ptr::read_volatile(&p) };
+    // SAFETY: `p` points at the static, valid and never written while programs run.
+    unsafe { &*p }
 }
 
 /// Figures read from a memcg (pages); `flags` has the record's `HAS_*` flag of each one read (0
@@ -234,6 +304,35 @@ pub struct CgroupInfo {
     /// The current task is not the event's cause (a kworker releasing a half-made cgroup): no
     /// pid or comm in the record.
     pub no_task: bool,
+    /// `mkdir_failed`: a [`cgtrace_common::failure_source`] value.
+    pub source: u32,
+}
+
+impl CgroupInfo {
+    /// Nothing known: each hook sets what it learned and takes the rest from here
+    /// (`..CgroupInfo::NONE`).
+    pub const NONE: CgroupInfo = CgroupInfo {
+        hierarchy_id: 0,
+        cgroup_id: 0,
+        level: 0,
+        has_cgroup: false,
+        path: core::ptr::null(),
+        cgrp: core::ptr::null(),
+        css: 0,
+        memcg: Memcg {
+            id: 0,
+            memory: 0,
+            kmem: 0,
+            memsw: 0,
+            flags: 0,
+        },
+        user_path: false,
+        errno: 0,
+        truncated: false,
+        level_from_path: false,
+        no_task: false,
+        source: 0,
+    };
 }
 
 /// (hierarchy id, cgroup id, level) of a `struct cgroup *`.
@@ -246,7 +345,7 @@ pub fn cgroup_ids(cgrp: *const u8) -> Option<(u32, u64, u32)> {
 /// (hierarchy id, cgroup id) of a `struct cgroup *`.
 #[inline(always)]
 pub fn cgroup_hierarchy_and_id(cgrp: *const u8) -> Option<(u32, u64)> {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     let root = read_field::<u64>(cgrp, off.cgroup_root)? as *const u8;
     let kn = read_field::<u64>(cgrp, off.cgroup_kn)? as *const u8;
     let h = read_field::<i32>(root, off.root_hierarchy_id)?;
@@ -274,14 +373,14 @@ pub fn never_activated(cgrp: *const u8) -> bool {
 /// The depth of a `struct cgroup *` below its hierarchy root.
 #[inline(always)]
 pub fn cgroup_level(cgrp: *const u8) -> Option<u32> {
-    read_field::<i32>(cgrp, config().offsets.cgroup_level).map(|l| l as u32)
+    read_field::<i32>(cgrp, config_ref().offsets.cgroup_level).map(|l| l as u32)
 }
 
 /// The memory controller's css of a cgroup (`cgrp->subsys[memory_cgrp_id]`), null when the
 /// cgroup has none (other hierarchies; v2 cgroups whose parent does not enable memory).
 #[inline(always)]
 pub fn memory_css(cgrp: *const u8) -> *const u8 {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     if off.cgroup_subsys == KernelOffsets::UNKNOWN
         || off.memory_subsys_idx == KernelOffsets::UNKNOWN
         || off.memory_subsys_idx >= 64
@@ -296,7 +395,7 @@ pub fn memory_css(cgrp: *const u8) -> *const u8 {
 /// mkdir, where they are still empty and every read costs).
 #[inline(always)]
 pub fn read_memcg(css: *const u8, counters: bool) -> Memcg {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     if css.is_null() || off.memcg_css == KernelOffsets::UNKNOWN {
         return Memcg::default();
     }
@@ -406,8 +505,8 @@ const QUERY_EVERY: u64 = 16;
 /// Submit flags: no wake-up (the consumer drains on a timer) unless `wakeup_bytes` wait in the
 /// ring; 0 (the kernel's wake-up per event) when `wakeup_bytes` is 0.
 #[inline(always)]
-fn wake_flags(cfg: &Config) -> u64 {
-    if cfg.wakeup_bytes == 0 {
+pub fn wake_flags(cfg: &Config) -> u64 {
+    if cfg.wakeup_bytes == 0 || uses_perf() {
         return 0;
     }
     // Array lookups are inlined by the verifier: no helper call.
@@ -429,30 +528,61 @@ fn wake_flags(cfg: &Config) -> u64 {
 }
 
 #[inline(always)]
-fn count_lost(kind: EventKind) {
+pub fn count_lost(kind: EventKind) {
     if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs (no preemption).
         unsafe { *slot += 1 };
     }
 }
 
-/// Filters, reserves, fills and submits one cgroup event. Returns the error the verifier-friendly
-/// callers ignore (the number is only for aya-log).
+/// Filters, fills and writes one cgroup event to the configured buffer. Returns the error the
+/// verifier-friendly callers ignore (the number is only for aya-log).
 #[inline(always)]
-pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
+pub fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
     let cfg = config();
     if !passes_filters(&cfg, kind, info) {
         return Ok(());
     }
-    // Filled in place in the ring: cheaper here than building the record elsewhere and copying
-    // only its used part with bpf_ringbuf_output (measured with bpf_stats).
-    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
-        count_lost(kind);
-        return Err(-1);
+    let ev_flags = if uses_perf() {
+        let Some(ev) = PERF_SCRATCH.get_ptr_mut(0) else {
+            count_lost(kind);
+            return Err(-1);
+        };
+        // SAFETY: `ev` points at this CPU's map value of size_of::<RawEvent>() bytes, written
+        // only by this program while it runs.
+        let ev_flags = unsafe { complete(ev, kind, info) };
+        // SAFETY: as above; `complete` wrote every field.
+        if !output_record(ctx, unsafe { &*ev }, 0) {
+            count_lost(kind);
+            return Err(-1);
+        }
+        ev_flags
+    } else {
+        // Filled in place in the ring: cheaper here than building the record elsewhere and
+        // copying only its used part with bpf_ringbuf_output (measured with bpf_stats).
+        let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+            count_lost(kind);
+            return Err(-1);
+        };
+        // SAFETY: a reserved ring slot of size_of::<RawEvent>() bytes that only this program
+        // writes until submit.
+        let ev_flags = unsafe { complete(entry.as_mut_ptr(), kind, info) };
+        entry.submit(wake_flags(&cfg));
+        ev_flags
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this
-    // program writes until submit.
+    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
+        return Err(ev_flags as i64);
+    }
+    Ok(())
+}
+
+/// Writes the whole record of one event at `ev`; returns its flags.
+///
+/// # Safety
+/// `ev` points at size_of::<RawEvent>() bytes that only this program writes meanwhile.
+#[inline(always)]
+unsafe fn complete(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> u8 {
+    // SAFETY: the caller's promise.
     let len = unsafe { fill(ev, kind, info) };
     let mut ev_flags = present_flags(info);
     if info.truncated {
@@ -467,22 +597,18 @@ pub fn emit(kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
             level = cgroup_level(info.cgrp).unwrap_or(0);
         }
     }
-    // SAFETY: as above, the slot is ours until submit.
+    // SAFETY: the caller's promise.
     unsafe {
         (*ev).path_len = path_len;
         (*ev).flags = ev_flags;
         (*ev).level = level;
     }
-    entry.submit(wake_flags(&cfg));
-    if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
-        return Err(ev_flags as i64);
-    }
-    Ok(())
+    ev_flags
 }
 
 /// Whether the event passes the load-time filters (hierarchies, path prefix, subtrees).
 #[inline(always)]
-fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
+pub fn passes_filters(cfg: &Config, kind: EventKind, info: &CgroupInfo) -> bool {
     // Failed mkdirs seen at the syscall have no cgroup: their own program checked the cgroupfs
     // prefix (a half-made cgroup's release has one, and is filtered like any cgroup).
     // Start-up walk records carry a leaf name, not a path: no prefix check for them.
@@ -510,8 +636,8 @@ fn present_flags(info: &CgroupInfo) -> u8 {
 /// helper returned (the length with its NUL, or an error).
 ///
 /// # Safety
-/// `ev` points at a reserved ring slot of size_of::<RawEvent>() bytes that only this program
-/// writes until submit.
+/// `ev` points at size_of::<RawEvent>() bytes (a reserved ring slot, or this CPU's perf scratch
+/// record) that only this program writes meanwhile.
 #[inline(always)]
 unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -535,7 +661,7 @@ unsafe fn fill(ev: *mut RawEvent, kind: EventKind, info: &CgroupInfo) -> i64 {
         (*ev).memcg_id = m.id;
         (*ev).kind = kind as u8;
         (*ev).errno = info.errno;
-        (*ev)._pad = 0;
+        (*ev).source = info.source;
         // Straight into the record (the kernel zeroes it when there is no task).
         if info.no_task {
             (*ev).comm[0] = 0;
@@ -589,6 +715,7 @@ fn path_len(info: &CgroupInfo, len: i64, ev_flags: &mut u8) -> u16 {
 
 // The names the loader looks these up by.
 bpf_name!(static cgtrace_common::names::map::EVENTS, EVENTS);
+bpf_name!(static cgtrace_common::names::map::PERF_EVENTS, PERF_EVENTS);
 bpf_name!(static cgtrace_common::names::map::LOST, LOST);
 bpf_name!(static cgtrace_common::names::map::SUBTREES, SUBTREES);
 bpf_name!(static cgtrace_common::names::global::CONFIG, CONFIG);

@@ -37,6 +37,7 @@ mod cgroup_tp;
 mod css;
 mod event;
 mod mkdir_fail;
+mod oom;
 mod walk;
 
 /// `a == b`, in a `const`.

@@ -21,8 +21,11 @@ use crate::{
     event::{CgroupInfo, LoadTimeBytes, cgroup_ids, config, memory_css, read_field, read_memcg},
 };
 
-/// `CSS_ONLINE` in `cgroup_subsys_state.flags`.
+/// `CSS_ONLINE` and `CSS_DYING` in `cgroup_subsys_state.flags` (include/linux/cgroup-defs.h).
+/// `CSS_DYING` is set by `kill_css()` in the rmdir itself (33c35aa48178, 4.17); `CSS_ONLINE` is
+/// cleared later, by the offline work after an RCU grace period, which lags on a busy node.
 const CSS_ONLINE: u32 = 1 << 1;
+const CSS_DYING: u32 = 1 << 4;
 /// Steps (one move in the tree each) per trigger. One flat loop, no nesting: the verifier's
 /// work stays linear.
 const STEPS_PER_RUN: u32 = 16;
@@ -78,11 +81,11 @@ fn is_trigger(cgrp: *const u8, off: &KernelOffsets, name_len: u32) -> bool {
     })
 }
 
-/// The css at `pos` is offline (dying).
+/// The css at `pos` is dying: removed (its offline may still be queued) or offline.
 #[inline(always)]
 fn is_dying(pos: u64, off: &KernelOffsets) -> bool {
     let flags = read_field::<u32>(pos as *const u8, off.css_flags).unwrap_or(CSS_ONLINE);
-    flags & CSS_ONLINE == 0
+    flags & CSS_ONLINE == 0 || flags & CSS_DYING != 0
 }
 
 /// Going down from the css at `pos`: to its first child, or back up when it has none.
@@ -246,11 +249,7 @@ fn visit(ctx: &RawTracePointContext, css: u64) {
         cgrp,
         css: parent_id,
         memcg: read_memcg(css as *const u8, true),
-        user_path: false,
-        errno: 0,
-        truncated: false,
-        level_from_path: false,
-        no_task: false,
+        ..CgroupInfo::NONE
     };
     let _ = report(ctx, EventKind::DyingAtStart, &info);
 }

@@ -175,7 +175,7 @@ fn record(
         kind: kind as u8,
         flags: fl,
         errno: 0,
-        _pad: 0,
+        source: 0,
         comm: [0; COMM_LEN],
         path: [0; PATH_CAP],
     };
@@ -345,6 +345,8 @@ fn session_header() -> Header {
         filters: Default::default(),
         rejected: Vec::new(),
         fallbacks: Vec::new(),
+        oom: None,
+        buffer: Some("ring".into()),
     }
 }
 

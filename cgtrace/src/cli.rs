@@ -197,13 +197,19 @@ struct ProbeArgs {
     /// tracepoint); forcing one the kernel refuses is an error saying why.
     #[arg(long, value_enum)]
     tier: Option<Tier>,
-    /// How to attach the cgroup tracepoints: raw tracepoints falling back to classic ones (auto),
+    /// Which cgroup tracepoints to attach: raw tracepoints falling back to classic ones (auto),
     /// or one of them forced.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    attach: AttachMode,
+    // `--attach`, 0.1.0's spelling, still parses (hidden).
+    #[arg(long, alias = "attach", value_enum, default_value_t = AttachMode::Auto)]
+    tracepoints: AttachMode,
     /// Ring buffer size (rounded up to a power of two), e.g. 4M.
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "4M")]
     ring_size: u64,
+    /// Which buffer the programs write to: the BPF ring buffer where the kernel has one (5.8+),
+    /// else the perf event array (auto), or one of them forced. Perf buffers are one per CPU,
+    /// `--ring-size` shared among them, merged in timestamp order.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = probes::buffer::BufferChoice::Auto)]
+    buffer: probes::buffer::BufferChoice,
     /// Which failed mkdirs in cgroupfs to report: `cgroupfs` (the failures inside cgroup
     /// creation, such as memcg ID exhaustion, at no cost per syscall) or `syscall` (every failed
     /// mkdir with its errno and caller; makes every syscall on the node slower while cgtrace
@@ -297,7 +303,8 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         tier: p.tier,
         mkdir_failures: p.mkdir_failures,
         mkdir_failure_hooks: probes::MkdirFailureHooks::Auto,
-        attach: p.attach,
+        attach: p.tracepoints,
+        buffer: p.buffer,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         wakeup_bytes: None,
         bpf_debug_log: verbose >= 2

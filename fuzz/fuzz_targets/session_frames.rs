@@ -29,6 +29,12 @@ fn prefix() -> &'static [u8] {
             attach: "raw_tracepoint".into(),
             hierarchies: Hierarchies::default(),
             options: String::new(),
+            page_size: 4096,
+            filters: Default::default(),
+            rejected: Vec::new(),
+            fallbacks: Vec::new(),
+            oom: None,
+            buffer: Some("ring".into()),
         };
         match SessionWriter::new(Vec::new(), &header, &Baseline::default()) {
             Ok(w) => w.get_ref().clone(),

@@ -181,7 +181,8 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// The value of a metric line `name{labels} value` (the first that matches).
+/// The value of a metric line `name{labels} value` (the first that starts with
+/// `name_and_labels`).
 pub fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
     body.lines()
         .find(|l| l.starts_with(name_and_labels))

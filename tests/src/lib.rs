@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod cgroup;
 pub mod exhaust;
+pub mod oom;
 pub mod pods;
 
 use std::{
@@ -20,6 +21,11 @@ use cgtrace_common::EventKind;
 pub struct Records(Vec<Vec<u8>>);
 
 impl Records {
+    /// The records' bytes, in ring order.
+    pub fn raw(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+
     /// The events, in ring order.
     pub fn events(&self) -> Vec<Event<'_>> {
         self.0
@@ -42,6 +48,42 @@ pub fn tier_from_env() -> Option<cgtrace::probes::Tier> {
         "kprobe" => Some(Tier::Kprobe),
         "tracepoint" => Some(Tier::Tracepoint),
         other => panic!("unknown CGTRACE_TIER {other:?}"),
+    }
+}
+
+/// The buffer a test should force: `CGTRACE_BUFFER` (`ring`, `perf`, `auto`; set by the VM
+/// runner), else auto.
+pub fn buffer_from_env() -> cgtrace::probes::buffer::BufferChoice {
+    use cgtrace::probes::buffer::BufferChoice;
+    match std::env::var("CGTRACE_BUFFER").ok().as_deref() {
+        None | Some("auto") => BufferChoice::Auto,
+        Some("ring") => BufferChoice::Ring,
+        Some("perf") => BufferChoice::Perf,
+        Some(other) => panic!("unknown CGTRACE_BUFFER {other:?}"),
+    }
+}
+
+/// Whether a test should force `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`, set by the VM
+/// runner) where the kernel has `bpf_probe_read_kernel`.
+pub fn legacy_reads_from_env() -> bool {
+    match std::env::var("CGTRACE_PROBE_READ").ok().as_deref() {
+        None | Some("auto") => false,
+        Some("legacy") => true,
+        Some(other) => panic!("unknown CGTRACE_PROBE_READ {other:?}"),
+    }
+}
+
+/// Fails unless the probes use what `CGTRACE_BUFFER` and `CGTRACE_PROBE_READ` forced (a forced
+/// run that silently used the defaults would prove nothing).
+pub fn assert_forced(probes: &Probes) {
+    use cgtrace::probes::buffer::{Buffer, BufferChoice};
+    match buffer_from_env() {
+        BufferChoice::Perf => assert_eq!(probes.events.buffer(), Buffer::Perf),
+        BufferChoice::Ring => assert_eq!(probes.events.buffer(), Buffer::Ring),
+        BufferChoice::Auto => {}
+    }
+    if legacy_reads_from_env() {
+        assert_eq!(probes.kernel_reads, "bpf_probe_read (forced)");
     }
 }
 
@@ -94,9 +136,9 @@ pub fn collect_until(
     }
 }
 
-/// Drains everything that is in the ring now.
+/// Drains everything that is in the buffer now (the perf buffers' held-back records too).
 pub fn drain(probes: &mut Probes, out: &mut Records) {
-    while probes.drain(4096, |b| {
+    while probes.drain_all(4096, |b| {
         Event::decode(b).expect("every record decodes");
         out.0.push(b.to_vec());
     }) > 0

@@ -97,6 +97,15 @@ fn metrics_grow_by_exactly_the_cgroups_made_and_sigterm_is_fast() {
     let (st, _) = http_get(port, "/nope");
     assert_eq!(st, 404);
 
+    // `doctor` on the node finds the running attach's programs by name, as bpftop does.
+    let out = cgtrace_command()
+        .args(["doctor", "--json"])
+        .output()
+        .expect("doctor");
+    let doctor: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let loaded = doctor["bpf_cost"]["programs"].as_u64().unwrap_or(0);
+    assert!(loaded >= 3, "the attach's programs: {}", doctor["bpf_cost"]);
+
     // SIGHUP prints the histograms now.
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);

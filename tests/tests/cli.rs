@@ -360,3 +360,51 @@ fn report_html_of_a_recorded_session_is_one_self_contained_page() {
     }
     assert_eq!(html.matches("<svg").count(), 5, "one SVG per plot");
 }
+
+/// `--tracepoints` names which cgroup tracepoints are attached; 0.1.0's `--attach` still works
+/// but is no longer shown.
+#[test]
+fn tracepoints_flag_and_its_old_spelling_both_work() {
+    for cmd in ["live", "record", "attach", "top"] {
+        let help = stdout_of(cgtrace_command().args([cmd, "--help"]));
+        assert!(help.contains("--tracepoints <"), "{cmd} --help:\n{help}");
+        assert!(!help.contains("--attach"), "{cmd} --help:\n{help}");
+    }
+    for flag in ["--tracepoints", "--attach"] {
+        let m = cgtrace::cli::command()
+            .try_get_matches_from(["cgtrace", "live", flag, "classic"])
+            .unwrap_or_else(|e| panic!("{flag}: {e}"));
+        let (_, live) = m.subcommand().expect("live");
+        assert_eq!(
+            live.get_one::<cgtrace::probes::AttachMode>("tracepoints"),
+            Some(&cgtrace::probes::AttachMode::Classic),
+            "{flag}"
+        );
+        let out = cgtrace_command()
+            .args(["live", flag, "bogus"])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(
+            err.contains("raw") && err.contains("classic"),
+            "{flag}: {err}"
+        );
+    }
+    if !privileged("tracepoints_flag_and_its_old_spelling_both_work") {
+        return;
+    }
+    for flag in ["--tracepoints", "--attach"] {
+        let out = cgtrace_command()
+            .args(["live", "--json", "--duration", "1s", flag, "classic"])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {err}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().expect("a summary line"))
+                .expect("JSON summary");
+        assert_eq!(summary["attach"], "tracepoint", "{flag}: {stdout}");
+    }
+}

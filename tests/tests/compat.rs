@@ -18,8 +18,9 @@ fn fixture(name: &str) -> String {
 
 /// What cgtrace printed for the fixture after 0.1.0, on purpose: the summary gained the memcg ID
 /// headroom (a line in text, `id_headroom` in JSON); pods whose memcgs were all freed are folded
-/// into the totals, no longer listed (memory bounded by what exists). Applied to the old output
-/// (drop its pods with nothing live or dying) and the new (drop the added headroom).
+/// into the totals, no longer listed (memory bounded by what exists); the JSON summary names the
+/// buffer (`ring` for this file). Applied to the old output (drop its pods with nothing live or
+/// dying) and the new (drop the added headroom and buffer).
 fn since_0_1(old: &str, new: &str) -> (String, String) {
     let new: String = new
         .lines()
@@ -69,6 +70,9 @@ fn json_since_0_1(old: &mut serde_json::Value, new: &mut serde_json::Value) {
         };
         if is_new {
             obj.remove("id_headroom");
+            // The buffer the records came through, since the perf buffer fallback: a session
+            // from before it came through the ring buffer.
+            assert_eq!(obj.remove("buffer"), Some(serde_json::json!("ring")));
         } else if let Some(serde_json::Value::Array(pods)) = obj.get_mut("pods") {
             pods.retain(|p| p["live"] != 0 || p["dying"] != 0);
         }

@@ -8,7 +8,8 @@
 //!   fire.
 //! * `every_panel_query_and_alert_expression_has_series`: Debian's `prometheus` on loopback
 //!   scrapes a real `cgtrace attach --metrics` every second during real churn (a storm of
-//!   short-lived cgroups, kubelet-style pod cgroups, one dying memcg per pod, pinned by tmpfs pages).
+//!   short-lived cgroups, kubelet-style pod cgroups, one dying memcg per pod, pinned by tmpfs pages,
+//!   and a real OOM kill of a container at its memory limit in the first pod).
 //!   Then, through the HTTP API, every variable query gives values, and every panel query (the
 //!   variables substituted as Grafana would: first the defaults, then one value of each) gives at
 //!   least one series, as an instant and as a range query. Every alert expression parses and
@@ -40,6 +41,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 const DASHBOARD: &str = "deploy/grafana/cgtrace.json";
+
+/// The OOM kill's hog: this test binary re-run with only this test selected.
+#[test]
+fn oom_hog() {
+    integration_tests::oom::hog_main();
+}
 /// Prometheus scrapes (and evaluates the rules) this often in the test.
 const SCRAPE_INTERVAL_S: u64 = 1;
 
@@ -1051,6 +1058,18 @@ fn every_panel_query_and_alert_expression_has_series() {
     let crash_pod = top
         .join("kubepods/burstable")
         .join(format!("pod{}", pods[0].1));
+    // A real OOM kill in the first pod: a container at its memory limit (the OOM kill series).
+    let mem_root = integration_tests::oom::MemRoot::load(&hierarchies);
+    let oom_ctr = crash_pod.join(format!("{:064x}", 0x00c0_ffee_0000_u64 + 77));
+    mem_root.mkdir(&oom_ctr);
+    mem_root.set_limit(&oom_ctr, 32 << 20);
+    let hog = integration_tests::oom::Hog::start_in(&oom_ctr, 512 << 20);
+    let st = hog.wait(Duration::from_secs(60));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL),
+        "the hog was not OOM-killed: {st}"
+    );
     let churn = Churn::start(top.clone(), crash_pod);
     let pod_uids: BTreeSet<String> = pods.iter().map(|(_, u)| u.to_string()).collect();
 

@@ -17,38 +17,13 @@ use cgtrace::{
 };
 use cgtrace_common::{EventKind, KernelOffsets};
 use integration_tests::{
-    Records,
+    Records, buffer_from_env,
     cgroup::{TestParent, charge_file},
-    collect_until, drain, path_str, tier_from_env,
+    collect_until, drain, legacy_reads_from_env, path_str, tier_from_env,
 };
 
 /// Where memcgs live on this kernel: the v1 memory hierarchy, else v2 with +memory.
-struct MemHier {
-    id: u32,
-    mount: PathBuf,
-    v2: bool,
-}
-
-fn mem_hierarchy(h: &Hierarchies) -> MemHier {
-    if let Some(m) = h.with_controller("memory").filter(|m| m.id != 0)
-        && let Some(mount) = &m.mount
-    {
-        return MemHier {
-            id: m.id,
-            mount: mount.clone(),
-            v2: false,
-        };
-    }
-    let v2 = h
-        .get(0)
-        .and_then(|x| x.mount.clone())
-        .expect("a cgroup v2 mount");
-    MemHier {
-        id: 0,
-        mount: v2,
-        v2: true,
-    }
-}
+use integration_tests::oom::MemRoot as MemHier;
 
 struct Fixture {
     mem: MemHier,
@@ -62,7 +37,7 @@ fn setup(tag: &str) -> Option<Fixture> {
         return None;
     }
     let h = Hierarchies::load().expect("hierarchies");
-    let mem = mem_hierarchy(&h);
+    let mem = MemHier::load(&h);
     let parent = TestParent::new(tag, &[&mem.mount]).expect("test parent");
     if mem.v2 {
         // Children of the parent get a memcg only when the parent enables memory for them.
@@ -75,17 +50,22 @@ fn setup(tag: &str) -> Option<Fixture> {
     let subtree = SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve the parent");
     let probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
-        hierarchies: Some(vec![mem.id]),
+        buffer: buffer_from_env(),
+        legacy_reads: legacy_reads_from_env(),
+        hierarchies: Some(vec![mem.hierarchy_id]),
         subtree: Some(subtree),
         ..ProbeOptions::default()
     })
     .expect("load and attach");
     eprintln!(
-        "tier {} ({}) on kernel {}",
+        "tier {} ({}) on kernel {}, {} buffer, reads with {}",
         probes.tier.name(),
         probes.attached.name(),
-        probes.kernel_release
+        probes.kernel_release,
+        probes.events.buffer().name(),
+        probes.kernel_reads
     );
+    integration_tests::assert_forced(&probes);
     let offsets = probes.offsets.expect("kernel BTF offsets");
     Some(Fixture {
         mem,
@@ -417,6 +397,8 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
     ] {
         let mut probes = Probes::load(&ProbeOptions {
             tier: tier_from_env(),
+            buffer: buffer_from_env(),
+            legacy_reads: legacy_reads_from_env(),
             hierarchies: Some(vec![0]),
             subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
             mkdir_failures: cgtrace::probes::MkdirFailureMode::Syscall,
@@ -491,6 +473,92 @@ fn failed_mkdir_is_reported_with_path_and_errno() {
             assert_eq!(ev.errno, Some(libc::EAGAIN));
             assert_eq!(ev.pid, std::process::id());
         }
+        relative_spellings_are_resolved(&mut probes, &parent, &v2, hooks);
+    }
+}
+
+/// Relative spellings of a failed mkdir, resolved in the kernel from the starting directory:
+/// `mkdirat` with a directory fd (a name, and a name below a missing directory: ENOENT from the
+/// VFS), and `mkdir` run with the parent as its working directory (as coreutils `mkdir -p` does
+/// it). Each comes with its path in the hierarchy, the errno and the caller.
+fn relative_spellings_are_resolved(
+    probes: &mut Probes,
+    parent: &TestParent,
+    v2: &Path,
+    hooks: MkdirFailureHooks,
+) {
+    use std::os::fd::AsRawFd;
+    let dir = parent.dir(v2);
+    let dirfd = fs::File::open(&dir).expect("open the test parent");
+    let mut want = Vec::new();
+    for (name, errno) in [
+        ("kubepods-fd", libc::EAGAIN),
+        ("missing/kubepods", libc::ENOENT),
+    ] {
+        let c = std::ffi::CString::new(name).expect("no NUL");
+        // SAFETY: a valid directory fd and NUL-terminated path.
+        let rc = unsafe { libc::syscall(libc::SYS_mkdirat, dirfd.as_raw_fd(), c.as_ptr(), 0o755) };
+        let got = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!(
+            (rc, got),
+            (-1, Some(errno)),
+            "mkdirat(fd, {name}) must fail"
+        );
+        want.push((name, errno, std::process::id()));
+    }
+    let mut child = std::process::Command::new("mkdir")
+        .arg("kubepods-cwd")
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run mkdir");
+    let pid = child.id();
+    assert!(!child.wait().expect("mkdir").success(), "mkdir must fail");
+    want.push(("kubepods-cwd", libc::EAGAIN, pid));
+    let path_of = |name: &str| format!("{}/{name}", parent.cgroup_path()).into_bytes();
+    let mut recs = Records::default();
+    let found = collect_until(probes, &mut recs, Duration::from_secs(5), |s| {
+        want.iter().all(|(name, _, _)| {
+            let p = path_of(name);
+            s.iter().any(|e| {
+                e.kind == EventKind::MkdirFailed && e.syscall_relative && e.path == p.as_slice()
+            })
+        })
+    });
+    let seen = recs.events();
+    assert!(
+        found,
+        "relative mkdirs not all reported with {hooks:?}: {seen:#?}"
+    );
+    for (name, errno, pid) in &want {
+        let p = path_of(name);
+        // On the fentry/kprobe tiers cgroup_mkdir()'s return reports the EAGAINs too, with the
+        // same path (the pipeline keeps one of them): only the syscall's here.
+        let evs: Vec<_> = seen
+            .iter()
+            .filter(|e| e.syscall_relative && e.path == p.as_slice())
+            .collect();
+        assert_eq!(
+            evs.len(),
+            1,
+            "{name} reported once with {hooks:?}: {evs:#?}"
+        );
+        let ev = evs[0];
+        assert!(ev.has_cgroup, "{ev:?}");
+        assert_eq!(
+            ev.failure_seen_at(),
+            Some(cgtrace::model::event::FailureSource::Syscall)
+        );
+        assert_eq!(
+            (ev.hierarchy_id, ev.errno, ev.pid),
+            (0, Some(*errno), *pid),
+            "{name}"
+        );
+        assert_eq!(
+            ev.level,
+            cgtrace::model::event::path_level(&p),
+            "{name}: the level counts the composed path's components"
+        );
     }
 }
 
@@ -511,6 +579,8 @@ fn failed_mkdir_inside_cgroupfs_is_reported_without_a_syscall_hook() {
     fs::write(parent.dir(&v2).join("cgroup.max.descendants"), "0").expect("limit descendants");
     let mut probes = Probes::load(&ProbeOptions {
         tier: tier_from_env(),
+        buffer: buffer_from_env(),
+        legacy_reads: legacy_reads_from_env(),
         hierarchies: Some(vec![0]),
         subtree: Some(SubtreeFilter::resolve(&h, &parent.cgroup_path()).expect("resolve")),
         ..ProbeOptions::default()

@@ -404,7 +404,7 @@ fn tracefs_unmounted_while_running_is_reported_not_a_hang() {
         .args([
             "live",
             "--json",
-            "--attach",
+            "--tracepoints",
             "classic",
             "--subtree",
             &parent.cgroup_path(),

@@ -214,6 +214,10 @@ impl AttachState {
             pipe.counts.seen.iter().sum::<u64>(),
             pipe.counts.lost.iter().sum::<u64>()
         )?;
+        if let Some(t) = &pipe.facts().oom {
+            let o = pipe.detectors.oom_summary(t);
+            writeln!(out, "OOM kills: {}", o.kills_text())?;
+        }
         writeln!(out, "{}", cost.render())?;
         out.write_all(text.as_bytes())?;
         for v in pipe.verdicts() {

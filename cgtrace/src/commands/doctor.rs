@@ -8,7 +8,7 @@ use crate::{
     kernel::btf,
     kernel::hierarchy::{Hierarchies, Layout},
     kernel::tracefs,
-    probes::{AttachMode, MkdirFailureMode, ProbeOptions, Probes, Tier, WalkMethod},
+    probes::{AttachMode, MkdirFailureMode, ProbeOptions, Probes, Tier, WalkMethod, buffer},
 };
 
 #[derive(Debug, Serialize)]
@@ -25,7 +25,15 @@ pub struct DoctorReport {
     pub kernel_release: String,
     pub btf: bool,
     pub tracefs: Option<String>,
+    /// Whether this kernel can create a BPF ring buffer (tried; the release where trying
+    /// failed).
     pub ring_buffer: bool,
+    /// The buffer `cgtrace live` would use, and why not the ring buffer where it would not
+    /// (None: no tier loaded).
+    pub buffer: Option<String>,
+    /// How the programs read kernel memory (`bpf_probe_read_kernel`, or `bpf_probe_read`
+    /// before 5.5).
+    pub kernel_reads: String,
     pub privileges: Result<(), String>,
     pub tiers: Vec<TierResult>,
     /// The tier `cgtrace live` would use.
@@ -35,6 +43,13 @@ pub struct DoctorReport {
     /// How the start-up walk would name memcgs that were dying before start (None: no tier
     /// loaded).
     pub dying_walk: Option<String>,
+    /// How `cgtrace live` would trace OOM kills, or why it would not (None: no tier loaded).
+    pub oom_kills: Option<String>,
+    /// The cgtrace programs loaded on the node now and their run time (bpftop-style).
+    pub bpf_cost: Option<crate::pipeline::own_cost::NodePrograms>,
+    /// What the kernel lacks that the programs need, when no tier loaded (None: a tier loaded,
+    /// or nothing missing was found).
+    pub below_floor: Option<String>,
     /// "v1", "v2", "hybrid" or "none".
     pub cgroup_layout: Layout,
     /// Hierarchy holding the memory controller: (id, mount).
@@ -73,13 +88,25 @@ pub fn run() -> DoctorReport {
     DoctorReport {
         btf: btf::vmlinux_path().exists(),
         tracefs: tracefs::find().map(|p| p.display().to_string()),
-        ring_buffer: kernel::check_ring_buffer(&release).is_ok(),
+        ring_buffer: buffer::kernel_has_ring().unwrap_or_else(|| {
+            kernel::KernelRelease::parse(&release).is_none_or(|k| k.has_ringbuf())
+        }),
+        buffer: tried.buffer,
+        kernel_reads: buffer::kernel_reads(false),
+        below_floor: if tried.live_tier.is_none() {
+            kernel::floor::FloorFacts::probe(kernel::check_privileges().is_ok()).explain()
+        } else {
+            None
+        },
         privileges: kernel::check_privileges().map_err(|e| e.to_string()),
         kernel_release: release,
         tiers: tried.tiers,
         live_tier: tried.live_tier,
         failed_mkdirs: tried.failed_mkdirs,
         dying_walk: tried.dying_walk,
+        oom_kills: tried.oom_kills,
+        // After the tiers were tried: their programs are unloaded again.
+        bpf_cost: crate::pipeline::own_cost::NodePrograms::read(),
         cgroup_layout: hierarchies.layout(),
         memory_hierarchy: hierarchies
             .memory()
@@ -107,6 +134,16 @@ struct Tried {
     live_tier: Option<&'static str>,
     failed_mkdirs: Option<String>,
     dying_walk: Option<String>,
+    oom_kills: Option<String>,
+    buffer: Option<String>,
+}
+
+/// The buffer these probes write to, and why.
+fn buffer_used(p: &Probes) -> String {
+    match (p.events.buffer(), &p.buffer_why) {
+        (b, None) => b.name().to_string(),
+        (b, Some(why)) => format!("{} ({why})", b.name()),
+    }
 }
 
 /// What each `--mkdir-failures` mode would report with these probes.
@@ -149,6 +186,8 @@ fn try_tiers() -> Tried {
         live_tier: None,
         failed_mkdirs: None,
         dying_walk: None,
+        oom_kills: None,
+        buffer: None,
     };
     for t in Tier::ALL {
         let opts = ProbeOptions {
@@ -162,10 +201,15 @@ fn try_tiers() -> Tried {
         let result = match Probes::load(&opts) {
             Ok(p) => {
                 tried.live_tier.get_or_insert(t.name());
+                tried.buffer.get_or_insert_with(|| buffer_used(&p));
                 tried.failed_mkdirs.get_or_insert_with(|| failed_mkdirs(&p));
                 if tried.dying_walk.is_none() {
                     tried.dying_walk = Some(walk_method(&p));
                 }
+                tried.oom_kills.get_or_insert_with(|| match &p.oom {
+                    Ok(o) => o.describe(),
+                    Err(why) => format!("not traced: {why}"),
+                });
                 TierResult {
                     tier: t.name(),
                     ok: true,
@@ -236,6 +280,10 @@ pub fn render(r: &DoctorReport) -> String {
             .unwrap_or("not mounted (cgtrace mounts it when it needs it)")
     );
     s += &format!("BPF ring buffer: {}\n", yes(r.ring_buffer));
+    if let Some(b) = &r.buffer {
+        s += &format!("event buffer:    {b}\n");
+    }
+    s += &format!("kernel reads:    {}\n", r.kernel_reads);
     for t in &r.tiers {
         match (&t.error, t.attach) {
             (None, Some(a)) => {
@@ -284,9 +332,20 @@ pub fn render(r: &DoctorReport) -> String {
     if let Some(w) = &r.dying_walk {
         s += &format!("dying at start:  {w}\n");
     }
+    if let Some(o) = &r.oom_kills {
+        s += &format!("OOM kills:       {o}\n");
+    }
+    if let Some(c) = &r.bpf_cost {
+        s += &format!("BPF cost:        {}\n", c.render());
+    }
     match r.live_tier {
         Some(t) => s += &format!("cgtrace live would use tier {t}\n"),
-        None => s += "cgtrace live cannot run here\n",
+        None => {
+            s += "cgtrace live cannot run here\n";
+            if let Some(why) = &r.below_floor {
+                s += &format!("below the floor:  {why}\n");
+            }
+        }
     }
     s
 }

@@ -86,6 +86,8 @@ pub fn header(facts: &RunFacts) -> anyhow::Result<Header> {
         filters: facts.filters.clone(),
         rejected: facts.rejected.clone(),
         fallbacks: facts.fallbacks.clone(),
+        oom: facts.oom.clone(),
+        buffer: Some(facts.buffer.name().to_string()),
     })
 }
 

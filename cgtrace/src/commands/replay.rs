@@ -25,7 +25,7 @@ use crate::{
         output::{JsonSink, RenderContext, Sink, Summary, TextSink},
         pod_names::RecordedPodNames,
     },
-    probes::{Attached, Tier},
+    probes::{Attached, Tier, buffer::Buffer},
     session::{Header, Item, SessionError, SessionReader},
 };
 
@@ -83,10 +83,16 @@ pub fn facts_of_header(h: &Header, filters: &Filters) -> RunFacts {
         hierarchies: h.hierarchies.clone(),
         tier: Tier::from_name(&h.tier).unwrap_or(Tier::Tracepoint),
         tracepoints: Attached::from_name(&h.attach).unwrap_or(Attached::Tracepoint),
+        buffer: h
+            .buffer
+            .as_deref()
+            .and_then(Buffer::from_name)
+            .unwrap_or(Buffer::Ring),
         rejected,
         fallbacks: h.fallbacks.clone(),
         clock: h.clock,
         filters: filters.clone(),
+        oom: h.oom.clone(),
     }
 }
 
@@ -360,6 +366,14 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
         "memcgs: {} live, {} dying, {} freed during the run; {} dying before start ({} freed since)",
         t.live, t.dying, t.freed, t.dying_before_start, t.freed_before_start
     )?;
+    if let Some(o) = &s.oom {
+        writeln!(
+            out,
+            "OOM kills: {} (the count is {})",
+            o.kills_text(),
+            o.count_exactness
+        )?;
+    }
     let pods: Vec<&PodSummary> = s
         .pods
         .iter()

@@ -569,7 +569,7 @@ pub fn render(rep: &HtmlReport, source: &str) -> anyhow::Result<String> {
         o,
         "<h1>cgtrace report: {} (kernel {})</h1>\n<p>Session <code>{}</code>: {:.1} s, tier {}, {} events, {} lost.<br>\
 Memcgs at the end: {} live, {} dying, {} freed during the run; {} dying before start ({} freed since). \
-Memcg ID headroom: {}. Failed mkdirs: {}.</p>\n",
+Memcg ID headroom: {}. Failed mkdirs: {}. OOM kills: {}.</p>\n",
         esc(&rep.hostname),
         esc(&rep.kernel_release),
         esc(source),
@@ -586,6 +586,7 @@ Memcg ID headroom: {}. Failed mkdirs: {}.</p>\n",
             .id_headroom
             .map_or("unknown".to_string(), |h| h.to_string()),
         rep.last.failed_mkdirs,
+        oom_kills(s),
     );
     for w in &rep.warnings {
         let _ = writeln!(o, "<p><b>warning:</b> {}</p>", esc(w));
@@ -673,6 +674,24 @@ Memcg ID headroom: {}. Failed mkdirs: {}.</p>\n",
         rep.history.len()
     );
     Ok(o)
+}
+
+/// The run's OOM kills with their constraints (`none`: node-wide), for the summary line.
+fn oom_kills(s: &Summary) -> String {
+    let Some(o) = &s.oom else {
+        return "not traced".to_string();
+    };
+    let by: Vec<String> = o
+        .by_constraint
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(c, n)| format!("{n} {c}"))
+        .collect();
+    if by.is_empty() {
+        o.kills.to_string()
+    } else {
+        format!("{} ({})", o.kills, by.join(", "))
+    }
 }
 
 #[cfg(test)]

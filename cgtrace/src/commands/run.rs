@@ -32,7 +32,7 @@ use crate::{
         own_cost::{OwnCost, RingStats},
         pod_names::PodLogDir,
     },
-    probes::{MkdirFailureMode, ProbeOptions, Probes, Tier, WalkTask},
+    probes::{MkdirFailureMode, ProbeOptions, Probes, Tier, WalkTask, buffer::Events},
 };
 
 /// Records handled per drain batch before yielding to signals and timers.
@@ -85,11 +85,49 @@ impl Default for RunOptions {
     }
 }
 
-struct RingFd(Probes);
+/// The ring buffer's fd, to wait on.
+struct WaitFd(RawFd);
 
-impl AsRawFd for RingFd {
+impl AsRawFd for WaitFd {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.ring.as_raw_fd()
+        self.0
+    }
+}
+
+/// The probes and what a drain waits on besides the timer: the ring buffer's fd (its submits
+/// wake it once `wakeup_bytes` wait), none for the perf buffers (drained on the timer alone).
+struct Source {
+    /// Dropped before `probes`, which owns the fd.
+    wait: Option<AsyncFd<WaitFd>>,
+    probes: Probes,
+}
+
+impl Source {
+    fn new(probes: Probes) -> anyhow::Result<Source> {
+        let wait = match probes.events.wait_fd() {
+            // SAFETY: the fd is the ring buffer map's, owned by `probes`, which this struct
+            // drops only after the AsyncFd (field order): it stays open and the same for the
+            // AsyncFd's whole life, and as_raw_fd always returns it.
+            Some(fd) => Some(
+                unsafe { AsyncFd::register_with_interest(WaitFd(fd), Interest::READABLE) }
+                    .map_err(io::Error::from)
+                    .context("registering the ring buffer with epoll")?,
+            ),
+            None => None,
+        };
+        Ok(Source { wait, probes })
+    }
+
+    /// Until the ring buffer is readable (never for the perf buffers).
+    async fn readable(&self) -> io::Result<()> {
+        match &self.wait {
+            Some(w) => {
+                let mut guard = w.readable().await?;
+                guard.clear_ready();
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -135,7 +173,14 @@ fn attach_probes(opts: &RunOptions, h: &Hierarchies) -> anyhow::Result<(Probes, 
         finish();
         (baseline, probes)
     });
-    let probes = probes?;
+    // Below the floor, the loader's error is the kernel's; say what the kernel lacks first.
+    let probes = probes.map_err(|e| {
+        let may_load = crate::kernel::check_privileges().is_ok();
+        match crate::kernel::floor::FloorFacts::probe(may_load).explain() {
+            Some(why) => e.context(why),
+            None => e,
+        }
+    })?;
     let Some(Ok(baseline)) = baseline else {
         anyhow::bail!("the start-up baseline walk failed");
     };
@@ -180,10 +225,24 @@ fn walk_failed(pipe: &mut Pipeline, why: &str) {
 }
 
 /// The first line on stderr: what was attached, and what was not used and why.
-fn announce(facts: &RunFacts, ring_size: u32, failed_mkdirs: &str) {
+fn announce(facts: &RunFacts, probes: &Probes, ring_size: u32, failed_mkdirs: &str) {
     let rejected = facts.rejected_list();
+    let buffer = match &probes.events {
+        Events::Ring(_) => format!("ring {} KiB", ring_size / 1024),
+        Events::Perf(p) => format!(
+            "perf buffers {} KiB x {} CPUs ({})",
+            p.pages_per_cpu() as u64 * crate::kernel::page_size() / 1024,
+            p.cpus(),
+            probes.buffer_why.as_deref().unwrap_or("perf buffer chosen")
+        ),
+    };
+    let reads = if probes.kernel_reads == "bpf_probe_read_kernel" {
+        String::new()
+    } else {
+        format!(", reads with {}", probes.kernel_reads)
+    };
     eprintln!(
-        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, ring {} KiB, \
+        "cgtrace: attached: tier {} ({}s on the cgroup tracepoints{}), kernel {}, {buffer}{reads}, \
          failed mkdirs: {failed_mkdirs}{}",
         facts.tier.name(),
         facts.tracepoints.name(),
@@ -193,7 +252,6 @@ fn announce(facts: &RunFacts, ring_size: u32, failed_mkdirs: &str) {
             " + memcg css hooks"
         },
         facts.kernel_release,
-        ring_size / 1024,
         if rejected.is_empty() {
             String::new()
         } else {
@@ -261,7 +319,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     };
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
-    announce(pipe.facts(), opts.probe.ring_size, &failed_mkdirs);
+    announce(pipe.facts(), &probes, opts.probe.ring_size, &failed_mkdirs);
     let mut walk = match walk_start {
         Ok(w) => w,
         Err(e) => {
@@ -283,11 +341,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         ModeState::Top(t) => t.enter()?,
         _ => {}
     }
-    // SAFETY: the fd is the ring buffer map's, owned by `Probes` inside the AsyncFd: it stays open
-    // and the same for the AsyncFd's whole life, and as_raw_fd always returns it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(RingFd(probes), Interest::READABLE) }
-        .map_err(io::Error::from)
-        .context("registering the ring buffer with epoll")?;
+    let mut src = Source::new(probes)?;
     let mut lost = LostReporter::default();
     let mut counts = KernelCounts::default();
     counts.poll(&mut pipe);
@@ -300,7 +354,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     run_loop(
         opts,
         &mut signals,
-        &mut ring,
+        &mut src,
         &mut walk,
         &mut pipe,
         &mut state,
@@ -320,12 +374,13 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     {
         log_walk(&mut pipe, &report);
     }
-    while drains.drain(&mut ring.get_mut().0, &mut pipe) > 0 {
+    while drains.drain_all(&mut src.probes, &mut pipe) > 0 {
         pipe.check()?;
     }
-    lost.poll(&ring.get_ref().0, &mut pipe);
+    lost.poll(&src.probes, &mut pipe);
+    lost.check_notices(&src.probes);
     if let ModeState::Attach(a) = &mut state {
-        let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
+        let cost = drains.own_cost(&src.probes, pipe.facts());
         a.report(&mut pipe, &cost)?;
     }
     pipe.finish(monotonic_ns())?;
@@ -340,11 +395,25 @@ struct Drains {
 impl Drains {
     /// One bounded batch into the pipeline; returns the records drained.
     fn drain(&mut self, probes: &mut Probes, pipe: &mut Pipeline) -> usize {
+        self.drain_by(probes, pipe, false)
+    }
+
+    /// The same, the perf buffers' held-back records too (at the end of the run).
+    fn drain_all(&mut self, probes: &mut Probes, pipe: &mut Pipeline) -> usize {
+        self.drain_by(probes, pipe, true)
+    }
+
+    fn drain_by(&mut self, probes: &mut Probes, pipe: &mut Pipeline, all: bool) -> usize {
         let mut bytes = 0u64;
-        let n = probes.drain(DRAIN_BATCH, |b| {
+        let f = |b: &[u8]| {
             bytes += b.len() as u64;
             pipe.record(b)
-        });
+        };
+        let n = if all {
+            probes.drain_all(DRAIN_BATCH, f)
+        } else {
+            probes.drain(DRAIN_BATCH, f)
+        };
         self.stats.drained(n, bytes);
         n
     }
@@ -362,7 +431,7 @@ impl Drains {
 async fn run_loop(
     opts: &RunOptions,
     signals: &mut Signals,
-    ring: &mut AsyncFd<RingFd>,
+    src: &mut Source,
     walk: &mut Option<WalkTask>,
     pipe: &mut Pipeline,
     state: &mut ModeState,
@@ -375,8 +444,8 @@ async fn run_loop(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut status =
         live::StatusLine::new(!matches!(state, ModeState::Attach(_) | ModeState::Top(_)));
-    let uses_tracefs = ring.get_ref().0.attached == crate::probes::Attached::Tracepoint
-        || ring.get_ref().0.mkdir_failures.is_ok();
+    let uses_tracefs = src.probes.attached == crate::probes::Attached::Tracepoint
+        || src.probes.mkdir_failures.is_ok();
     let mut tracefs_gone = false;
     let mut last_lost_poll = Instant::now();
     loop {
@@ -393,7 +462,7 @@ async fn run_loop(
             _ = signals.hup.recv() => {
                 match state {
                     ModeState::Attach(a) => {
-                        let cost = drains.own_cost(&ring.get_ref().0, pipe.facts());
+                        let cost = drains.own_cost(&src.probes, pipe.facts());
                         a.report(pipe, &cost)?;
                     }
                     // The terminal hung up (or was asked to): the view ends.
@@ -401,10 +470,7 @@ async fn run_loop(
                     _ => {}
                 }
             }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                guard.clear_ready();
-            }
+            ready = src.readable() => ready.context("waiting on the ring buffer")?,
             _ = tick.tick() => {}
             // `top`: a key, a resize, the next second (never for the other modes).
             woke = async {
@@ -421,7 +487,7 @@ async fn run_loop(
         }
         // Drain in bounded batches, yielding between them so signals are never starved.
         loop {
-            let n = drains.drain(&mut ring.get_mut().0, pipe);
+            let n = drains.drain(&mut src.probes, pipe);
             pipe.check()?;
             if n < DRAIN_BATCH {
                 break;
@@ -433,7 +499,7 @@ async fn run_loop(
             _ => None,
         };
         status.around_flush(pipe, recording)?;
-        if let Some(logger) = ring.get_mut().0.logger.as_mut() {
+        if let Some(logger) = src.probes.logger.as_mut() {
             logger.flush();
         }
         if counts.due() {
@@ -441,7 +507,7 @@ async fn run_loop(
         }
         if last_lost_poll.elapsed() >= LOST_POLL {
             last_lost_poll = Instant::now();
-            lost.poll(&ring.get_ref().0, pipe);
+            lost.poll(&src.probes, pipe);
             // Classic tracepoints came from tracefs: say so if it goes away under us.
             if uses_tracefs && !tracefs_gone && crate::kernel::tracefs::find().is_none() {
                 tracefs_gone = true;
@@ -451,9 +517,7 @@ async fn run_loop(
             }
         }
         match state {
-            ModeState::Attach(a) => {
-                a.tick(pipe, |p| drains.own_cost(&ring.get_ref().0, p.facts()))?
-            }
+            ModeState::Attach(a) => a.tick(pipe, |p| drains.own_cost(&src.probes, p.facts()))?,
             ModeState::Record(r) if r.full() => break,
             ModeState::Top(t) => {
                 let quit = t.tick(pipe, monotonic_ns())?;
@@ -538,6 +602,27 @@ struct LostReporter {
 }
 
 impl LostReporter {
+    /// At the end, with the perf buffers: the kernel's lost-record notices against the records
+    /// the programs counted lost. Each failed `bpf_perf_event_output` for want of room is both;
+    /// more notices than counted losses would be losses the counters missed (said, never
+    /// silent); fewer are failures of another kind (e.g. no buffer open on a CPU).
+    fn check_notices(&self, p: &Probes) {
+        let Some(notices) = p.events.notices() else {
+            return;
+        };
+        let counted: u64 = self.reported.iter().sum();
+        log::info!(
+            "perf buffers: {notices} records the kernel reported lost, {counted} counted lost by the programs"
+        );
+        if notices > counted {
+            eprintln!(
+                "cgtrace: the kernel reported {notices} records lost from the perf buffers but the \
+                 programs counted {counted}: {} lost events of unknown kind",
+                notices - counted
+            );
+        }
+    }
+
     fn poll(&mut self, p: &Probes, pipe: &mut Pipeline) {
         match p.lost() {
             Ok(lost) => {
@@ -545,9 +630,10 @@ impl LostReporter {
                     let i = k as usize;
                     if lost[i] > self.reported[i] {
                         eprintln!(
-                            "cgtrace: lost {} {} event(s) (ring buffer full; try a larger --ring-size)",
+                            "cgtrace: lost {} {} event(s) ({}; try a larger --ring-size)",
                             lost[i] - self.reported[i],
-                            k.name()
+                            k.name(),
+                            p.events.buffer().what_fills()
                         );
                         self.reported[i] = lost[i];
                     }

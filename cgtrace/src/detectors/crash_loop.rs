@@ -40,6 +40,13 @@ pub struct CrashLoopEvidence {
     /// Container ids, most recent first (at most 5).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub container_ids: Vec<String>,
+    /// OOM kills of the pod within `oom_kill`'s window: the restarts' likely cause.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub oom_kills: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Container cgroups of one pod.
@@ -139,7 +146,33 @@ impl CrashLoop {
         }
     }
 
-    pub(super) fn verdicts(&self, cx: &Ctx<'_>, tracker: &Tracker) -> Vec<Verdict> {
+    /// Container cgroups the pod `pod` created after `since` (within the window), and whether
+    /// the pod is over this detector's threshold.
+    pub(super) fn restarts_after(&self, cx: &Ctx<'_>, pod: u32, since: u64) -> (u64, bool) {
+        let Some(l) = self.loops.get(&pod) else {
+            return (0, false);
+        };
+        let after = l
+            .created
+            .iter()
+            .filter(|&&t| t > since && t <= cx.now)
+            .count() as u64;
+        let from = cx.now.saturating_sub(ns(cx.cfg.crash_loop_window));
+        let min = u64::from(cx.cfg.crash_loop_min.max(1));
+        let count =
+            |q: &VecDeque<u64>| q.iter().filter(|&&t| t > from && t <= cx.now).count() as u64;
+        (
+            after,
+            count(&l.created) >= min && count(&l.restarts) + 1 >= min,
+        )
+    }
+
+    pub(super) fn verdicts(
+        &self,
+        cx: &Ctx<'_>,
+        tracker: &Tracker,
+        oom_kills: &dyn Fn(&str) -> u64,
+    ) -> Vec<Verdict> {
         let window = ns(cx.cfg.crash_loop_window);
         let mut found = self.looping(cx, tracker);
         found.sort_by(|a, b| {
@@ -152,7 +185,10 @@ impl CrashLoop {
         found
             .into_iter()
             .take(MAX_CRASH_LOOP_VERDICTS)
-            .map(|l| self.verdict(l, window_s, tracker))
+            .map(|l| {
+                let kills = oom_kills(&l.uid);
+                self.verdict(l, window_s, tracker, kills)
+            })
             .collect()
     }
 
@@ -187,7 +223,7 @@ impl CrashLoop {
         found
     }
 
-    fn verdict(&self, l: Looping, window_s: f64, tracker: &Tracker) -> Verdict {
+    fn verdict(&self, l: Looping, window_s: f64, tracker: &Tracker, oom_kills: u64) -> Verdict {
         let Looping {
             restarts,
             created,
@@ -209,11 +245,21 @@ impl CrashLoop {
             .unwrap_or_default();
         let summary = format!(
             "pod {who} created {}{created} container cgroups in {} ({restarts} replacing \
-             removed ones): its containers keep restarting",
+             removed ones): its containers keep restarting{}",
             if more { "at least " } else { "" },
-            human_secs(window_s)
+            human_secs(window_s),
+            if oom_kills > 0 {
+                format!(", after {oom_kills} OOM kills")
+            } else {
+                String::new()
+            }
         );
-        let recommendation = recommendation(&uid, namespace.as_deref(), name.as_deref());
+        let mut recommendation = recommendation(&uid, namespace.as_deref(), name.as_deref());
+        if oom_kills > 0 {
+            recommendation.push_str(
+                " Its containers were OOM-killed: see the oom_kill verdict for the limit hit.",
+            );
+        }
         Verdict {
             detector: "crash_loop",
             severity: Severity::Warning,
@@ -227,6 +273,7 @@ impl CrashLoop {
                 pod_namespace: namespace,
                 qos: stats.and_then(|p| p.qos).map(|q| q.as_str().to_string()),
                 container_ids: ids,
+                oom_kills,
             }),
             recommendation,
         }

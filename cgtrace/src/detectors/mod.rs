@@ -52,6 +52,7 @@ mod id_headroom;
 mod kernel_facts;
 mod kmem_leak;
 mod mkdir_failed;
+mod oom_kill;
 mod page_cache;
 mod render;
 mod shape;
@@ -63,6 +64,7 @@ pub use id_headroom::IdHeadroomEvidence;
 pub use kernel_facts::{KernelFacts, MEMCG_ID_MAX};
 pub use kmem_leak::KmemLeakEvidence;
 pub use mkdir_failed::MkdirFailedEvidence;
+pub use oom_kill::{LimitScope, OomKillEvidence, OomSummary, OomVictim};
 pub use page_cache::PageCacheEvidence;
 pub use render::render_verdict;
 pub use shape::normalise_leaf;
@@ -114,6 +116,11 @@ pub struct DetectorConfig {
     /// crash_loop: least container cgroups created for one pod within the window (and at least
     /// this minus one of them replacing removed ones). Default 5.
     pub crash_loop_min: u32,
+    /// oom_kill: window. Default 1 h (OOM kills are rare and each one matters).
+    pub oom_window: Duration,
+    /// oom_kill: kills of one pod within the window that make a warning (fewer: info); a
+    /// node-wide OOM is a warning, critical from this many on. Default 2.
+    pub oom_repeat_min: u32,
 }
 
 impl Default for DetectorConfig {
@@ -137,6 +144,8 @@ impl Default for DetectorConfig {
             churn_dedup: Duration::from_secs(1),
             crash_loop_window: Duration::from_secs(600),
             crash_loop_min: 5,
+            oom_window: Duration::from_secs(3600),
+            oom_repeat_min: 2,
         }
     }
 }
@@ -180,6 +189,8 @@ pub enum Evidence {
     MkdirFailed(MkdirFailedEvidence),
     /// Of an `id_headroom` verdict.
     IdHeadroom(IdHeadroomEvidence),
+    /// Of an `oom_kill` verdict.
+    OomKill(OomKillEvidence),
 }
 
 /// Some dying memcgs as evidence (oldest first): the age of the oldest, how many were found at
@@ -221,7 +232,7 @@ impl DyingSample {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Verdict {
     /// `"kmem_leak"`, `"page_cache_pinning"`, `"churn_storm"`, `"crash_loop"`, `"mkdir_failed"`
-    /// or `"id_headroom"`.
+    /// `"id_headroom"` or `"oom_kill"`.
     pub detector: &'static str,
     /// How bad.
     pub severity: Severity,
@@ -321,6 +332,9 @@ pub struct Detectors {
     crash_loop: crash_loop::CrashLoop,
     mkdir_failed: mkdir_failed::MkdirFailed,
     ids: Option<IdCorrection>,
+    oom_kill: oom_kill::OomKills,
+    /// How the run traces OOM kills (how exact their count is).
+    oom: Option<crate::model::oom::OomTracing>,
 }
 
 impl Detectors {
@@ -333,6 +347,8 @@ impl Detectors {
             churn_storm: churn_storm::ChurnStorm::new(&cfg),
             crash_loop: crash_loop::CrashLoop::new(&cfg),
             mkdir_failed: mkdir_failed::MkdirFailed::new(width, buckets),
+            oom_kill: oom_kill::OomKills::new(),
+            oom: None,
             cfg,
             kernel,
             first_ns: None,
@@ -375,6 +391,16 @@ impl Detectors {
     /// The thresholds.
     pub fn config(&self) -> &DetectorConfig {
         &self.cfg
+    }
+
+    /// How the run traces OOM kills (None: it does not).
+    pub fn set_oom_tracing(&mut self, oom: Option<crate::model::oom::OomTracing>) {
+        self.oom = oom;
+    }
+
+    /// The run's OOM kills, for the summary.
+    pub fn oom_summary(&self, t: &crate::model::oom::OomTracing) -> OomSummary {
+        self.oom_kill.summary(t)
     }
 
     fn ctx(&self, now: u64) -> Ctx<'_> {
@@ -424,6 +450,7 @@ impl Detectors {
             // Dying since before start: part of the tracker's dying count, but no removal
             // within the window (its free counts, through `freed_before_start`).
             EventKind::DyingAtStart => {}
+            EventKind::OomKill => self.oom_kill.observe(ev, obs, tracker),
             EventKind::CssAlloc
             | EventKind::CssOnline
             | EventKind::CssOffline
@@ -432,7 +459,7 @@ impl Detectors {
     }
 
     /// Current verdicts, judged at `tracker.now_ns()`: kmem_leak, page_cache_pinning,
-    /// churn_storm, crash_loop, mkdir_failed, id_headroom, in that order.
+    /// churn_storm, oom_kill, crash_loop, mkdir_failed, id_headroom, in that order.
     pub fn verdicts(&self, tracker: &Tracker) -> Vec<Verdict> {
         let cx = self.ctx(tracker.now_ns().max(self.now_ns));
         let totals = tracker.totals();
@@ -449,7 +476,11 @@ impl Detectors {
         out.extend(kmem);
         out.extend(page_cache::verdict(&cx, &totals, &dying, kmem_fired));
         out.extend(self.churn_storm.verdicts(&cx));
-        out.extend(self.crash_loop.verdicts(&cx, tracker));
+        let exactness = self.oom.as_ref().map_or("", |t| t.exactness());
+        let restarts = |pod: u32, since: u64| self.crash_loop.restarts_after(&cx, pod, since);
+        out.extend(self.oom_kill.verdicts(&cx, tracker, exactness, &restarts));
+        let oom_kills = |uid: &str| self.oom_kill.pod_kills(&cx, uid);
+        out.extend(self.crash_loop.verdicts(&cx, tracker, &oom_kills));
         out.extend(self.mkdir_failed.verdicts(&cx, &ids, kmem_fired));
         out.extend(id_headroom::verdict(&cx, &ids));
         out

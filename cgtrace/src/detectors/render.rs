@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use super::{
     ChurnStormEvidence, CrashLoopEvidence, DyingSample, Evidence, IdHeadroomEvidence,
-    KmemLeakEvidence, MEMCG_ID_MAX, MkdirFailedEvidence, PageCacheEvidence, Verdict,
+    KmemLeakEvidence, MEMCG_ID_MAX, MkdirFailedEvidence, OomKillEvidence, PageCacheEvidence,
+    Verdict,
 };
 use crate::format::{
     escape::terminal,
@@ -28,6 +29,7 @@ pub fn render_verdict(v: &Verdict) -> String {
         Evidence::CrashLoop(e) => crash_loop(&mut out, e),
         Evidence::MkdirFailed(e) => mkdir_failed(&mut out, e),
         Evidence::IdHeadroom(e) => id_headroom(&mut out, e),
+        Evidence::OomKill(e) => oom_kill(&mut out, e),
     }
     let _ = writeln!(s, "  what to do: {}", v.recommendation);
     s
@@ -91,6 +93,15 @@ impl Lines<'_> {
     }
 }
 
+/// `namespace/name` (or the name alone) of a pod, when known.
+fn pod_name(namespace: &Option<String>, name: &Option<String>) -> Option<String> {
+    match (namespace, name) {
+        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+        (None, Some(n)) => Some(n.clone()),
+        _ => None,
+    }
+}
+
 fn kmem_leak(out: &mut Lines<'_>, e: &KmemLeakEvidence) {
     out.line("count", e.count);
     out.secs("window", e.window_s);
@@ -137,16 +148,60 @@ fn crash_loop(out: &mut Lines<'_>, e: &CrashLoopEvidence) {
     out.secs("window", e.window_s);
     out.line("restarts", e.restarts);
     out.line("pod", &e.pod_uid);
-    out.maybe(
-        "pod name",
-        match (&e.pod_namespace, &e.pod_name) {
-            (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-            (None, Some(n)) => Some(n.clone()),
-            _ => None,
-        },
-    );
+    out.maybe("pod name", pod_name(&e.pod_namespace, &e.pod_name));
     out.maybe("qos", e.qos.as_ref());
+    if e.oom_kills > 0 {
+        out.line("OOM kills", e.oom_kills);
+    }
     out.list("container ids", &e.container_ids);
+}
+
+fn oom_kill(out: &mut Lines<'_>, e: &OomKillEvidence) {
+    out.line("count", e.count);
+    out.secs("window", e.window_s);
+    out.line("constraint", e.constraint.name());
+    out.maybe("pod", e.pod_uid.as_ref());
+    out.maybe("pod name", pod_name(&e.pod_namespace, &e.pod_name));
+    out.maybe("qos", e.qos.map(|q| q.as_str()));
+    out.maybe("cgroup", e.cgroup.as_ref());
+    out.maybe("restarts after", e.restarts_after);
+    if e.crash_loop {
+        out.line("crash loop", "yes (see crash_loop)");
+    }
+    out.line("count is", e.count_exactness);
+    out.list("container ids", &e.container_ids);
+    let victims: Vec<String> = e
+        .victims
+        .iter()
+        .map(|v| {
+            let mut s = format!("{}[{}] {} ago", v.comm, v.pid, human_secs(v.age_s));
+            if let Some(a) = v.oom_score_adj {
+                s.push_str(&format!(", oom_score_adj {a}"));
+            }
+            if let Some(r) = v.rss_bytes {
+                s.push_str(&format!(", rss {}", human_bytes(r)));
+            }
+            if let (Some(u), Some(l)) = (v.usage_bytes, v.limit_bytes) {
+                // The limit's memcg, unless it is the victim's own.
+                let at = match v.limit_path.as_deref() {
+                    Some(p) if p != v.path => format!(" at {p}"),
+                    _ => String::new(),
+                };
+                s.push_str(&format!(
+                    ", {}limit {} of {}{at}",
+                    if v.memsw { "memory+swap " } else { "" },
+                    human_bytes(u),
+                    human_bytes(l)
+                ));
+            }
+            if v.derived {
+                s.push_str(" (derived)");
+            }
+            s.push_str(&format!(": {}", v.path));
+            s
+        })
+        .collect();
+    out.list("victims", &victims);
 }
 
 fn mkdir_failed(out: &mut Lines<'_>, e: &MkdirFailedEvidence) {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use btf::types::{Btf, BtfType};
-use cgtrace_common::KernelOffsets;
+use cgtrace_common::{KernelOffsets, OomLayout, StartDirLayout};
 use thiserror::Error;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -126,6 +126,11 @@ impl<'a> KernelBtf<'a> {
     /// Offset of a (possibly nested) member: `path` is a list of segments, each a list of the
     /// spellings the field has had (e.g. `&["__parent", "parent"]`).
     pub fn offset_of(&self, strukt: &str, path: &[&[&str]]) -> Option<u32> {
+        self.place_of(strukt, path).map(|p| p.offset)
+    }
+
+    /// [`KernelBtf::offset_of`] with the member's type.
+    pub fn place_of(&self, strukt: &str, path: &[&[&str]]) -> Option<Place> {
         let mut id = self.struct_id(strukt)?;
         let mut offset = 0;
         for names in path {
@@ -133,7 +138,65 @@ impl<'a> KernelBtf<'a> {
             offset += p.offset;
             id = p.type_id;
         }
-        Some(offset)
+        Some(Place {
+            offset,
+            type_id: id,
+        })
+    }
+
+    /// The value of an enumerator of any enum, named or anonymous (`MM_ANONPAGES`).
+    pub fn enumerator(&self, value_name: &str) -> Option<i64> {
+        self.btf.types().iter().find_map(|t| match t {
+            BtfType::Enum(e) => e
+                .values
+                .iter()
+                .find(|v| v.name == value_name)
+                .map(|v| i64::from(v.value)),
+            BtfType::Enum64(e) => e
+                .values
+                .iter()
+                .find(|v| v.name == value_name)
+                .map(|v| v.value),
+            _ => None,
+        })
+    }
+
+    /// Whether the kernel has a function of this name (a possible fentry/kprobe target).
+    pub fn has_func(&self, name: &str) -> bool {
+        self.btf
+            .types()
+            .iter()
+            .any(|t| matches!(t, BtfType::Func(f) if f.name == name))
+    }
+
+    /// The parameters of a raw tracepoint, from its `btf_trace_<name>` typedef (`void (*)(void
+    /// *, <the TP_PROTO arguments>)`): their type ids, without the first.
+    pub fn tracepoint_params(&self, tracepoint: &str) -> Option<Vec<u32>> {
+        let name = format!("btf_trace_{tracepoint}");
+        let td = self.btf.types().iter().find_map(|t| match t {
+            BtfType::Typedef(td) if td.name == name => Some(td.type_id),
+            _ => None,
+        })?;
+        let BtfType::Ptr(p) = self.btf.type_by_id(self.strip(td)) else {
+            return None;
+        };
+        let BtfType::FuncProto(f) = self.btf.type_by_id(self.strip(p.type_id)) else {
+            return None;
+        };
+        Some(f.params.iter().skip(1).map(|p| p.type_id).collect())
+    }
+
+    /// Whether `type_id` is a pointer to `struct <name>`.
+    pub fn is_ptr_to(&self, type_id: u32, name: &str) -> bool {
+        let BtfType::Ptr(p) = self.btf.type_by_id(self.strip(type_id)) else {
+            return false;
+        };
+        matches!(self.btf.type_by_id(self.strip(p.type_id)), BtfType::Struct(c) if c.name == name)
+    }
+
+    /// Whether `type_id` is an integer type.
+    pub fn is_int(&self, type_id: u32) -> bool {
+        matches!(self.btf.type_by_id(self.strip(type_id)), BtfType::Int(_))
     }
 
     /// Value of an enumerator (e.g. `memory_cgrp_id` of `enum cgroup_subsys_id`).
@@ -204,17 +267,193 @@ pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
     }
 }
 
+/// How `oom:mark_victim` hands over its victim on this kernel, from BTF: `Some(true)` a
+/// `struct task_struct *` (72ba14deb40a, 6.10, and its 2025 backports to the 5.4–6.6 stable
+/// trees), `Some(false)` an `int pid` (before), None when BTF has no `btf_trace_mark_victim`.
+pub fn mark_victim_takes_task(btf: &KernelBtf<'_>) -> Option<bool> {
+    let params = btf.tracepoint_params("mark_victim")?;
+    let first = *params.first()?;
+    if btf.is_ptr_to(first, "task_struct") {
+        Some(true)
+    } else if btf.is_int(first) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Room left below a limit within which a memcg counts as at its limit: a THP charge (2 MiB)
+/// plus a charge batch (64 pages).
+fn margin_pages(page_size: u64) -> u32 {
+    u32::try_from(((2 << 20) + 64 * page_size) / page_size.max(1)).unwrap_or(u32::MAX)
+}
+
+/// What the OOM programs read (`victim_is_task` from [`mark_victim_takes_task`]), and the
+/// names of what this kernel's BTF lacks of it.
+pub fn oom_layout(btf: &KernelBtf<'_>, page_size: u64) -> (OomLayout, Vec<&'static str>) {
+    let u = |o: Option<u32>| o.unwrap_or(KernelOffsets::UNKNOWN);
+    let mut missing = Vec::new();
+    let mut need = |name: &'static str, o: Option<u32>| {
+        if o.is_none() {
+            missing.push(name);
+        }
+        u(o)
+    };
+    let enumerator = |n: &str| btf.enumerator(n).and_then(|v| u32::try_from(v).ok());
+    // `mm_struct.rss_stat`: an array of `percpu_counter` (6.2+; the value in `count`), or a
+    // `struct mm_rss_stat` holding an array of `atomic_long_t` (before).
+    let rss = btf.place_of("mm_struct", &[&["rss_stat"]]).and_then(|p| {
+        let (offset, array) = match btf.btf.type_by_id(btf.strip(p.type_id)) {
+            BtfType::Array(a) => (p.offset, a.val_type_id),
+            BtfType::Struct(_) => {
+                let c = btf.member(p.type_id, "count", 0)?;
+                match btf.btf.type_by_id(btf.strip(c.type_id)) {
+                    BtfType::Array(a) => (p.offset + c.offset, a.val_type_id),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let stride = btf.btf.get_size_of(array);
+        let value = ["count", "counter"]
+            .iter()
+            .find_map(|n| btf.member(array, n, 0))
+            .map_or(0, |m| m.offset);
+        Some((offset, stride, value))
+    });
+    let layout = OomLayout {
+        victim_is_task: u32::from(mark_victim_takes_task(btf) == Some(true)),
+        task_pid: need("task_struct.pid", btf.offset_of("task_struct", &[&["pid"]])),
+        task_tgid: need(
+            "task_struct.tgid",
+            btf.offset_of("task_struct", &[&["tgid"]]),
+        ),
+        task_comm: need(
+            "task_struct.comm",
+            btf.offset_of("task_struct", &[&["comm"]]),
+        ),
+        task_flags: need(
+            "task_struct.flags",
+            btf.offset_of("task_struct", &[&["flags"]]),
+        ),
+        task_signal: need(
+            "task_struct.signal",
+            btf.offset_of("task_struct", &[&["signal"]]),
+        ),
+        task_mm: need("task_struct.mm", btf.offset_of("task_struct", &[&["mm"]])),
+        signal_oom_score_adj: need(
+            "signal_struct.oom_score_adj",
+            btf.offset_of("signal_struct", &[&["oom_score_adj"]]),
+        ),
+        mm_rss_stat: need("mm_struct.rss_stat", rss.map(|r| r.0)),
+        rss_stride: rss.map_or(0, |r| r.1),
+        rss_value: rss.map_or(0, |r| r.2),
+        mm_file: need("MM_FILEPAGES", enumerator("MM_FILEPAGES")),
+        mm_anon: need("MM_ANONPAGES", enumerator("MM_ANONPAGES")),
+        mm_swapents: need("MM_SWAPENTS", enumerator("MM_SWAPENTS")),
+        mm_shmem: need("MM_SHMEMPAGES", enumerator("MM_SHMEMPAGES")),
+        mm_total_vm: need(
+            "mm_struct.total_vm",
+            btf.offset_of("mm_struct", &[&["total_vm"]]),
+        ),
+        mm_pgtables: u(btf.offset_of("mm_struct", &[&["pgtables_bytes"]])),
+        memcg_memory_max: need(
+            "mem_cgroup.memory.max",
+            btf.offset_of("mem_cgroup", &[&["memory"], &["max"]]),
+        ),
+        memcg_memsw_max: u(btf.offset_of("mem_cgroup", &[&["memsw"], &["max"]])),
+        oc_memcg: u(btf.offset_of("oom_control", &[&["memcg"]])),
+        oc_constraint: u(btf.offset_of("oom_control", &[&["constraint"]])),
+        oc_totalpages: u(btf.offset_of("oom_control", &[&["totalpages"]])),
+        constraint_none: u(enumerator("CONSTRAINT_NONE")),
+        constraint_cpuset: u(enumerator("CONSTRAINT_CPUSET")),
+        constraint_policy: u(enumerator("CONSTRAINT_MEMORY_POLICY")),
+        constraint_memcg: u(enumerator("CONSTRAINT_MEMCG")),
+        margin_pages: margin_pages(page_size),
+        _pad: 0,
+    };
+    (layout, missing)
+}
+
 /// Offsets in `struct pt_regs` of the saved user registers holding a syscall's first and second
 /// argument (`mkdir`'s path, `mkdirat`'s path), on the architectures whose spelling is known:
 /// x86-64 (`di`, `si`). None elsewhere.
-pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<(u32, u32)> {
+pub fn syscall_arg_regs(btf: &KernelBtf<'_>) -> Option<SyscallArgRegs> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    Some((
-        btf.offset_of("pt_regs", &[&["di"]])?,
-        btf.offset_of("pt_regs", &[&["si"]])?,
-    ))
+    let di = btf.offset_of("pt_regs", &[&["di"]])?;
+    Some(SyscallArgRegs {
+        mkdir_path: di,
+        mkdirat_path: btf.offset_of("pt_regs", &[&["si"]])?,
+        mkdirat_dfd: di,
+    })
+}
+
+/// Offsets in `struct pt_regs` of the failed-mkdir hooks' syscall arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallArgRegs {
+    /// `mkdir(path, mode)`: the path.
+    pub mkdir_path: u32,
+    /// `mkdirat(dfd, path, mode)`: the path and the directory fd.
+    pub mkdirat_path: u32,
+    pub mkdirat_dfd: u32,
+}
+
+/// What resolves a failed mkdir's relative path from its starting directory (the working
+/// directory or the directory fd) in the kernel; `known` 0 when BTF lacks any of it.
+pub fn start_dir_layout(btf: &KernelBtf<'_>) -> StartDirLayout {
+    let dir = btf
+        .enum_value("kernfs_node_type", "KERNFS_DIR")
+        .and_then(|v| u32::try_from(v).ok());
+    let offsets = [
+        btf.offset_of("task_struct", &[&["fs"]]),
+        btf.offset_of("fs_struct", &[&["pwd"], &["dentry"]]),
+        btf.offset_of("task_struct", &[&["files"]]),
+        btf.offset_of("files_struct", &[&["fdt"]]),
+        btf.offset_of("fdtable", &[&["max_fds"]]),
+        btf.offset_of("fdtable", &[&["fd"]]),
+        btf.offset_of("file", &[&["f_path"], &["dentry"]]),
+        btf.offset_of("dentry", &[&["d_sb"]]),
+        btf.offset_of("dentry", &[&["d_inode"]]),
+        btf.offset_of("inode", &[&["i_private"]]),
+        btf.offset_of("super_block", &[&["s_magic"]]),
+    ];
+    let (
+        Some(kn_dir),
+        [
+            Some(a),
+            Some(b),
+            Some(c),
+            Some(d),
+            Some(e),
+            Some(f),
+            Some(g),
+            Some(h),
+            Some(i),
+            Some(j),
+            Some(k),
+        ],
+    ) = (dir, offsets)
+    else {
+        return StartDirLayout::NONE;
+    };
+    StartDirLayout {
+        task_fs: a,
+        fs_pwd_dentry: b,
+        task_files: c,
+        files_fdt: d,
+        fdt_max_fds: e,
+        fdt_fd: f,
+        file_dentry: g,
+        dentry_sb: h,
+        dentry_inode: i,
+        inode_private: j,
+        sb_magic: k,
+        kn_dir,
+        known: 1,
+        _pad: 0,
+    }
 }
 
 /// Every offset with its name, for `doctor` and tests.
@@ -332,6 +571,56 @@ mod tests {
         );
         assert_ne!(o.memcg_memsw, KernelOffsets::UNKNOWN);
         assert_ne!(o.cgroup_ancestors, KernelOffsets::UNKNOWN);
+    }
+
+    #[test]
+    fn oom_layout_matches_bpftool() {
+        let Ok(data) = read_vmlinux(Path::new(VMLINUX)) else {
+            eprintln!("skipping: {VMLINUX} not readable");
+            return;
+        };
+        let btf = KernelBtf::parse(&data, VMLINUX).expect("vmlinux BTF parses");
+        let (l, missing) = oom_layout(&btf, 4096);
+        assert!(missing.is_empty(), "missing {missing:?}");
+        // This host's build hands mark_victim the task (checked with bpftool: the typedef is
+        // `void (*)(void *, struct task_struct *, uid_t)`).
+        assert_eq!(mark_victim_takes_task(&btf), Some(true));
+        assert_eq!(l.margin_pages, 512 + 64);
+        assert!(l.rss_stride >= 8, "{l:?}");
+        // The anonymous enum's counters, and oom_constraint's values.
+        assert_eq!(
+            (l.mm_file, l.mm_anon, l.mm_swapents, l.mm_shmem),
+            (0, 1, 2, 3)
+        );
+        assert_eq!(
+            (
+                l.constraint_none,
+                l.constraint_cpuset,
+                l.constraint_policy,
+                l.constraint_memcg
+            ),
+            (0, 1, 2, 3)
+        );
+        if Command::new("bpftool").arg("version").output().is_err() {
+            assert!(std::env::var("CI").is_err(), "bpftool missing in CI");
+            return;
+        }
+        for (s, m, got) in [
+            ("task_struct", "pid", l.task_pid),
+            ("task_struct", "tgid", l.task_tgid),
+            ("task_struct", "comm", l.task_comm),
+            ("task_struct", "signal", l.task_signal),
+            ("task_struct", "mm", l.task_mm),
+            ("signal_struct", "oom_score_adj", l.signal_oom_score_adj),
+            ("oom_control", "memcg", l.oc_memcg),
+            ("oom_control", "constraint", l.oc_constraint),
+            ("oom_control", "totalpages", l.oc_totalpages),
+        ] {
+            assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
+        }
+        let memory = bpftool_offset("mem_cgroup", "memory").expect("mem_cgroup.memory");
+        let max = bpftool_offset("page_counter", "max").expect("page_counter.max");
+        assert_eq!(l.memcg_memory_max, memory + max);
     }
 
     #[test]

@@ -348,6 +348,23 @@ impl Hierarchies {
         }
     }
 
+    /// The inverse of [`Hierarchies::relative_path`]: a path below hierarchy `id`'s root as an
+    /// absolute path under its mount point (`/kubepods/x` → `/sys/fs/cgroup/memory/kubepods/x`).
+    /// None when the hierarchy has no mount point here.
+    pub fn absolute_path(&self, id: u32, rel: &[u8]) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let m = self.get(id)?.mount.as_ref()?.as_os_str().as_bytes();
+        let m = m.strip_suffix(b"/").unwrap_or(m);
+        let rel = if rel == b"/" { &[][..] } else { rel };
+        let mut out = Vec::with_capacity(m.len() + rel.len() + 1);
+        out.extend_from_slice(m);
+        if !rel.starts_with(b"/") {
+            out.push(b'/');
+        }
+        out.extend_from_slice(rel);
+        Some(out)
+    }
+
     /// v1, v2 or hybrid, from the hierarchies with a mount point.
     pub fn layout(&self) -> Layout {
         let v1 = self

@@ -4,6 +4,7 @@ use std::{fs, sync::OnceLock};
 
 pub mod btf;
 pub mod counters;
+pub mod floor;
 pub mod hierarchy;
 pub mod memcg_ids;
 pub mod mkdir_errno;
@@ -56,10 +57,6 @@ pub enum KernelError {
         limit: String,
         reason: String,
     },
-    #[error(
-        "kernel {release} has no BPF ring buffer (needs Linux 5.8 or later); `cgtrace check` works without eBPF"
-    )]
-    NoRingBuf { release: String },
 }
 
 /// The kernel release (`uname -r`).
@@ -114,16 +111,6 @@ pub fn privileges_for(caps: u64, release: &str) -> Result<(), KernelError> {
     })
 }
 
-/// The BPF ring buffer arrived in 5.8.
-pub fn check_ring_buffer(release: &str) -> Result<(), KernelError> {
-    match KernelRelease::parse(release) {
-        Some(k) if !k.has_ringbuf() => Err(KernelError::NoRingBuf {
-            release: release.to_string(),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: lift it where we may. Fails there
 /// (naming CAP_SYS_RESOURCE) when it cannot be lifted; later kernels do not need it.
 pub fn raise_memlock() -> Result<(), KernelError> {
@@ -166,15 +153,6 @@ pub fn raise_memlock() -> Result<(), KernelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ring_buffer_gate() {
-        assert!(check_ring_buffer("garbage").is_ok());
-        assert!(check_ring_buffer("5.4.0").is_err());
-        assert!(check_ring_buffer("5.8.0").is_ok());
-        let e = check_ring_buffer("4.19.1").err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.contains("4.19.1") && e.contains("5.8")));
-    }
 
     #[test]
     fn page_size_is_the_systems() {

@@ -123,6 +123,19 @@ impl KernelRelease {
         self.at_least(5, 5)
     }
 
+    /// BPF global data (`.rodata`/`.data`/`.bss` as array maps, read-only ones frozen), Linux 5.2
+    /// (d8eca5bbb2be, "bpf: implement lookup-free direct value access for maps"): cgtrace's
+    /// load-time configuration lives there.
+    pub fn has_global_data(&self) -> bool {
+        self.at_least(5, 2)
+    }
+
+    /// Bounded loops in the verifier, Linux 5.3 (2589726d12a1, "bpf: introduce bounded loops"):
+    /// cgtrace's path and walk loops need them.
+    pub fn has_bounded_loops(&self) -> bool {
+        self.at_least(5, 3)
+    }
+
     /// BPF memory is charged to the loader's memcg instead of RLIMIT_MEMLOCK, Linux 5.11 (Roman
     /// Gushchin's series "bpf: switch to memcg-based memory accounting"); before, raising
     /// RLIMIT_MEMLOCK needs CAP_SYS_RESOURCE.

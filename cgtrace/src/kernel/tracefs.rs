@@ -198,6 +198,29 @@ pub fn field_offset(root: &Path, event: &str, field: &'static str) -> Result<u32
         .ok_or(TracefsError::MissingField { path, field })
 }
 
+/// Whether the record of `oom:mark_victim` (its `format` file's text) carries the victim's task
+/// fields — comm, RSS, `oom_score_adj`: the build whose `TP_PROTO` takes the `struct
+/// task_struct *` (72ba14deb40a and its backports) — or only its pid (older builds); None when it
+/// is not that tracepoint's format.
+pub fn mark_victim_takes_task(text: &str) -> Option<bool> {
+    let fields = parse_format(text);
+    if !fields.iter().any(|f| f.name == "pid") {
+        return None;
+    }
+    Some(
+        fields
+            .iter()
+            .any(|f| f.name == "oom_score_adj" || f.name == "comm"),
+    )
+}
+
+/// [`mark_victim_takes_task`] of this kernel's tracefs at `root`.
+pub fn read_mark_victim_form(root: &Path) -> Result<Option<bool>, TracefsError> {
+    let path = root.join("events/oom/mark_victim/format");
+    let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
+    Ok(mark_victim_takes_task(&text))
+}
+
 /// The syscall tracepoint layout the failed-mkdir programs need.
 pub fn syscall_layout(root: &Path) -> Result<cgtrace_common::SyscallLayout, TracefsError> {
     Ok(cgtrace_common::SyscallLayout {
@@ -207,12 +230,64 @@ pub fn syscall_layout(root: &Path) -> Result<cgtrace_common::SyscallLayout, Trac
         cgroupfs_prefix_len: 0,
         regs_mkdir_path: cgtrace_common::KernelOffsets::UNKNOWN,
         regs_mkdirat_path: cgtrace_common::KernelOffsets::UNKNOWN,
+        mkdirat_dfd_off: field_offset(root, "syscalls/sys_enter_mkdirat", "dfd")?,
+        regs_mkdirat_dfd: cgtrace_common::KernelOffsets::UNKNOWN,
+        start: cgtrace_common::StartDirLayout::NONE,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `oom:mark_victim` since 72ba14deb40a (6.10 and the 2025 stable backports; this host).
+    const MARK_VICTIM_TASK: &str = "name: mark_victim
+ID: 609
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;
+\tfield:unsigned long total_vm;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long anon_rss;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long file_rss;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:unsigned long shmem_rss;\toffset:40;\tsize:8;\tsigned:0;
+\tfield:uid_t uid;\toffset:48;\tsize:4;\tsigned:0;
+\tfield:unsigned long pgtables;\toffset:56;\tsize:8;\tsigned:0;
+\tfield:short oom_score_adj;\toffset:64;\tsize:2;\tsigned:1;
+
+print fmt: \"pid=%d comm=%s\", REC->pid, __get_str(comm)
+";
+
+    /// `oom:mark_victim` before: `TP_PROTO(int pid)`.
+    const MARK_VICTIM_PID: &str = "name: mark_victim
+ID: 401
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+
+print fmt: \"pid=%d\", REC->pid
+";
+
+    #[test]
+    fn mark_victim_forms() {
+        assert_eq!(mark_victim_takes_task(MARK_VICTIM_TASK), Some(true));
+        assert_eq!(mark_victim_takes_task(MARK_VICTIM_PID), Some(false));
+        assert_eq!(mark_victim_takes_task(FORMAT_NEW), None);
+        if let Some(root) = find()
+            && let Ok(form) = read_mark_victim_form(&root)
+        {
+            // This host's build takes the task (checked by hand: see kernel/btf.rs's test).
+            assert!(form.is_some());
+        }
+    }
 
     /// `cgroup:cgroup_mkdir` on 6.x: `id` is u64.
     pub const FORMAT_NEW: &str = "name: cgroup_mkdir

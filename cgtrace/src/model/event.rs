@@ -1,10 +1,10 @@
 //! Decoding ring buffer records into [`Event`]s: a borrowed view, no allocation per event.
 use core::mem::offset_of;
 
-use cgtrace_common::{COMM_LEN, EventKind, PATH_CAP, RawEvent, flags};
+use cgtrace_common::{COMM_LEN, EventKind, OomRaw, OomRecord, PATH_CAP, RawEvent, flags};
 use thiserror::Error;
 
-use crate::kernel::page_size;
+use crate::{kernel::page_size, model::oom::OomKill};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -42,6 +42,14 @@ pub struct Event<'a> {
     /// `errno` was not reported but inferred by the pipeline (the memory hierarchy at no memcg ID
     /// headroom gives this kernel's ID-exhaustion errno). Not recorded: a replay infers it again.
     pub errno_inferred: bool,
+    /// `mkdir_failed` seen at the syscall exit with a relative path the kernel resolved from its
+    /// starting directory: `path` is in its hierarchy (the pipeline makes it absolute, as the
+    /// syscall's other failures are).
+    pub syscall_relative: bool,
+    /// `oom_kill`: the rest of what the kernel said (`pid`, `tid`, `comm` are the victim's;
+    /// the cgroup fields and counters the victim's memcg). [`Event::decode`] leaves it out
+    /// (it lives elsewhere, to keep every other event small): [`Event::decode_oom`] reads it.
+    pub oom: Option<&'a OomKill<'a>>,
 }
 
 /// Where a failed mkdir was seen.
@@ -98,6 +106,19 @@ pub fn path_level(path: &[u8]) -> u32 {
     memchr::memchr_iter(b'/', path).count() as u32
 }
 
+/// A field of the `#[repr(C)]` record type `$record` in `$bytes` (the record's bytes), read at
+/// its offset (native endian, as the eBPF side wrote it): only the bytes used are read.
+macro_rules! record_field {
+    ($record:ty, $bytes:expr, $name:ident: $ty:ty) => {{
+        const AT: usize = offset_of!($record, $name);
+        // The field has this type (a compile error otherwise).
+        const _: fn(&$record) -> $ty = |r| r.$name;
+        let mut b = [0u8; size_of::<$ty>()];
+        b.copy_from_slice(&$bytes[AT..AT + size_of::<$ty>()]);
+        <$ty>::from_ne_bytes(b)
+    }};
+}
+
 fn until_nul(b: &[u8]) -> &[u8] {
     match b.iter().position(|&c| c == 0) {
         Some(n) => &b[..n],
@@ -118,7 +139,7 @@ impl<'a> Event<'a> {
         if self.kind != EventKind::MkdirFailed {
             return None;
         }
-        Some(if !self.has_cgroup {
+        Some(if !self.has_cgroup || self.syscall_relative {
             FailureSource::Syscall
         } else if self.errno.is_none() || self.errno_inferred {
             FailureSource::Release
@@ -137,17 +158,11 @@ impl<'a> Event<'a> {
             });
         }
         let raw = &buf[..want];
-        // A field of `RawEvent`, read at its offset (native endian, as the eBPF side wrote it):
-        // only the bytes used are read, not the whole record with its path buffer.
+        // Not the whole record with its path buffer: only the fields.
         macro_rules! field {
-            ($name:ident: $ty:ty) => {{
-                const AT: usize = offset_of!(RawEvent, $name);
-                // The field has this type (a compile error otherwise).
-                const _: fn(&RawEvent) -> $ty = |r| r.$name;
-                let mut b = [0u8; size_of::<$ty>()];
-                b.copy_from_slice(&raw[AT..AT + size_of::<$ty>()]);
-                <$ty>::from_ne_bytes(b)
-            }};
+            ($name:ident: $ty:ty) => {
+                record_field!(RawEvent, raw, $name: $ty)
+            };
         }
         let path_len = field!(path_len: u16);
         let kind = field!(kind: u8);
@@ -157,11 +172,18 @@ impl<'a> Event<'a> {
             return Err(DecodeError::PathLen(path_len));
         }
         let errno = field!(errno: i32);
+        let source = field!(source: u32);
         let comm_at = offset_of!(RawEvent, comm);
         let comm = until_nul(&raw[comm_at..comm_at + COMM_LEN]);
         let path_at = offset_of!(RawEvent, path);
         let path = &raw[path_at..path_at + path_len as usize];
         let pages = |flag: u8, v: u64| (fl & flag != 0).then(|| v.saturating_mul(page_size()));
+        if kind == EventKind::OomKill && buf.len() < size_of::<OomRecord>() {
+            return Err(DecodeError::Short {
+                got: buf.len(),
+                want: size_of::<OomRecord>(),
+            });
+        }
         Ok(Event {
             ts_ns: field!(ts_ns: u64),
             cgroup_id: field!(cgroup_id: u64),
@@ -186,7 +208,50 @@ impl<'a> Event<'a> {
             // 0: a half-made cgroup's release, reported as the failed mkdir it is.
             errno: (kind == EventKind::MkdirFailed && errno != 0).then_some(errno),
             errno_inferred: false,
+            syscall_relative: kind == EventKind::MkdirFailed
+                && source == cgtrace_common::failure_source::SYSCALL_RESOLVED,
+            oom: None,
         })
+    }
+
+    /// The [`OomRaw`] after the [`RawEvent`] of an `oom_kill` record.
+    pub fn decode_oom(buf: &[u8]) -> Result<OomKill<'static>, DecodeError> {
+        let want = size_of::<OomRecord>();
+        let Some(tail) = buf.get(offset_of!(OomRecord, oom)..want) else {
+            return Err(DecodeError::Short {
+                got: buf.len(),
+                want,
+            });
+        };
+        macro_rules! field {
+            ($name:ident: $ty:ty) => {
+                record_field!(OomRaw, tail, $name: $ty)
+            };
+        }
+        let raw = OomRaw {
+            total_vm: field!(total_vm: u64),
+            rss_anon: field!(rss_anon: u64),
+            rss_file: field!(rss_file: u64),
+            rss_shmem: field!(rss_shmem: u64),
+            swapents: field!(swapents: u64),
+            pgtables_bytes: field!(pgtables_bytes: u64),
+            limit_cgroup_id: field!(limit_cgroup_id: u64),
+            limit_usage: field!(limit_usage: u64),
+            limit_max: field!(limit_max: u64),
+            victim_max: field!(victim_max: u64),
+            totalpages: field!(totalpages: u64),
+            uid: field!(uid: u32),
+            oom_score_adj: field!(oom_score_adj: i32),
+            trigger_tgid: field!(trigger_tgid: u32),
+            limit_level: field!(limit_level: u32),
+            flags: field!(flags: u32),
+            constraint: field!(constraint: u8),
+            _pad: [0; 3],
+            trigger_comm: [0; COMM_LEN],
+        };
+        let at = offset_of!(OomRaw, trigger_comm);
+        let comm = until_nul(&tail[at..at + COMM_LEN]);
+        Ok(OomKill::from_raw(&raw, comm, page_size()))
     }
 }
 
@@ -235,7 +300,7 @@ pub(crate) mod tests {
             kind,
             flags: fl,
             errno: if kind == 9 { 28 } else { 0 },
-            _pad: 0,
+            source: 0,
             comm: [0; COMM_LEN],
             path: [0xAA; PATH_CAP],
         };

@@ -4,4 +4,5 @@ pub mod baseline;
 pub mod event;
 pub mod hash;
 pub mod k8s;
+pub mod oom;
 pub mod tracker;

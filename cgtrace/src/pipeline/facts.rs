@@ -4,8 +4,9 @@
 use crate::{
     format::clock::ClockRef,
     kernel::hierarchy::Hierarchies,
+    model::oom::OomTracing,
     pipeline::filters::Filters,
-    probes::{Attached, Probes, Tier},
+    probes::{Attached, Probes, Tier, buffer::Buffer},
 };
 
 /// What a run is: kernel, cgroup layout, probe tier and tracepoint kind, filters.
@@ -21,6 +22,8 @@ pub struct RunFacts {
     pub tier: Tier,
     /// How the cgroup tracepoints were attached.
     pub tracepoints: Attached,
+    /// The buffer the records came through (ring for sessions that predate the choice).
+    pub buffer: Buffer,
     /// Why each better tier (or tracepoint kind) was not used: (what, why).
     pub rejected: Vec<(String, String)>,
     /// Why a better tracepoint kind was not used.
@@ -29,6 +32,8 @@ pub struct RunFacts {
     pub clock: ClockRef,
     /// The user's filters, applied by the pipeline to every event.
     pub filters: Filters,
+    /// How OOM kills are traced (None: they are not, or the session predates them).
+    pub oom: Option<OomTracing>,
 }
 
 impl RunFacts {
@@ -45,6 +50,7 @@ impl RunFacts {
             hierarchies,
             tier: probes.tier,
             tracepoints: probes.attached,
+            buffer: probes.events.buffer(),
             rejected: probes
                 .rejected
                 .iter()
@@ -53,6 +59,7 @@ impl RunFacts {
             fallbacks: probes.fallbacks.clone(),
             clock,
             filters,
+            oom: probes.oom.as_ref().ok().cloned(),
         }
     }
 
@@ -65,10 +72,12 @@ impl RunFacts {
             hierarchies,
             tier: Tier::Tracepoint,
             tracepoints: Attached::RawTracepoint,
+            buffer: Buffer::Ring,
             rejected: Vec::new(),
             fallbacks: Vec::new(),
             clock: ClockRef::now(),
             filters: Filters::default(),
+            oom: None,
         }
     }
 

@@ -55,11 +55,23 @@ impl Sink for MetricsSink {
     fn event(&mut self, _ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
         Ok(())
     }
-    fn observed(&mut self, ev: &Event<'_>, obs: &Observed, _t: &Tracker) -> io::Result<()> {
+    fn observed(&mut self, ev: &Event<'_>, obs: &Observed, t: &Tracker) -> io::Result<()> {
         let Ok(mut m) = self.state.lock() else {
             return Ok(());
         };
         m.metrics.on_event(ev.kind.name());
+        // A kill where the kernel counted one, or where the tier cannot tell.
+        if let Some(o) = ev.oom
+            && o.counted != Some(false)
+        {
+            let pod = obs.pod.and_then(|i| t.pod(i));
+            let qos = obs.qos.or(pod.and_then(|p| p.qos));
+            m.metrics.on_oom_kill(
+                qos,
+                o.constraint,
+                pod.map(|p| (&*p.pod_uid, p.namespace.as_deref(), p.name.as_deref())),
+            );
+        }
         if obs.live_ns.is_some() || obs.dying_ns.is_some() {
             // Memcg lifetimes belong to the memory hierarchy (css_free has no cgroup fields).
             let h = match (obs.memcg, self.memory_hierarchy) {

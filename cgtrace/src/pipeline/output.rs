@@ -8,12 +8,13 @@ use cgtrace_common::EventKind;
 use serde::Serialize;
 
 use crate::{
-    detectors::Verdict,
+    detectors::{OomSummary, Verdict},
     format::clock::ClockRef,
     format::escape::{write_json_str, write_terminal},
     kernel::{hierarchy::Hierarchies, memcg_ids::KernelMemcgs},
     model::event::Event,
     model::k8s,
+    model::oom::OomKill,
     model::tracker::{Observed, PodStats, PodSummary, Totals, Tracker},
 };
 
@@ -31,6 +32,8 @@ pub struct Summary {
     pub tier_rejected: std::collections::BTreeMap<String, String>,
     /// How the cgroup tracepoints were attached (`raw_tracepoint` or `tracepoint`).
     pub attach: String,
+    /// The buffer the records came through (`ring`, `perf`).
+    pub buffer: String,
     pub duration_ns: u64,
     /// When the run ended (monotonic ns, event time): for sinks that record it.
     #[serde(skip)]
@@ -47,6 +50,9 @@ pub struct Summary {
     pub notes: Vec<String>,
     /// Pods with memcgs, most dying first.
     pub pods: Vec<PodSummary>,
+    /// OOM kills, where the run traces them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom: Option<OomSummary>,
 }
 
 impl Summary {
@@ -67,12 +73,14 @@ impl Summary {
             tier: tier.to_string(),
             tier_rejected: std::collections::BTreeMap::new(),
             attach: attach.to_string(),
+            buffer: "ring".to_string(),
             duration_ns,
             end_ns: 0,
             totals: Totals::default(),
             id_headroom: None,
             notes: Vec::new(),
             pods: Vec::new(),
+            oom: None,
         }
     }
 }
@@ -217,18 +225,28 @@ impl<W: Write> Sink for TextSink<W> {
             return write_failure(w, ev);
         }
         write_terminal(w, ev.comm)?;
-        writeln!(w, "[{}] id={}", ev.pid, ev.cgroup_id)
+        write!(w, "[{}] id={}", ev.pid, ev.cgroup_id)?;
+        if let Some(o) = &ev.oom {
+            write_oom_text(w, o)?;
+        }
+        writeln!(w)
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         let w = &mut self.out;
         writeln!(
             w,
-            "-- {} events in {:.1}s (tier {}, {}); lost {}",
+            "-- {} events in {:.1}s (tier {}, {}{}); lost {}",
             s.events.get("total").copied().unwrap_or(0),
             s.duration_ns as f64 / 1e9,
             s.tier,
             s.attach,
+            // Named where it is not the ring buffer (so older runs print as they did).
+            if s.buffer == "ring" {
+                String::new()
+            } else {
+                format!(", {} buffer", s.buffer)
+            },
             s.lost
         )?;
         for (k, n) in s.events.iter().filter(|(k, n)| **n > 0 && **k != "total") {
@@ -256,6 +274,17 @@ impl<W: Write> Sink for TextSink<W> {
             write_terminal(w, n.as_bytes())?;
             writeln!(w)?;
         }
+        if let Some(o) = &s.oom {
+            write!(w, "-- OOM kills: {}", o.kills_text())?;
+            if o.marked_not_killed > 0 {
+                write!(
+                    w,
+                    "; {} exiting victims marked, not killed",
+                    o.marked_not_killed
+                )?;
+            }
+            writeln!(w, "; the count is {}", o.count_exactness)?;
+        }
         for p in s.pods.iter().filter(|p| p.stats.dying > 0).take(10) {
             write!(w, "   pod {}", p.stats.pod_uid)?;
             if let (Some(ns), Some(name)) = (&p.stats.namespace, &p.stats.name) {
@@ -280,6 +309,141 @@ impl<W: Write> Sink for TextSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// The text of an `oom_kill` event after its cgroup id: the constraint, the limit hit, the
+/// victim's `oom_score_adj` and RSS, the task that ran into the OOM.
+fn write_oom_text<W: Write>(w: &mut W, o: &OomKill<'_>) -> io::Result<()> {
+    write!(w, " constraint={}", o.constraint.name())?;
+    if o.derived {
+        w.write_all(b"(derived)")?;
+    }
+    if let Some(l) = &o.limit {
+        w.write_all(b" limit=")?;
+        if l.path.is_empty() {
+            write!(w, "id:{}", l.cgroup_id)?;
+        } else {
+            write_terminal(w, l.path)?;
+        }
+        write!(
+            w,
+            " {}{}/{}",
+            if l.memsw { "memsw " } else { "" },
+            crate::format::units::human_bytes(l.usage_bytes),
+            crate::format::units::human_bytes(l.limit_bytes)
+        )?;
+    }
+    if let Some(a) = o.oom_score_adj {
+        write!(w, " oom_score_adj={a}")?;
+    }
+    if let Some(m) = &o.mm {
+        write!(
+            w,
+            " rss={} (anon {}, file {}, shmem {})",
+            crate::format::units::human_bytes(
+                m.rss_anon_bytes + m.rss_file_bytes + m.rss_shmem_bytes
+            ),
+            crate::format::units::human_bytes(m.rss_anon_bytes),
+            crate::format::units::human_bytes(m.rss_file_bytes),
+            crate::format::units::human_bytes(m.rss_shmem_bytes)
+        )?;
+    }
+    if let Some(p) = o.trigger_pid {
+        w.write_all(b" by=")?;
+        write_terminal(w, o.trigger_comm.as_bytes())?;
+        write!(w, "[{p}]")?;
+    }
+    if o.counted == Some(false) {
+        w.write_all(b" (marked, not killed: it was exiting)")?;
+    }
+    Ok(())
+}
+
+/// The JSON fields of an `oom_kill` event after the common ones (its own object parts are
+/// valid JSON for any path: serde escapes them).
+#[derive(Serialize)]
+struct OomJson<'a> {
+    constraint: &'static str,
+    constraint_derived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    victim_limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oom_score_adj: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss: Option<crate::model::oom::OomMm>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_comm: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totalpages_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_counted: Option<bool>,
+    exiting: bool,
+    /// Only the victim's pid is known (`mark_victim` of older builds).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    victim_pid_only: bool,
+}
+
+#[derive(Serialize)]
+struct LimitJson<'a> {
+    cgroup_id: u64,
+    level: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<std::borrow::Cow<'a, str>>,
+    /// `memory`, or `memsw` (the v1 memory+swap limit).
+    counter: &'static str,
+    usage_bytes: u64,
+    limit_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<crate::detectors::LimitScope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qos: Option<k8s::Qos>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<String>,
+}
+
+impl<'a> OomJson<'a> {
+    fn of(o: &'a OomKill<'a>) -> OomJson<'a> {
+        OomJson {
+            constraint: o.constraint.name(),
+            constraint_derived: o.derived,
+            limit: o.limit.as_ref().map(|l| {
+                let known = !l.path.is_empty();
+                let pod = k8s::parse_path(l.path);
+                LimitJson {
+                    cgroup_id: l.cgroup_id,
+                    level: l.level,
+                    path: known.then(|| String::from_utf8_lossy(l.path)),
+                    counter: if l.memsw { "memsw" } else { "memory" },
+                    usage_bytes: l.usage_bytes,
+                    limit_bytes: l.limit_bytes,
+                    scope: known.then(|| crate::detectors::LimitScope::of_path(l.path)),
+                    pod_uid: pod.pod_uid,
+                    qos: pod.qos,
+                    container_id: pod.container_id,
+                }
+            }),
+            victim_limit_bytes: o.victim_limit_bytes,
+            oom_score_adj: o.oom_score_adj,
+            uid: o.uid,
+            rss: o.mm,
+            trigger_pid: o.trigger_pid,
+            trigger_comm: o
+                .trigger_pid
+                .map(|_| String::from_utf8_lossy(o.trigger_comm.as_bytes())),
+            totalpages_bytes: o.totalpages_bytes,
+            kernel_counted: o.counted,
+            exiting: o.exiting,
+            victim_pid_only: !o.victim_task,
+        }
     }
 }
 
@@ -450,6 +614,14 @@ impl<W: Write> Sink for JsonSink<W> {
         if let Some(p) = pod_stats {
             json_opt_str(w, "pod_name", p.name.as_deref())?;
             json_opt_str(w, "namespace", p.namespace.as_deref())?;
+        }
+        if let Some(o) = &ev.oom {
+            // Rare: serde writes this part (an object's fields spliced into the line).
+            let v = serde_json::to_vec(&OomJson::of(o)).map_err(io::Error::from)?;
+            if v.len() > 2 {
+                w.write_all(b",")?;
+                w.write_all(&v[1..v.len() - 1])?;
+            }
         }
         w.write_all(b"}\n")
     }

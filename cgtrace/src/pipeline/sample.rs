@@ -77,6 +77,9 @@ pub struct Counters {
     shape_buf: String,
     /// errno → failed mkdirs (totals since start).
     failed: Vec<(i32, u64)>,
+    /// OOM kills since start (the marks the kernel did not count as kills left out, where the
+    /// tier tells), by constraint.
+    oom_by_constraint: Vec<(&'static str, u64)>,
     /// Lifetime histograms (the same as `attach` and `report` keep).
     pub lifetimes: Lifetimes,
 }
@@ -87,7 +90,19 @@ impl Counters {
             shapes: HashMap::new(),
             shape_buf: String::with_capacity(256),
             failed: Vec::new(),
+            oom_by_constraint: Vec::new(),
             lifetimes: Lifetimes::new(memory_hierarchy),
+        }
+    }
+
+    fn oom_kill(&mut self, constraint: &'static str) {
+        match self
+            .oom_by_constraint
+            .iter_mut()
+            .find(|(c, _)| *c == constraint)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.oom_by_constraint.push((constraint, 1)),
         }
     }
 
@@ -140,6 +155,11 @@ impl Sink for SampleSink {
             EventKind::Mkdir => c.churn(ev, false),
             EventKind::Rmdir => c.churn(ev, true),
             EventKind::MkdirFailed => c.failed_mkdir(ev.errno.unwrap_or(0).saturating_abs()),
+            EventKind::OomKill => {
+                if let Some(o) = ev.oom.filter(|o| o.counted != Some(false)) {
+                    c.oom_kill(o.constraint.name());
+                }
+            }
             _ => {}
         }
         c.lifetimes.record(ev.hierarchy_id, obs);
@@ -287,6 +307,9 @@ pub struct Snapshot {
     /// Failed mkdirs since start, and per errno name.
     pub failed_mkdirs: u64,
     pub failed_by_errno: Vec<(String, u64)>,
+    /// OOM kills since start, and per constraint (most first).
+    pub oom_kills: u64,
+    pub oom_by_constraint: Vec<(&'static str, u64)>,
     pub lost: u64,
     pub events: u64,
     /// Memcg lifetimes per QoS class.
@@ -384,6 +407,8 @@ impl Sampler {
             })
             .collect();
         failed_by_errno.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut oom_by_constraint = c.oom_by_constraint.clone();
+        oom_by_constraint.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         let mut lifetimes = Vec::new();
         for q in Qos::CLASSES {
             if let Some(p) = c.lifetimes.qos(q) {
@@ -413,6 +438,8 @@ impl Sampler {
             id_headroom: pipe.detectors.id_headroom(tracker),
             failed_mkdirs: pipe.counts.seen[EventKind::MkdirFailed as usize],
             failed_by_errno,
+            oom_kills: oom_by_constraint.iter().map(|(_, n)| n).sum(),
+            oom_by_constraint,
             lost: pipe.counts.lost.iter().sum(),
             events: pipe.counts.seen.iter().sum(),
             lifetimes,
@@ -617,6 +644,27 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         (p, sampler)
+    }
+
+    #[test]
+    fn oom_kills_are_counted_by_constraint() {
+        use crate::model::oom::{Constraint, OomKill};
+        let (mut p, mut s) = pipeline();
+        let base = p.facts().clock.mono_ns;
+        let kill = |c| OomKill {
+            constraint: c,
+            ..OomKill::default()
+        };
+        let (memcg, node) = (kill(Constraint::Memcg), kill(Constraint::None));
+        for (i, k) in [&memcg, &node, &memcg].into_iter().enumerate() {
+            p.event(&Event {
+                oom: Some(k),
+                ..ev(EventKind::OomKill, base + i as u64, 4, 9, b"/kubepods/x")
+            });
+        }
+        let snap = s.sample(&p, base + NS_PER_S);
+        assert_eq!(snap.oom_kills, 3);
+        assert_eq!(snap.oom_by_constraint, vec![("memcg", 2), ("none", 1)]);
     }
 
     #[test]

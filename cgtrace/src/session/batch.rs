@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use super::wire::*;
 use crate::kernel::memcg_ids::KernelMemcgs;
+use crate::model::oom::{Constraint, OOM_FLAGS_ALL, OomKill, OomLimit, OomMm};
 
 pub(super) struct RSlot {
     pub(super) serial: u64,
@@ -155,6 +156,100 @@ pub(super) struct RawItemEvent {
     pub(super) kmem_bytes: Option<u64>,
     pub(super) memsw_bytes: Option<u64>,
     pub(super) errno: Option<i32>,
+    /// `oom_kill`: the OOM block was parsed into the caller's slot; its trigger comm's
+    /// reference.
+    pub(super) oom: Option<Resolved>,
+}
+
+/// The OOM block of an event record (format version 3); the trigger comm is left empty and
+/// returned as a reference.
+fn parse_oom(
+    c: &mut Cur<'_>,
+    comms: &ReaderTable,
+    frame_offset: u64,
+) -> DResult<(OomKill<'static>, Resolved)> {
+    let f = c.varint()?;
+    if f & !u64::from(OOM_FLAGS_ALL) != 0 {
+        return Err(Malformed("unknown OOM flags"));
+    }
+    let has = |bit: u32| f & u64::from(bit) != 0;
+    use cgtrace_common::oom_flags as of;
+    let constraint = match c.u8()? {
+        v if v <= cgtrace_common::oom_constraint::MEMCG => Constraint::from_u8(v),
+        _ => return Err(Malformed("unknown OOM constraint")),
+    };
+    let oom_score_adj = if has(of::ADJ) {
+        Some(i32::try_from(unzigzag(c.varint()?)).map_err(|_| Malformed("oom_score_adj"))?)
+    } else {
+        None
+    };
+    let uid = if has(of::UID) {
+        Some(c.varint_u32()?)
+    } else {
+        None
+    };
+    let mm = if has(of::RSS) {
+        let mut v = [0u64; 6];
+        for x in &mut v {
+            *x = mem_dec(c.varint()?);
+        }
+        Some(OomMm {
+            total_vm_bytes: v[0],
+            rss_anon_bytes: v[1],
+            rss_file_bytes: v[2],
+            rss_shmem_bytes: v[3],
+            swap_bytes: v[4],
+            pgtables_bytes: v[5],
+        })
+    } else {
+        None
+    };
+    let limit = if has(of::LIMIT) {
+        Some(OomLimit {
+            cgroup_id: c.varint()?,
+            level: c.varint_u32()?,
+            usage_bytes: mem_dec(c.varint()?),
+            limit_bytes: mem_dec(c.varint()?),
+            memsw: has(of::LIMIT_MEMSW),
+            path: b"",
+        })
+    } else {
+        None
+    };
+    let mut mem = |bit: u32| -> DResult<Option<u64>> {
+        Ok(if has(bit) {
+            Some(mem_dec(c.varint()?))
+        } else {
+            None
+        })
+    };
+    let victim_limit_bytes = mem(of::VICTIM_MAX)?;
+    let totalpages_bytes = mem(of::TOTALPAGES)?;
+    let (trigger_pid, trigger) = if has(of::TRIGGER) {
+        let pid = c.varint_u32()?;
+        (Some(pid), comms.resolve(c.varint()?, frame_offset))
+    } else {
+        (None, Resolved::Empty)
+    };
+    let k = OomKill {
+        constraint,
+        derived: has(of::DERIVED),
+        limit,
+        victim_limit_bytes,
+        oom_score_adj,
+        uid,
+        mm,
+        trigger_pid,
+        trigger_comm: Default::default(),
+        totalpages_bytes,
+        victim_task: has(of::TASK),
+        pid_only: has(of::PID_ONLY),
+        exiting: has(of::EXITING),
+        context: has(of::CONTEXT),
+        in_kill: has(of::IN_KILL),
+        counted: None,
+    };
+    Ok((k, trigger))
 }
 
 /// One record's outcome.
@@ -231,6 +326,7 @@ pub(super) fn parse_record(
     a: &mut Active,
     paths: &mut ReaderTable,
     comms: &mut ReaderTable,
+    oom_slot: &mut OomKill<'static>,
 ) -> DResult<Parsed> {
     let t = c.u8()?;
     match t {
@@ -284,11 +380,22 @@ pub(super) fn parse_record(
             } else {
                 None
             };
+            let oom = if fl & evflag::OOM != 0 {
+                let (k, trigger) = parse_oom(c, comms, a.offset)?;
+                *oom_slot = k;
+                Some(trigger)
+            } else {
+                None
+            };
             let Some(kind) = EventKind::from_u8(t) else {
                 a.unknown_kinds += 1;
                 return Ok(Parsed::Nothing);
             };
-            if matches!(comm, Resolved::Unknown) || matches!(path, Resolved::Unknown) {
+            let trigger_unknown = matches!(oom, Some(Resolved::Unknown));
+            if matches!(comm, Resolved::Unknown)
+                || matches!(path, Resolved::Unknown)
+                || trigger_unknown
+            {
                 a.unresolved += 1;
             }
             Ok(Parsed::Event(RawItemEvent {
@@ -309,6 +416,7 @@ pub(super) fn parse_record(
                 kmem_bytes,
                 memsw_bytes,
                 errno,
+                oom,
             }))
         }
         tag::DEF_PATH => {

@@ -8,6 +8,7 @@ use super::wire::{Cur, DResult, Malformed, check_str, put_bytes, put_varint};
 use crate::{
     format::clock::ClockRef,
     kernel::hierarchy::{Hierarchies, Hierarchy},
+    model::oom::OomTracing,
     pipeline::filters::Filters,
 };
 
@@ -41,6 +42,11 @@ pub struct Header {
     pub rejected: Vec<(String, String)>,
     /// Why a better tracepoint kind was not used (version 2).
     pub fallbacks: Vec<String>,
+    /// How OOM kills were traced (version 3; None: not traced, or an older file).
+    pub oom: Option<OomTracing>,
+    /// The buffer the records came through (`ring`, `perf`), appended to version 3 (None: an
+    /// older file, whose records all came through the ring buffer).
+    pub buffer: Option<String>,
 }
 
 /// Page size assumed for version-1 sessions, which did not record one.
@@ -83,7 +89,45 @@ fn encode_run_facts(b: &mut BytesMut, h: &Header) -> io::Result<()> {
     for f in &h.fallbacks {
         put_str(b, "fallback", f)?;
     }
-    Ok(())
+    encode_oom(b, h.oom.as_ref())?;
+    put_opt_str(b, "buffer", h.buffer.as_deref())
+}
+
+/// Bits of the version-3 OOM tracing field.
+const OOM_VICTIM_TASK: u64 = 1;
+const OOM_CONTEXT: u64 = 2;
+const OOM_KILL_HOOK: u64 = 4;
+
+/// The version-3 field: how OOM kills were traced.
+fn encode_oom(b: &mut BytesMut, oom: Option<&OomTracing>) -> io::Result<()> {
+    let Some(o) = oom else {
+        b.put_u8(0);
+        return Ok(());
+    };
+    b.put_u8(1);
+    let bit = |on: bool, v: u64| if on { v } else { 0 };
+    put_varint(
+        b,
+        bit(o.victim_task, OOM_VICTIM_TASK)
+            | bit(o.context, OOM_CONTEXT)
+            | bit(o.kill_hook, OOM_KILL_HOOK),
+    );
+    put_opt_str(b, "OOM context", o.context_off.as_deref())
+}
+
+fn decode_oom(c: &mut Cur<'_>) -> DResult<Option<OomTracing>> {
+    match c.u8()? {
+        0 => return Ok(None),
+        1 => {}
+        _ => return Err(Malformed("bad OOM presence byte")),
+    }
+    let f = c.varint()?;
+    Ok(Some(OomTracing {
+        victim_task: f & OOM_VICTIM_TASK != 0,
+        context: f & OOM_CONTEXT != 0,
+        kill_hook: f & OOM_KILL_HOOK != 0,
+        context_off: opt_string(c)?,
+    }))
 }
 
 fn opt_string(c: &mut Cur<'_>) -> DResult<Option<String>> {
@@ -162,7 +206,7 @@ pub(super) fn encode_header(b: &mut BytesMut, h: &Header) -> io::Result<()> {
     encode_run_facts(b, h)
 }
 
-/// Decodes a header payload of format `version` (1 or 2).
+/// Decodes a header payload of format `version` (1, 2 or 3).
 pub(super) fn decode_header(p: &[u8], version: u16) -> DResult<Header> {
     let mut c = Cur::new(p);
     let cgtrace_version = c.string()?;
@@ -205,6 +249,17 @@ pub(super) fn decode_header(p: &[u8], version: u16) -> DResult<Header> {
     } else {
         (V1_PAGE_SIZE, Filters::default(), Vec::new(), Vec::new())
     };
+    let oom = if version >= 3 {
+        decode_oom(&mut c)?
+    } else {
+        None
+    };
+    // Appended to version 3: absent from the files written before.
+    let buffer = if version >= 3 && c.remaining() > 0 {
+        opt_string(&mut c)?
+    } else {
+        None
+    };
     // Fields appended by later writers of this version are ignored.
     Ok(Header {
         cgtrace_version,
@@ -220,5 +275,7 @@ pub(super) fn decode_header(p: &[u8], version: u16) -> DResult<Header> {
         filters,
         rejected,
         fallbacks,
+        oom,
+        buffer,
     })
 }

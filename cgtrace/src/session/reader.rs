@@ -13,7 +13,13 @@ use super::{
     header::decode_header,
     wire::*,
 };
-use crate::{kernel::memcg_ids::KernelMemcgs, model::event::Event};
+use crate::{
+    kernel::memcg_ids::KernelMemcgs,
+    model::{
+        event::Event,
+        oom::{Comm, OomKill},
+    },
+};
 
 /// Warnings kept; more are counted.
 const MAX_WARNINGS: usize = 100;
@@ -190,6 +196,8 @@ pub struct SessionReader<R: Read> {
     suppressed: u64,
     clean_end: bool,
     stats: ReadStats,
+    /// The OOM block of the `oom_kill` event yielded last (events borrow it).
+    oom: OomKill<'static>,
 }
 
 impl<R: Read> SessionReader<R> {
@@ -242,6 +250,7 @@ impl<R: Read> SessionReader<R> {
             suppressed: 0,
             clean_end: false,
             stats: ReadStats::default(),
+            oom: OomKill::default(),
         })
     }
 
@@ -607,7 +616,7 @@ impl<R: Read> SessionReader<R> {
                     b: payload,
                     pos: a.pos,
                 };
-                let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms);
+                let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms, &mut self.oom);
                 a.pos = c.pos;
                 let (a_offset, a_pos) = (a.offset, a.pos);
                 match res {
@@ -618,6 +627,9 @@ impl<R: Read> SessionReader<R> {
                             || matches!(raw.path, Resolved::Unknown)
                         {
                             self.stats.unresolved_refs += 1;
+                        }
+                        if let Some(Resolved::Slot(i)) = raw.oom {
+                            self.oom.trigger_comm = Comm::new(&self.comms.slots[i].bytes);
                         }
                         return Ok(Some(Item::Event(self.make_event(raw))));
                     }
@@ -745,6 +757,8 @@ impl<R: Read> SessionReader<R> {
             memsw_bytes: r.memsw_bytes,
             errno: r.errno,
             errno_inferred: false,
+            syscall_relative: false,
+            oom: r.oom.is_some().then_some(&self.oom),
         }
     }
 }

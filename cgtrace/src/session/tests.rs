@@ -20,6 +20,7 @@ use crate::{
         memcg_ids::KernelMemcgs,
     },
     model::event::Event,
+    model::oom::{Comm, Constraint, OomKill, OomLimit, OomMm},
 };
 
 /// An owned event, to build inputs and compare outputs.
@@ -42,6 +43,7 @@ struct Ev {
     kmem_bytes: Option<u64>,
     memsw_bytes: Option<u64>,
     errno: Option<i32>,
+    oom: Option<Box<OomKill<'static>>>,
 }
 
 impl Ev {
@@ -65,6 +67,8 @@ impl Ev {
             memsw_bytes: self.memsw_bytes,
             errno: self.errno,
             errno_inferred: false,
+            syscall_relative: false,
+            oom: self.oom.as_deref(),
         }
     }
 
@@ -87,6 +91,13 @@ impl Ev {
             kmem_bytes: e.kmem_bytes,
             memsw_bytes: e.memsw_bytes,
             errno: e.errno,
+            // A session keeps no limit path (the tracker knows it).
+            oom: e.oom.map(|o| {
+                Box::new(OomKill {
+                    limit: o.limit.map(|l| OomLimit { path: b"", ..l }),
+                    ..*o
+                })
+            }),
         }
     }
 
@@ -109,6 +120,7 @@ impl Ev {
             kmem_bytes: None,
             memsw_bytes: None,
             errno: None,
+            oom: None,
         }
     }
 }
@@ -116,7 +128,7 @@ impl Ev {
 /// An owned [`Item`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Owned {
-    Header(Header),
+    Header(Box<Header>),
     Baseline(Baseline),
     Event(Ev),
     Lost(u64, EventKind, u64),
@@ -128,7 +140,7 @@ enum Owned {
 
 fn own(it: Item<'_>) -> Owned {
     match it {
-        Item::Header(h) => Owned::Header(*h),
+        Item::Header(h) => Owned::Header(h),
         Item::Baseline(b) => Owned::Baseline(b),
         Item::Event(e) => Owned::Event(Ev::of(&e)),
         Item::Lost { ts_ns, kind, count } => Owned::Lost(ts_ns, kind, count),
@@ -217,6 +229,8 @@ fn header() -> Header {
         },
         rejected: vec![("fentry".into(), "EPERM from BPF_PROG_LOAD".into())],
         fallbacks: vec![],
+        oom: None,
+        buffer: Some("perf".into()),
     }
 }
 
@@ -265,7 +279,10 @@ fn write(h: &Header, b: &Baseline, inputs: &[In], end_ns: u64) -> (Vec<u8>, Vec<
 }
 
 fn expected(h: &Header, b: &Baseline, inputs: &[In], end_ns: u64) -> Vec<Owned> {
-    let mut out = vec![Owned::Header(h.clone()), Owned::Baseline(b.clone())];
+    let mut out = vec![
+        Owned::Header(Box::new(h.clone())),
+        Owned::Baseline(b.clone()),
+    ];
     let (mut events, mut lost) = (0, 0);
     for i in inputs {
         match i {
@@ -534,6 +551,57 @@ fn odd_inputs() -> Vec<In> {
         "the start-up walk could not run (\u{1b}[31m\n)".to_string(),
     ));
     v.push(In::Note(String::new()));
+    // OOM kills: every field, then the victim's comm as the trigger's, then a bare block.
+    let mut e = Ev::simple(
+        9,
+        EventKind::OomKill,
+        77,
+        4242,
+        "java",
+        "/kubepods/burstable/pod0b7c1f2e-3a4d-4c3b-9d4e-5f6a7b8c9d01/c0ffee",
+    );
+    e.usage_bytes = Some(32 << 20);
+    let full = OomKill {
+        constraint: Constraint::Memcg,
+        derived: true,
+        limit: Some(OomLimit {
+            cgroup_id: u64::MAX,
+            level: 4,
+            usage_bytes: (32 << 20) - 4096,
+            limit_bytes: 32 << 20,
+            memsw: true,
+            path: b"",
+        }),
+        victim_limit_bytes: Some(u64::MAX),
+        oom_score_adj: Some(-1000),
+        uid: Some(u32::MAX),
+        mm: Some(OomMm {
+            total_vm_bytes: 1,
+            rss_anon_bytes: 2 << 30,
+            rss_file_bytes: 4096,
+            rss_shmem_bytes: 0,
+            swap_bytes: u64::MAX,
+            pgtables_bytes: 12288,
+        }),
+        trigger_pid: Some(7),
+        trigger_comm: Comm::new(b"kubelet"),
+        totalpages_bytes: Some(8 << 30),
+        victim_task: true,
+        pid_only: true,
+        exiting: true,
+        context: true,
+        in_kill: true,
+        counted: None,
+    };
+    e.oom = Some(Box::new(full));
+    v.push(In::Ev(e.clone()));
+    e.oom = Some(Box::new(OomKill {
+        trigger_comm: Comm::new(b"java"),
+        ..full
+    }));
+    v.push(In::Ev(e.clone()));
+    e.oom = Some(Box::new(OomKill::default()));
+    v.push(In::Ev(e));
     v
 }
 
@@ -1130,4 +1198,22 @@ fn writer_refuses_oversized_strings() {
     let err = w.event(&e.view()).expect_err("refused");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("4097"));
+}
+
+#[test]
+fn the_buffer_is_appended_to_version_3_and_older_version_3_headers_still_decode() {
+    let mut h = header();
+    for buffer in [Some("perf"), Some("ring"), None] {
+        h.buffer = buffer.map(String::from);
+        let mut b = BytesMut::new();
+        super::header::encode_header(&mut b, &h).expect("encode");
+        assert_eq!(super::header::decode_header(&b, 3).expect("decode"), h);
+    }
+    // Written before the buffer was appended: the header ends after the OOM field.
+    let mut b = BytesMut::new();
+    super::header::encode_header(&mut b, &h).expect("encode");
+    assert_eq!(b.last(), Some(&0), "an absent buffer is one presence byte");
+    let old = super::header::decode_header(&b[..b.len() - 1], 3).expect("decode");
+    assert_eq!(old.buffer, None);
+    assert_eq!(old, h);
 }

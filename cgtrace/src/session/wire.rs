@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 /// the file from text at once).
 pub const MAGIC: [u8; 8] = *b"\x89CGTRACE";
 /// Format version written after [`MAGIC`]; readers refuse any other.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version readers still read: version 1 had no typed run facts in its header
 /// (its page size is taken as 4096, its filters and rejected tiers from the free-text options).
 pub const MIN_FORMAT_VERSION: u16 = 1;
@@ -86,7 +86,9 @@ pub(super) mod evflag {
     pub const KMEM: u64 = 1 << 6;
     pub const MEMSW: u64 = 1 << 7;
     pub const ERRNO: u64 = 1 << 8;
-    pub const ALL: u64 = (1 << 9) - 1;
+    /// Version 3: the OOM block follows (`oom_kill` events).
+    pub const OOM: u64 = 1 << 9;
+    pub const ALL: u64 = (1 << 10) - 1;
 }
 
 /// A packed run of lowercase hex digits in a path definition must be at least this long.

@@ -11,7 +11,10 @@ use bytes::{BufMut, BytesMut};
 use cgtrace_common::EventKind;
 
 use super::{Baseline, Header, baseline::encode_baseline_chunks, header::encode_header, wire::*};
-use crate::{kernel::memcg_ids::KernelMemcgs, model::event::Event};
+use crate::{
+    kernel::memcg_ids::KernelMemcgs,
+    model::{event::Event, oom::OomKill},
+};
 
 /// How many parent directories a writer tries as the base of a new path definition.
 const MAX_BASE_LEVELS: usize = 4;
@@ -182,20 +185,61 @@ fn define_path(
     t.insert(p, hash, frame_offset)
 }
 
-fn intern_comm(t: &mut WriterTable, b: &mut BytesMut, s: &[u8], frame_offset: u64) -> u64 {
+/// Appends a comm definition if needed; returns the serial to refer to (None: empty). Refer to
+/// it as `t.next - serial` once every definition the event needs is written.
+fn intern_comm(t: &mut WriterTable, b: &mut BytesMut, s: &[u8], frame_offset: u64) -> Option<u64> {
     if s.is_empty() {
-        return 0;
+        return None;
     }
     let hash = t.hash(s);
-    let serial = match t.lookup(s, hash, frame_offset) {
+    Some(match t.lookup(s, hash, frame_offset) {
         Some(serial) => serial,
         None => {
             b.put_u8(tag::DEF_COMM);
             put_bytes(b, s);
             t.insert(s, hash, frame_offset)
         }
-    };
-    t.next - serial
+    })
+}
+
+/// The OOM block of an `oom_kill` event (format version 3).
+fn put_oom(b: &mut BytesMut, o: &OomKill<'_>, trigger_ref: u64) {
+    put_varint(b, u64::from(o.flags()));
+    b.put_u8(o.constraint.as_u8());
+    if let Some(a) = o.oom_score_adj {
+        put_varint(b, zigzag(i64::from(a)));
+    }
+    if let Some(u) = o.uid {
+        put_varint(b, u64::from(u));
+    }
+    if let Some(m) = &o.mm {
+        for v in [
+            m.total_vm_bytes,
+            m.rss_anon_bytes,
+            m.rss_file_bytes,
+            m.rss_shmem_bytes,
+            m.swap_bytes,
+            m.pgtables_bytes,
+        ] {
+            put_varint(b, mem_enc(v));
+        }
+    }
+    if let Some(l) = &o.limit {
+        put_varint(b, l.cgroup_id);
+        put_varint(b, u64::from(l.level));
+        put_varint(b, mem_enc(l.usage_bytes));
+        put_varint(b, mem_enc(l.limit_bytes));
+    }
+    for v in [o.victim_limit_bytes, o.totalpages_bytes]
+        .into_iter()
+        .flatten()
+    {
+        put_varint(b, mem_enc(v));
+    }
+    if let Some(p) = o.trigger_pid {
+        put_varint(b, u64::from(p));
+        put_varint(b, trigger_ref);
+    }
 }
 
 /// Writes a session: header and baseline at once, then events in batch frames.
@@ -320,7 +364,19 @@ impl<W: Write> SessionWriter<W> {
         }
         self.begin_batch(ev.ts_ns);
         let off = self.bytes_written;
-        let comm_ref = intern_comm(&mut self.comms, &mut self.buf, ev.comm, off);
+        let comm = intern_comm(&mut self.comms, &mut self.buf, ev.comm, off);
+        let trigger = match &ev.oom {
+            Some(o) => intern_comm(
+                &mut self.comms,
+                &mut self.buf,
+                o.trigger_comm.as_bytes(),
+                off,
+            ),
+            None => None,
+        };
+        let next = self.comms.next;
+        let comm_ref = comm.map_or(0, |s| next - s);
+        let trigger_ref = trigger.map_or(0, |s| next - s);
         let path_ref = intern_path(&mut self.paths, &mut self.buf, ev.path, off);
 
         let mut fl = 0;
@@ -340,6 +396,7 @@ impl<W: Write> SessionWriter<W> {
         // An inferred errno is the pipeline's, not the kernel's: a replay infers it again.
         let errno = ev.errno.filter(|_| !ev.errno_inferred);
         set(&mut fl, evflag::ERRNO, errno.is_some());
+        set(&mut fl, evflag::OOM, ev.oom.is_some());
 
         let kind = ev.kind as u8;
         self.buf.put_u8(kind);
@@ -375,6 +432,9 @@ impl<W: Write> SessionWriter<W> {
         }
         if let Some(e) = errno {
             put_varint(b, zigzag(i64::from(e)));
+        }
+        if let Some(o) = ev.oom {
+            put_oom(b, o, trigger_ref);
         }
         self.batch_events += 1;
         self.events += 1;

@@ -220,6 +220,15 @@ pub fn draw(
                 Style::default()
             },
         ),
+        Span::raw(" · OOM kills "),
+        Span::styled(
+            oom_kills(snap),
+            if snap.oom_kills > 0 {
+                bad
+            } else {
+                Style::default()
+            },
+        ),
     ]);
     let line3 = Line::from(vec![
         Span::raw(format!(
@@ -404,6 +413,20 @@ fn draw_lifetimes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
     f.render_widget(table, area);
 }
 
+/// OOM kills since start, with the three commonest constraints (`none` is node-wide).
+fn oom_kills(snap: &Snapshot) -> String {
+    if snap.oom_by_constraint.is_empty() {
+        return snap.oom_kills.to_string();
+    }
+    let by: Vec<String> = snap
+        .oom_by_constraint
+        .iter()
+        .take(3)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    format!("{} ({})", snap.oom_kills, by.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use ratatui::{Terminal, backend::TestBackend};
@@ -445,6 +468,8 @@ mod tests {
                 },
             ],
             id_headroom: Some(65_000),
+            oom_kills: 3,
+            oom_by_constraint: vec![("memcg", 2), ("none", 1)],
             ..Snapshot::default()
         }
     }
@@ -490,6 +515,7 @@ mod tests {
         assert!(s.contains("4.0 MiB"), "{s}");
         assert!(s.contains("1m 15s"), "{s}");
         assert!(s.contains("ID headroom 65000"), "{s}");
+        assert!(s.contains("OOM kills 3 (memcg 2, none 1)"), "{s}");
     }
 
     #[test]

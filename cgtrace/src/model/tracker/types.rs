@@ -102,3 +102,16 @@ pub struct PodSummary {
     /// Age of the oldest dying memcg, seconds.
     pub oldest_dying_age_s: Option<f64>,
 }
+
+/// A memcg the tracker holds, as [`super::Tracker::memcg`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedMemcg {
+    /// Its path relative to the hierarchy root.
+    pub path: Vec<u8>,
+    /// Its pod (index for [`super::Tracker::pod`]).
+    pub pod: Option<u32>,
+    /// A container's own memcg.
+    pub container: bool,
+    /// Live, or removed and dying.
+    pub state: super::State,
+}
