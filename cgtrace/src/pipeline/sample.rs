@@ -300,6 +300,30 @@ pub struct Sampler {
     last_sec: Option<u64>,
 }
 
+/// The lifetime percentiles per phase and QoS class (those with any memcg).
+fn lifetime_rows(l: &Lifetimes) -> Vec<LifetimeRow> {
+    let mut lifetimes = Vec::new();
+    for q in Qos::CLASSES {
+        if let Some(p) = l.qos(q) {
+            for phase in [Phase::Live, Phase::Dying] {
+                let h = p.get(phase);
+                if !h.is_empty() {
+                    lifetimes.push(LifetimeRow {
+                        phase: phase.name(),
+                        qos: Qos::name(q),
+                        count: h.len(),
+                        p50_ns: h.value_at_quantile(0.5),
+                        p90_ns: h.value_at_quantile(0.9),
+                        p99_ns: h.value_at_quantile(0.99),
+                        max_ns: h.max(),
+                    });
+                }
+            }
+        }
+    }
+    lifetimes
+}
+
 impl Sampler {
     /// A sampler and the sink to put into the pipeline; `start_ns`: when the run started.
     pub fn new(memory_hierarchy: Option<u32>, start_ns: u64) -> (Sampler, Box<dyn Sink>) {
@@ -384,25 +408,7 @@ impl Sampler {
             })
             .collect();
         failed_by_errno.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let mut lifetimes = Vec::new();
-        for q in Qos::CLASSES {
-            if let Some(p) = c.lifetimes.qos(q) {
-                for phase in [Phase::Live, Phase::Dying] {
-                    let h = p.get(phase);
-                    if !h.is_empty() {
-                        lifetimes.push(LifetimeRow {
-                            phase: phase.name(),
-                            qos: Qos::name(q),
-                            count: h.len(),
-                            p50_ns: h.value_at_quantile(0.5),
-                            p90_ns: h.value_at_quantile(0.9),
-                            p99_ns: h.value_at_quantile(0.99),
-                            max_ns: h.max(),
-                        });
-                    }
-                }
-            }
-        }
+        let lifetimes = lifetime_rows(&c.lifetimes);
         Snapshot {
             t_ns: now_ns,
             elapsed_s: now_ns.saturating_sub(pipe.facts().clock.mono_ns) as f64 / 1e9,
