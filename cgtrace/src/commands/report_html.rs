@@ -61,16 +61,14 @@ pub struct HtmlReport {
     pub history: History,
     pub last: Snapshot,
     pub lifetimes: Lifetimes,
-    pub memory_hierarchy: Option<u32>,
     pub warnings: Vec<String>,
 }
 
 /// Replays the session, sampling the pipeline once a second of event time.
 pub fn collect(path: &Path, filters: &Filters) -> anyhow::Result<HtmlReport> {
     let mut sampler = None;
-    let mut memory_hierarchy = None;
     let (mut reader, mut r) = replay::open(path, filters, |h, clock| {
-        memory_hierarchy = h.with_controller("memory").map(|m| m.id);
+        let memory_hierarchy = h.with_controller("memory").map(|m| m.id);
         let (s, sink) = Sampler::new(memory_hierarchy, clock.mono_ns);
         sampler = Some(s);
         vec![sink]
@@ -94,7 +92,6 @@ pub fn collect(path: &Path, filters: &Filters) -> anyhow::Result<HtmlReport> {
         history,
         last,
         lifetimes: sampler.with_lifetimes(Lifetimes::clone),
-        memory_hierarchy,
         warnings: reader.warnings().to_vec(),
     })
 }
@@ -765,7 +762,6 @@ mod tests {
             history,
             last,
             lifetimes: sampler.with_lifetimes(Lifetimes::clone),
-            memory_hierarchy: Some(4),
             warnings: Vec::new(),
         };
         render(&rep, "/tmp/<s>.cgtrace").unwrap_or_else(|e| panic!("{e:#}"))

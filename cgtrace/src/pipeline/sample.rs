@@ -589,10 +589,6 @@ impl History {
         self.points.len() + usize::from(self.pending.is_some())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The names of the shapes points refer to.
     pub fn shape_names(&self) -> &[String] {
         &self.shape_names
