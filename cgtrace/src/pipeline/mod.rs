@@ -4,11 +4,11 @@ pub mod facts;
 pub mod filters;
 pub mod histogram;
 pub mod metrics;
-pub mod node;
+pub(crate) mod node;
 pub mod output;
-pub mod own_cost;
+pub(crate) mod own_cost;
 pub mod pod_names;
-pub mod sample;
+pub(crate) mod sample;
 
 use std::{collections::VecDeque, io};
 
@@ -299,6 +299,12 @@ impl Pipeline {
         } else {
             ev
         };
+        self.deliver(ev);
+    }
+
+    /// Hands an event, ready, to the filters, the tracker, the detectors and the sinks (with
+    /// the path the tracker knows when the event's own is cut), and names a new pod.
+    fn deliver(&mut self, ev: &Event<'_>) {
         let known = self.known_path(ev);
         let path = known.as_deref().unwrap_or(ev.path);
         if !self.passes(ev, path) {
