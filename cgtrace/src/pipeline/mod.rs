@@ -299,12 +299,6 @@ impl Pipeline {
         } else {
             ev
         };
-        self.deliver(ev);
-    }
-
-    /// Hands an event, ready, to the filters, the tracker, the detectors and the sinks (with
-    /// the path the tracker knows when the event's own is cut), and names a new pod.
-    fn deliver(&mut self, ev: &Event<'_>) {
         let known = self.known_path(ev);
         let path = known.as_deref().unwrap_or(ev.path);
         if !self.passes(ev, path) {

@@ -494,79 +494,6 @@ fn put_id<W: Write>(w: &mut W, id: &[u8]) -> io::Result<()> {
 }
 
 /// An integer in decimal, without the formatting machinery.
-/// An event line's css, errno, where a failure was seen, and memcg fields (those it has).
-#[inline]
-fn write_event_memcg<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
-    if ev.css != 0 {
-        w.write_all(b",\"css\":")?;
-        put_u64(w, ev.css)?;
-    }
-    if let Some(e) = ev.errno {
-        write!(
-            w,
-            ",\"errno\":{e},\"error\":\"{}\"",
-            crate::model::event::errno_name(e)
-        )?;
-        if ev.errno_inferred {
-            w.write_all(b",\"errno_inferred\":true")?;
-        }
-    }
-    if let Some(at) = ev.failure_seen_at() {
-        w.write_all(b",\"seen_at\":\"")?;
-        w.write_all(at.name().as_bytes())?;
-        w.write_all(b"\"")?;
-    }
-    for (k, v) in [
-        ("memcg_id", ev.memcg_id.map(u64::from)),
-        ("usage_bytes", ev.usage_bytes),
-        ("kmem_bytes", ev.kmem_bytes),
-        ("memsw_bytes", ev.memsw_bytes),
-    ] {
-        if let Some(v) = v {
-            w.write_all(b",\"")?;
-            w.write_all(k.as_bytes())?;
-            w.write_all(b"\":")?;
-            put_u64(w, v)?;
-        }
-    }
-    Ok(())
-}
-
-/// An event line's pod and container (from the path), the pod's name, and the OOM kill.
-#[inline]
-fn write_event_pod<W: Write>(
-    w: &mut W,
-    ev: &Event<'_>,
-    pod_stats: Option<&PodStats>,
-) -> io::Result<()> {
-    // What `k8s::parse_path` gives, written as it is matched (no allocation per event).
-    if let Some(m) = k8s::match_path(ev.path) {
-        w.write_all(b",\"pod_uid\":\"")?;
-        put_id(w, m.uid)?;
-        w.write_all(b"\"")?;
-        json_opt_str(w, "qos", Some(m.qos.as_str()))?;
-        if let Some((runtime, id)) = m.container {
-            w.write_all(b",\"container_id\":\"")?;
-            put_id(w, id)?;
-            w.write_all(b"\"")?;
-            json_opt_str(w, "runtime", runtime)?;
-        }
-    }
-    if let Some(p) = pod_stats {
-        json_opt_str(w, "pod_name", p.name.as_deref())?;
-        json_opt_str(w, "namespace", p.namespace.as_deref())?;
-    }
-    if let Some(o) = &ev.oom {
-        // Rare: serde writes this part (an object's fields spliced into the line).
-        let v = serde_json::to_vec(&OomJson::of(o)).map_err(io::Error::from)?;
-        if v.len() > 2 {
-            w.write_all(b",")?;
-            w.write_all(&v[1..v.len() - 1])?;
-        }
-    }
-    Ok(())
-}
-
 fn put_u64<W: Write>(w: &mut W, v: u64) -> io::Result<()> {
     w.write_all(itoa::Buffer::new().format(v).as_bytes())
 }
@@ -639,8 +566,63 @@ impl<W: Write> Sink for JsonSink<W> {
         if ev.path_truncated {
             w.write_all(b",\"path_truncated\":true")?;
         }
-        write_event_memcg(w, ev)?;
-        write_event_pod(w, ev, pod_stats)?;
+        if ev.css != 0 {
+            w.write_all(b",\"css\":")?;
+            put_u64(w, ev.css)?;
+        }
+        if let Some(e) = ev.errno {
+            write!(
+                w,
+                ",\"errno\":{e},\"error\":\"{}\"",
+                crate::model::event::errno_name(e)
+            )?;
+            if ev.errno_inferred {
+                w.write_all(b",\"errno_inferred\":true")?;
+            }
+        }
+        if let Some(at) = ev.failure_seen_at() {
+            w.write_all(b",\"seen_at\":\"")?;
+            w.write_all(at.name().as_bytes())?;
+            w.write_all(b"\"")?;
+        }
+        for (k, v) in [
+            ("memcg_id", ev.memcg_id.map(u64::from)),
+            ("usage_bytes", ev.usage_bytes),
+            ("kmem_bytes", ev.kmem_bytes),
+            ("memsw_bytes", ev.memsw_bytes),
+        ] {
+            if let Some(v) = v {
+                w.write_all(b",\"")?;
+                w.write_all(k.as_bytes())?;
+                w.write_all(b"\":")?;
+                put_u64(w, v)?;
+            }
+        }
+        // What `k8s::parse_path` gives, written as it is matched (no allocation per event).
+        if let Some(m) = k8s::match_path(ev.path) {
+            w.write_all(b",\"pod_uid\":\"")?;
+            put_id(w, m.uid)?;
+            w.write_all(b"\"")?;
+            json_opt_str(w, "qos", Some(m.qos.as_str()))?;
+            if let Some((runtime, id)) = m.container {
+                w.write_all(b",\"container_id\":\"")?;
+                put_id(w, id)?;
+                w.write_all(b"\"")?;
+                json_opt_str(w, "runtime", runtime)?;
+            }
+        }
+        if let Some(p) = pod_stats {
+            json_opt_str(w, "pod_name", p.name.as_deref())?;
+            json_opt_str(w, "namespace", p.namespace.as_deref())?;
+        }
+        if let Some(o) = &ev.oom {
+            // Rare: serde writes this part (an object's fields spliced into the line).
+            let v = serde_json::to_vec(&OomJson::of(o)).map_err(io::Error::from)?;
+            if v.len() > 2 {
+                w.write_all(b",")?;
+                w.write_all(&v[1..v.len() - 1])?;
+            }
+        }
         w.write_all(b"}\n")
     }
 
