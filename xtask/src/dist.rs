@@ -25,19 +25,9 @@ pub fn tarball_name() -> String {
     format!("cgtrace-{VERSION}-x86_64-linux.tar.gz")
 }
 
+/// [`crate::output`], trimmed.
 fn stdout_of(cmd: &mut Command) -> Result<String> {
-    let desc = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start {desc}"))?;
-    if !out.status.success() {
-        bail!(
-            "{desc} failed with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(crate::output(cmd)?.trim().to_string())
 }
 
 /// The stable toolchain's sysroot (its `bin/` holds cargo and rustc themselves, not the rustup

@@ -76,25 +76,10 @@ fn files_under(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let desc = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start {desc}"))?;
-    if !out.status.success() {
-        bail!(
-            "{desc} failed with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// `name version` of every package the eBPF crate is built from (and aya-build, which decides
 /// how it is built), from `cargo tree` for the bpf target.
 fn closure(root: &Path) -> Result<BTreeSet<(String, String)>> {
-    let text = output(
+    let text = crate::output(
         Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(root)
             .args(["tree", "--package", "cgtrace-ebpf", "--target"])
@@ -162,9 +147,9 @@ fn workspace_manifest_part(manifest: &str, pkgs: &BTreeSet<(String, String)>) ->
 }
 
 fn toolchain_versions() -> Result<String> {
-    let rustc = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))
+    let rustc = crate::output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))
         .context("the nightly toolchain (run `cargo xtask setup`)")?;
-    let linker = output(
+    let linker = crate::output(
         Command::new("bpf-linker")
             .arg("--version")
             .env("PATH", setup::path_with_cargo_bin()),
@@ -222,7 +207,7 @@ fn source_hash(inputs: &str) -> &str {
 
 /// Copies the workspace's files (tracked and untracked, not ignored) to `dst`.
 fn stage(root: &Path, dst: &Path) -> Result<()> {
-    let list = output(Command::new("git").current_dir(root).args([
+    let list = crate::output(Command::new("git").current_dir(root).args([
         "ls-files",
         "--cached",
         "--others",

@@ -93,6 +93,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command and returns its stdout, failing with its description and stderr when it
+/// fails.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let desc = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to start {desc}"))?;
+    if !out.status.success() {
+        bail!(
+            "{desc} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root());

@@ -1,11 +1,11 @@
 //! One module per CLI verb. `live`, `record` and `attach` are one traced run ([`run`]) with
 //! different sinks; `replay` and `report` feed a session through the same pipeline.
-pub mod attach;
-pub mod check;
-pub mod doctor;
-pub mod live;
+pub(crate) mod attach;
+pub(crate) mod check;
+pub(crate) mod doctor;
+pub(crate) mod live;
 pub mod record;
 pub mod replay;
-pub mod report_html;
-pub mod run;
-pub mod top;
+pub(crate) mod report_html;
+pub(crate) mod run;
+pub(crate) mod top;

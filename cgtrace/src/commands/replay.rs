@@ -340,6 +340,43 @@ pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
     })
 }
 
+/// The report's table of pods with memcgs (the first 50).
+fn write_pods(out: &mut impl Write, pods: &[PodSummary]) -> anyhow::Result<()> {
+    let pods: Vec<&PodSummary> = pods
+        .iter()
+        .filter(|p| p.stats.live + p.stats.dying + p.stats.freed > 0)
+        .collect();
+    if !pods.is_empty() {
+        writeln!(out, "\npods:")?;
+        writeln!(
+            out,
+            "  {:>6} {:>6} {:>6}  {:<10}  POD",
+            "LIVE", "DYING", "FREED", "QOS"
+        )?;
+        for p in pods.iter().take(50) {
+            let name = match (&p.stats.namespace, &p.stats.name) {
+                (Some(ns), Some(n)) => format!(" {ns}/{n}"),
+                _ => String::new(),
+            };
+            let mut line = Vec::new();
+            crate::format::escape::write_terminal(
+                &mut line,
+                format!("{}{name}", p.stats.pod_uid).as_bytes(),
+            )?;
+            writeln!(
+                out,
+                "  {:>6} {:>6} {:>6}  {:<10}  {}",
+                p.stats.live,
+                p.stats.dying,
+                p.stats.freed,
+                Qos::name(p.stats.qos),
+                String::from_utf8_lossy(&line)
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// `cgtrace report FILE`.
 pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> {
     let rep = build_report(path, filters)?;
@@ -374,39 +411,7 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
             o.count_exactness
         )?;
     }
-    let pods: Vec<&PodSummary> = s
-        .pods
-        .iter()
-        .filter(|p| p.stats.live + p.stats.dying + p.stats.freed > 0)
-        .collect();
-    if !pods.is_empty() {
-        writeln!(out, "\npods:")?;
-        writeln!(
-            out,
-            "  {:>6} {:>6} {:>6}  {:<10}  POD",
-            "LIVE", "DYING", "FREED", "QOS"
-        )?;
-        for p in pods.iter().take(50) {
-            let name = match (&p.stats.namespace, &p.stats.name) {
-                (Some(ns), Some(n)) => format!(" {ns}/{n}"),
-                _ => String::new(),
-            };
-            let mut line = Vec::new();
-            crate::format::escape::write_terminal(
-                &mut line,
-                format!("{}{name}", p.stats.pod_uid).as_bytes(),
-            )?;
-            writeln!(
-                out,
-                "  {:>6} {:>6} {:>6}  {:<10}  {}",
-                p.stats.live,
-                p.stats.dying,
-                p.stats.freed,
-                Qos::name(p.stats.qos),
-                String::from_utf8_lossy(&line)
-            )?;
-        }
-    }
+    write_pods(&mut out, &s.pods)?;
     if !rep.lifetimes.is_empty() {
         writeln!(out, "\nlifetimes:")?;
         for (k, p) in &rep.lifetimes {

@@ -61,16 +61,14 @@ pub struct HtmlReport {
     pub history: History,
     pub last: Snapshot,
     pub lifetimes: Lifetimes,
-    pub memory_hierarchy: Option<u32>,
     pub warnings: Vec<String>,
 }
 
 /// Replays the session, sampling the pipeline once a second of event time.
 pub fn collect(path: &Path, filters: &Filters) -> anyhow::Result<HtmlReport> {
     let mut sampler = None;
-    let mut memory_hierarchy = None;
     let (mut reader, mut r) = replay::open(path, filters, |h, clock| {
-        memory_hierarchy = h.with_controller("memory").map(|m| m.id);
+        let memory_hierarchy = h.with_controller("memory").map(|m| m.id);
         let (s, sink) = Sampler::new(memory_hierarchy, clock.mono_ns);
         sampler = Some(s);
         vec![sink]
@@ -94,7 +92,6 @@ pub fn collect(path: &Path, filters: &Filters) -> anyhow::Result<HtmlReport> {
         history,
         last,
         lifetimes: sampler.with_lifetimes(Lifetimes::clone),
-        memory_hierarchy,
         warnings: reader.warnings().to_vec(),
     })
 }
@@ -289,12 +286,12 @@ fn buckets() -> Vec<u64> {
 /// Where a histogram's bars start on its log scale (below 1, so a count of 1 shows).
 const BAR_BASE: f64 = 0.5;
 
-/// A histogram of lifetimes (log buckets) for each named histogram; returns the SVG.
-fn histogram_plot(
-    title: &str,
+/// Each histogram's counts per bucket of `bounds` (the first below `bounds[0]`), and the first
+/// and last bucket any of them uses.
+fn bucket_counts(
+    bounds: &[u64],
     hs: &[(String, &hdrhistogram::Histogram<u64>)],
-) -> anyhow::Result<String> {
-    let bounds = buckets();
+) -> (Vec<Vec<u64>>, usize, usize) {
     let counts: Vec<Vec<u64>> = hs
         .iter()
         .map(|(_, h)| {
@@ -313,6 +310,25 @@ fn histogram_plot(
         (Some(&a), Some(&b)) => (a, b),
         _ => (0, 0),
     };
+    (counts, lo, hi)
+}
+
+/// A log-scale count's label: whole counts from 1 up, nothing between them.
+fn count_label(v: &f64) -> String {
+    if *v >= 1.0 && (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        String::new()
+    }
+}
+
+/// A histogram of lifetimes (log buckets) for each named histogram; returns the SVG.
+fn histogram_plot(
+    title: &str,
+    hs: &[(String, &hdrhistogram::Histogram<u64>)],
+) -> anyhow::Result<String> {
+    let bounds = buckets();
+    let (counts, lo, hi) = bucket_counts(&bounds, hs);
     let label = |i: usize| -> String {
         if i == 0 {
             format!("<{}", human_ns(bounds[0]))
@@ -337,13 +353,6 @@ fn histogram_plot(
             .y_label_area_size(80)
             .build_cartesian_2d(lo as f64..(hi + 1) as f64, (BAR_BASE..y_max).log_scale())
             .map_err(plot_err)?;
-        let y_fmt = |v: &f64| {
-            if *v >= 1.0 && (v - v.round()).abs() < 1e-9 {
-                format!("{v:.0}")
-            } else {
-                String::new()
-            }
-        };
         let fmt = |x: &f64| {
             let i = x.floor() as usize;
             if (x - x.floor()).abs() < 1e-9 && i <= bounds.len() {
@@ -357,7 +366,7 @@ fn histogram_plot(
             .disable_x_mesh()
             .x_labels((hi - lo + 2).min(24))
             .x_label_formatter(&fmt)
-            .y_label_formatter(&y_fmt)
+            .y_label_formatter(&count_label)
             .x_desc("lifetime (bucket start)")
             .y_desc("memcgs (log scale)")
             .light_line_style(WHITE)
@@ -427,11 +436,19 @@ fn top_series(
         .collect()
 }
 
-/// The plots: (id, heading, note, svg).
-fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, String, String)>> {
-    let h = &rep.history;
-    let mut out = Vec::new();
+/// A plot: (id, heading, note, svg).
+type Plot = (&'static str, &'static str, String, String);
 
+/// The plots.
+fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<Plot>> {
+    let mut out = vec![dying_plot(rep)?, churn_plot(rep)?, headroom_plot(rep)?];
+    out.extend(lifetime_plots(rep)?);
+    Ok(out)
+}
+
+/// Dying memcgs over time: all of them, and the pods with the most.
+fn dying_plot(rep: &HtmlReport) -> anyhow::Result<Plot> {
+    let h = &rep.history;
     let total = [(
         "all memcgs".to_string(),
         h.points().map(|p| (p.elapsed_s, p.dying as f64)).collect(),
@@ -439,7 +456,7 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
     let pods = top_series(rep, h.pod_names(), |p| {
         p.pods.iter().map(|&(i, n)| (i, n as f64)).collect()
     });
-    out.push((
+    Ok((
         "plot-dying",
         "Dying memcgs over time",
         format!(
@@ -466,14 +483,18 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
                 series: &pods,
             },
         ])?,
-    ));
+    ))
+}
 
+/// Cgroups created per second, by name shape.
+fn churn_plot(rep: &HtmlReport) -> anyhow::Result<Plot> {
+    let h = &rep.history;
     let mut churn = vec![(
         "all shapes".to_string(),
         h.points().map(|p| (p.elapsed_s, p.churn_per_s)).collect(),
     )];
     churn.extend(top_series(rep, h.shape_names(), |p| p.shapes.clone()));
-    out.push((
+    Ok((
         "plot-churn",
         "Cgroup churn by name shape",
         "Cgroups created per second, by the churn_storm detector's name shapes (a path counts once across hierarchies).".to_string(),
@@ -483,15 +504,19 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
             y: YAxis::Rate,
             series: &churn,
         }])?,
-    ));
+    ))
+}
 
+/// The memcg ID headroom over time.
+fn headroom_plot(rep: &HtmlReport) -> anyhow::Result<Plot> {
+    let h = &rep.history;
     let headroom = [(
         "free memcg IDs".to_string(),
         h.points()
             .filter_map(|p| p.id_headroom.map(|v| (p.elapsed_s, v as f64)))
             .collect::<Vec<_>>(),
     )];
-    out.push((
+    Ok((
         "plot-headroom",
         "Memcg ID headroom over time",
         if headroom[0].1.is_empty() {
@@ -508,8 +533,11 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
             y: YAxis::Fixed(0.0, MEMCG_ID_MAX as f64),
             series: &headroom,
         }])?,
-    ));
+    ))
+}
 
+/// The lifetime histograms per QoS class: live, then dying.
+fn lifetime_plots(rep: &HtmlReport) -> anyhow::Result<[Plot; 2]> {
     let mut hs: Vec<(String, &hdrhistogram::Histogram<u64>)> = Vec::new();
     for q in Qos::CLASSES {
         if let Some(p) = rep.lifetimes.qos(q) {
@@ -521,20 +549,20 @@ fn plots(rep: &HtmlReport) -> anyhow::Result<Vec<(&'static str, &'static str, St
         }
     }
     let (live, dying): (Vec<_>, Vec<_>) = hs.into_iter().partition(|(n, _)| n.starts_with("live"));
-    out.push((
+    let live_plot = (
         "plot-live",
         "Memcg lifetimes: live (mkdir → rmdir)",
         "Per QoS class (none: memcgs outside pods); buckets two per decade.".to_string(),
         histogram_plot("live: mkdir → rmdir", &live)?,
-    ));
-    out.push((
+    );
+    let dying_plot = (
         "plot-dying-lifetimes",
         "Memcg lifetimes: dying (rmdir → freed)",
         "Per QoS class (none: memcgs outside pods); memcgs still dying at the end are not in it."
             .to_string(),
         histogram_plot("dying: rmdir → freed", &dying)?,
-    ));
-    Ok(out)
+    );
+    Ok([live_plot, dying_plot])
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:960px}\
@@ -553,11 +581,10 @@ if(x!==undefined&&y!==undefined){return d*(Number(x)-Number(y));}\
 return d*a.cells[i].textContent.localeCompare(b.cells[i].textContent);});\
 rows.forEach(function(r){tb.appendChild(r);});});});";
 
-/// The page.
-pub fn render(rep: &HtmlReport, source: &str) -> anyhow::Result<String> {
+/// The document head, the run's facts and its warnings.
+fn write_head(o: &mut String, rep: &HtmlReport, source: &str) {
     let s = &rep.summary;
     let t = &s.totals;
-    let mut o = String::new();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -591,7 +618,10 @@ Memcg ID headroom: {}. Failed mkdirs: {}. OOM kills: {}.</p>\n",
     for w in &rep.warnings {
         let _ = writeln!(o, "<p><b>warning:</b> {}</p>", esc(w));
     }
+}
 
+/// The detectors' verdicts.
+fn write_verdicts(o: &mut String, rep: &HtmlReport) {
     o.push_str("<h2 id=\"verdicts\">Verdicts</h2>\n");
     if rep.verdicts.is_empty() {
         o.push_str("<p>None: no detector fired.</p>\n");
@@ -609,16 +639,10 @@ Memcg ID headroom: {}. Failed mkdirs: {}. OOM kills: {}.</p>\n",
             esc(&v.recommendation)
         );
     }
+}
 
-    for (id, heading, note, svg) in plots(rep)? {
-        let _ = write!(
-            o,
-            "<h2>{}</h2>\n<figure id=\"{id}\">{svg}<figcaption>{}</figcaption></figure>\n",
-            esc(heading),
-            esc(&note)
-        );
-    }
-
+/// The table of pods.
+fn write_pods(o: &mut String, rep: &HtmlReport) {
     o.push_str("<h2 id=\"pods\">Pods</h2>\n<p>Click a column to sort.</p>\n<table class=\"sortable\" id=\"pods-table\"><thead><tr>\
 <th>dying</th><th>oldest dying</th><th>bytes at removal</th><th>live</th><th>freed</th><th class=\"l\">QoS</th><th class=\"l\">pod</th></tr></thead><tbody>\n");
     for p in &rep.last.pods {
@@ -646,7 +670,10 @@ Memcg ID headroom: {}. Failed mkdirs: {}. OOM kills: {}.</p>\n",
         );
     }
     o.push_str("</tbody></table>\n");
+}
 
+/// The table of lifetime percentiles.
+fn write_lifetimes(o: &mut String, rep: &HtmlReport) {
     o.push_str("<h2 id=\"lifetimes\">Lifetime percentiles</h2>\n<table class=\"sortable\" id=\"lifetimes-table\"><thead><tr>\
 <th class=\"l\">phase</th><th class=\"l\">QoS</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr></thead><tbody>\n");
     for l in &rep.last.lifetimes {
@@ -668,6 +695,24 @@ Memcg ID headroom: {}. Failed mkdirs: {}. OOM kills: {}.</p>\n",
         );
     }
     o.push_str("</tbody></table>\n");
+}
+
+/// The page.
+pub fn render(rep: &HtmlReport, source: &str) -> anyhow::Result<String> {
+    let mut o = String::new();
+    write_head(&mut o, rep, source);
+    write_verdicts(&mut o, rep);
+    for (id, heading, note, svg) in plots(rep)? {
+        let _ = write!(
+            o,
+            "<h2>{}</h2>\n<figure id=\"{id}\">{svg}<figcaption>{}</figcaption></figure>\n",
+            esc(heading),
+            esc(&note)
+        );
+    }
+
+    write_pods(&mut o, rep);
+    write_lifetimes(&mut o, rep);
     let _ = write!(
         o,
         "<p><small>{} samples, one per second of event time (merged when over {MAX_POINTS}).</small></p>\n<script>{SCRIPT}</script>\n</body></html>\n",
@@ -736,7 +781,6 @@ mod tests {
             history,
             last,
             lifetimes: sampler.with_lifetimes(Lifetimes::clone),
-            memory_hierarchy: Some(4),
             warnings: Vec::new(),
         };
         render(&rep, "/tmp/<s>.cgtrace").unwrap_or_else(|e| panic!("{e:#}"))

@@ -300,23 +300,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     let clock = ClockRef::now();
     let facts = RunFacts::of_probes(&probes, hierarchies, opts.filters.clone(), clock);
     let pod_names = Box::new(PodLogDir::new(opts.host_root.join("var/log/pods")));
-    let (sinks, mut state) = match (&opts.mode, pending_attach) {
-        (Mode::Text, _) => (live::text_sinks(&facts), ModeState::Stream),
-        (Mode::Json, _) => (live::json_sinks(&facts), ModeState::Stream),
-        (Mode::Record(r), _) => {
-            let (sinks, rec) = record::start(r, &facts, &baseline)?;
-            (sinks, ModeState::Record(rec))
-        }
-        (Mode::Attach(_), Some(p)) => {
-            let (sinks, a) = p.start(&facts)?;
-            (sinks, ModeState::Attach(Box::new(a)))
-        }
-        (Mode::Attach(_), None) => anyhow::bail!("attach without its metrics state"),
-        (Mode::Top, _) => {
-            let (top, sinks) = Top::live(&facts)?;
-            (sinks, ModeState::Top(Box::new(top)))
-        }
-    };
+    let (sinks, mut state) = mode_sinks(opts, &facts, &baseline, pending_attach)?;
     let mut pipe = Pipeline::new(facts, &baseline, sinks, pod_names)
         .map_err(|e| crate::UsageError(e.into()))?;
     announce(pipe.facts(), &probes, opts.probe.ring_size, &failed_mkdirs);
@@ -328,13 +312,7 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
         }
     };
     if probes_without_btf {
-        eprintln!(
-            "cgtrace: no kernel BTF ({} unreadable; give one with --btf FILE or CGTRACE_BTF=FILE): \
-             memcg IDs and usage (memory, kmem, memsw) are unknown in every event and dying memcgs \
-             from before start are not named; mkdir, rmdir and release still stream from the \
-             cgroup tracepoints",
-            crate::kernel::btf::vmlinux_path().display()
-        );
+        warn_without_btf();
     }
     match &mut state {
         ModeState::Attach(a) => a.attached(pipe.facts()),
@@ -366,22 +344,77 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
     if let ModeState::Top(t) = &mut state {
         t.leave();
     }
-    // Finish: the walk's records (stopped if still running), everything still in the ring,
-    // the final lost counts, the last report, the summary — at event time, so a replay of a
-    // recording prints the same duration.
-    if let Some(w) = &mut walk
+    finish(
+        &mut walk,
+        &mut src,
+        &mut pipe,
+        &mut state,
+        &mut lost,
+        &mut drains,
+    )
+}
+
+/// The sinks and the state of the run's mode.
+fn mode_sinks(
+    opts: &RunOptions,
+    facts: &RunFacts,
+    baseline: &Baseline,
+    pending_attach: Option<crate::commands::attach::Bound>,
+) -> anyhow::Result<(Vec<Box<dyn crate::pipeline::output::Sink>>, ModeState)> {
+    Ok(match (&opts.mode, pending_attach) {
+        (Mode::Text, _) => (live::text_sinks(facts), ModeState::Stream),
+        (Mode::Json, _) => (live::json_sinks(facts), ModeState::Stream),
+        (Mode::Record(r), _) => {
+            let (sinks, rec) = record::start(r, facts, baseline)?;
+            (sinks, ModeState::Record(rec))
+        }
+        (Mode::Attach(_), Some(p)) => {
+            let (sinks, a) = p.start(facts)?;
+            (sinks, ModeState::Attach(Box::new(a)))
+        }
+        (Mode::Attach(_), None) => anyhow::bail!("attach without its metrics state"),
+        (Mode::Top, _) => {
+            let (top, sinks) = Top::live(facts)?;
+            (sinks, ModeState::Top(Box::new(top)))
+        }
+    })
+}
+
+/// Says what a run without kernel BTF lacks.
+fn warn_without_btf() {
+    eprintln!(
+        "cgtrace: no kernel BTF ({} unreadable; give one with --btf FILE or CGTRACE_BTF=FILE): \
+         memcg IDs and usage (memory, kmem, memsw) are unknown in every event and dying memcgs \
+         from before start are not named; mkdir, rmdir and release still stream from the \
+         cgroup tracepoints",
+        crate::kernel::btf::vmlinux_path().display()
+    );
+}
+
+/// Finish: the walk's records (stopped if still running), everything still in the ring,
+/// the final lost counts, the last report, the summary — at event time, so a replay of a
+/// recording prints the same duration.
+fn finish(
+    walk: &mut Option<WalkTask>,
+    src: &mut Source,
+    pipe: &mut Pipeline,
+    state: &mut ModeState,
+    lost: &mut LostReporter,
+    drains: &mut Drains,
+) -> anyhow::Result<()> {
+    if let Some(w) = walk
         && let Some(report) = w.finish(|b| pipe.record(b))
     {
-        log_walk(&mut pipe, &report);
+        log_walk(pipe, &report);
     }
-    while drains.drain_all(&mut src.probes, &mut pipe) > 0 {
+    while drains.drain_all(&mut src.probes, pipe) > 0 {
         pipe.check()?;
     }
-    lost.poll(&src.probes, &mut pipe);
+    lost.poll(&src.probes, pipe);
     lost.check_notices(&src.probes);
-    if let ModeState::Attach(a) = &mut state {
+    if let ModeState::Attach(a) = state {
         let cost = drains.own_cost(&src.probes, pipe.facts());
-        a.report(&mut pipe, &cost)?;
+        a.report(pipe, &cost)?;
     }
     pipe.finish(monotonic_ns())?;
     Ok(())
@@ -444,10 +477,7 @@ async fn run_loop(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut status =
         live::StatusLine::new(!matches!(state, ModeState::Attach(_) | ModeState::Top(_)));
-    let uses_tracefs = src.probes.attached == crate::probes::Attached::Tracepoint
-        || src.probes.mkdir_failures.is_ok();
-    let mut tracefs_gone = false;
-    let mut last_lost_poll = Instant::now();
+    let mut lost_poll = LostPoll::new(&src.probes);
     loop {
         let until = async {
             match deadline {
@@ -505,31 +535,68 @@ async fn run_loop(
         if counts.due() {
             counts.poll(pipe);
         }
-        if last_lost_poll.elapsed() >= LOST_POLL {
-            last_lost_poll = Instant::now();
-            lost.poll(&src.probes, pipe);
-            // Classic tracepoints came from tracefs: say so if it goes away under us.
-            if uses_tracefs && !tracefs_gone && crate::kernel::tracefs::find().is_none() {
-                tracefs_gone = true;
-                eprintln!(
-                    "cgtrace: warning: tracefs was unmounted while cgtrace runs: the attached tracepoints keep working, but a restart needs tracefs (mount -t tracefs nodev /sys/kernel/tracing)"
-                );
-            }
-        }
-        match state {
-            ModeState::Attach(a) => a.tick(pipe, |p| drains.own_cost(&src.probes, p.facts()))?,
-            ModeState::Record(r) if r.full() => break,
-            ModeState::Top(t) => {
-                let quit = t.tick(pipe, monotonic_ns())?;
-                if quit {
-                    break;
-                }
-            }
-            _ => {}
+        lost_poll.poll(&src.probes, pipe, lost);
+        if mode_tick(state, pipe, src, drains)? {
+            break;
         }
     }
     status.clear();
     Ok(())
+}
+
+/// The periodic poll of lost counts, watching for tracefs going away when it is needed.
+struct LostPoll {
+    last: Instant,
+    uses_tracefs: bool,
+    tracefs_gone: bool,
+}
+
+impl LostPoll {
+    fn new(probes: &Probes) -> LostPoll {
+        LostPoll {
+            last: Instant::now(),
+            uses_tracefs: probes.attached == crate::probes::Attached::Tracepoint
+                || probes.mkdir_failures.is_ok(),
+            tracefs_gone: false,
+        }
+    }
+
+    /// Every [`LOST_POLL`]: the lost counts, and whether tracefs is still there.
+    fn poll(&mut self, probes: &Probes, pipe: &mut Pipeline, lost: &mut LostReporter) {
+        if self.last.elapsed() < LOST_POLL {
+            return;
+        }
+        self.last = Instant::now();
+        lost.poll(probes, pipe);
+        // Classic tracepoints came from tracefs: say so if it goes away under us.
+        if self.uses_tracefs && !self.tracefs_gone && crate::kernel::tracefs::find().is_none() {
+            self.tracefs_gone = true;
+            eprintln!(
+                "cgtrace: warning: tracefs was unmounted while cgtrace runs: the attached tracepoints keep working, but a restart needs tracefs (mount -t tracefs nodev /sys/kernel/tracing)"
+            );
+        }
+    }
+}
+
+/// The mode's periodic work after a wake-up; true when it ends the run.
+fn mode_tick(
+    state: &mut ModeState,
+    pipe: &mut Pipeline,
+    src: &mut Source,
+    drains: &mut Drains,
+) -> anyhow::Result<bool> {
+    match state {
+        ModeState::Attach(a) => a.tick(pipe, |p| drains.own_cost(&src.probes, p.facts()))?,
+        ModeState::Record(r) if r.full() => return Ok(true),
+        ModeState::Top(t) => {
+            let quit = t.tick(pipe, monotonic_ns())?;
+            if quit {
+                return Ok(true);
+            }
+        }
+        _ => {}
+    }
+    Ok(false)
 }
 
 fn log_walk(pipe: &mut Pipeline, report: &Result<crate::probes::WalkReport, String>) {

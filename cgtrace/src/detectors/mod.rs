@@ -64,7 +64,7 @@ pub use id_headroom::IdHeadroomEvidence;
 pub use kernel_facts::{KernelFacts, MEMCG_ID_MAX};
 pub use kmem_leak::KmemLeakEvidence;
 pub use mkdir_failed::MkdirFailedEvidence;
-pub use oom_kill::{LimitScope, OomKillEvidence, OomSummary, OomVictim};
+pub use oom_kill::{LimitScope, OomKillEvidence, OomSummary};
 pub use page_cache::PageCacheEvidence;
 pub use render::render_verdict;
 pub use shape::normalise_leaf;

@@ -385,72 +385,9 @@ impl OomKills {
             count_exactness: exactness,
             ..OomKillEvidence::default()
         };
-        let mut ids: Vec<String> = Vec::new();
-        for k in kills.iter().rev() {
-            if let Some(id) = &k.container_id
-                && !ids.contains(id)
-                && ids.len() < MAX_EXAMPLES
-            {
-                ids.push(id.clone());
-            }
-        }
-        ev.container_ids = ids;
-        let who = match key {
-            GroupKey::Pod(uid) => {
-                ev.pod_uid = Some(uid.to_string());
-                ev.qos = latest.qos;
-                // The tracker's pod, if it is still this one.
-                let stats = g
-                    .pod
-                    .and_then(|i| tracker.pod(i).map(|p| (i, p)))
-                    .filter(|(_, p)| *p.pod_uid == **uid);
-                if let Some((i, p)) = stats {
-                    ev.pod_name = p.name.clone();
-                    ev.pod_namespace = p.namespace.clone();
-                    let (r, looping) = restarts(i, first_ts);
-                    ev.restarts_after = Some(r);
-                    ev.crash_loop = looping;
-                }
-                match (&ev.pod_namespace, &ev.pod_name) {
-                    (Some(ns), Some(name)) => {
-                        format!("pod {}/{} ({uid})", terminal(ns), terminal(name))
-                    }
-                    _ => format!("pod {uid}"),
-                }
-            }
-            GroupKey::Cgroup(path) => {
-                ev.cgroup = Some(path.to_string());
-                format!("cgroup {}", terminal(path))
-            }
-        };
-        let limit = match (latest.limit_bytes, latest.usage_bytes) {
-            (Some(l), Some(u)) => format!(
-                " ({}{} at {} of {})",
-                latest.limit_scope.describe(),
-                if latest.memsw { ", memory+swap" } else { "" },
-                human_bytes(u),
-                human_bytes(l)
-            ),
-            _ => format!(" ({})", latest.limit_scope.describe()),
-        };
-        let restarts_text = match (ev.restarts_after, ev.crash_loop) {
-            (Some(r), true) => format!("; {r} container restarts followed: it is crash-looping"),
-            (Some(r), false) if r > 0 => format!("; {r} container restarts followed"),
-            _ => String::new(),
-        };
-        let summary = format!(
-            "{who} OOM-killed {n} time{} in {}: {} hit{limit}, victim {}[{}]{restarts_text}",
-            if n == 1 { "" } else { "s" },
-            human_secs(window_s),
-            match latest.constraint {
-                Constraint::Memcg => "a memory limit",
-                Constraint::Cpuset => "its cpuset's memory",
-                Constraint::MemoryPolicy => "its memory policy's nodes",
-                _ => "the OOM killer",
-            },
-            terminal(&latest.comm),
-            latest.pid
-        );
+        ev.container_ids = recent_container_ids(kills);
+        let who = group_who(&mut ev, key, g, tracker, latest, first_ts, restarts);
+        let summary = group_summary(&who, n, window_s, latest, &ev);
         let recommendation = limit_recommendation(&ev, latest);
         ev.victims = victims;
         Verdict {
@@ -465,6 +402,99 @@ impl OomKills {
             recommendation,
         }
     }
+}
+
+/// The container ids of the latest kills, newest first, at most [`MAX_EXAMPLES`].
+fn recent_container_ids(kills: &[&OomVictim]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for k in kills.iter().rev() {
+        if let Some(id) = &k.container_id
+            && !ids.contains(id)
+            && ids.len() < MAX_EXAMPLES
+        {
+            ids.push(id.clone());
+        }
+    }
+    ids
+}
+
+/// Who a group is (its pod, named when the tracker knows it, or its cgroup), filled into `ev`
+/// with the restarts of the pod's containers after the first kill.
+fn group_who(
+    ev: &mut OomKillEvidence,
+    key: &GroupKey,
+    g: &Group,
+    tracker: &Tracker,
+    latest: &OomVictim,
+    first_ts: u64,
+    restarts: &dyn Fn(u32, u64) -> (u64, bool),
+) -> String {
+    match key {
+        GroupKey::Pod(uid) => {
+            ev.pod_uid = Some(uid.to_string());
+            ev.qos = latest.qos;
+            // The tracker's pod, if it is still this one.
+            let stats = g
+                .pod
+                .and_then(|i| tracker.pod(i).map(|p| (i, p)))
+                .filter(|(_, p)| *p.pod_uid == **uid);
+            if let Some((i, p)) = stats {
+                ev.pod_name = p.name.clone();
+                ev.pod_namespace = p.namespace.clone();
+                let (r, looping) = restarts(i, first_ts);
+                ev.restarts_after = Some(r);
+                ev.crash_loop = looping;
+            }
+            match (&ev.pod_namespace, &ev.pod_name) {
+                (Some(ns), Some(name)) => {
+                    format!("pod {}/{} ({uid})", terminal(ns), terminal(name))
+                }
+                _ => format!("pod {uid}"),
+            }
+        }
+        GroupKey::Cgroup(path) => {
+            ev.cgroup = Some(path.to_string());
+            format!("cgroup {}", terminal(path))
+        }
+    }
+}
+
+/// The verdict's one line: who, how often, which limit, the latest victim, the restarts.
+fn group_summary(
+    who: &str,
+    n: u64,
+    window_s: f64,
+    latest: &OomVictim,
+    ev: &OomKillEvidence,
+) -> String {
+    let limit = match (latest.limit_bytes, latest.usage_bytes) {
+        (Some(l), Some(u)) => format!(
+            " ({}{} at {} of {})",
+            latest.limit_scope.describe(),
+            if latest.memsw { ", memory+swap" } else { "" },
+            human_bytes(u),
+            human_bytes(l)
+        ),
+        _ => format!(" ({})", latest.limit_scope.describe()),
+    };
+    let restarts_text = match (ev.restarts_after, ev.crash_loop) {
+        (Some(r), true) => format!("; {r} container restarts followed: it is crash-looping"),
+        (Some(r), false) if r > 0 => format!("; {r} container restarts followed"),
+        _ => String::new(),
+    };
+    format!(
+        "{who} OOM-killed {n} time{} in {}: {} hit{limit}, victim {}[{}]{restarts_text}",
+        if n == 1 { "" } else { "s" },
+        human_secs(window_s),
+        match latest.constraint {
+            Constraint::Memcg => "a memory limit",
+            Constraint::Cpuset => "its cpuset's memory",
+            Constraint::MemoryPolicy => "its memory policy's nodes",
+            _ => "the OOM killer",
+        },
+        terminal(&latest.comm),
+        latest.pid
+    )
 }
 
 /// The victim of an `oom_kill` event, as a verdict shows it.

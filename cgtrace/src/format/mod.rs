@@ -1,4 +1,4 @@
 //! Text helpers for every output: escaping, units, the clock.
 pub mod clock;
-pub mod escape;
-pub mod units;
+pub(crate) mod escape;
+pub(crate) mod units;

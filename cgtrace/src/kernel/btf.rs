@@ -288,21 +288,11 @@ fn margin_pages(page_size: u64) -> u32 {
     u32::try_from(((2 << 20) + 64 * page_size) / page_size.max(1)).unwrap_or(u32::MAX)
 }
 
-/// What the OOM programs read (`victim_is_task` from [`mark_victim_takes_task`]), and the
-/// names of what this kernel's BTF lacks of it.
-pub fn oom_layout(btf: &KernelBtf<'_>, page_size: u64) -> (OomLayout, Vec<&'static str>) {
-    let u = |o: Option<u32>| o.unwrap_or(KernelOffsets::UNKNOWN);
-    let mut missing = Vec::new();
-    let mut need = |name: &'static str, o: Option<u32>| {
-        if o.is_none() {
-            missing.push(name);
-        }
-        u(o)
-    };
-    let enumerator = |n: &str| btf.enumerator(n).and_then(|v| u32::try_from(v).ok());
-    // `mm_struct.rss_stat`: an array of `percpu_counter` (6.2+; the value in `count`), or a
-    // `struct mm_rss_stat` holding an array of `atomic_long_t` (before).
-    let rss = btf.place_of("mm_struct", &[&["rss_stat"]]).and_then(|p| {
+/// `mm_struct.rss_stat`: an array of `percpu_counter` (6.2+; the value in `count`), or a
+/// `struct mm_rss_stat` holding an array of `atomic_long_t` (before).
+/// Returns (offset of the array, stride, offset of the value in an element).
+fn rss_stat_place(btf: &KernelBtf<'_>) -> Option<(u32, u32, u32)> {
+    btf.place_of("mm_struct", &[&["rss_stat"]]).and_then(|p| {
         let (offset, array) = match btf.btf.type_by_id(btf.strip(p.type_id)) {
             BtfType::Array(a) => (p.offset, a.val_type_id),
             BtfType::Struct(_) => {
@@ -320,7 +310,22 @@ pub fn oom_layout(btf: &KernelBtf<'_>, page_size: u64) -> (OomLayout, Vec<&'stat
             .find_map(|n| btf.member(array, n, 0))
             .map_or(0, |m| m.offset);
         Some((offset, stride, value))
-    });
+    })
+}
+
+/// What the OOM programs read (`victim_is_task` from [`mark_victim_takes_task`]), and the
+/// names of what this kernel's BTF lacks of it.
+pub fn oom_layout(btf: &KernelBtf<'_>, page_size: u64) -> (OomLayout, Vec<&'static str>) {
+    let u = |o: Option<u32>| o.unwrap_or(KernelOffsets::UNKNOWN);
+    let mut missing = Vec::new();
+    let mut need = |name: &'static str, o: Option<u32>| {
+        if o.is_none() {
+            missing.push(name);
+        }
+        u(o)
+    };
+    let enumerator = |n: &str| btf.enumerator(n).and_then(|v| u32::try_from(v).ok());
+    let rss = rss_stat_place(btf);
     let layout = OomLayout {
         victim_is_task: u32::from(mark_victim_takes_task(btf) == Some(true)),
         task_pid: need("task_struct.pid", btf.offset_of("task_struct", &[&["pid"]])),
@@ -530,6 +535,23 @@ mod tests {
         None
     }
 
+    /// Whether bpftool is there to compare with (it must be in CI).
+    fn bpftool_installed() -> bool {
+        if Command::new("bpftool").arg("version").output().is_ok() {
+            return true;
+        }
+        assert!(std::env::var("CI").is_err(), "bpftool missing in CI");
+        eprintln!("skipping the bpftool comparison: bpftool not installed");
+        false
+    }
+
+    /// Each (struct, member, resolved offset) is where bpftool says.
+    fn assert_bpftool_offsets(members: &[(&str, &str, u32)]) {
+        for &(s, m, got) in members {
+            assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
+        }
+    }
+
     #[test]
     fn offsets_match_bpftool() {
         let Ok(data) = read_vmlinux(Path::new(VMLINUX)) else {
@@ -539,12 +561,10 @@ mod tests {
         let btf = KernelBtf::parse(&data, VMLINUX).expect("vmlinux BTF parses");
         let o = cgroup_offsets(&btf);
         assert!(missing(&o).is_empty(), "missing {:?}", missing(&o));
-        if Command::new("bpftool").arg("version").output().is_err() {
-            assert!(std::env::var("CI").is_err(), "bpftool missing in CI");
-            eprintln!("skipping the bpftool comparison: bpftool not installed");
+        if !bpftool_installed() {
             return;
         }
-        for (s, m, got) in [
+        assert_bpftool_offsets(&[
             ("cgroup", "kn", o.cgroup_kn),
             ("cgroup", "level", o.cgroup_level),
             ("cgroup", "root", o.cgroup_root),
@@ -553,9 +573,7 @@ mod tests {
             ("cgroup", "subsys", o.cgroup_subsys),
             ("cgroup_subsys_state", "cgroup", o.css_cgroup),
             ("mem_cgroup", "css", o.memcg_css),
-        ] {
-            assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
-        }
+        ]);
         // Nested members: outer offset (bpftool) + inner offset (bpftool) = resolved offset.
         let memory = bpftool_offset("mem_cgroup", "memory").expect("mem_cgroup.memory");
         let usage = bpftool_offset("page_counter", "usage").expect("page_counter.usage");
@@ -601,11 +619,10 @@ mod tests {
             ),
             (0, 1, 2, 3)
         );
-        if Command::new("bpftool").arg("version").output().is_err() {
-            assert!(std::env::var("CI").is_err(), "bpftool missing in CI");
+        if !bpftool_installed() {
             return;
         }
-        for (s, m, got) in [
+        assert_bpftool_offsets(&[
             ("task_struct", "pid", l.task_pid),
             ("task_struct", "tgid", l.task_tgid),
             ("task_struct", "comm", l.task_comm),
@@ -615,9 +632,7 @@ mod tests {
             ("oom_control", "memcg", l.oc_memcg),
             ("oom_control", "constraint", l.oc_constraint),
             ("oom_control", "totalpages", l.oc_totalpages),
-        ] {
-            assert_eq!(bpftool_offset(s, m), Some(got), "{s}.{m}");
-        }
+        ]);
         let memory = bpftool_offset("mem_cgroup", "memory").expect("mem_cgroup.memory");
         let max = bpftool_offset("page_counter", "max").expect("page_counter.max");
         assert_eq!(l.memcg_memory_max, memory + max);

@@ -3,13 +3,13 @@
 use std::{fs, sync::OnceLock};
 
 pub mod btf;
-pub mod counters;
+pub(crate) mod counters;
 pub mod floor;
 pub mod hierarchy;
-pub mod memcg_ids;
+pub(crate) mod memcg_ids;
 pub mod mkdir_errno;
-pub mod mountinfo;
-pub mod release;
+pub(crate) mod mountinfo;
+pub(crate) mod release;
 pub mod tracefs;
 
 pub use release::KernelRelease;

@@ -81,7 +81,8 @@ pub struct PodRef {
 }
 
 impl PodRef {
-    /// True when the path was not attributed to any pod.
+    /// True when the path was not attributed to any pod. (tests only)
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pod_uid.is_none()
             && self.qos.is_none()
@@ -369,12 +370,14 @@ impl PodLogIndex {
         Some((&found.0, &found.1))
     }
 
-    /// Number of pods indexed.
+    /// Number of pods indexed. (tests only)
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.pods.len()
     }
 
-    /// True when no pods are indexed.
+    /// True when no pods are indexed. (tests only)
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pods.is_empty()
     }

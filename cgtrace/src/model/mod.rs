@@ -2,7 +2,7 @@
 //! Kubernetes attribution of cgroup paths.
 pub mod baseline;
 pub mod event;
-pub mod hash;
-pub mod k8s;
+pub(crate) mod hash;
+pub(crate) mod k8s;
 pub mod oom;
 pub mod tracker;

@@ -4,11 +4,11 @@ pub mod facts;
 pub mod filters;
 pub mod histogram;
 pub mod metrics;
-pub mod node;
+pub(crate) mod node;
 pub mod output;
-pub mod own_cost;
+pub(crate) mod own_cost;
 pub mod pod_names;
-pub mod sample;
+pub(crate) mod sample;
 
 use std::{collections::VecDeque, io};
 

@@ -323,6 +323,30 @@ pub struct Sampler {
     last_sec: Option<u64>,
 }
 
+/// The lifetime percentiles per phase and QoS class (those with any memcg).
+fn lifetime_rows(l: &Lifetimes) -> Vec<LifetimeRow> {
+    let mut lifetimes = Vec::new();
+    for q in Qos::CLASSES {
+        if let Some(p) = l.qos(q) {
+            for phase in [Phase::Live, Phase::Dying] {
+                let h = p.get(phase);
+                if !h.is_empty() {
+                    lifetimes.push(LifetimeRow {
+                        phase: phase.name(),
+                        qos: Qos::name(q),
+                        count: h.len(),
+                        p50_ns: h.value_at_quantile(0.5),
+                        p90_ns: h.value_at_quantile(0.9),
+                        p99_ns: h.value_at_quantile(0.99),
+                        max_ns: h.max(),
+                    });
+                }
+            }
+        }
+    }
+    lifetimes
+}
+
 impl Sampler {
     /// A sampler and the sink to put into the pipeline; `start_ns`: when the run started.
     pub fn new(memory_hierarchy: Option<u32>, start_ns: u64) -> (Sampler, Box<dyn Sink>) {
@@ -409,25 +433,7 @@ impl Sampler {
         failed_by_errno.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut oom_by_constraint = c.oom_by_constraint.clone();
         oom_by_constraint.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let mut lifetimes = Vec::new();
-        for q in Qos::CLASSES {
-            if let Some(p) = c.lifetimes.qos(q) {
-                for phase in [Phase::Live, Phase::Dying] {
-                    let h = p.get(phase);
-                    if !h.is_empty() {
-                        lifetimes.push(LifetimeRow {
-                            phase: phase.name(),
-                            qos: Qos::name(q),
-                            count: h.len(),
-                            p50_ns: h.value_at_quantile(0.5),
-                            p90_ns: h.value_at_quantile(0.9),
-                            p99_ns: h.value_at_quantile(0.99),
-                            max_ns: h.max(),
-                        });
-                    }
-                }
-            }
-        }
+        let lifetimes = lifetime_rows(&c.lifetimes);
         Snapshot {
             t_ns: now_ns,
             elapsed_s: now_ns.saturating_sub(pipe.facts().clock.mono_ns) as f64 / 1e9,
@@ -608,10 +614,6 @@ impl History {
 
     pub fn len(&self) -> usize {
         self.points.len() + usize::from(self.pending.is_some())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The names of the shapes points refer to.

@@ -161,6 +161,22 @@ pub(super) struct RawItemEvent {
     pub(super) oom: Option<Resolved>,
 }
 
+/// The victim's memory of an OOM block: six sizes.
+fn read_oom_mm(c: &mut Cur<'_>) -> DResult<OomMm> {
+    let mut v = [0u64; 6];
+    for x in &mut v {
+        *x = mem_dec(c.varint()?);
+    }
+    Ok(OomMm {
+        total_vm_bytes: v[0],
+        rss_anon_bytes: v[1],
+        rss_file_bytes: v[2],
+        rss_shmem_bytes: v[3],
+        swap_bytes: v[4],
+        pgtables_bytes: v[5],
+    })
+}
+
 /// The OOM block of an event record (format version 3); the trigger comm is left empty and
 /// returned as a reference.
 fn parse_oom(
@@ -189,18 +205,7 @@ fn parse_oom(
         None
     };
     let mm = if has(of::RSS) {
-        let mut v = [0u64; 6];
-        for x in &mut v {
-            *x = mem_dec(c.varint()?);
-        }
-        Some(OomMm {
-            total_vm_bytes: v[0],
-            rss_anon_bytes: v[1],
-            rss_file_bytes: v[2],
-            rss_shmem_bytes: v[3],
-            swap_bytes: v[4],
-            pgtables_bytes: v[5],
-        })
+        Some(read_oom_mm(c)?)
     } else {
         None
     };
@@ -320,6 +325,129 @@ pub(super) fn encode_kernel_memcgs(k: &KernelMemcgs, out: &mut BytesMut) {
     }
 }
 
+/// An event record (`t` is its kind), after its type byte.
+#[inline]
+fn parse_event(
+    c: &mut Cur<'_>,
+    t: u8,
+    a: &mut Active,
+    paths: &mut ReaderTable,
+    comms: &mut ReaderTable,
+    oom_slot: &mut OomKill<'static>,
+) -> DResult<Parsed> {
+    let fl = c.varint()?;
+    if fl & !evflag::ALL != 0 {
+        return Err(Malformed("unknown event flags"));
+    }
+    let d = &mut a.deltas;
+    let ts_ns = read_ts(c, d)?;
+    let hierarchy_id = c.varint_u32()?;
+    let slot = hierarchy_id as usize % CGID_SLOTS;
+    let cgroup_id = d.cgid[slot].wrapping_add(unzigzag(c.varint()?) as u64);
+    d.cgid[slot] = cgroup_id;
+    let level = c.varint_u32()?;
+    let ks = usize::from(t) % 16;
+    let pid = d.pid[ks].wrapping_add(unzigzag(c.varint()?) as u32);
+    d.pid[ks] = pid;
+    let tid = if fl & evflag::TID != 0 {
+        pid.wrapping_add(unzigzag(c.varint()?) as u32)
+    } else {
+        pid
+    };
+    let comm = comms.resolve(c.varint()?, a.offset);
+    let path = paths.resolve(c.varint()?, a.offset);
+    let MemcgFields {
+        css,
+        memcg_id,
+        usage_bytes,
+        kmem_bytes,
+        memsw_bytes,
+    } = read_memcg_fields(c, d, fl)?;
+    let errno = if fl & evflag::ERRNO != 0 {
+        let e = unzigzag(c.varint()?);
+        Some(i32::try_from(e).map_err(|_| Malformed("errno out of range"))?)
+    } else {
+        None
+    };
+    let oom = if fl & evflag::OOM != 0 {
+        let (k, trigger) = parse_oom(c, comms, a.offset)?;
+        *oom_slot = k;
+        Some(trigger)
+    } else {
+        None
+    };
+    let Some(kind) = EventKind::from_u8(t) else {
+        a.unknown_kinds += 1;
+        return Ok(Parsed::Nothing);
+    };
+    let trigger_unknown = matches!(oom, Some(Resolved::Unknown));
+    if matches!(comm, Resolved::Unknown) || matches!(path, Resolved::Unknown) || trigger_unknown {
+        a.unresolved += 1;
+    }
+    Ok(Parsed::Event(RawItemEvent {
+        ts_ns,
+        kind,
+        hierarchy_id,
+        cgroup_id,
+        level,
+        pid,
+        tid,
+        comm,
+        path,
+        path_truncated: fl & evflag::PATH_TRUNCATED != 0,
+        has_cgroup: fl & evflag::HAS_CGROUP != 0,
+        css,
+        memcg_id,
+        usage_bytes,
+        kmem_bytes,
+        memsw_bytes,
+        errno,
+        oom,
+    }))
+}
+
+/// The memcg fields of an event record, each there when its flag in `fl` is.
+struct MemcgFields {
+    css: u64,
+    memcg_id: Option<u32>,
+    usage_bytes: Option<u64>,
+    kmem_bytes: Option<u64>,
+    memsw_bytes: Option<u64>,
+}
+
+#[inline]
+fn read_memcg_fields(c: &mut Cur<'_>, d: &mut Deltas, fl: u64) -> DResult<MemcgFields> {
+    let css = if fl & evflag::CSS != 0 {
+        let v = d.css.wrapping_add(unzigzag(c.varint()?) as u64);
+        d.css = v;
+        v
+    } else {
+        0
+    };
+    let memcg_id = if fl & evflag::MEMCG_ID != 0 {
+        Some(c.varint_u32()?)
+    } else {
+        None
+    };
+    let mut mem = |bit: u64| -> DResult<Option<u64>> {
+        Ok(if fl & bit != 0 {
+            Some(mem_dec(c.varint()?))
+        } else {
+            None
+        })
+    };
+    let usage_bytes = mem(evflag::USAGE)?;
+    let kmem_bytes = mem(evflag::KMEM)?;
+    let memsw_bytes = mem(evflag::MEMSW)?;
+    Ok(MemcgFields {
+        css,
+        memcg_id,
+        usage_bytes,
+        kmem_bytes,
+        memsw_bytes,
+    })
+}
+
 /// Decodes one record of a batch frame.
 pub(super) fn parse_record(
     c: &mut Cur<'_>,
@@ -330,95 +458,7 @@ pub(super) fn parse_record(
 ) -> DResult<Parsed> {
     let t = c.u8()?;
     match t {
-        1..=tag::EVENT_MAX => {
-            let fl = c.varint()?;
-            if fl & !evflag::ALL != 0 {
-                return Err(Malformed("unknown event flags"));
-            }
-            let d = &mut a.deltas;
-            let ts_ns = read_ts(c, d)?;
-            let hierarchy_id = c.varint_u32()?;
-            let slot = hierarchy_id as usize % CGID_SLOTS;
-            let cgroup_id = d.cgid[slot].wrapping_add(unzigzag(c.varint()?) as u64);
-            d.cgid[slot] = cgroup_id;
-            let level = c.varint_u32()?;
-            let ks = usize::from(t) % 16;
-            let pid = d.pid[ks].wrapping_add(unzigzag(c.varint()?) as u32);
-            d.pid[ks] = pid;
-            let tid = if fl & evflag::TID != 0 {
-                pid.wrapping_add(unzigzag(c.varint()?) as u32)
-            } else {
-                pid
-            };
-            let comm = comms.resolve(c.varint()?, a.offset);
-            let path = paths.resolve(c.varint()?, a.offset);
-            let css = if fl & evflag::CSS != 0 {
-                let v = d.css.wrapping_add(unzigzag(c.varint()?) as u64);
-                d.css = v;
-                v
-            } else {
-                0
-            };
-            let memcg_id = if fl & evflag::MEMCG_ID != 0 {
-                Some(c.varint_u32()?)
-            } else {
-                None
-            };
-            let mut mem = |bit: u64| -> DResult<Option<u64>> {
-                Ok(if fl & bit != 0 {
-                    Some(mem_dec(c.varint()?))
-                } else {
-                    None
-                })
-            };
-            let usage_bytes = mem(evflag::USAGE)?;
-            let kmem_bytes = mem(evflag::KMEM)?;
-            let memsw_bytes = mem(evflag::MEMSW)?;
-            let errno = if fl & evflag::ERRNO != 0 {
-                let e = unzigzag(c.varint()?);
-                Some(i32::try_from(e).map_err(|_| Malformed("errno out of range"))?)
-            } else {
-                None
-            };
-            let oom = if fl & evflag::OOM != 0 {
-                let (k, trigger) = parse_oom(c, comms, a.offset)?;
-                *oom_slot = k;
-                Some(trigger)
-            } else {
-                None
-            };
-            let Some(kind) = EventKind::from_u8(t) else {
-                a.unknown_kinds += 1;
-                return Ok(Parsed::Nothing);
-            };
-            let trigger_unknown = matches!(oom, Some(Resolved::Unknown));
-            if matches!(comm, Resolved::Unknown)
-                || matches!(path, Resolved::Unknown)
-                || trigger_unknown
-            {
-                a.unresolved += 1;
-            }
-            Ok(Parsed::Event(RawItemEvent {
-                ts_ns,
-                kind,
-                hierarchy_id,
-                cgroup_id,
-                level,
-                pid,
-                tid,
-                comm,
-                path,
-                path_truncated: fl & evflag::PATH_TRUNCATED != 0,
-                has_cgroup: fl & evflag::HAS_CGROUP != 0,
-                css,
-                memcg_id,
-                usage_bytes,
-                kmem_bytes,
-                memsw_bytes,
-                errno,
-                oom,
-            }))
-        }
+        1..=tag::EVENT_MAX => parse_event(c, t, a, paths, comms, oom_slot),
         tag::DEF_PATH => {
             paths.parse_def_path(c, a.offset)?;
             Ok(Parsed::Nothing)

@@ -143,6 +143,14 @@ struct FrameLoc {
     end: usize,
 }
 
+/// What reading a frame outside a batch gave.
+enum FrameStep {
+    Item(Item<'static>),
+    End,
+    /// Nothing to yield yet: read on.
+    Again,
+}
+
 enum Scan {
     Frame(FrameLoc),
     /// End of input; `tail` bytes of an incomplete frame precede it.
@@ -603,132 +611,155 @@ impl<R: Read> SessionReader<R> {
     #[allow(clippy::should_implement_trait)] // a lending iterator cannot be an `Iterator`
     pub fn next(&mut self) -> Result<Option<Item<'_>>, SessionError> {
         loop {
-            // The active batch stays in place (no per-record move of its delta state).
-            if let Some(a) = self.active.as_mut() {
-                if a.start + a.pos >= a.end {
-                    if let Some(a) = self.active.take() {
-                        self.finish_batch(&a);
-                    }
+            if self.active.is_some() {
+                let Some(p) = self.next_record() else {
                     continue;
-                }
-                let payload = &self.buf[a.start..a.end];
-                let mut c = Cur {
-                    b: payload,
-                    pos: a.pos,
                 };
-                let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms, &mut self.oom);
-                a.pos = c.pos;
-                let (a_offset, a_pos) = (a.offset, a.pos);
-                match res {
-                    Ok(Parsed::Nothing) => {}
-                    Ok(Parsed::Event(raw)) => {
-                        self.stats.events += 1;
-                        if matches!(raw.comm, Resolved::Unknown)
-                            || matches!(raw.path, Resolved::Unknown)
-                        {
-                            self.stats.unresolved_refs += 1;
-                        }
-                        if let Some(Resolved::Slot(i)) = raw.oom {
-                            self.oom.trigger_comm = Comm::new(&self.comms.slots[i].bytes);
-                        }
-                        return Ok(Some(Item::Event(self.make_event(raw))));
-                    }
-                    Ok(Parsed::Lost { ts_ns, kind, count }) => {
-                        self.stats.lost = self.stats.lost.saturating_add(count);
-                        return Ok(Some(Item::Lost { ts_ns, kind, count }));
-                    }
-                    Ok(Parsed::KernelMemcgs(k)) => return Ok(Some(Item::KernelMemcgs(k))),
-                    Ok(Parsed::Note(n)) => return Ok(Some(Item::Note(n))),
-                    Ok(Parsed::PodName(pod_uid, namespace, name)) => {
-                        return Ok(Some(Item::PodName {
-                            pod_uid,
-                            namespace,
-                            name,
-                        }));
-                    }
-                    Err(Malformed(why)) => {
-                        let rec_at = a_offset + (FRAME_HEADER_LEN + a_pos) as u64;
-                        self.warn(format!(
-                            "malformed record near byte {rec_at} in frame at byte {a_offset}: {why}; the rest of the frame was skipped"
-                        ));
-                        if let Some(a) = self.active.take() {
-                            self.finish_batch(&a);
-                        }
-                    }
-                }
-                continue;
+                return Ok(Some(match p {
+                    Parsed::Nothing => continue,
+                    Parsed::Event(raw) => Item::Event(self.make_event(raw)),
+                    Parsed::Lost { ts_ns, kind, count } => Item::Lost { ts_ns, kind, count },
+                    Parsed::KernelMemcgs(k) => Item::KernelMemcgs(k),
+                    Parsed::Note(n) => Item::Note(n),
+                    Parsed::PodName(pod_uid, namespace, name) => Item::PodName {
+                        pod_uid,
+                        namespace,
+                        name,
+                    },
+                }));
             }
             if self.phase == Phase::Done {
                 return Ok(None);
             }
-            let loc = match self.pending.take() {
-                Some(l) => l,
-                None => match self.next_frame()? {
-                    Scan::Frame(l) => l,
-                    Scan::End { tail } => {
-                        let phase = self.phase;
-                        self.truncated(tail);
-                        self.done();
-                        if phase == Phase::Baseline && self.baseline.is_some() {
-                            return Ok(Some(Item::Baseline(self.take_baseline())));
-                        }
-                        return Ok(None);
-                    }
-                },
-            };
-            match (self.phase, loc.ty) {
-                (Phase::Header, frame::HEADER) => {
-                    let res = decode_header(&self.buf[loc.start..loc.end], self.version);
-                    self.consume(&loc);
-                    return match res {
-                        Ok(h) => {
-                            self.phase = Phase::Baseline;
-                            Ok(Some(Item::Header(Box::new(h))))
-                        }
-                        Err(Malformed(why)) => Err(self.bad_header(loc.offset, why)),
-                    };
-                }
-                (Phase::Header, ty) => {
-                    let why = format!("the first frame is a {} frame", frame::name(ty));
-                    return Err(self.bad_header(loc.offset, &why));
-                }
-                (Phase::Baseline, frame::BASELINE) => {
-                    self.add_baseline_chunk(&loc);
-                    self.consume(&loc);
-                }
-                (Phase::Baseline, _) => {
-                    self.pending = Some(loc);
-                    self.phase = Phase::Body;
-                    return Ok(Some(Item::Baseline(self.take_baseline())));
-                }
-                (Phase::Body, frame::BATCH) => self.start_batch(&loc),
-                (Phase::Body, frame::FOOTER) => {
-                    let footer = self.finish_footer(&loc);
-                    if let Some((events, lost, end_ns)) = footer {
-                        self.clean_end = true;
-                        self.fill(1)?;
-                        if self.end > self.start {
-                            let at = self.offset_of(self.start);
-                            self.warn(format!("data after the footer at byte {at} ignored"));
-                        }
-                        self.done();
-                        return Ok(Some(Item::Footer {
-                            events,
-                            lost,
-                            end_ns,
-                        }));
-                    }
-                }
-                (_, ty) => {
-                    let off = loc.offset;
-                    self.warn(format!(
-                        "unexpected {} frame (type {ty}) at byte {off} ignored",
-                        frame::name(ty)
-                    ));
-                    self.consume(&loc);
-                }
+            match self.next_frame_step()? {
+                FrameStep::Item(item) => return Ok(Some(item)),
+                FrameStep::End => return Ok(None),
+                FrameStep::Again => {}
             }
         }
+    }
+
+    /// The active batch's next record that yields an item (its counts taken), or None when
+    /// there is none to yield yet: the batch ended or was cut at a malformed record, or the
+    /// record defined something. The active batch stays in place (no per-record move of its
+    /// delta state).
+    fn next_record(&mut self) -> Option<Parsed> {
+        let a = self.active.as_mut()?;
+        if a.start + a.pos >= a.end {
+            if let Some(a) = self.active.take() {
+                self.finish_batch(&a);
+            }
+            return None;
+        }
+        let payload = &self.buf[a.start..a.end];
+        let mut c = Cur {
+            b: payload,
+            pos: a.pos,
+        };
+        let res = parse_record(&mut c, a, &mut self.paths, &mut self.comms, &mut self.oom);
+        a.pos = c.pos;
+        let (a_offset, a_pos) = (a.offset, a.pos);
+        match res {
+            Ok(Parsed::Nothing) => None,
+            Ok(Parsed::Event(raw)) => {
+                self.stats.events += 1;
+                if matches!(raw.comm, Resolved::Unknown) || matches!(raw.path, Resolved::Unknown) {
+                    self.stats.unresolved_refs += 1;
+                }
+                if let Some(Resolved::Slot(i)) = raw.oom {
+                    self.oom.trigger_comm = Comm::new(&self.comms.slots[i].bytes);
+                }
+                Some(Parsed::Event(raw))
+            }
+            Ok(Parsed::Lost { ts_ns, kind, count }) => {
+                self.stats.lost = self.stats.lost.saturating_add(count);
+                Some(Parsed::Lost { ts_ns, kind, count })
+            }
+            Ok(p) => Some(p),
+            Err(Malformed(why)) => {
+                let rec_at = a_offset + (FRAME_HEADER_LEN + a_pos) as u64;
+                self.warn(format!(
+                    "malformed record near byte {rec_at} in frame at byte {a_offset}: {why}; the rest of the frame was skipped"
+                ));
+                if let Some(a) = self.active.take() {
+                    self.finish_batch(&a);
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads the next frame outside a batch: a header, baseline or footer item, the end, or
+    /// nothing to yield yet (a batch started, a baseline chunk added, a frame skipped).
+    fn next_frame_step(&mut self) -> Result<FrameStep, SessionError> {
+        let loc = match self.pending.take() {
+            Some(l) => l,
+            None => match self.next_frame()? {
+                Scan::Frame(l) => l,
+                Scan::End { tail } => {
+                    let phase = self.phase;
+                    self.truncated(tail);
+                    self.done();
+                    if phase == Phase::Baseline && self.baseline.is_some() {
+                        return Ok(FrameStep::Item(Item::Baseline(self.take_baseline())));
+                    }
+                    return Ok(FrameStep::End);
+                }
+            },
+        };
+        match (self.phase, loc.ty) {
+            (Phase::Header, frame::HEADER) => {
+                let res = decode_header(&self.buf[loc.start..loc.end], self.version);
+                self.consume(&loc);
+                return match res {
+                    Ok(h) => {
+                        self.phase = Phase::Baseline;
+                        Ok(FrameStep::Item(Item::Header(Box::new(h))))
+                    }
+                    Err(Malformed(why)) => Err(self.bad_header(loc.offset, why)),
+                };
+            }
+            (Phase::Header, ty) => {
+                let why = format!("the first frame is a {} frame", frame::name(ty));
+                return Err(self.bad_header(loc.offset, &why));
+            }
+            (Phase::Baseline, frame::BASELINE) => {
+                self.add_baseline_chunk(&loc);
+                self.consume(&loc);
+            }
+            (Phase::Baseline, _) => {
+                self.pending = Some(loc);
+                self.phase = Phase::Body;
+                return Ok(FrameStep::Item(Item::Baseline(self.take_baseline())));
+            }
+            (Phase::Body, frame::BATCH) => self.start_batch(&loc),
+            (Phase::Body, frame::FOOTER) => {
+                let footer = self.finish_footer(&loc);
+                if let Some((events, lost, end_ns)) = footer {
+                    self.clean_end = true;
+                    self.fill(1)?;
+                    if self.end > self.start {
+                        let at = self.offset_of(self.start);
+                        self.warn(format!("data after the footer at byte {at} ignored"));
+                    }
+                    self.done();
+                    return Ok(FrameStep::Item(Item::Footer {
+                        events,
+                        lost,
+                        end_ns,
+                    }));
+                }
+            }
+            (_, ty) => {
+                let off = loc.offset;
+                self.warn(format!(
+                    "unexpected {} frame (type {ty}) at byte {off} ignored",
+                    frame::name(ty)
+                ));
+                self.consume(&loc);
+            }
+        }
+        Ok(FrameStep::Again)
     }
 
     fn make_event(&self, r: RawItemEvent) -> Event<'_> {

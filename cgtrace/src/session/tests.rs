@@ -101,27 +101,15 @@ impl Ev {
         }
     }
 
+    /// An event on hierarchy 0 as the tracker's tests make them, with this pid and comm.
     fn simple(ts_ns: u64, kind: EventKind, cgroup_id: u64, pid: u32, comm: &str, path: &str) -> Ev {
-        Ev {
-            ts_ns,
-            kind,
-            hierarchy_id: 0,
-            cgroup_id,
-            level: path.bytes().filter(|&c| c == b'/').count() as u32,
+        let e = crate::model::tracker::tests::ev(kind, ts_ns, 0, cgroup_id, path.as_bytes());
+        Ev::of(&Event {
             pid,
             tid: pid,
-            comm: comm.as_bytes().to_vec(),
-            path: path.as_bytes().to_vec(),
-            path_truncated: false,
-            has_cgroup: true,
-            css: 0,
-            memcg_id: None,
-            usage_bytes: None,
-            kmem_bytes: None,
-            memsw_bytes: None,
-            errno: None,
-            oom: None,
-        }
+            comm: comm.as_bytes(),
+            ..e
+        })
     }
 }
 

@@ -202,6 +202,28 @@ fn intern_comm(t: &mut WriterTable, b: &mut BytesMut, s: &[u8], frame_offset: u6
     })
 }
 
+/// An event record's flags: which optional fields follow (`errno`: the one recorded).
+#[inline]
+fn event_flags(ev: &Event<'_>, errno: Option<i32>) -> u64 {
+    let mut fl = 0;
+    let set = |fl: &mut u64, bit: u64, on: bool| {
+        if on {
+            *fl |= bit;
+        }
+    };
+    set(&mut fl, evflag::PATH_TRUNCATED, ev.path_truncated);
+    set(&mut fl, evflag::HAS_CGROUP, ev.has_cgroup);
+    set(&mut fl, evflag::TID, ev.tid != ev.pid);
+    set(&mut fl, evflag::CSS, ev.css != 0);
+    set(&mut fl, evflag::MEMCG_ID, ev.memcg_id.is_some());
+    set(&mut fl, evflag::USAGE, ev.usage_bytes.is_some());
+    set(&mut fl, evflag::KMEM, ev.kmem_bytes.is_some());
+    set(&mut fl, evflag::MEMSW, ev.memsw_bytes.is_some());
+    set(&mut fl, evflag::ERRNO, errno.is_some());
+    set(&mut fl, evflag::OOM, ev.oom.is_some());
+    fl
+}
+
 /// The OOM block of an `oom_kill` event (format version 3).
 fn put_oom(b: &mut BytesMut, o: &OomKill<'_>, trigger_ref: u64) {
     put_varint(b, u64::from(o.flags()));
@@ -379,24 +401,9 @@ impl<W: Write> SessionWriter<W> {
         let trigger_ref = trigger.map_or(0, |s| next - s);
         let path_ref = intern_path(&mut self.paths, &mut self.buf, ev.path, off);
 
-        let mut fl = 0;
-        let set = |fl: &mut u64, bit: u64, on: bool| {
-            if on {
-                *fl |= bit;
-            }
-        };
-        set(&mut fl, evflag::PATH_TRUNCATED, ev.path_truncated);
-        set(&mut fl, evflag::HAS_CGROUP, ev.has_cgroup);
-        set(&mut fl, evflag::TID, ev.tid != ev.pid);
-        set(&mut fl, evflag::CSS, ev.css != 0);
-        set(&mut fl, evflag::MEMCG_ID, ev.memcg_id.is_some());
-        set(&mut fl, evflag::USAGE, ev.usage_bytes.is_some());
-        set(&mut fl, evflag::KMEM, ev.kmem_bytes.is_some());
-        set(&mut fl, evflag::MEMSW, ev.memsw_bytes.is_some());
         // An inferred errno is the pipeline's, not the kernel's: a replay infers it again.
         let errno = ev.errno.filter(|_| !ev.errno_inferred);
-        set(&mut fl, evflag::ERRNO, errno.is_some());
-        set(&mut fl, evflag::OOM, ev.oom.is_some());
+        let fl = event_flags(ev, errno);
 
         let kind = ev.kind as u8;
         self.buf.put_u8(kind);

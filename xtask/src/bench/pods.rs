@@ -238,6 +238,51 @@ fn wait_rmdirs(port: u16, rmdirs: u64) -> Result<()> {
     }
 }
 
+/// `sh` arguments running `cgtrace attach` on the bench parent from inside cgtrace's own memcg
+/// `own`: the shell moves itself into it, then becomes cgtrace (same pid), so everything cgtrace
+/// allocates, BPF maps included, is charged there.
+fn attach_args(bin: &Path, own: &Path, parent_cgroup: &str, port: u16) -> Vec<String> {
+    vec![
+        "-c".into(),
+        pods::exec_in_cgroup_script(own),
+        bin.to_string_lossy().into_owned(),
+        "attach".into(),
+        "--subtree".into(),
+        parent_cgroup.to_string(),
+        "--metrics".into(),
+        format!("127.0.0.1:{port}"),
+        "--interval".into(),
+        "1h".into(),
+    ]
+}
+
+/// Waits until cgtrace saw every rmdir and release of `to` pod cycles (the kernel frees the
+/// memcgs soon) since the counts `(rm0, rel0)`; returns the dying memcgs and lost events then.
+fn wait_caught_up(
+    t: &mut Tracer,
+    port: u16,
+    (rm0, rel0): (u64, u64),
+    to: u64,
+) -> Result<(u64, u64)> {
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        t.check_running()?;
+        let (rm, rel, dying, lost) = seen(port)?;
+        if rm >= rm0 + 2 * to && rel >= rel0 + 2 * to {
+            return Ok((dying, lost));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "after {to} pod cycles cgtrace saw {} rmdirs and {} releases of {} within {CATCH_UP:?}",
+                rm - rm0,
+                rel - rel0,
+                2 * to
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs `cycles` pod cycles under `cgtrace attach` (`bin`), a figure after the warm-up, every
 /// 100,000 and at the end.
 pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
@@ -260,20 +305,7 @@ pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .context("finding a free port for --metrics")?;
-    // The shell moves itself into cgtrace's memcg, then becomes cgtrace (same pid): everything
-    // cgtrace allocates, BPF maps included, is charged there.
-    let args: Vec<String> = vec![
-        "-c".into(),
-        pods::exec_in_cgroup_script(&own),
-        bin.to_string_lossy().into_owned(),
-        "attach".into(),
-        "--subtree".into(),
-        parent.cgroup_path.clone(),
-        "--metrics".into(),
-        format!("127.0.0.1:{port}"),
-        "--interval".into(),
-        "1h".into(),
-    ];
+    let args = attach_args(bin, &own, &parent.cgroup_path, port);
     let mut t = Tracer::spawn(
         "`cgtrace attach` (pod churn)",
         Path::new("sh"),
@@ -306,24 +338,8 @@ pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
             .context("pod churn")?;
         churn_time += t0.elapsed();
         from = to;
-        // Caught up: every rmdir seen, every release too (the kernel frees the memcgs soon).
-        let deadline = Instant::now() + CATCH_UP;
-        let (dying, lost) = loop {
-            t.check_running()?;
-            let (rm, rel, dying, lost) = seen(port)?;
-            if rm >= rm0 + 2 * to && rel >= rel0 + 2 * to {
-                break (dying, lost);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "after {to} pod cycles cgtrace saw {} rmdirs and {} releases of {} within {CATCH_UP:?}",
-                    rm - rm0,
-                    rel - rel0,
-                    2 * to
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        };
+        // Caught up: every rmdir seen, every release too.
+        let (dying, lost) = wait_caught_up(&mut t, port, (rm0, rel0), to)?;
         // One more refresh of the metrics (the periodic work) before reading.
         thread::sleep(Duration::from_millis(1100));
         let p = Point {

@@ -42,9 +42,8 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use crate::kernel::MEMCG_ID_MAX;
 pub use crate::kernel::hierarchy::{Layout, MemoryHierarchy};
-pub use render::{render_text, write_report};
+pub use render::write_report;
 /// Deepest directory level walked below a hierarchy's root.
 pub(super) const MAX_WALK_DEPTH: usize = 32;
 /// Most directories walked in one hierarchy (IDs cap live memcgs at 65535 anyway).

@@ -1,6 +1,8 @@
 use super::gather::{cmdline_has_nokmem, pod_uid_from_name};
+use super::render::render_text;
 use super::render::{short_release, truncate_chars};
 use super::*;
+use crate::kernel::MEMCG_ID_MAX;
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

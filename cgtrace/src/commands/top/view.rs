@@ -132,6 +132,34 @@ fn tail(series: &[u64], width: u16) -> &[u64] {
     &series[series.len().saturating_sub(w)..]
 }
 
+/// The screen's styles (plain ones without colour).
+#[derive(Clone, Copy)]
+struct Styles {
+    color: bool,
+    bold: Style,
+    head: Style,
+    warn: Style,
+    bad: Style,
+}
+
+impl Styles {
+    fn new(color: bool) -> Styles {
+        let st = |s: Style| if color { s } else { Style::default() };
+        Styles {
+            color,
+            bold: st(Style::default().add_modifier(Modifier::BOLD)),
+            head: st(Style::default().add_modifier(Modifier::REVERSED)),
+            warn: st(Style::default().yellow()),
+            bad: st(Style::default().red().add_modifier(Modifier::BOLD)),
+        }
+    }
+
+    /// `s`, or the plain style without colour.
+    fn st(self, s: Style) -> Style {
+        if self.color { s } else { Style::default() }
+    }
+}
+
 /// Draws the whole screen.
 #[allow(clippy::too_many_arguments)]
 pub fn draw(
@@ -144,12 +172,7 @@ pub fn draw(
     ui: &UiState,
     src: &Source,
 ) {
-    let st = |s: Style| if ui.color { s } else { Style::default() };
-    let bold = st(Style::default().add_modifier(Modifier::BOLD));
-    let head = st(Style::default().add_modifier(Modifier::REVERSED));
-    let warn = st(Style::default().yellow());
-    let bad = st(Style::default().red().add_modifier(Modifier::BOLD));
-
+    let styles = Styles::new(ui.color);
     let [top, spark, body, keys] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(3),
@@ -157,10 +180,21 @@ pub fn draw(
         Constraint::Length(1),
     ])
     .areas(f.area());
+    let header = vec![
+        title_line(snap, ui, src, styles),
+        memcgs_line(snap, styles),
+        churn_line(snap, styles),
+    ];
+    f.render_widget(Paragraph::new(header), top);
+    draw_sparklines(f, spark, churn, dying, styles);
+    draw_body(f, body, snap, shapes, window_s, ui, styles.head);
+    f.render_widget(Paragraph::new(keys_line(ui, styles.bold)), keys);
+}
 
-    // Header: source and state first (a narrow terminal cuts the end), then the run's facts.
+/// Header: source and state first (a narrow terminal cuts the end), then the run's facts.
+fn title_line(snap: &Snapshot, ui: &UiState, src: &Source, styles: Styles) -> Line<'static> {
     let mut title = vec![
-        Span::styled("cgtrace top", bold),
+        Span::styled("cgtrace top", styles.bold),
         Span::raw(format!(
             " — {} · t+{}",
             if src.replay.is_some() {
@@ -172,10 +206,10 @@ pub fn draw(
         )),
     ];
     if ui.paused {
-        title.push(Span::styled(" · PAUSED", warn));
+        title.push(Span::styled(" · PAUSED", styles.warn));
     }
     if src.ended {
-        title.push(Span::styled(" · end of session", warn));
+        title.push(Span::styled(" · end of session", styles.warn));
     }
     title.push(Span::raw(format!(
         " · tier {} · kernel {}",
@@ -185,6 +219,12 @@ pub fn draw(
     if let Some(file) = &src.replay {
         title.push(Span::raw(format!(" · {}", escape::terminal(file))));
     }
+    Line::from(title)
+}
+
+/// The memcgs by state, the ID headroom, the failed mkdirs and the OOM kills.
+fn memcgs_line(snap: &Snapshot, styles: Styles) -> Line<'static> {
+    let bad = styles.bad;
     let t = &snap.totals;
     let headroom = match snap.id_headroom {
         Some(h) => h.to_string(),
@@ -205,7 +245,7 @@ pub fn draw(
             .collect();
         format!("{} ({})", snap.failed_mkdirs, by.join(", "))
     };
-    let line2 = Line::from(vec![
+    Line::from(vec![
         Span::raw(format!(
             "memcgs: live {} · dying {} · freed {} · ID headroom ",
             t.live, t.dying, t.freed
@@ -229,8 +269,13 @@ pub fn draw(
                 Style::default()
             },
         ),
-    ]);
-    let line3 = Line::from(vec![
+    ])
+}
+
+/// Churn, events, lost events, and the memcgs that were dying before start.
+fn churn_line(snap: &Snapshot, styles: Styles) -> Line<'static> {
+    let t = &snap.totals;
+    Line::from(vec![
         Span::raw(format!(
             "churn {}/s · events {} · lost ",
             rate(snap.churn_per_s),
@@ -238,18 +283,23 @@ pub fn draw(
         )),
         Span::styled(
             snap.lost.to_string(),
-            if snap.lost > 0 { bad } else { Style::default() },
+            if snap.lost > 0 {
+                styles.bad
+            } else {
+                Style::default()
+            },
         ),
         Span::raw(format!(
             " · dying before start {} ({} freed since)",
             t.dying_before_start, t.freed_before_start
         )),
-    ]);
-    f.render_widget(Paragraph::new(vec![Line::from(title), line2, line3]), top);
+    ])
+}
 
-    // Sparklines: churn and dying memcgs over time, one column per sample.
+/// Sparklines: churn and dying memcgs over time, one column per sample.
+fn draw_sparklines(f: &mut Frame<'_>, area: Rect, churn: &[u64], dying: &[u64], styles: Styles) {
     let [s1, s2] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(spark);
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
     let inner = s1.width.saturating_sub(2);
     f.render_widget(
         Sparkline::default()
@@ -258,7 +308,7 @@ pub fn draw(
                 tail(churn, inner).iter().max().unwrap_or(&0)
             )))
             .data(tail(churn, inner))
-            .style(st(Style::default().cyan())),
+            .style(styles.st(Style::default().cyan())),
         s1,
     );
     let inner = s2.width.saturating_sub(2);
@@ -269,11 +319,21 @@ pub fn draw(
                 tail(dying, inner).iter().max().unwrap_or(&0)
             )))
             .data(tail(dying, inner))
-            .style(st(Style::default().magenta())),
+            .style(styles.st(Style::default().magenta())),
         s2,
     );
+}
 
-    // Body: pods on the left, shapes and lifetimes on the right (below each other when narrow).
+/// Body: pods on the left, shapes and lifetimes on the right (below each other when narrow).
+fn draw_body(
+    f: &mut Frame<'_>,
+    body: Rect,
+    snap: &Snapshot,
+    shapes: &[ShapeWindowRow],
+    window_s: usize,
+    ui: &UiState,
+    head: Style,
+) {
     let (pods_area, right) = if body.width >= 150 {
         let [a, b] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
             .areas(body);
@@ -288,9 +348,11 @@ pub fn draw(
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
     draw_shapes(f, shapes_area, shapes, window_s, head);
     draw_lifetimes(f, life_area, snap, head);
+}
 
-    // Keys, or the filter being typed.
-    let keys_line = match &ui.input {
+/// Keys, or the filter being typed.
+fn keys_line(ui: &UiState, bold: Style) -> Line<'static> {
+    match &ui.input {
         Some(s) => Line::from(vec![
             Span::styled("filter pods: ", bold),
             Span::raw(escape::terminal(s)),
@@ -311,8 +373,7 @@ pub fn draw(
                 .flatten()
                 .map_or("all", |q| q.as_str())
         )),
-    };
-    f.render_widget(Paragraph::new(keys_line), keys);
+    }
 }
 
 fn draw_pods(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, ui: &UiState, head: Style) {

@@ -55,7 +55,7 @@ use crate::{
 
 mod server;
 
-pub use server::{parse_listen_addr, serve, serve_listener};
+pub use server::{parse_listen_addr, serve_listener};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

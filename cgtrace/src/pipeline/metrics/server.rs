@@ -53,15 +53,8 @@ pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed at accept.
 pub(super) const MAX_CONNECTIONS: usize = 64;
 
-/// Binds `addr` and serves `/metrics` and `/healthz` on it forever, one task per connection.
-/// Returns only if binding fails.
-pub async fn serve(addr: SocketAddr, state: Arc<Mutex<MetricsState>>) -> io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    serve_listener(listener, state).await
-}
-
-/// [`serve`] on a listener the caller bound (to learn the port of `:0`, or to report a bind
-/// error before attaching).
+/// Serves `/metrics` and `/healthz` forever on a listener the caller bound (to learn the port of
+/// `:0`, or to report a bind error before attaching), one task per connection.
 pub async fn serve_listener(
     listener: TcpListener,
     state: Arc<Mutex<MetricsState>>,
