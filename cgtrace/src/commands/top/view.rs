@@ -234,17 +234,10 @@ fn memcgs_line(snap: &Snapshot, styles: Styles) -> Line<'static> {
         Some(h) if h < 10_000 => bad,
         _ => Style::default(),
     };
-    let failed = if snap.failed_by_errno.is_empty() {
-        snap.failed_mkdirs.to_string()
-    } else {
-        let by: Vec<String> = snap
-            .failed_by_errno
-            .iter()
-            .take(3)
-            .map(|(e, n)| format!("{e} {n}"))
-            .collect();
-        format!("{} ({})", snap.failed_mkdirs, by.join(", "))
-    };
+    let failed = with_commonest(
+        snap.failed_mkdirs,
+        snap.failed_by_errno.iter().map(|(e, n)| (e.as_str(), *n)),
+    );
     Line::from(vec![
         Span::raw(format!(
             "memcgs: live {} · dying {} · freed {} · ID headroom ",
@@ -476,16 +469,17 @@ fn draw_lifetimes(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, head: Style) {
 
 /// OOM kills since start, with the three commonest constraints (`none` is node-wide).
 fn oom_kills(snap: &Snapshot) -> String {
-    if snap.oom_by_constraint.is_empty() {
-        return snap.oom_kills.to_string();
+    with_commonest(snap.oom_kills, snap.oom_by_constraint.iter().copied())
+}
+
+/// `total`, then the three commonest of its parts (already sorted, most first): `5 (a 3, b 2)`.
+fn with_commonest<'a>(total: u64, parts: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let by: Vec<String> = parts.take(3).map(|(k, n)| format!("{k} {n}")).collect();
+    if by.is_empty() {
+        total.to_string()
+    } else {
+        format!("{total} ({})", by.join(", "))
     }
-    let by: Vec<String> = snap
-        .oom_by_constraint
-        .iter()
-        .take(3)
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
-    format!("{} ({})", snap.oom_kills, by.join(", "))
 }
 
 #[cfg(test)]
