@@ -13,6 +13,9 @@ pub mod program {
     pub const RAW_CGROUP_MKDIR: &str = "raw_cgroup_mkdir";
     pub const RAW_CGROUP_RMDIR: &str = "raw_cgroup_rmdir";
     pub const RAW_CGROUP_RELEASE: &str = "raw_cgroup_release";
+    /// The raw tracepoint on `cgroup_rename` (cgroup v1 only): paths the user side knows may
+    /// have changed, so rmdir and release read them again.
+    pub const RAW_CGROUP_RENAME: &str = "raw_cgroup_rename";
     /// Classic tracepoints on the same.
     pub const TP_CGROUP_MKDIR: &str = "tp_cgroup_mkdir";
     pub const TP_CGROUP_RMDIR: &str = "tp_cgroup_rmdir";
@@ -65,6 +68,7 @@ pub mod program {
         RAW_CGROUP_MKDIR,
         RAW_CGROUP_RMDIR,
         RAW_CGROUP_RELEASE,
+        RAW_CGROUP_RENAME,
         TP_CGROUP_MKDIR,
         TP_CGROUP_RMDIR,
         TP_CGROUP_RELEASE,
@@ -114,6 +118,9 @@ pub mod map {
     pub const LOST: &str = "LOST";
     /// Subtree filter per hierarchy.
     pub const SUBTREES: &str = "SUBTREES";
+    /// Per hierarchy, the first cgroup id whose mkdir was reported with its path (the user side
+    /// knows every later cgroup's path); one more slot, non-zero once that no longer holds.
+    pub const KNOWN_PATHS: &str = "KNOWN_PATHS";
     /// The start-up walk's state.
     pub const WALK: &str = "WALK";
     /// The OOM program's second stage (a program array).
@@ -125,6 +132,7 @@ pub mod map {
         PERF_EVENTS,
         LOST,
         SUBTREES,
+        KNOWN_PATHS,
         WALK,
         OOM_PROGS,
         AYA_LOGS,

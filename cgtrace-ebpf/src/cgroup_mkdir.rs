@@ -15,7 +15,7 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, cgroup_ids, compose_child_path, config, read_field},
+    event::{CgroupInfo, cgroup_ids, compose_child_path, config_ref, read_field},
 };
 
 const EEXIST: i32 = 17;
@@ -31,7 +31,8 @@ fn try_failed<C: EbpfContext>(
     if ret >= 0 || ret == -EEXIST {
         return Ok(0);
     }
-    let parent = read_field::<u64>(parent_kn, config().offsets.kn_priv).ok_or(1u32)? as *const u8;
+    let parent =
+        read_field::<u64>(parent_kn, config_ref().offsets.kn_priv).ok_or(1u32)? as *const u8;
     let (hierarchy_id, _, level) = cgroup_ids(parent).ok_or(1u32)?;
     let (path, truncated) = compose_child_path(parent, name, false).ok_or(1u32)?;
     let info = CgroupInfo {

@@ -9,8 +9,8 @@ use aya_log_ebpf::debug;
 use cgtrace_common::{EventKind, flags};
 
 use crate::event::{
-    CgroupInfo, Memcg, cgroup_hierarchy_and_id, cgroup_level, config, emit, memory_css,
-    never_activated, read_memcg,
+    CgroupInfo, Memcg, cgroup_hierarchy_and_id, cgroup_level, config_ref, emit, memory_css,
+    never_activated, path_known, path_reported, paths_unreliable, read_memcg,
 };
 
 /// `TP_PROTO(struct cgroup *cgrp, const char *path)`.
@@ -28,18 +28,24 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         );
         return Err(1);
     };
+    let cfg = config_ref();
+    // A release of a cgroup whose mkdir failed after the cgroup was made (its memory css could
+    // not be created: memcg IDs exhausted, an allocation failure): reported as that failure,
+    // with no errno (the kernel keeps it nowhere) and no task (a kworker releases it).
+    let half_made = kind == EventKind::Release && never_activated(cgrp);
+    // The user side has the path of a cgroup whose mkdir it was told of: not copied again at
+    // rmdir and release (the record's path is then empty, its level read here).
+    let omit_path = !half_made
+        && matches!(kind, EventKind::Rmdir | EventKind::Release)
+        && path_known(cfg, hierarchy_id, cgroup_id);
     // The subtree filter compares levels before the path is read; otherwise the user side
     // counts the level from the path, and one kernel read is saved.
-    let level_from_path = config().filter_subtree == 0;
+    let level_from_path = cfg.filter_subtree == 0 && !omit_path;
     let level = if level_from_path {
         0
     } else {
         cgroup_level(cgrp).ok_or(1u32)?
     };
-    // A release of a cgroup whose mkdir failed after the cgroup was made (its memory css could
-    // not be created: memcg IDs exhausted, an allocation failure): reported as that failure,
-    // with no errno (the kernel keeps it nowhere) and no task (a kworker releases it).
-    let half_made = kind == EventKind::Release && never_activated(cgrp);
     let kind = if half_made {
         EventKind::MkdirFailed
     } else {
@@ -56,7 +62,7 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         cgroup_id,
         level,
         has_cgroup: true,
-        path,
+        path: if omit_path { core::ptr::null() } else { path },
         cgrp,
         css: css as u64,
         memcg,
@@ -64,12 +70,17 @@ fn try_raw(ctx: &RawTracePointContext, kind: EventKind) -> Result<u32, u32> {
         no_task: half_made,
         ..CgroupInfo::NONE
     };
-    report(ctx, kind, &info)
+    let r = report(ctx, kind, &info);
+    // A memcg's mkdir, reported with its path (a lost one made paths unreliable in `emit`).
+    if kind == EventKind::Mkdir && !css.is_null() {
+        path_reported(hierarchy_id, cgroup_id);
+    }
+    r
 }
 
 /// Classic tracepoint record; field places come from tracefs `format` files.
 fn try_classic(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
-    let layout = config().tracepoint;
+    let layout = &config_ref().tracepoint;
     // SAFETY: offsets come from the tracepoint's own format file; read_at uses
     // bpf_probe_read_kernel, which fails cleanly on a bad offset.
     let (root, level, id, loc) = unsafe {
@@ -139,6 +150,14 @@ pub fn raw_cgroup_release(ctx: RawTracePointContext) -> u32 {
     try_raw(&ctx, EventKind::Release).unwrap_or_else(|e| e)
 }
 
+/// `TP_PROTO(struct cgroup *cgrp, const char *path)`: a v1 cgroup renamed. Its path and its
+/// descendants' changed, so the user side's may be stale: every path is read from now on.
+#[raw_tracepoint(tracepoint = "cgroup_rename")]
+pub fn raw_cgroup_rename(_ctx: RawTracePointContext) -> u32 {
+    paths_unreliable();
+    0
+}
+
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
 pub fn tp_cgroup_mkdir(ctx: TracePointContext) -> u32 {
     try_classic(&ctx, EventKind::Mkdir).unwrap_or_else(|e| e)
@@ -158,6 +177,7 @@ pub fn tp_cgroup_release(ctx: TracePointContext) -> u32 {
 bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_MKDIR, raw_cgroup_mkdir);
 bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_RMDIR, raw_cgroup_rmdir);
 bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_RELEASE, raw_cgroup_release);
+bpf_name!(program cgtrace_common::names::program::RAW_CGROUP_RENAME, raw_cgroup_rename);
 bpf_name!(program cgtrace_common::names::program::TP_CGROUP_MKDIR, tp_cgroup_mkdir);
 bpf_name!(program cgtrace_common::names::program::TP_CGROUP_RMDIR, tp_cgroup_rmdir);
 bpf_name!(program cgtrace_common::names::program::TP_CGROUP_RELEASE, tp_cgroup_release);

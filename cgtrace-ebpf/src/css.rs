@@ -12,13 +12,13 @@ use cgtrace_common::EventKind;
 
 use crate::{
     cgroup_tp::report,
-    event::{CgroupInfo, cgroup_ids, compose_path, config, read_field, read_memcg},
+    event::{CgroupInfo, cgroup_ids, compose_path, config_ref, read_field, read_memcg},
 };
 
 /// The cgroup a css belongs to (`css->cgroup`), null when unknown.
 #[inline(always)]
 fn css_cgroup(css: *const u8) -> *const u8 {
-    read_field::<u64>(css, config().offsets.css_cgroup).unwrap_or(0) as *const u8
+    read_field::<u64>(css, config_ref().offsets.css_cgroup).unwrap_or(0) as *const u8
 }
 
 /// online/offline/released/free: the css is linked to its cgroup.

@@ -125,6 +125,55 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::SLO
 #[map]
 static SUBTREES: Array<Subtree> = Array::with_max_entries(MAX_HIERARCHIES as u32, 0);
 
+/// Per hierarchy id, the id of the first cgroup whose mkdir this run reported with its path, 0
+/// until then: the user side knows the path of every cgroup made after it, so rmdir and
+/// release need not read it again. Cgroup ids (kernfs node ids) only grow within a hierarchy
+/// (`idr_alloc_cyclic`, with a generation above the 32-bit number since Linux 5.5, "kernfs: use
+/// 64bit inos if ino_t is 64bit"). The last slot, [`PATHS_UNRELIABLE`], is non-zero once that
+/// no longer holds for the rest of the run (a mkdir record lost, a v1 cgroup renamed, or the
+/// loader's choice): every path is read again.
+#[map]
+static KNOWN_PATHS: Array<u64> = Array::with_max_entries(MAX_HIERARCHIES as u32 + 1, 0);
+
+const PATHS_UNRELIABLE: u32 = MAX_HIERARCHIES as u32;
+
+/// Whether rmdir or release of `cgroup_id` in `hierarchy_id` can leave its path out: the user
+/// side has it from the cgroup's mkdir (made after the first one reported), and no path-prefix
+/// filter needs it in the kernel.
+#[inline(always)]
+pub fn path_known(cfg: &Config, hierarchy_id: u32, cgroup_id: u64) -> bool {
+    if cfg.path_prefix_len != 0 || hierarchy_id >= MAX_HIERARCHIES as u32 {
+        return false;
+    }
+    // Array lookups are inlined by the verifier: no helper call.
+    let unreliable = KNOWN_PATHS.get(PATHS_UNRELIABLE).copied().unwrap_or(1);
+    let first = KNOWN_PATHS.get(hierarchy_id).copied().unwrap_or(0);
+    unreliable == 0 && first != 0 && cgroup_id >= first
+}
+
+/// A mkdir of `cgroup_id` was reported with its path: the first one of its hierarchy starts
+/// the range [`path_known`] answers for. Only memcgs (the user side keeps paths for the memory
+/// hierarchy alone). Two CPUs may race here; either id is a safe start (both were reported).
+#[inline(always)]
+pub fn path_reported(hierarchy_id: u32, cgroup_id: u64) {
+    if let Some(first) = KNOWN_PATHS.get_ptr_mut(hierarchy_id)
+        // SAFETY: a map value of this array; a torn read is impossible for an aligned u64.
+        && unsafe { *first } == 0
+    {
+        // SAFETY: as above.
+        unsafe { *first = cgroup_id };
+    }
+}
+
+/// From now on rmdir and release read every path: the user side may not know some.
+#[inline(always)]
+pub fn paths_unreliable() {
+    if let Some(flag) = KNOWN_PATHS.get_ptr_mut(PATHS_UNRELIABLE) {
+        // SAFETY: a map value of this array.
+        unsafe { *flag = 1 };
+    }
+}
+
 /// Per-CPU room to read a path into before deciding whether the event passes the prefix filter.
 #[map]
 static SCRATCH: PerCpuArray<[u8; PATH_CAP]> = PerCpuArray::with_max_entries(1, 0);
@@ -359,7 +408,7 @@ pub fn cgroup_hierarchy_and_id(cgrp: *const u8) -> Option<(u32, u64)> {
 /// the field or the flag.
 #[inline(always)]
 pub fn never_activated(cgrp: *const u8) -> bool {
-    let off = config().offsets;
+    let off = &config_ref().offsets;
     if off.kn_activated == 0 {
         return false;
     }
@@ -438,7 +487,7 @@ fn subtree_passes(cfg: &Config, info: &CgroupInfo) -> bool {
     if s.enabled == 0 || info.level < s.level || s.level >= 64 {
         return false;
     }
-    let off = cfg.offsets;
+    let off = &cfg.offsets;
     if off.cgroup_ancestors == KernelOffsets::UNKNOWN {
         return false;
     }
@@ -539,8 +588,8 @@ pub fn count_lost(kind: EventKind) {
 /// verifier-friendly callers ignore (the number is only for aya-log).
 #[inline(always)]
 pub fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Result<(), i64> {
-    let cfg = config();
-    if !passes_filters(&cfg, kind, info) {
+    let cfg = config_ref();
+    if !passes_filters(cfg, kind, info) {
         return Ok(());
     }
     let ev_flags = if uses_perf() {
@@ -554,6 +603,9 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Resu
         // SAFETY: as above; `complete` wrote every field.
         if !output_record(ctx, unsafe { &*ev }, 0) {
             count_lost(kind);
+            if kind == EventKind::Mkdir {
+                paths_unreliable();
+            }
             return Err(-1);
         }
         ev_flags
@@ -562,12 +614,15 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, info: &CgroupInfo) -> Resu
         // copying only its used part with bpf_ringbuf_output (measured with bpf_stats).
         let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
             count_lost(kind);
+            if kind == EventKind::Mkdir {
+                paths_unreliable();
+            }
             return Err(-1);
         };
         // SAFETY: a reserved ring slot of size_of::<RawEvent>() bytes that only this program
         // writes until submit.
         let ev_flags = unsafe { complete(entry.as_mut_ptr(), kind, info) };
-        entry.submit(wake_flags(&cfg));
+        entry.submit(wake_flags(cfg));
         ev_flags
     };
     if ev_flags & (flags::PATH_TRUNCATED | flags::PATH_READ_FAILED) != 0 {
@@ -718,5 +773,6 @@ bpf_name!(static cgtrace_common::names::map::EVENTS, EVENTS);
 bpf_name!(static cgtrace_common::names::map::PERF_EVENTS, PERF_EVENTS);
 bpf_name!(static cgtrace_common::names::map::LOST, LOST);
 bpf_name!(static cgtrace_common::names::map::SUBTREES, SUBTREES);
+bpf_name!(static cgtrace_common::names::map::KNOWN_PATHS, KNOWN_PATHS);
 bpf_name!(static cgtrace_common::names::global::CONFIG, CONFIG);
 bpf_name!(static cgtrace_common::names::global::PATH_PREFIX, PATH_PREFIX);

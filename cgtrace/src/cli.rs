@@ -216,6 +216,11 @@ struct ProbeArgs {
     /// runs, about +40-70 ns each where this was measured).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = probes::MkdirFailureMode::Cgroupfs)]
     mkdir_failures: probes::MkdirFailureMode,
+    /// Read every rmdir's and release's path in the kernel, also where cgtrace has it from the
+    /// cgroup's mkdir (by default those are left out: less work per event in the kernel, the
+    /// same output). For comparing costs and for debugging.
+    #[arg(long, hide = true)]
+    read_every_path: bool,
 }
 
 #[derive(Args, Debug)]
@@ -307,6 +312,7 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         buffer: p.buffer,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         wakeup_bytes: None,
+        omit_known_paths: !p.read_every_path,
         bpf_debug_log: verbose >= 2
             || std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")),
         ..ProbeOptions::default()

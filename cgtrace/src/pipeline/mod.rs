@@ -21,7 +21,7 @@ use crate::{
     model::{
         baseline::Baseline,
         event::{Event, FailureSource},
-        tracker::Tracker,
+        tracker::{Key, Tracker},
     },
     pipeline::{
         facts::RunFacts,
@@ -57,6 +57,14 @@ pub struct Pipeline {
     /// cgroupfs's `cgroup_mkdir()` return, then at the syscall exit, then at the half-made
     /// cgroup's release) and reported once.
     recent_failures: VecDeque<SeenFailure>,
+    /// cgtrace's own cgroups made lately (their events are dropped; a rmdir or release without
+    /// its path is known as one by its key).
+    own_cgroups: VecDeque<Key>,
+    /// Room for the path the tracker gives back to a rmdir or release that left it out.
+    path_buf: Vec<u8>,
+    /// Such events of cgroups the tracker does not know (none unless the programs' premise
+    /// failed), passed on without a path.
+    pathless: u64,
     /// What the run could not do, said once each (at most [`MAX_NOTES`]).
     notes: Vec<String>,
     error: Option<io::Error>,
@@ -64,6 +72,9 @@ pub struct Pipeline {
 
 /// Most notes a run keeps.
 const MAX_NOTES: usize = 16;
+
+/// Most of cgtrace's own cgroups remembered (each is removed at once: a few at a time).
+const OWN_CGROUPS: usize = 16;
 
 /// Most failed mkdirs remembered to match their later sightings.
 const RECENT_FAILURES: usize = 64;
@@ -117,6 +128,9 @@ impl Pipeline {
             sinks,
             pod_names,
             recent_failures: VecDeque::with_capacity(RECENT_FAILURES),
+            own_cgroups: VecDeque::with_capacity(OWN_CGROUPS),
+            path_buf: Vec::new(),
+            pathless: 0,
             notes: Vec::new(),
             error: None,
         })
@@ -202,7 +216,61 @@ impl Pipeline {
 
     /// Handles one event.
     pub fn event(&mut self, ev: &Event<'_>) {
+        if ev.path.is_empty()
+            && ev.has_cgroup
+            && matches!(ev.kind, EventKind::Rmdir | EventKind::Release)
+        {
+            let mut buf = std::mem::take(&mut self.path_buf);
+            if let Some(ev) = self.with_known_path(ev, &mut buf) {
+                self.handle(&ev);
+            }
+            self.path_buf = buf;
+            return;
+        }
+        self.handle(ev);
+    }
+
+    /// A rmdir or release whose program left the path out (the tracker has it from the
+    /// cgroup's mkdir) with that path put back; None for one of cgtrace's own cgroups, and for
+    /// an unknown cgroup when filters are set (its mkdir was filtered out).
+    fn with_known_path<'b>(&mut self, ev: &Event<'b>, buf: &'b mut Vec<u8>) -> Option<Event<'b>> {
+        let key = (ev.hierarchy_id, ev.cgroup_id);
+        // The root's path for a cgroup below it: tracked from a rmdir that had no path either.
+        if let Some(truncated) = self.tracker.path_into(key, buf) {
+            if buf.as_slice() == b"/" && ev.level > 0 {
+                return Some(*ev);
+            }
+            return Some(Event {
+                path: buf.as_slice(),
+                path_truncated: truncated,
+                ..*ev
+            });
+        }
+        if let Some(i) = self.own_cgroups.iter().position(|k| *k == key) {
+            if ev.kind == EventKind::Release {
+                self.own_cgroups.remove(i);
+            }
+            return None;
+        }
+        if !self.facts.filters.is_empty() {
+            return None;
+        }
+        self.pathless += 1;
+        if self.pathless == 1 {
+            self.note("a rmdir or release came without its path for a cgroup whose mkdir cgtrace did not see: passed on with an empty path");
+        }
+        Some(*ev)
+    }
+
+    /// Handles one event whose path is known (or needs none).
+    fn handle(&mut self, ev: &Event<'_>) {
         if ev.kind != EventKind::DyingAtStart && is_own_cgroup(ev.path) {
+            if ev.kind == EventKind::Mkdir {
+                if self.own_cgroups.len() >= OWN_CGROUPS {
+                    self.own_cgroups.pop_front();
+                }
+                self.own_cgroups.push_back((ev.hierarchy_id, ev.cgroup_id));
+            }
             return;
         }
         // A failed mkdir caught at the syscall with a relative path the kernel resolved: made

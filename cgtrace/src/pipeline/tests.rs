@@ -139,6 +139,96 @@ fn own_walk_triggers_are_ignored() {
     assert_eq!(seen.borrow().len(), 2);
 }
 
+/// rmdir and release records of a memcg whose mkdir told its path leave it out (the programs
+/// skip the copy): the pipeline puts the tracker's back, truncation flag included, for every
+/// sink; cgtrace's own cgroups stay out; an unknown cgroup's goes on without a path (and a
+/// note), or is dropped where filters are set (its mkdir was filtered out).
+#[test]
+fn rmdir_and_release_without_a_path_get_the_one_their_mkdir_told() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut p = pipeline(Some(4), vec![Box::new(Paths(seen.clone()))]);
+    let long = b"/kubepods/burstable/pod5f0c6e1a-7b2d-4c3e-9f10-a1b2c3d4e5f6/0123456789abcdef";
+    p.event(&ev(EventKind::Mkdir, 1, 4, 7, long));
+    let mut cut = ev(EventKind::Mkdir, 2, 4, 8, b"/kubepods/cut-here");
+    cut.path_truncated = true;
+    p.event(&cut);
+    p.event(&ev(EventKind::Mkdir, 3, 4, 9, b"/cgtrace-walk-7-0"));
+    for (ts, id) in [(4, 7), (5, 8), (6, 9)] {
+        p.event(&ev(EventKind::Rmdir, ts, 4, id, b""));
+    }
+    let shown = Rc::new(RefCell::new(Vec::new()));
+    struct Truncated(Rc<RefCell<Vec<bool>>>);
+    impl Sink for Truncated {
+        fn event(&mut self, ev: &Event<'_>, _pod: Option<&PodStats>) -> io::Result<()> {
+            self.0.borrow_mut().push(ev.path_truncated);
+            Ok(())
+        }
+        fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    p.sinks.push(Box::new(Truncated(shown.clone())));
+    for (ts, id) in [(7, 7), (8, 8), (9, 9)] {
+        p.event(&ev(EventKind::Release, ts, 4, id, b""));
+    }
+    let got: Vec<(EventKind, Vec<u8>)> = seen.borrow().clone();
+    assert_eq!(
+        got,
+        [
+            (EventKind::Mkdir, long.to_vec()),
+            (EventKind::Mkdir, b"/kubepods/cut-here".to_vec()),
+            (EventKind::Rmdir, long.to_vec()),
+            (EventKind::Rmdir, b"/kubepods/cut-here".to_vec()),
+            (EventKind::Release, long.to_vec()),
+            (EventKind::Release, b"/kubepods/cut-here".to_vec()),
+        ]
+    );
+    assert_eq!(
+        *shown.borrow(),
+        [false, true],
+        "the truncation goes with the path"
+    );
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    assert_eq!(p.tracker.totals().dying, 0);
+
+    // A cgroup the tracker never met: passed on without a path, said once.
+    // (The programs read the level where they leave the path out.)
+    for (kind, ts) in [(EventKind::Rmdir, 10), (EventKind::Release, 11)] {
+        let mut e = ev(kind, ts, 4, 99, b"");
+        e.level = 2;
+        p.event(&e);
+    }
+    assert_eq!(seen.borrow().len(), 8);
+    assert_eq!(seen.borrow()[7], (EventKind::Release, Vec::new()));
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+
+    // With filters, such a cgroup is one the filters kept out.
+    let mut facts = RunFacts::new("6.1.0", RunFacts::memory_at(Some(4)));
+    facts.filters.subtree = Some("/kubepods".to_string());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut p = Pipeline::new(
+        facts,
+        &Baseline::default(),
+        vec![Box::new(Paths(seen.clone()))],
+        Box::new(pod_names::NoPodNames),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    p.event(&ev(EventKind::Mkdir, 1, 4, 7, b"/elsewhere"));
+    p.event(&ev(EventKind::Rmdir, 2, 4, 7, b""));
+    p.event(&ev(EventKind::Mkdir, 3, 4, 8, b"/kubepods/x"));
+    p.event(&ev(EventKind::Rmdir, 4, 4, 8, b""));
+    assert_eq!(
+        *seen.borrow(),
+        [
+            (EventKind::Mkdir, b"/kubepods/x".to_vec()),
+            (EventKind::Rmdir, b"/kubepods/x".to_vec())
+        ]
+    );
+}
+
 #[test]
 fn failed_mkdirs_get_their_hierarchy_and_eexist_is_no_failure() {
     let seen: Seen = Rc::default();

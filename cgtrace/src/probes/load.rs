@@ -229,7 +229,10 @@ impl Probes {
                 cfg.offsets = off;
                 let mut ebpf = load_object(opts, &cfg, &prefix, &layout)?;
                 phase("object loaded");
-                attach_raw(&mut ebpf, &mut before)?;
+                // Records from per-CPU perf buffers are merged by time: a rmdir could come before
+                // the mkdir that told its path, so they carry every path.
+                let omit = opts.omit_known_paths && buffer == buffer::Buffer::Ring;
+                attach_raw(&mut ebpf, &mut before, omit)?;
                 phase("raw tracepoints attached");
                 walk_setup = Some(WalkSetup {
                     opts: ProbeOptions {

@@ -149,6 +149,10 @@ pub struct ProbeOptions {
     pub legacy_reads: bool,
     /// Only these hierarchy ids (None = all).
     pub hierarchies: Option<Vec<u32>>,
+    /// rmdir and release leave out the path of a memcg whose mkdir was reported with it (raw
+    /// tracepoints, no path prefix): [`crate::pipeline::Pipeline`] puts the tracker's back.
+    /// Off for consumers that read the records themselves and want every path.
+    pub omit_known_paths: bool,
     /// Only paths starting with these bytes.
     pub path_prefix: Option<Vec<u8>>,
     /// Force a wake-up once this many bytes wait in the ring (None: ring_size / 8; Some(0): the
@@ -173,6 +177,7 @@ impl Default for ProbeOptions {
             buffer: buffer::BufferChoice::Auto,
             legacy_reads: false,
             hierarchies: None,
+            omit_known_paths: true,
             path_prefix: None,
             wakeup_bytes: None,
             bpf_debug_log: false,

@@ -78,15 +78,34 @@ impl Tracker {
 
     fn path_of(&self, e: &Entry) -> Vec<u8> {
         let mut p = Vec::new();
-        match self.names.get(e.name) {
-            Some(n) if e.name != NO_NAME => {
-                self.dirs.write(n.dir, &self.strings, &mut p);
-                p.push(b'/');
-                n.leaf.write(&self.strings, &mut p);
-            }
-            _ => p.push(b'/'),
+        if !self.write_path(e, &mut p) {
+            p.push(b'/');
         }
         p
+    }
+
+    /// Appends the kept path of `e` to `out`; false when none is kept (not a memcg).
+    fn write_path(&self, e: &Entry, out: &mut Vec<u8>) -> bool {
+        match self.names.get(e.name) {
+            Some(n) if e.name != NO_NAME => {
+                self.dirs.write(n.dir, &self.strings, out);
+                out.push(b'/');
+                n.leaf.write(&self.strings, out);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The path of a tracked memcg written into `out` (cleared first), with whether it was
+    /// cut: what its mkdir record said. None when the cgroup is not tracked or keeps no path
+    /// (other hierarchies). No allocation once `out` is big enough.
+    pub fn path_into(&self, key: Key, out: &mut Vec<u8>) -> Option<bool> {
+        let (_, slot) = self.lookup(key)?;
+        let e = self.cgroups.get(slot)?;
+        out.clear();
+        self.write_path(e, out)
+            .then_some(e.flags2 & F2_TRUNCATED != 0)
     }
 
     /// The path of `leaf` below the tracked cgroup `parent_id` (the start-up walk is pre-order:
