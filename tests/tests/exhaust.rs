@@ -5,6 +5,8 @@
 //! who arrives when pods already fail), and `cgtrace check` beside them. Fills every memcg ID of
 //! the machine while it runs: only where `CGTRACE_EXHAUST=1` says so (`cargo xtask vm-test
 //! --exhaust`, and `cargo xtask test` once every other test has finished), one test at a time.
+//! A plain `cargo test` neither builds nor runs it (`test = false` in `tests/Cargo.toml`): only
+//! `cargo test -p integration-tests --test exhaust` does.
 //!
 //! Asserted against the kernel: the errno its facts predict, the number of IDs it hands out,
 //! what the cgroup tracepoints show for the failed mkdir (no `cgroup_mkdir`, a `cgroup_release`
@@ -178,7 +180,6 @@ fn monotonic_ns() -> u64 {
 }
 
 #[test]
-#[ignore = "fills every memcg ID of the machine: runs only with CGTRACE_EXHAUST=1 (cargo xtask test, vm-test --exhaust)"]
 fn memcg_id_exhaustion_end_to_end() {
     integration_tests::exhaust::require_allowed();
     if !integration_tests::cgroup::privileged("memcg_id_exhaustion") {

@@ -88,6 +88,42 @@ pub(super) fn run_walk(
     stop: &AtomicBool,
     mut after_run: impl FnMut(),
 ) -> anyhow::Result<WalkReport> {
+    check_walk_offsets(off)?;
+    load_walk_program(ebpf)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // BPF_PROG_TEST_RUN: the program runs in this task, with zeroed arguments.
+    let test_run = if only == Some(WalkMethod::TriggerCgroup) {
+        Err(anyhow!("trigger cgroups asked for"))
+    } else if off.task_cgroups == KernelOffsets::UNKNOWN
+        || off.css_set_subsys == KernelOffsets::UNKNOWN
+    {
+        Err(anyhow!(
+            "kernel BTF lacks task_struct.cgroups or css_set.subsys"
+        ))
+    } else {
+        walk_by_test_run(ebpf, stop, deadline, &mut after_run)
+    };
+    match test_run {
+        Ok(report) => {
+            log::info!("start-up walk run with BPF_PROG_TEST_RUN");
+            return Ok(report);
+        }
+        // Part of the walk ran: its cursor cannot be trusted by a second method.
+        Err(e)
+            if only == Some(WalkMethod::TestRun)
+                || read_walk_state(ebpf, 0, WalkMethod::TestRun).is_ok_and(|r| r.visited > 0) =>
+        {
+            return Err(e);
+        }
+        Err(e) => log::info!(
+            "start-up walk: BPF_PROG_TEST_RUN not usable ({e:#}); falling back to trigger cgroups"
+        ),
+    }
+    walk_by_triggers(ebpf, mount, stop, deadline, &mut after_run)
+}
+
+/// The walk reads these through BTF: without one of them it cannot run.
+fn check_walk_offsets(off: &KernelOffsets) -> anyhow::Result<()> {
     for (name, v) in [
         ("cgroup_subsys_state.children", off.css_children),
         ("cgroup_subsys_state.sibling", off.css_sibling),
@@ -99,6 +135,11 @@ pub(super) fn run_walk(
             bail!("kernel BTF lacks {name}");
         }
     }
+    Ok(())
+}
+
+/// Verifies and loads the walk program.
+fn load_walk_program(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let prog: &mut RawTracePoint = ebpf
         .program_mut(program::RAW_WALK_DYING)
         .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
@@ -106,73 +147,68 @@ pub(super) fn run_walk(
     let t0 = Instant::now();
     prog.load().context("loading raw_walk_dying")?;
     log::debug!("raw_walk_dying verified and loaded in {:?}", t0.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let read_state = |ebpf: &Ebpf, n: u32, method| -> anyhow::Result<WalkReport> {
-        let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
-            ebpf.map(map::WALK)
-                .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
-        )?;
-        let st = state.get(&0, 0)?;
-        Ok(WalkReport {
-            visited: st.visited,
-            found: st.found,
-            done: st.done != 0,
-            triggers: n,
-            method,
-        })
-    };
-    // BPF_PROG_TEST_RUN: the program runs in this task, with zeroed arguments.
-    let test_run = if only == Some(WalkMethod::TriggerCgroup) {
-        Err(anyhow!("trigger cgroups asked for"))
-    } else if off.task_cgroups == KernelOffsets::UNKNOWN
-        || off.css_set_subsys == KernelOffsets::UNKNOWN
-    {
-        Err(anyhow!(
-            "kernel BTF lacks task_struct.cgroups or css_set.subsys"
-        ))
-    } else {
-        (|| -> anyhow::Result<WalkReport> {
-            let mut report = WalkReport::default();
-            for n in 1u32.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let prog: &RawTracePoint = ebpf
-                    .program(program::RAW_WALK_DYING)
-                    .ok_or_else(|| anyhow!("program raw_walk_dying missing"))?
-                    .try_into()?;
-                let ret = prog
-                    .test_run(RawTracePointRunOptions::new())
-                    .context("BPF_PROG_TEST_RUN of raw_walk_dying")?
-                    .return_value;
-                after_run();
-                if ret == WALK_RUN_FAILED {
-                    bail!("the walk found no memory controller css from its own task");
-                }
-                report = read_state(ebpf, n, WalkMethod::TestRun)?;
-                if report.done || Instant::now() > deadline {
-                    break;
-                }
-            }
-            Ok(report)
-        })()
-    };
-    match test_run {
-        Ok(report) => {
-            log::info!("start-up walk run with BPF_PROG_TEST_RUN");
-            return Ok(report);
+    Ok(())
+}
+
+/// The walk's state after `n` runs by `method`.
+fn read_walk_state(ebpf: &Ebpf, n: u32, method: WalkMethod) -> anyhow::Result<WalkReport> {
+    let state: Array<_, cgtrace_common::WalkState> = Array::try_from(
+        ebpf.map(map::WALK)
+            .ok_or_else(|| anyhow!("map WALK missing from the object"))?,
+    )?;
+    let st = state.get(&0, 0)?;
+    Ok(WalkReport {
+        visited: st.visited,
+        found: st.found,
+        done: st.done != 0,
+        triggers: n,
+        method,
+    })
+}
+
+/// Runs the walk program with `BPF_PROG_TEST_RUN` until the walk is done, `stop` is set or
+/// `deadline` passed.
+fn walk_by_test_run(
+    ebpf: &mut Ebpf,
+    stop: &AtomicBool,
+    deadline: Instant,
+    after_run: &mut impl FnMut(),
+) -> anyhow::Result<WalkReport> {
+    let mut report = WalkReport::default();
+    for n in 1u32.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
         }
-        // Part of the walk ran: its cursor cannot be trusted by a second method.
-        Err(e)
-            if only == Some(WalkMethod::TestRun)
-                || read_state(ebpf, 0, WalkMethod::TestRun).is_ok_and(|r| r.visited > 0) =>
-        {
-            return Err(e);
+        let prog: &RawTracePoint = ebpf
+            .program(program::RAW_WALK_DYING)
+            .ok_or_else(|| anyhow!("program raw_walk_dying missing"))?
+            .try_into()?;
+        let ret = prog
+            .test_run(RawTracePointRunOptions::new())
+            .context("BPF_PROG_TEST_RUN of raw_walk_dying")?
+            .return_value;
+        after_run();
+        if ret == WALK_RUN_FAILED {
+            bail!("the walk found no memory controller css from its own task");
         }
-        Err(e) => log::info!(
-            "start-up walk: BPF_PROG_TEST_RUN not usable ({e:#}); falling back to trigger cgroups"
-        ),
+        report = read_walk_state(ebpf, n, WalkMethod::TestRun)?;
+        if report.done || Instant::now() > deadline {
+            break;
+        }
     }
+    Ok(report)
+}
+
+/// Runs the walk program on the mkdir tracepoint, making (and removing) trigger cgroups at
+/// the root of `mount` until the walk is done, `stop` is set or `deadline` passed; then
+/// detaches and unloads it.
+fn walk_by_triggers(
+    ebpf: &mut Ebpf,
+    mount: &Path,
+    stop: &AtomicBool,
+    deadline: Instant,
+    after_run: &mut impl FnMut(),
+) -> anyhow::Result<WalkReport> {
     let prog: &mut RawTracePoint = ebpf
         .program_mut(program::RAW_WALK_DYING)
         .ok_or_else(|| anyhow!("program raw_walk_dying missing from the object"))?
@@ -190,7 +226,7 @@ pub(super) fn run_walk(
                 .with_context(|| format!("making the walk trigger {}", dir.display()))?;
             let _ = std::fs::remove_dir(&dir);
             after_run();
-            report = read_state(ebpf, n + 1, WalkMethod::TriggerCgroup)?;
+            report = read_walk_state(ebpf, n + 1, WalkMethod::TriggerCgroup)?;
             if report.done || Instant::now() > deadline {
                 break;
             }
