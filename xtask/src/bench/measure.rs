@@ -96,6 +96,10 @@ struct Report {
     errors: Vec<String>,
 }
 
+/// The README's bench table sits between these lines (the pod-churn table has its own).
+pub(super) const README_BEGIN: &str = "<!-- bench:begin (cargo xtask bench) -->";
+pub(super) const README_END: &str = "<!-- bench:end -->";
+
 pub(super) fn measure(
     args: &BenchArgs,
     bin: &Path,
@@ -133,6 +137,14 @@ pub(super) fn measure(
 
     let md = report.render(&machine, &parent.cgroup_path, args);
     write_report(out_dir, "latest.md", &md)?;
+    let readme = crate::workspace_root().join("README.md");
+    crate::write_between_markers(
+        &readme,
+        README_BEGIN,
+        README_END,
+        &report.readme_section(&machine, &parent.cgroup_path, args),
+    )?;
+    eprintln!("xtask bench: table written to {}", readme.display());
     if !report.errors.is_empty() {
         bail!("some measures failed:\n  {}", report.errors.join("\n  "));
     }
@@ -665,7 +677,15 @@ impl Report {
     fn render(&self, machine: &Machine, parent_cgroup: &str, args: &BenchArgs) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "## cgtrace benchmarks (`cargo xtask bench`)\n");
-        md.push_str(&machine.render());
+        md.push_str(&self.readme_section(machine, parent_cgroup, args));
+        md.push_str("\nDetails:\n");
+        md.push_str(&self.details);
+        md
+    }
+
+    /// The machine, what was run, the table and its notes: README's section.
+    fn readme_section(&self, machine: &Machine, parent_cgroup: &str, args: &BenchArgs) -> String {
+        let mut md = machine.render();
         let _ = writeln!(
             md,
             "\nOverhead: single-threaded memcg mkdir+rmdir churn under `{}`, {} alternating rounds of {} s per mode (modes in a different shuffled order each round, the untraced churn run twice per round, half a round apart; before each run, the kernel's memory cgroup count is let settle); each traced rate is divided by the mean untraced rate of its round. Tracers see every cgroup of the node (no filter).\n",
@@ -678,8 +698,6 @@ impl Report {
                 let _ = writeln!(md, "- {n}");
             }
         }
-        md.push_str("\nDetails:\n");
-        md.push_str(&self.details);
         md
     }
 }
