@@ -13,16 +13,18 @@
 //! ([`HOLD_BACK_NS`]), keeping the rest for the next drain ([`Merge`]). Lost records are
 //! counted per kind in the kernel from `bpf_perf_event_output`'s failures (the ring path's
 //! counters); the kernel's own lost-record notices (a count only) are kept to check them.
-use std::{mem::offset_of, os::fd::RawFd};
+use std::{
+    mem::offset_of,
+    os::fd::{AsFd as _, RawFd},
+};
 
 use aya::{
     Ebpf,
-    maps::{
-        MapData, MapType, PerfEventArray, RingBuf,
-        perf::{PerfEvent, PerfEventArrayBuffer},
-    },
+    maps::{Map, MapData, MapType, RingBuf},
     sys::BpfHelper,
 };
+
+use super::perf_ring::{PerfRecord, PerfRing, set_array_slot};
 use cgtrace_common::{EventKind, OomRecord, RawEvent, names::map};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolSection};
 use thiserror::Error;
@@ -93,10 +95,9 @@ pub enum BufferError {
     #[error("cannot list the online CPUs ({0}): {1}")]
     Cpus(&'static str, std::io::Error),
     #[error("opening the perf buffer of CPU {cpu}: {source}")]
-    Open {
-        cpu: u32,
-        source: aya::maps::perf::PerfBufferError,
-    },
+    Open { cpu: u32, source: std::io::Error },
+    #[error("map {0} is not a perf event array")]
+    NotPerf(&'static str),
     #[error(transparent)]
     Map(#[from] aya::maps::MapError),
     #[error("map {0} missing from the object")]
@@ -424,8 +425,8 @@ impl Merge {
 /// The perf buffers of every online CPU and the merge of their records.
 pub struct PerfReader {
     /// Keeps the array (and the buffers' slots in it) alive.
-    _array: PerfEventArray<MapData>,
-    bufs: Vec<PerfEventArrayBuffer<MapData>>,
+    _array: MapData,
+    bufs: Vec<PerfRing>,
     merge: Merge,
     /// Records the kernel said it dropped (its lost-record notices).
     notices: u64,
@@ -437,18 +438,26 @@ impl PerfReader {
     pub fn open(ebpf: &mut Ebpf, total_bytes: u64) -> Result<PerfReader, BufferError> {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| BufferError::Cpus(what, e))?;
         let pages = pages_per_cpu(total_bytes, cpus.len(), crate::kernel::page_size());
-        let mut array = PerfEventArray::try_from(
-            ebpf.take_map(map::PERF_EVENTS)
-                .ok_or(BufferError::Missing(map::PERF_EVENTS))?,
-        )?;
+        let Map::PerfEventArray(array) = ebpf
+            .take_map(map::PERF_EVENTS)
+            .ok_or(BufferError::Missing(map::PERF_EVENTS))?
+        else {
+            return Err(BufferError::NotPerf(map::PERF_EVENTS));
+        };
+        let page = crate::kernel::page_size() as usize;
+        // Wake a waiter (there is none: the buffers are drained on a timer) only once half a
+        // buffer waits, not for every record as aya's buffers do.
+        let watermark = (pages * page / 2) as u32;
         let bufs = cpus
             .iter()
             .map(|&cpu| {
-                array
-                    .open(cpu, Some(pages))
-                    .map_err(|source| BufferError::Open { cpu, source })
+                let ring = PerfRing::open(cpu, pages, page, watermark)
+                    .map_err(|source| BufferError::Open { cpu, source })?;
+                set_array_slot(array.fd().as_fd(), cpu, ring.fd())
+                    .map_err(|source| BufferError::Open { cpu, source })?;
+                Ok(ring)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, BufferError>>()?;
         Ok(PerfReader {
             _array: array,
             bufs,
@@ -468,9 +477,9 @@ impl PerfReader {
             ..
         } = self;
         for buf in bufs.iter_mut() {
-            buf.for_each(|e| match e {
-                PerfEvent::Sample { head, tail } => merge.push(head, tail),
-                PerfEvent::Lost { count } => *notices += count,
+            buf.read(|e| match e {
+                PerfRecord::Sample { head, tail } => merge.push(head, tail),
+                PerfRecord::Lost(count) => *notices += count,
             });
         }
         let n = merge.release(cutoff_ns, f);
@@ -521,7 +530,7 @@ impl Events {
     }
 
     /// The fd to wait on (the ring buffer's); None for the perf buffers, drained on a timer
-    /// only (aya's perf buffers wake a waiter on every record).
+    /// only (their watermark is half a buffer: a wait would take that long).
     pub fn wait_fd(&self) -> Option<RawFd> {
         use std::os::fd::AsRawFd as _;
         match self {

@@ -20,6 +20,7 @@ mod mkdir_failures;
 mod names;
 mod offsets;
 mod oom;
+mod perf_ring;
 mod tracepoints;
 mod walk;
 
