@@ -33,17 +33,43 @@ fn try_failed<C: EbpfContext>(
     }
     let parent =
         read_field::<u64>(parent_kn, config_ref().offsets.kn_priv).ok_or(1u32)? as *const u8;
+    report_failed_child(ctx, parent, Child::Kernel(name), -ret, 0)
+}
+
+/// The name of a child that could not be made: one component in kernel memory (cgroupfs's
+/// argument), or the user's name, which may hold several (`a/b`, relative to a directory).
+pub enum Child {
+    Kernel(*const u8),
+    User(*const u8),
+}
+
+/// Reports a failed mkdir of `child` below the cgroup `parent`, with its path composed below
+/// the parent's; the filters judge the parent (the child never existed or is gone).
+#[inline(always)]
+pub fn report_failed_child<C: EbpfContext>(
+    ctx: &C,
+    parent: *const u8,
+    child: Child,
+    errno: i32,
+    source: u32,
+) -> Result<u32, u32> {
+    let (name, user) = match child {
+        Child::Kernel(n) => (n, false),
+        Child::User(n) => (n, true),
+    };
     let (hierarchy_id, _, level) = cgroup_ids(parent).ok_or(1u32)?;
-    let (path, truncated) = compose_child_path(parent, name, false).ok_or(1u32)?;
+    let (path, truncated) = compose_child_path(parent, name, user).ok_or(1u32)?;
     let info = CgroupInfo {
         hierarchy_id,
         level: level + 1,
         has_cgroup: true,
         path,
-        // The filters judge the parent (the child never existed or is gone).
         cgrp: parent,
-        errno: -ret,
+        errno,
         truncated,
+        // A user's name may hold several components: the level comes from the path.
+        level_from_path: user,
+        source,
         ..CgroupInfo::NONE
     };
     report(ctx, EventKind::MkdirFailed, &info)

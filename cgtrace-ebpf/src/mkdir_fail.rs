@@ -22,10 +22,9 @@ use aya_ebpf::{
 use cgtrace_common::{EventKind, failure_source};
 
 use crate::{
+    cgroup_mkdir::{Child, report_failed_child},
     cgroup_tp::report,
-    event::{
-        CgroupInfo, LoadTimeBytes, cgroup_ids, compose_child_path, config, config_ref, read_field,
-    },
+    event::{CgroupInfo, LoadTimeBytes, config, config_ref, read_field},
 };
 
 /// `AT_FDCWD`: a relative path starts at the working directory.
@@ -204,23 +203,13 @@ fn report_relative(
     let Some(parent) = start_cgroup(dfd) else {
         return Ok(0);
     };
-    let (hierarchy_id, _, level) = cgroup_ids(parent).ok_or(1u32)?;
-    let (path, truncated) = compose_child_path(parent, name, true).ok_or(1u32)?;
-    let info = CgroupInfo {
-        hierarchy_id,
-        level: level + 1,
-        has_cgroup: true,
-        path,
-        // The filters judge the starting directory's cgroup.
-        cgrp: parent,
-        errno: (-ret) as i32,
-        truncated,
-        // The name may hold several components (`a/b`).
-        level_from_path: true,
-        source: failure_source::SYSCALL_RESOLVED,
-        ..CgroupInfo::NONE
-    };
-    report(ctx, EventKind::MkdirFailed, &info)
+    report_failed_child(
+        ctx,
+        parent,
+        Child::User(name),
+        (-ret) as i32,
+        failure_source::SYSCALL_RESOLVED,
+    )
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mkdir")]

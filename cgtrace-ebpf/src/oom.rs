@@ -26,7 +26,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use cgtrace_common::{
-    COMM_LEN, EventKind, KernelOffsets, OomLayout, OomRaw, OomRecord, PATH_CAP, flags,
+    COMM_LEN, EventKind, KernelOffsets, OomLayout, OomRaw, OomRecord, PATH_CAP, RawEvent, flags,
     oom_constraint, oom_flags,
 };
 
@@ -156,12 +156,76 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
     // SAFETY: a helper call without arguments; the pointer is only read through probe reads.
     let current = unsafe { bpf_get_current_task() } as u64;
     let pid_tgid = bpf_get_current_pid_tgid();
+    let task = victim_task(ctx, ev, o, ol, current, pid_tgid);
+    mm_counters(o, task, ol);
+    let vcss = victim_memcg(ev, o, task, off, ol);
+    // Constraint and limit: from the OOM killer's context, or derived.
+    o.limit_cgroup_id = 0;
+    o.limit_level = 0;
+    o.limit_usage = 0;
+    o.limit_max = 0;
+    o.totalpages = 0;
+    o.constraint = oom_constraint::UNKNOWN;
+    let tid = pid_tgid as u32;
+    let v1 = ev.hierarchy_id != 0;
+    // SAFETY: plain lookups; the values are copied out.
+    let oc = unsafe { OOM_CTX.get(&tid) }.copied().unwrap_or(0);
+    if oc != 0 {
+        o.flags |= oom_flags::CONTEXT;
+        // SAFETY: as above.
+        if unsafe { OOM_KILLING.get(&tid) }.is_some() {
+            o.flags |= oom_flags::IN_KILL;
+        }
+        limit_from_context(o, oc, v1, off, ol);
+    } else {
+        let cur_css = task_memory_css(current, off);
+        limit_derived(
+            o,
+            if vcss != 0 { vcss } else { cur_css },
+            cur_css,
+            v1,
+            off,
+            ol,
+        );
+    }
+    ev.kind = EventKind::OomKill as u8;
+    ev.errno = 0;
+    ev.source = 0;
+    ev.path_len = 0;
+    ev.path[0] = 0;
+    // SAFETY: a helper call without arguments.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    o._pad = [0; 3];
+    // SAFETY: a tail call into the second stage; on return it failed.
+    unsafe { OOM_PROGS.tail_call(ctx, 0) };
+    // No second stage: the record goes without a path.
+    ev.css = 0;
+    ev.flags |= flags::PATH_READ_FAILED;
+    // SAFETY: the map value is a whole, initialised record (`ev` and `o` are done with).
+    let r = unsafe { &*rec };
+    if !output_record(ctx, r, 0) {
+        count_lost(EventKind::OomKill);
+    }
+    Ok(0)
+}
+
+/// The task that triggered the OOM kill (the current one) and the victim's task: the argument,
+/// or (pid form) the current task when it is the victim. Returns the victim's task (0: not
+/// known).
+#[inline(always)]
+fn victim_task(
+    ctx: &RawTracePointContext,
+    ev: &mut RawEvent,
+    o: &mut OomRaw,
+    ol: &OomLayout,
+    current: u64,
+    pid_tgid: u64,
+) -> u64 {
     let arg0: u64 = ctx.arg(0);
     o.flags = oom_flags::TRIGGER;
     o.trigger_tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the helper writes at most COMM_LEN bytes into the array.
     unsafe { bpf_get_current_comm(o.trigger_comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    // The victim's task: the argument, or (pid form) the current task when it is the victim.
     let task = if ol.victim_is_task == 1 {
         o.uid = ctx.arg::<u64>(1) as u32;
         o.flags |= oom_flags::UID;
@@ -199,7 +263,12 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
             }
         }
     }
-    // Its mm's counters.
+    task
+}
+
+/// The victim's mm counters.
+#[inline(always)]
+fn mm_counters(o: &mut OomRaw, task: u64, ol: &OomLayout) {
     let mm: u64 = peek(task, ol.task_mm);
     let rss = |idx: u32| -> u64 {
         if idx >= 8 || ol.mm_rss_stat == KernelOffsets::UNKNOWN {
@@ -216,7 +285,18 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
     if mm != 0 {
         o.flags |= oom_flags::RSS;
     }
-    // Its memcg.
+}
+
+/// The victim's memcg: its cgroup's fields and its counters into the event, its limit into
+/// `o`. Returns its memory css (0: not known).
+#[inline(always)]
+fn victim_memcg(
+    ev: &mut RawEvent,
+    o: &mut OomRaw,
+    task: u64,
+    off: &KernelOffsets,
+    ol: &OomLayout,
+) -> u64 {
     let vcss = task_memory_css(task, off);
     let vcg: u64 = peek(vcss, off.css_cgroup);
     let root: u64 = peek(vcg, off.cgroup_root);
@@ -225,7 +305,6 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
     ev.cgroup_id = peek(kn, off.kn_id);
     ev.level = peek::<i32>(vcg, off.cgroup_level) as u32;
     ev.css = vcg;
-    let v1 = ev.hierarchy_id != 0;
     let memcg = vcss.wrapping_sub(u64::from(off.memcg_css));
     ev.memcg_id = peek::<i32>(memcg, off.memcg_id) as u32;
     ev.memory_pages = peek(memcg, off.memcg_memory);
@@ -245,99 +324,81 @@ fn try_mark_victim(ctx: &RawTracePointContext) -> Result<u32, u32> {
     if vcss != 0 && o.victim_max < UNLIMITED {
         o.flags |= oom_flags::VICTIM_MAX;
     }
-    // Constraint and limit: from the OOM killer's context, or derived.
-    let tid = pid_tgid as u32;
-    let cur_css = task_memory_css(current, off);
-    o.limit_cgroup_id = 0;
-    o.limit_level = 0;
-    o.limit_usage = 0;
-    o.limit_max = 0;
-    o.totalpages = 0;
-    o.constraint = oom_constraint::UNKNOWN;
-    // SAFETY: plain lookups; the values are copied out.
-    let oc = unsafe { OOM_CTX.get(&tid) }.copied().unwrap_or(0);
+    vcss
+}
+
+/// Constraint and limit from the OOM killer's `struct oom_control` (`oc`).
+#[inline(always)]
+fn limit_from_context(o: &mut OomRaw, oc: u64, v1: bool, off: &KernelOffsets, ol: &OomLayout) {
     let margin = u64::from(ol.margin_pages);
-    if oc != 0 {
-        o.flags |= oom_flags::CONTEXT;
-        // SAFETY: as above.
-        if unsafe { OOM_KILLING.get(&tid) }.is_some() {
-            o.flags |= oom_flags::IN_KILL;
-        }
-        o.totalpages = peek(oc, ol.oc_totalpages);
-        if ol.oc_totalpages != KernelOffsets::UNKNOWN {
-            o.flags |= oom_flags::TOTALPAGES;
-        }
-        let oc_memcg: u64 = peek(oc, ol.oc_memcg);
-        if oc_memcg != 0 {
-            // A memcg OOM (also before `constraint_type()` ran: an exiting task's shortcut).
-            o.constraint = oom_constraint::MEMCG;
-            let usage: u64 = peek(oc_memcg, off.memcg_memory);
-            let max: u64 = peek(oc_memcg, ol.memcg_memory_max);
-            let sw_usage: u64 = peek(oc_memcg, off.memcg_memsw);
-            let sw_max: u64 = peek(oc_memcg, ol.memcg_memsw_max);
-            let css = oc_memcg.wrapping_add(u64::from(off.memcg_css));
-            if v1
-                && sw_max < UNLIMITED
-                && sw_usage.saturating_add(margin) >= sw_max
-                && !(max < UNLIMITED && usage.saturating_add(margin) >= max)
-            {
-                set_limit(o, css, true, sw_usage, sw_max, off);
-            } else {
-                set_limit(o, css, false, usage, max, off);
-            }
-        } else {
-            o.constraint = constraint_of(peek::<u32>(oc, ol.oc_constraint), ol);
-        }
+    o.totalpages = peek(oc, ol.oc_totalpages);
+    if ol.oc_totalpages != KernelOffsets::UNKNOWN {
+        o.flags |= oom_flags::TOTALPAGES;
+    }
+    let oc_memcg: u64 = peek(oc, ol.oc_memcg);
+    if oc_memcg == 0 {
+        o.constraint = constraint_of(peek::<u32>(oc, ol.oc_constraint), ol);
+        return;
+    }
+    // A memcg OOM (also before `constraint_type()` ran: an exiting task's shortcut).
+    o.constraint = oom_constraint::MEMCG;
+    let usage: u64 = peek(oc_memcg, off.memcg_memory);
+    let max: u64 = peek(oc_memcg, ol.memcg_memory_max);
+    let sw_usage: u64 = peek(oc_memcg, off.memcg_memsw);
+    let sw_max: u64 = peek(oc_memcg, ol.memcg_memsw_max);
+    let css = oc_memcg.wrapping_add(u64::from(off.memcg_css));
+    if v1
+        && sw_max < UNLIMITED
+        && sw_usage.saturating_add(margin) >= sw_max
+        && !(max < UNLIMITED && usage.saturating_add(margin) >= max)
+    {
+        set_limit(o, css, true, sw_usage, sw_max, off);
     } else {
-        o.flags |= oom_flags::DERIVED;
-        o.constraint = oom_constraint::NONE;
-        let cur_cg: u64 = peek(cur_css, off.css_cgroup);
-        let mut css = if vcss != 0 { vcss } else { cur_css };
-        let mut i = 0;
-        while i < MAX_LEVELS && css != 0 {
-            let memcg = css.wrapping_sub(u64::from(off.memcg_css));
-            let usage: u64 = peek(memcg, off.memcg_memory);
-            let max: u64 = peek(memcg, ol.memcg_memory_max);
-            let sw_usage: u64 = peek(memcg, off.memcg_memsw);
-            let sw_max: u64 = peek(memcg, ol.memcg_memsw_max);
-            let hit = max < UNLIMITED && usage.saturating_add(margin) >= max;
-            let sw_hit = v1 && sw_max < UNLIMITED && sw_usage.saturating_add(margin) >= sw_max;
-            if hit || sw_hit {
-                let cg: u64 = peek(css, off.css_cgroup);
-                let level = peek::<i32>(cg, off.cgroup_level) as u32;
-                if is_ancestor(cg, level, cur_cg, off) {
-                    o.constraint = oom_constraint::MEMCG;
-                    if hit {
-                        set_limit(o, css, false, usage, max, off);
-                    } else {
-                        set_limit(o, css, true, sw_usage, sw_max, off);
-                    }
-                    break;
+        set_limit(o, css, false, usage, max, off);
+    }
+}
+
+/// Without the OOM killer's context: the nearest memcg from `css` up at its limit (memory, or
+/// on v1 memory+swap) that is an ancestor of the current task's (`cur_css`), else a node-wide
+/// OOM.
+#[inline(always)]
+fn limit_derived(
+    o: &mut OomRaw,
+    mut css: u64,
+    cur_css: u64,
+    v1: bool,
+    off: &KernelOffsets,
+    ol: &OomLayout,
+) {
+    let margin = u64::from(ol.margin_pages);
+    o.flags |= oom_flags::DERIVED;
+    o.constraint = oom_constraint::NONE;
+    let cur_cg: u64 = peek(cur_css, off.css_cgroup);
+    let mut i = 0;
+    while i < MAX_LEVELS && css != 0 {
+        let memcg = css.wrapping_sub(u64::from(off.memcg_css));
+        let usage: u64 = peek(memcg, off.memcg_memory);
+        let max: u64 = peek(memcg, ol.memcg_memory_max);
+        let sw_usage: u64 = peek(memcg, off.memcg_memsw);
+        let sw_max: u64 = peek(memcg, ol.memcg_memsw_max);
+        let hit = max < UNLIMITED && usage.saturating_add(margin) >= max;
+        let sw_hit = v1 && sw_max < UNLIMITED && sw_usage.saturating_add(margin) >= sw_max;
+        if hit || sw_hit {
+            let cg: u64 = peek(css, off.css_cgroup);
+            let level = peek::<i32>(cg, off.cgroup_level) as u32;
+            if is_ancestor(cg, level, cur_cg, off) {
+                o.constraint = oom_constraint::MEMCG;
+                if hit {
+                    set_limit(o, css, false, usage, max, off);
+                } else {
+                    set_limit(o, css, true, sw_usage, sw_max, off);
                 }
+                return;
             }
-            css = peek(css, off.css_parent);
-            i += 1;
         }
+        css = peek(css, off.css_parent);
+        i += 1;
     }
-    ev.kind = EventKind::OomKill as u8;
-    ev.errno = 0;
-    ev.source = 0;
-    ev.path_len = 0;
-    ev.path[0] = 0;
-    // SAFETY: a helper call without arguments.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    o._pad = [0; 3];
-    // SAFETY: a tail call into the second stage; on return it failed.
-    unsafe { OOM_PROGS.tail_call(ctx, 0) };
-    // No second stage: the record goes without a path.
-    ev.css = 0;
-    ev.flags |= flags::PATH_READ_FAILED;
-    // SAFETY: the map value is a whole, initialised record (`ev` and `o` are done with).
-    let r = unsafe { &*rec };
-    if !output_record(ctx, r, 0) {
-        count_lost(EventKind::OomKill);
-    }
-    Ok(0)
 }
 
 /// The second stage: the victim memcg's path, the filters, then the record to the ring.
