@@ -256,8 +256,17 @@ pub fn write_report(out: &mut dyn Write, r: &DoctorReport, json: bool) -> io::Re
     out.flush()
 }
 
-/// Human-readable report.
+/// Human-readable report: the kernel and its features, the tiers, the cgroups, what cgtrace
+/// would trace and at what cost.
 pub fn render(r: &DoctorReport) -> String {
+    let mut s = render_kernel(r);
+    render_cgroups(r, &mut s);
+    render_tracing(r, &mut s);
+    s
+}
+
+/// The kernel, privileges, BTF, tracefs, buffers and the tiers.
+fn render_kernel(r: &DoctorReport) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let mut s = String::new();
     s += &format!("kernel:          {}\n", r.kernel_release);
@@ -293,7 +302,12 @@ pub fn render(r: &DoctorReport) -> String {
             _ => {}
         }
     }
-    s += &format!(
+    s
+}
+
+/// The cgroup layout, the driver and the BTF offsets found.
+fn render_cgroups(r: &DoctorReport, s: &mut String) {
+    *s += &format!(
         "cgroups:         {}; memory controller on {}\n",
         r.cgroup_layout,
         match &r.memory_hierarchy {
@@ -305,7 +319,7 @@ pub fn render(r: &DoctorReport) -> String {
             None => "no hierarchy".to_string(),
         }
     );
-    s += &format!(
+    *s += &format!(
         "cgroup driver:   {} (from the kubepods directories present)\n",
         r.cgroup_driver
     );
@@ -316,7 +330,7 @@ pub fn render(r: &DoctorReport) -> String {
             .filter(|(_, v)| v.is_none())
             .map(|(n, _)| *n)
             .collect();
-        s += &format!(
+        *s += &format!(
             "BTF offsets:     {} resolved{}\n",
             r.offsets.len() - missing.len(),
             if missing.is_empty() {
@@ -326,26 +340,29 @@ pub fn render(r: &DoctorReport) -> String {
             }
         );
     }
+}
+
+/// What cgtrace would trace here and what it costs.
+fn render_tracing(r: &DoctorReport, s: &mut String) {
     if let Some(m) = &r.failed_mkdirs {
-        s += &format!("failed mkdirs:   {m}\n");
+        *s += &format!("failed mkdirs:   {m}\n");
     }
     if let Some(w) = &r.dying_walk {
-        s += &format!("dying at start:  {w}\n");
+        *s += &format!("dying at start:  {w}\n");
     }
     if let Some(o) = &r.oom_kills {
-        s += &format!("OOM kills:       {o}\n");
+        *s += &format!("OOM kills:       {o}\n");
     }
     if let Some(c) = &r.bpf_cost {
-        s += &format!("BPF cost:        {}\n", c.render());
+        *s += &format!("BPF cost:        {}\n", c.render());
     }
     match r.live_tier {
-        Some(t) => s += &format!("cgtrace live would use tier {t}\n"),
+        Some(t) => *s += &format!("cgtrace live would use tier {t}\n"),
         None => {
-            s += "cgtrace live cannot run here\n";
+            *s += "cgtrace live cannot run here\n";
             if let Some(why) = &r.below_floor {
-                s += &format!("below the floor:  {why}\n");
+                *s += &format!("below the floor:  {why}\n");
             }
         }
     }
-    s
 }
