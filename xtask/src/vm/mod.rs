@@ -63,6 +63,9 @@ const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
 const PERF_TIER: &str = "kprobe";
 /// The lost-events test, run through the perf buffers (its ring buffer run is on the host).
 const LOST_TARGET: &str = "lost";
+/// The filter-agreement test (live on raw and classic tracepoints, and replays), on every tier.
+const AGREEMENT_TARGET: &str = "agreement";
+const AGREEMENT_TEST: &str = "filters_select_the_same_cgroups_on_every_tier_and_in_replay";
 const PERF_LOST_RUN: &str = "perf-lost";
 /// The runs that go through the ring buffer (the rest of [`TIERS`], the classic tracepoints).
 const RING_RUNS: &[&str] = &["fentry", "tracepoint", "classic"];
@@ -257,6 +260,14 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
                 ..classic
             },
         ]);
+        // One filter set, one meaning, on every tier.
+        runs.extend(TIERS.iter().map(|tier| TestRun {
+            name: format!("agreement-{tier}"),
+            target: AGREEMENT_TARGET.to_string(),
+            env: vec![format!("CGTRACE_TIER={tier}")],
+            args: vec![AGREEMENT_TEST.to_string(), "--exact".to_string()],
+            hide_btf: false,
+        }));
     }
     runs
 }
