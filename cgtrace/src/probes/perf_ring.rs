@@ -174,20 +174,17 @@ impl PerfRing {
             let body_len = size as usize - 8;
             // SAFETY: the record's body follows its header, below `head`.
             let (b1, b2) = unsafe { self.bytes(tail + 8, body_len) };
-            let word = |i: usize| -> u64 {
-                let mut w = [0u8; 8];
-                for (k, byte) in w.iter_mut().enumerate() {
-                    let j = i + k;
-                    *byte = if j < b1.len() {
-                        b1[j]
-                    } else {
-                        b2.get(j - b1.len()).copied().unwrap_or(0)
-                    };
+            let byte = |j: usize| -> u8 {
+                if j < b1.len() {
+                    b1[j]
+                } else {
+                    b2.get(j - b1.len()).copied().unwrap_or(0)
                 }
-                u64::from_ne_bytes(w)
             };
+            let word = |i: usize| u64::from_ne_bytes(std::array::from_fn(|k| byte(i + k)));
             if kind == perf_event_type::PERF_RECORD_SAMPLE as u32 && body_len >= 4 {
-                let raw = (word(0) as u32 as usize).min(body_len - 4);
+                let size = u32::from_ne_bytes(std::array::from_fn(byte));
+                let raw = (size as usize).min(body_len - 4);
                 // SAFETY: the sample's bytes follow its u32 size, inside its record.
                 let (s1, s2) = unsafe { self.bytes(tail + 12, raw) };
                 f(PerfRecord::Sample { head: s1, tail: s2 });
