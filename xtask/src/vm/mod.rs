@@ -56,6 +56,8 @@ const EXHAUST_TARGET: &str = "exhaust";
 
 /// The probe tiers, in the order the VM runs them.
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
+/// The tiers only the VMs' kernels have (this host refuses BPF tracing programs and has no kprobes).
+const CSS_TIERS: &[&str] = &["fentry", "kprobe"];
 /// The tier whose run goes through the perf buffers (`CGTRACE_BUFFER=perf`) and reads with
 /// `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`): the pairing of the kernels without the ring
 /// buffer (before 5.8, where fentry is rare) and without `bpf_probe_read_kernel` (before 5.5);
@@ -260,8 +262,9 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
                 ..classic
             },
         ]);
-        // One filter set, one meaning, on every tier.
-        runs.extend(TIERS.iter().map(|tier| TestRun {
+        // One filter set, one meaning, on the css tiers (the tracepoint tier's run is the
+        // host's: the same programs; each run takes about a minute under TCG).
+        runs.extend(CSS_TIERS.iter().map(|tier| TestRun {
             name: format!("agreement-{tier}"),
             target: AGREEMENT_TARGET.to_string(),
             env: vec![format!("CGTRACE_TIER={tier}")],

@@ -134,8 +134,7 @@ fn matrix_runs_every_tier_and_the_classic_test() {
             "btf-file",
             "no-btf",
             "agreement-fentry",
-            "agreement-kprobe",
-            "agreement-tracepoint"
+            "agreement-kprobe"
         ]
     );
     assert!(runs[7..].iter().all(|r| r.target == AGREEMENT_TARGET));
