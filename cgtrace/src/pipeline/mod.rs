@@ -62,9 +62,6 @@ pub struct Pipeline {
     own_cgroups: VecDeque<Key>,
     /// Room for the path the tracker gives back to a rmdir or release that left it out.
     path_buf: Vec<u8>,
-    /// Such events of cgroups the tracker does not know (none unless the programs' premise
-    /// failed), passed on without a path.
-    pathless: u64,
     /// What the run could not do, said once each (at most [`MAX_NOTES`]).
     notes: Vec<String>,
     error: Option<io::Error>,
@@ -130,7 +127,6 @@ impl Pipeline {
             recent_failures: VecDeque::with_capacity(RECENT_FAILURES),
             own_cgroups: VecDeque::with_capacity(OWN_CGROUPS),
             path_buf: Vec::new(),
-            pathless: 0,
             notes: Vec::new(),
             error: None,
         })
@@ -255,10 +251,8 @@ impl Pipeline {
         if !self.facts.filters.is_empty() {
             return None;
         }
-        self.pathless += 1;
-        if self.pathless == 1 {
-            self.note("a rmdir or release came without its path for a cgroup whose mkdir cgtrace did not see: passed on with an empty path");
-        }
+        // Said once: `note` drops repeats.
+        self.note("a rmdir or release came without its path for a cgroup whose mkdir cgtrace did not see: passed on with an empty path");
         Some(*ev)
     }
 
