@@ -264,8 +264,12 @@ pub(super) fn build_initramfs(
     cpio.char_device("dev/console", 0o600, 5, 1)?;
     cpio.file_from_host(BUSYBOX, Path::new(BUSYBOX), 0o755)?;
     cpio.symlink("bin/sh", "busybox")?;
+    let stripped_dir = output.with_extension("stripped");
+    fs::create_dir_all(&stripped_dir)
+        .with_context(|| format!("create {}", stripped_dir.display()))?;
     for (target, binary) in binaries {
-        cpio.file_from_host(&format!("/{VM_TEST_DIR}/{target}"), binary, 0o755)?;
+        let stripped = strip_debug(binary, &stripped_dir.join(target))?;
+        cpio.file_from_host(&format!("/{VM_TEST_DIR}/{target}"), &stripped, 0o755)?;
     }
     for lib in &libs {
         let path = lib
@@ -292,6 +296,24 @@ pub(super) fn build_initramfs(
         libs.len()
     );
     Ok(())
+}
+
+/// A copy of `binary` without its debug sections at `out` (the test builds' debug info is most of
+/// their size, and the kernel unpacks the initramfs into the VM's memory).
+fn strip_debug(binary: &Path, out: &Path) -> Result<PathBuf> {
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(binary)
+        .arg(out)
+        .status()
+        .context("run objcopy (binutils)")?;
+    if !status.success() {
+        bail!(
+            "objcopy --strip-debug {} failed with {status}",
+            binary.display()
+        );
+    }
+    Ok(out.to_path_buf())
 }
 
 pub(super) const S_IFDIR: u32 = 0o040_000;

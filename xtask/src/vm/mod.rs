@@ -56,6 +56,8 @@ const EXHAUST_TARGET: &str = "exhaust";
 
 /// The probe tiers, in the order the VM runs them.
 const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
+/// The tiers only the VMs' kernels have (this host refuses BPF tracing programs and has no kprobes).
+const CSS_TIERS: &[&str] = &["fentry", "kprobe"];
 /// The tier whose run goes through the perf buffers (`CGTRACE_BUFFER=perf`) and reads with
 /// `bpf_probe_read` (`CGTRACE_PROBE_READ=legacy`): the pairing of the kernels without the ring
 /// buffer (before 5.8, where fentry is rare) and without `bpf_probe_read_kernel` (before 5.5);
@@ -63,6 +65,9 @@ const TIERS: &[&str] = &["fentry", "kprobe", "tracepoint"];
 const PERF_TIER: &str = "kprobe";
 /// The lost-events test, run through the perf buffers (its ring buffer run is on the host).
 const LOST_TARGET: &str = "lost";
+/// The filter-agreement test (live on raw and classic tracepoints, and replays), on every tier.
+const AGREEMENT_TARGET: &str = "agreement";
+const AGREEMENT_TEST: &str = "filters_select_the_same_cgroups_on_every_tier_and_in_replay";
 const PERF_LOST_RUN: &str = "perf-lost";
 /// The runs that go through the ring buffer (the rest of [`TIERS`], the classic tracepoints).
 const RING_RUNS: &[&str] = &["fentry", "tracepoint", "classic"];
@@ -257,6 +262,15 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
                 ..classic
             },
         ]);
+        // One filter set, one meaning, on the css tiers (the tracepoint tier's run is the
+        // host's: the same programs; each run takes about a minute under TCG).
+        runs.extend(CSS_TIERS.iter().map(|tier| TestRun {
+            name: format!("agreement-{tier}"),
+            target: AGREEMENT_TARGET.to_string(),
+            env: vec![format!("CGTRACE_TIER={tier}")],
+            args: vec![AGREEMENT_TEST.to_string(), "--exact".to_string()],
+            hide_btf: false,
+        }));
     }
     runs
 }

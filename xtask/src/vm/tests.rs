@@ -132,9 +132,12 @@ fn matrix_runs_every_tier_and_the_classic_test() {
             "perf-lost",
             "classic",
             "btf-file",
-            "no-btf"
+            "no-btf",
+            "agreement-fentry",
+            "agreement-kprobe"
         ]
     );
+    assert!(runs[7..].iter().all(|r| r.target == AGREEMENT_TARGET));
     assert!(runs[5].hide_btf && runs[6].hide_btf && !runs[4].hide_btf);
     assert!(runs[0].env.contains(&"CGTRACE_TIER=fentry".to_string()));
     // The perf buffers: the kprobe tier's run and the lost-events run; the rest use the ring.
