@@ -21,6 +21,7 @@ use crate::{
     model::{
         baseline::Baseline,
         event::{Event, FailureSource},
+        oom::OomKill,
         tracker::{Key, Tracker},
     },
     pipeline::{
@@ -88,6 +89,14 @@ struct SeenFailure {
     source: FailureSource,
     hierarchy_id: u32,
     path_hash: u64,
+}
+
+/// What becomes of an event in [`Pipeline::failure`].
+enum Failure {
+    Drop,
+    Keep,
+    /// A half-made cgroup's release, with the one errno its failure can have.
+    Inferred(i32),
 }
 
 fn path_hash(p: &[u8]) -> u64 {
@@ -231,11 +240,7 @@ impl Pipeline {
     /// an unknown cgroup when filters are set (its mkdir was filtered out).
     fn with_known_path<'b>(&mut self, ev: &Event<'b>, buf: &'b mut Vec<u8>) -> Option<Event<'b>> {
         let key = (ev.hierarchy_id, ev.cgroup_id);
-        // The root's path for a cgroup below it: tracked from a rmdir that had no path either.
         if let Some(truncated) = self.tracker.path_into(key, buf) {
-            if buf.as_slice() == b"/" && ev.level > 0 {
-                return Some(*ev);
-            }
             return Some(Event {
                 path: buf.as_slice(),
                 path_truncated: truncated,
@@ -256,79 +261,48 @@ impl Pipeline {
         Some(*ev)
     }
 
-    /// Handles one event whose path is known (or needs none).
+    /// Handles one event whose path is known (or needs none): completes what the record could
+    /// not say (a failed mkdir's place, an OOM kill's memcgs), drops repeats, then dispatches.
     fn handle(&mut self, ev: &Event<'_>) {
-        if ev.kind != EventKind::DyingAtStart && is_own_cgroup(ev.path) {
-            if ev.kind == EventKind::Mkdir {
-                if self.own_cgroups.len() >= OWN_CGROUPS {
-                    self.own_cgroups.pop_front();
-                }
-                self.own_cgroups.push_back((ev.hierarchy_id, ev.cgroup_id));
-            }
+        if self.own_cgroup(ev) {
             return;
         }
         // A failed mkdir caught at the syscall with a relative path the kernel resolved: made
         // absolute under its hierarchy's mount, as the syscall's absolute paths are.
-        let (absolute, resolved);
-        let ev = if ev.syscall_relative
-            && ev.has_cgroup
-            && let Some(p) = self
-                .facts
-                .hierarchies
-                .absolute_path(ev.hierarchy_id, ev.path)
-        {
-            absolute = p;
-            resolved = Event {
-                path: &absolute,
-                has_cgroup: false,
-                syscall_relative: false,
-                ..*ev
-            };
-            &resolved
-        } else {
-            ev
+        let absolute = self.absolute_failure_path(ev);
+        let resolved;
+        let ev = match &absolute {
+            Some(p) => {
+                resolved = Event {
+                    path: p,
+                    has_cgroup: false,
+                    syscall_relative: false,
+                    ..*ev
+                };
+                &resolved
+            }
+            None => ev,
         };
         // A failed mkdir caught at the syscall names its hierarchy only through its path.
         let located;
-        let ev = if ev.kind == EventKind::MkdirFailed
-            && !ev.has_cgroup
-            && ev.hierarchy_id == 0
-            && let Some(h) = self.facts.hierarchies.of_path(ev.path)
-        {
-            let level = self
-                .facts
-                .hierarchies
-                .relative_path(h, ev.path)
-                .map_or(0, crate::model::event::path_level);
-            located = Event {
-                hierarchy_id: h,
-                level,
-                ..*ev
-            };
-            &located
-        } else {
-            ev
+        let ev = match self.failure_hierarchy(ev) {
+            Some((hierarchy_id, level)) => {
+                located = Event {
+                    hierarchy_id,
+                    level,
+                    ..*ev
+                };
+                &located
+            }
+            None => ev,
         };
         // An OOM kill: the victim's memcg and the memcg at its limit as the tracker knows them
         // (also once they were removed), and whether the kernel counted it.
-        let (enriched, enriched_oom, victim_path, limit_path);
+        let (victim_path, limit_path) = self.oom_paths(ev);
+        let (enriched, enriched_oom);
         let ev = match ev.oom {
             Some(o) if ev.kind == EventKind::OomKill => {
-                victim_path = self
-                    .tracker
-                    .memcg((ev.hierarchy_id, ev.cgroup_id))
-                    .map(|m| m.path);
-                limit_path = o.limit.and_then(|l| {
-                    self.tracker
-                        .memcg((ev.hierarchy_id, l.cgroup_id))
-                        .map(|m| m.path)
-                });
-                let mut o = *o;
-                if let (Some(l), Some(p)) = (&mut o.limit, &limit_path) {
-                    l.path = p;
-                }
-                o.counted = self.facts.oom.as_ref().and_then(|t| t.counted(&o));
-                enriched_oom = o;
+                enriched_oom = self.oom_enriched(o, limit_path.as_deref());
                 enriched = Event {
                     path: victim_path.as_deref().unwrap_or(ev.path),
                     oom: Some(&enriched_oom),
@@ -338,29 +312,99 @@ impl Pipeline {
             }
             _ => ev,
         };
-        // EEXIST (`mkdir -p`, Go's MkdirAll on every healthy start) is not a failure.
-        if ev.kind == EventKind::MkdirFailed && ev.errno.map(i32::abs) == Some(mkdir_errno::EEXIST)
-        {
-            return;
-        }
         let inferred;
-        let ev = if ev.kind != EventKind::MkdirFailed {
-            ev
-        } else if self.seen_before(ev) {
-            // The same failure, already reported from a source that says more.
-            return;
-        } else if !ev.is_half_made_release() {
-            ev
-        } else if let Some(errno) = self.inferred_errno(ev) {
-            inferred = Event {
-                errno: Some(errno),
-                errno_inferred: true,
-                ..*ev
-            };
-            &inferred
-        } else {
-            ev
+        let ev = match self.failure(ev) {
+            Failure::Drop => return,
+            Failure::Keep => ev,
+            Failure::Inferred(errno) => {
+                inferred = Event {
+                    errno: Some(errno),
+                    errno_inferred: true,
+                    ..*ev
+                };
+                &inferred
+            }
         };
+        self.dispatch(ev);
+    }
+
+    /// Whether the event is about one of cgtrace's own cgroups (dropped; a mkdir's key is kept
+    /// to know its rmdir and release without their paths).
+    fn own_cgroup(&mut self, ev: &Event<'_>) -> bool {
+        if ev.kind == EventKind::DyingAtStart || !is_own_cgroup(ev.path) {
+            return false;
+        }
+        if ev.kind == EventKind::Mkdir {
+            if self.own_cgroups.len() >= OWN_CGROUPS {
+                self.own_cgroups.pop_front();
+            }
+            self.own_cgroups.push_back((ev.hierarchy_id, ev.cgroup_id));
+        }
+        true
+    }
+
+    /// The absolute path of a failed mkdir caught at the syscall with a relative path.
+    fn absolute_failure_path(&self, ev: &Event<'_>) -> Option<Vec<u8>> {
+        if !(ev.syscall_relative && ev.has_cgroup) {
+            return None;
+        }
+        self.facts
+            .hierarchies
+            .absolute_path(ev.hierarchy_id, ev.path)
+    }
+
+    /// The hierarchy and level of a failed mkdir caught at the syscall, from its path.
+    fn failure_hierarchy(&self, ev: &Event<'_>) -> Option<(u32, u32)> {
+        if ev.kind != EventKind::MkdirFailed || ev.has_cgroup || ev.hierarchy_id != 0 {
+            return None;
+        }
+        let hierarchies = &self.facts.hierarchies;
+        let h = hierarchies.of_path(ev.path)?;
+        let level = hierarchies
+            .relative_path(h, ev.path)
+            .map_or(0, crate::model::event::path_level);
+        Some((h, level))
+    }
+
+    /// An OOM kill's victim memcg path and the path of the memcg at its limit, as the tracker
+    /// knows them.
+    fn oom_paths(&self, ev: &Event<'_>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let Some(o) = ev.oom.filter(|_| ev.kind == EventKind::OomKill) else {
+            return (None, None);
+        };
+        let path = |id| self.tracker.memcg((ev.hierarchy_id, id)).map(|m| m.path);
+        (path(ev.cgroup_id), o.limit.and_then(|l| path(l.cgroup_id)))
+    }
+
+    /// An OOM kill with the limit memcg's path put in, and whether the kernel counted it.
+    fn oom_enriched<'a>(&self, o: &OomKill<'a>, limit_path: Option<&'a [u8]>) -> OomKill<'a> {
+        let mut o = *o;
+        if let (Some(l), Some(p)) = (&mut o.limit, limit_path) {
+            l.path = p;
+        }
+        o.counted = self.facts.oom.as_ref().and_then(|t| t.counted(&o));
+        o
+    }
+
+    /// What becomes of a failed mkdir: EEXIST (`mkdir -p`, Go's MkdirAll on every healthy
+    /// start) is no failure, a repeat of one reported from a source that says more is dropped,
+    /// a half-made cgroup's release gets its errno where only one is possible.
+    fn failure(&mut self, ev: &Event<'_>) -> Failure {
+        if ev.kind != EventKind::MkdirFailed {
+            return Failure::Keep;
+        }
+        if ev.errno.map(i32::abs) == Some(mkdir_errno::EEXIST) || self.seen_before(ev) {
+            return Failure::Drop;
+        }
+        if !ev.is_half_made_release() {
+            return Failure::Keep;
+        }
+        self.inferred_errno(ev)
+            .map_or(Failure::Keep, Failure::Inferred)
+    }
+
+    /// Filters a complete event, then tracker, detectors and sinks see it.
+    fn dispatch(&mut self, ev: &Event<'_>) {
         let known = self.known_path(ev);
         let path = known.as_deref().unwrap_or(ev.path);
         if !self.passes(ev, path) {

@@ -482,6 +482,102 @@ impl<W: Write> JsonSink<W> {
 
 /// A pod UID or container id as matched in a path, in the form `k8s::parse_path` gives it.
 /// Nothing in it needs escaping (hex digits and `-`).
+/// An event line's opening: what, when, which cgroup (and its memory css), who, the path.
+fn json_identity<W: Write>(w: &mut W, ev: &Event<'_>, controllers: &str) -> io::Result<()> {
+    w.write_all(b"{\"type\":\"event\",\"ts_ns\":")?;
+    put_u64(w, ev.ts_ns)?;
+    w.write_all(b",\"event\":\"")?;
+    w.write_all(ev.kind.name().as_bytes())?;
+    w.write_all(b"\",\"hierarchy_id\":")?;
+    put_u64(w, ev.hierarchy_id.into())?;
+    w.write_all(b",\"cgroup_id\":")?;
+    put_u64(w, ev.cgroup_id)?;
+    w.write_all(b",\"controllers\":")?;
+    w.write_all(controllers.as_bytes())?;
+    w.write_all(b",\"level\":")?;
+    put_u64(w, ev.level.into())?;
+    w.write_all(b",\"pid\":")?;
+    put_u64(w, ev.pid.into())?;
+    w.write_all(b",\"tid\":")?;
+    put_u64(w, ev.tid.into())?;
+    w.write_all(b",\"comm\":\"")?;
+    write_json_str(w, ev.comm)?;
+    w.write_all(b"\",\"path\":\"")?;
+    let lossy = write_json_str(w, ev.path)?;
+    w.write_all(b"\"")?;
+    if lossy {
+        w.write_all(b",\"path_lossy\":true")?;
+    }
+    if ev.path_truncated {
+        w.write_all(b",\"path_truncated\":true")?;
+    }
+    if ev.css != 0 {
+        w.write_all(b",\"css\":")?;
+        put_u64(w, ev.css)?;
+    }
+    Ok(())
+}
+
+/// A failed mkdir's errno (and whether it was inferred) and where it was seen.
+fn json_failure<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
+    if let Some(e) = ev.errno {
+        write!(
+            w,
+            ",\"errno\":{e},\"error\":\"{}\"",
+            crate::model::event::errno_name(e)
+        )?;
+        if ev.errno_inferred {
+            w.write_all(b",\"errno_inferred\":true")?;
+        }
+    }
+    if let Some(at) = ev.failure_seen_at() {
+        w.write_all(b",\"seen_at\":\"")?;
+        w.write_all(at.name().as_bytes())?;
+        w.write_all(b"\"")?;
+    }
+    Ok(())
+}
+
+/// The memcg's ID and counters, where the event carries them.
+fn json_memcg<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
+    for (k, v) in [
+        ("memcg_id", ev.memcg_id.map(u64::from)),
+        ("usage_bytes", ev.usage_bytes),
+        ("kmem_bytes", ev.kmem_bytes),
+        ("memsw_bytes", ev.memsw_bytes),
+    ] {
+        if let Some(v) = v {
+            w.write_all(b",\"")?;
+            w.write_all(k.as_bytes())?;
+            w.write_all(b"\":")?;
+            put_u64(w, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The pod and container the path names, and the pod's name where it is known.
+fn json_pod<W: Write>(w: &mut W, ev: &Event<'_>, pod_stats: Option<&PodStats>) -> io::Result<()> {
+    // What `k8s::parse_path` gives, written as it is matched (no allocation per event).
+    if let Some(m) = k8s::match_path(ev.path) {
+        w.write_all(b",\"pod_uid\":\"")?;
+        put_id(w, m.uid)?;
+        w.write_all(b"\"")?;
+        json_opt_str(w, "qos", Some(m.qos.as_str()))?;
+        if let Some((runtime, id)) = m.container {
+            w.write_all(b",\"container_id\":\"")?;
+            put_id(w, id)?;
+            w.write_all(b"\"")?;
+            json_opt_str(w, "runtime", runtime)?;
+        }
+    }
+    if let Some(p) = pod_stats {
+        json_opt_str(w, "pod_name", p.name.as_deref())?;
+        json_opt_str(w, "namespace", p.namespace.as_deref())?;
+    }
+    Ok(())
+}
+
 fn put_id<W: Write>(w: &mut W, id: &[u8]) -> io::Result<()> {
     let mut buf = [0u8; 64];
     for chunk in id.chunks(buf.len()) {
@@ -539,82 +635,10 @@ impl<W: Write> Sink for JsonSink<W> {
         };
         let w = &mut self.out;
         // Hand-written rather than `write!`: this runs for every event.
-        w.write_all(b"{\"type\":\"event\",\"ts_ns\":")?;
-        put_u64(w, ev.ts_ns)?;
-        w.write_all(b",\"event\":\"")?;
-        w.write_all(ev.kind.name().as_bytes())?;
-        w.write_all(b"\",\"hierarchy_id\":")?;
-        put_u64(w, ev.hierarchy_id.into())?;
-        w.write_all(b",\"cgroup_id\":")?;
-        put_u64(w, ev.cgroup_id)?;
-        w.write_all(b",\"controllers\":")?;
-        w.write_all(controllers.as_bytes())?;
-        w.write_all(b",\"level\":")?;
-        put_u64(w, ev.level.into())?;
-        w.write_all(b",\"pid\":")?;
-        put_u64(w, ev.pid.into())?;
-        w.write_all(b",\"tid\":")?;
-        put_u64(w, ev.tid.into())?;
-        w.write_all(b",\"comm\":\"")?;
-        write_json_str(w, ev.comm)?;
-        w.write_all(b"\",\"path\":\"")?;
-        let lossy = write_json_str(w, ev.path)?;
-        w.write_all(b"\"")?;
-        if lossy {
-            w.write_all(b",\"path_lossy\":true")?;
-        }
-        if ev.path_truncated {
-            w.write_all(b",\"path_truncated\":true")?;
-        }
-        if ev.css != 0 {
-            w.write_all(b",\"css\":")?;
-            put_u64(w, ev.css)?;
-        }
-        if let Some(e) = ev.errno {
-            write!(
-                w,
-                ",\"errno\":{e},\"error\":\"{}\"",
-                crate::model::event::errno_name(e)
-            )?;
-            if ev.errno_inferred {
-                w.write_all(b",\"errno_inferred\":true")?;
-            }
-        }
-        if let Some(at) = ev.failure_seen_at() {
-            w.write_all(b",\"seen_at\":\"")?;
-            w.write_all(at.name().as_bytes())?;
-            w.write_all(b"\"")?;
-        }
-        for (k, v) in [
-            ("memcg_id", ev.memcg_id.map(u64::from)),
-            ("usage_bytes", ev.usage_bytes),
-            ("kmem_bytes", ev.kmem_bytes),
-            ("memsw_bytes", ev.memsw_bytes),
-        ] {
-            if let Some(v) = v {
-                w.write_all(b",\"")?;
-                w.write_all(k.as_bytes())?;
-                w.write_all(b"\":")?;
-                put_u64(w, v)?;
-            }
-        }
-        // What `k8s::parse_path` gives, written as it is matched (no allocation per event).
-        if let Some(m) = k8s::match_path(ev.path) {
-            w.write_all(b",\"pod_uid\":\"")?;
-            put_id(w, m.uid)?;
-            w.write_all(b"\"")?;
-            json_opt_str(w, "qos", Some(m.qos.as_str()))?;
-            if let Some((runtime, id)) = m.container {
-                w.write_all(b",\"container_id\":\"")?;
-                put_id(w, id)?;
-                w.write_all(b"\"")?;
-                json_opt_str(w, "runtime", runtime)?;
-            }
-        }
-        if let Some(p) = pod_stats {
-            json_opt_str(w, "pod_name", p.name.as_deref())?;
-            json_opt_str(w, "namespace", p.namespace.as_deref())?;
-        }
+        json_identity(w, ev, controllers)?;
+        json_failure(w, ev)?;
+        json_memcg(w, ev)?;
+        json_pod(w, ev, pod_stats)?;
         if let Some(o) = &ev.oom {
             // Rare: serde writes this part (an object's fields spliced into the line).
             let v = serde_json::to_vec(&OomJson::of(o)).map_err(io::Error::from)?;

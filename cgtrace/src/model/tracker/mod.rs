@@ -408,8 +408,10 @@ impl Tracker {
     ) -> (Entry, Option<u32>) {
         let memcg = Some(key.0) == self.memory_hierarchy;
         // Pods are attributed on the memory hierarchy only: parse nothing elsewhere.
-        // Paths are kept for memcgs (reports name them); other hierarchies only need times.
-        let (pod, new_pod, container, name) = if memcg {
+        // Paths are kept for memcgs (reports name them); other hierarchies only need times. An
+        // empty path is an unknown one (a rmdir without its path of a cgroup whose mkdir was not
+        // seen): no name, so `path_into` says it is not known.
+        let (pod, new_pod, container, name) = if memcg && !path.is_empty() {
             let (dir, leaf) = split_path(path);
             let (dir, dir_pod, mut new_pod) = self.intern_dir(dir);
             let (pod, container) = match dir_pod {
