@@ -376,6 +376,87 @@ fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
     assert_eq!(live.totals().freed_before_start, K as u64);
 }
 
+/// The walk runs beside the events, and its instance sees the memcgs made after start too: a
+/// container made, filled and removed while the walk runs is counted once, by its own events,
+/// even when the walk's record of it is applied before them (the order two drains of one tick
+/// can give); an empty container made and removed meanwhile leaves nothing dying.
+#[test]
+fn start_up_walk_beside_the_events_counts_each_memcg_once() {
+    if !privileged("start_up_walk_beside_the_events_counts_each_memcg_once") {
+        return;
+    }
+    let _serial = serial();
+    let h = Hierarchies::load().expect("hierarchies");
+    let mem = h.with_controller("memory").expect("memory hierarchy");
+    let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
+    let parent = TestParent::new("walk-beside", &[&mount]).expect("test parent");
+    let pod_rel = format!("kubepods/besteffort/pod{UID}");
+    let pod_dir = parent.dir(&mount).join(&pod_rel);
+    fs::create_dir_all(&pod_dir).expect("pod dir");
+    settle(&h);
+    let scratch = scratch();
+    let files: Vec<PathBuf> = (0..3).map(|i| scratch.join(format!("b{i}"))).collect();
+    let pinned = |i: usize| pod_dir.join(format!("{:064x}", 0xbe50 + i));
+    // Two dying before start, for the walk to name.
+    for (i, f) in files.iter().enumerate().take(2) {
+        fs::create_dir(pinned(i)).expect("mkdir");
+        charge_file(&pinned(i), f, 2 << 20);
+        rmdir_retry(&pinned(i));
+    }
+    let mut live = Live::start(&h, &parent, memory_id);
+    // After start: one kept dying by its pages, one empty (freed at once).
+    fs::create_dir(pinned(2)).expect("mkdir");
+    charge_file(&pinned(2), &files[2], 2 << 20);
+    rmdir_retry(&pinned(2));
+    let empty = pod_dir.join(format!("{:064x}", 0xe3e3));
+    fs::create_dir(&empty).expect("mkdir");
+    fs::remove_dir(&empty).expect("rmdir");
+    let mut task = live
+        .probes
+        .spawn_walk_by(&mount, None)
+        .expect("the walk runs on raw tracepoints");
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        if let Some(r) = task.poll(|b| records.push(b.to_vec())) {
+            break r.expect("the walk ran");
+        }
+        assert!(Instant::now() < deadline, "the walk did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(report.found >= 3, "{report:?}");
+    // The walk's records first, then the events.
+    for r in &records {
+        live.pipe.record(r);
+    }
+    live.pipe.walk_ended();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live.pod().1 != 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        live.pod().1,
+        3,
+        "the pod's dying memcgs: the three the test pinned"
+    );
+    let named = live.pipe.tracker.dying_memcgs();
+    for i in 0..3 {
+        let p = format!("{}/{pod_rel}/{:064x}", parent.cgroup_path(), 0xbe50 + i);
+        let d = named
+            .iter()
+            .find(|d| d.path == p)
+            .unwrap_or_else(|| panic!("{p} not named: {named:#?}"));
+        assert_eq!(d.before_start, i < 2, "{d:?}");
+    }
+    for f in &files {
+        fs::remove_file(f).expect("remove");
+    }
+    let freed = drop_caches_until(|| live.pod().2 == 4, Duration::from_secs(60));
+    assert!(freed, "all freed: pod {:?}", live.pod());
+    assert_eq!(live.pod().1, 0);
+    assert_eq!(live.totals().freed_before_start, 2);
+}
+
 /// A minimal OCI bundle: busybox as the rootfs, the given command, a kubelet-style cgroupsPath.
 fn runc_bundle(dir: &Path, cgroups_path: &str, script: &str) {
     let rootfs = dir.join("rootfs");

@@ -214,6 +214,7 @@ fn start_walk(
 /// Says once, on stderr and in the summary and session, that the start-up walk could not name
 /// the memcgs dying before start; they are still counted.
 fn walk_failed(pipe: &mut Pipeline, why: &str) {
+    pipe.walk_ended();
     let n = pipe.tracker.totals().dying_before_start;
     let text = format!(
         "the start-up walk could not run ({why}): the {n} memcgs dying before start are counted \
@@ -311,6 +312,9 @@ async fn traced(opts: &RunOptions) -> anyhow::Result<()> {
             None
         }
     };
+    if walk.is_none() {
+        pipe.walk_ended();
+    }
     if probes_without_btf {
         warn_without_btf();
     }
@@ -391,7 +395,7 @@ fn warn_without_btf() {
     );
 }
 
-/// Finish: the walk's records (stopped if still running), everything still in the ring,
+/// Finish: everything still in the ring, then the walk's records (stopped if still running),
 /// the final lost counts, the last report, the summary — at event time, so a replay of a
 /// recording prints the same duration.
 fn finish(
@@ -402,14 +406,14 @@ fn finish(
     lost: &mut LostReporter,
     drains: &mut Drains,
 ) -> anyhow::Result<()> {
-    if let Some(w) = walk
-        && let Some(report) = w.finish(|b| pipe.record(b))
-    {
-        log_walk(pipe, &report);
+    let mut walked = Walked::default();
+    if let Some(w) = walk {
+        walked.finish(w);
     }
     while drains.drain_all(&mut src.probes, pipe) > 0 {
         pipe.check()?;
     }
+    walked.apply(pipe);
     lost.poll(&src.probes, pipe);
     lost.check_notices(&src.probes);
     if let ModeState::Attach(a) = state {
@@ -510,10 +514,11 @@ async fn run_loop(
                 }
             } => woke?,
         }
-        if let Some(w) = walk
-            && let Some(report) = w.poll(|b| pipe.record(b))
-        {
-            log_walk(pipe, &report);
+        // The walk's records that came so far are applied after the events drained now: the
+        // ring held each event that came before them (a walked memcg's mkdir and rmdir).
+        let mut walked = Walked::default();
+        if let Some(w) = walk {
+            walked.take(w);
         }
         // Drain in bounded batches, yielding between them so signals are never starved.
         loop {
@@ -524,6 +529,7 @@ async fn run_loop(
             }
             tokio::task::yield_now().await;
         }
+        walked.apply(pipe);
         let recording = match state {
             ModeState::Record(r) => Some(&*r),
             _ => None,
@@ -599,6 +605,34 @@ fn mode_tick(
     Ok(false)
 }
 
+/// Records of the start-up walk taken from it, to apply once the ring drained past them.
+#[derive(Default)]
+struct Walked {
+    records: Vec<Vec<u8>>,
+    report: Option<Result<crate::probes::WalkReport, String>>,
+}
+
+impl Walked {
+    /// The records that came so far, and its report if it ended.
+    fn take(&mut self, w: &mut WalkTask) {
+        self.report = w.poll(|b| self.records.push(b.to_vec()));
+    }
+
+    /// Stops the walk and takes what it sent.
+    fn finish(&mut self, w: &mut WalkTask) {
+        self.report = w.finish(|b| self.records.push(b.to_vec()));
+    }
+
+    fn apply(self, pipe: &mut Pipeline) {
+        for r in &self.records {
+            pipe.record(r);
+        }
+        if let Some(report) = self.report {
+            log_walk(pipe, &report);
+        }
+    }
+}
+
 fn log_walk(pipe: &mut Pipeline, report: &Result<crate::probes::WalkReport, String>) {
     match report {
         Ok(r) => log::info!(
@@ -615,6 +649,7 @@ fn log_walk(pipe: &mut Pipeline, report: &Result<crate::probes::WalkReport, Stri
         ),
         Err(e) => walk_failed(pipe, e),
     }
+    pipe.walk_ended();
 }
 
 /// Reads the kernel's memcg counters once a second, after a drain (so the events before the

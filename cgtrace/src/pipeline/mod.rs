@@ -410,6 +410,10 @@ impl Pipeline {
         if !self.passes(ev, path) {
             return;
         }
+        // The start-up walk runs beside the events: its late record of a memcg they told of.
+        if ev.kind == EventKind::DyingAtStart && self.tracker.stale_walk_record(ev) {
+            return;
+        }
         self.counts.seen[ev.kind as usize] += 1;
         let obs = self.tracker.observe(ev);
         self.detectors.observe(ev, &obs, &self.tracker);
@@ -510,6 +514,11 @@ impl Pipeline {
 
     /// Something the run could not do (said once: a repeat is dropped), for the summary and the
     /// session; returns whether it was new.
+    /// The start-up walk ended (or failed): its records are over.
+    pub fn walk_ended(&mut self) {
+        self.tracker.walk_ended();
+    }
+
     pub fn note(&mut self, text: &str) -> bool {
         if self.notes.len() >= MAX_NOTES || self.notes.iter().any(|n| n == text) {
             return false;

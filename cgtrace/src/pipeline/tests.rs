@@ -478,3 +478,48 @@ fn kernel_counts_correct_the_headroom_and_events_move_it_after() {
     assert!(!p.note("said once"));
     assert_eq!(p.summary(3).notes, vec!["said once".to_string()]);
 }
+
+/// The start-up walk's late record of a memcg the events told of reaches no sink; its record
+/// of a memcg dying since before start does, with the path the tracker makes of it.
+#[test]
+fn a_stale_walk_record_is_dropped_before_the_sinks() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut facts = RunFacts::new("6.1.0", RunFacts::memory_at(Some(4)));
+    facts.tier = crate::probes::Tier::Fentry;
+    let baseline = Baseline {
+        cgroups: vec![crate::model::baseline::BaselineCgroup {
+            hierarchy_id: 4,
+            cgroup_id: 1,
+            level: 0,
+            path: b"/".to_vec(),
+        }],
+        dying_before_start: vec![(4, 1)],
+        taken_at_ns: 1,
+    };
+    let mut p = Pipeline::new(
+        facts,
+        &baseline,
+        vec![Box::new(Paths(seen.clone()))],
+        Box::new(pod_names::NoPodNames),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    p.event(&ev(EventKind::Mkdir, 2, 4, 100, b"/ctr"));
+    p.event(&ev(EventKind::Rmdir, 3, 4, 100, b"/ctr"));
+    let walked = |id: u64, leaf: &'static [u8]| {
+        let mut w = ev(EventKind::DyingAtStart, 4, 4, id, leaf);
+        w.css = 1;
+        w
+    };
+    p.event(&walked(100, b"ctr"));
+    p.event(&walked(50, b"old"));
+    assert_eq!(
+        *seen.borrow(),
+        [
+            (EventKind::Mkdir, b"/ctr".to_vec()),
+            (EventKind::Rmdir, b"/ctr".to_vec()),
+            (EventKind::DyingAtStart, b"/old".to_vec()),
+        ]
+    );
+    assert_eq!(p.tracker.totals().dying, 2);
+    assert_eq!(p.counts.seen[EventKind::DyingAtStart as usize], 1);
+}

@@ -100,7 +100,11 @@ impl Tracker {
                 }
             }
         }
+        if e.flags & F_MEMCG != 0 {
+            self.first_made_id = self.first_made_id.min(key.1);
+        }
         if let Some(old) = self.put(e) {
+            self.uncount(&old);
             self.forget(old);
         }
     }
@@ -177,6 +181,9 @@ impl Tracker {
             Some((pos, slot)) => {
                 self.freed(slot, ev.ts_ns, out);
                 if let Some(e) = self.remove(pos, slot) {
+                    if self.walk_may_name(&e) {
+                        self.released_unnamed.insert(key);
+                    }
                     self.forget(e);
                 }
             }
@@ -188,19 +195,47 @@ impl Tracker {
                     if self.totals.freed_before_start < self.totals.dying_before_start {
                         self.totals.freed_before_start += 1;
                         out.freed_before_start = true;
-                        self.released_unnamed.insert(key);
+                        if !self.walk_ended {
+                            self.released_unnamed.insert(key);
+                        }
                     }
                 }
             }
         }
     }
 
+    /// Whether the start-up walk, still running, may yet name this released memcg: one that
+    /// existed at start (made after start, it is known stale by its ID) and it has not named.
+    fn walk_may_name(&self, e: &Entry) -> bool {
+        e.flags & (F_MEMCG | F_FOUND_DYING) == F_MEMCG
+            && !self.walk_ended
+            && self.totals.dying_before_start > 0
+            && e.cgroup_id < self.first_made_id
+    }
+
+    /// Whether a record of the start-up walk says nothing the events did not (then it is to be
+    /// dropped): its memcg is tracked (the events tell its story), was made after start, or was
+    /// released already (forgotten now: the walk names a memcg once).
+    pub fn stale_walk_record(&mut self, ev: &Event<'_>) -> bool {
+        let key = (ev.hierarchy_id, ev.cgroup_id);
+        ev.cgroup_id >= self.first_made_id
+            || self.lookup(key).is_some()
+            || self.released_unnamed.remove(&key)
+    }
+
+    /// The start-up walk ended (or failed): no record of it comes any more, so the releases it
+    /// could have named late are forgotten.
+    pub fn walk_ended(&mut self) {
+        self.walk_ended = true;
+        self.released_unnamed = Default::default();
+    }
+
     /// A memcg the start-up walk found dying: named now, counted in `dying_before_start`.
     fn dying_at_start(&mut self, ev: &Event<'_>, out: &mut Observed) {
-        let key = (ev.hierarchy_id, ev.cgroup_id);
-        if self.lookup(key).is_some() || self.released_unnamed.remove(&key) {
+        if self.stale_walk_record(ev) {
             return;
         }
+        let key = (ev.hierarchy_id, ev.cgroup_id);
         let path = self.child_path(ev.hierarchy_id, ev.css, ev.path);
         let (mut e, new_pod) = self.new_entry(key, &path, 0, ev.path_truncated);
         e.rmdir_ns = ev.ts_ns.max(1);

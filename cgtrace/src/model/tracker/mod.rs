@@ -181,10 +181,17 @@ pub struct Tracker {
     retired: Option<u32>,
     totals: Totals,
     last_ts: u64,
-    /// Memcgs released before the start-up walk named them (at most `dying_before_start`):
-    /// the walk runs beside the events, so its record of a memcg can come after the memcg's
-    /// release, and is then to be dropped.
+    /// Memcgs released before the start-up walk named them: the walk runs beside the events,
+    /// so its record of a memcg can come after the memcg's release, and is then to be dropped.
+    /// Unknown ones (at most `dying_before_start`) and, while the walk runs, the memcgs that
+    /// existed at start (below `first_made_id`); emptied when the walk ends.
     released_unnamed: std::collections::HashSet<Key, BuildHasherDefault<FastHasher>>,
+    /// The lowest cgroup ID of a memcg whose mkdir was seen. A cgroup's ID (its kernfs node's)
+    /// only grows within a hierarchy (`idr_alloc_cyclic` in `kernfs_new_node()`), so a memcg at
+    /// or above it was made after start: a walk record of it is stale (`u64::MAX`: none yet).
+    first_made_id: u64,
+    /// The start-up walk ended: its records are over.
+    walk_ended: bool,
 }
 
 impl Tracker {
@@ -205,6 +212,8 @@ impl Tracker {
             totals: Totals::default(),
             last_ts: 0,
             released_unnamed: Default::default(),
+            first_made_id: u64::MAX,
+            walk_ended: false,
         }
     }
 
@@ -450,6 +459,27 @@ impl Tracker {
             },
             new_pod.then_some(pod),
         )
+    }
+
+    /// Takes a replaced entry out of the live and dying counts (a mkdir of a cgroup the start-up
+    /// walk named before the mkdir's record came).
+    fn uncount(&mut self, old: &Entry) {
+        if old.flags & (F_MEMCG | F_FREED) != F_MEMCG {
+            return;
+        }
+        let dying = old.rmdir_ns != 0;
+        if old.flags & F_FOUND_DYING == 0 {
+            let total = if dying {
+                &mut self.totals.dying
+            } else {
+                &mut self.totals.live
+            };
+            *total = total.saturating_sub(1);
+        }
+        if let Some(p) = self.pod_mut(old.pod) {
+            let n = if dying { &mut p.dying } else { &mut p.live };
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Releases what a removed (or replaced) entry held: its name, its css join, its reference

@@ -459,3 +459,125 @@ fn a_long_churn_stays_flat() {
     assert_eq!(t.totals().dying, 250);
     assert_eq!(t.dying_memcgs().len(), 250);
 }
+
+/// A baseline of the root memcg of hierarchy 4 with `dying` memcgs dying before start.
+fn walked_baseline(dying: u64, more: &[(u64, &str)]) -> Tracker {
+    let mut t = Tracker::new(Some(4));
+    let mut cgroups = vec![BaselineCgroup {
+        hierarchy_id: 4,
+        cgroup_id: 1,
+        level: 0,
+        path: b"/".to_vec(),
+    }];
+    cgroups.extend(more.iter().map(|(id, p)| BaselineCgroup {
+        hierarchy_id: 4,
+        cgroup_id: *id,
+        level: p.matches('/').count() as u32,
+        path: p.as_bytes().to_vec(),
+    }));
+    t.load_baseline(&Baseline {
+        cgroups,
+        dying_before_start: vec![(4, dying)],
+        taken_at_ns: 5,
+    });
+    t
+}
+
+fn pod_dying(t: &Tracker) -> Vec<u64> {
+    t.dying_pods().iter().map(|p| p.stats.dying).collect()
+}
+
+/// The walk's record of memcg `id`: its leaf name, its parent's cgroup ID in `css`.
+fn walk_record(ts: u64, id: u64, parent: u64, leaf: &[u8]) -> Event<'_> {
+    let mut found = ev(EventKind::DyingAtStart, ts, 4, id, leaf);
+    found.css = parent;
+    found
+}
+
+/// The walk's instance sees memcgs made after start too (a container removed while the walk
+/// ran): its record of one, tracked or released already, adds nothing.
+#[test]
+fn a_walk_record_of_a_memcg_made_after_start_is_stale() {
+    let mut t = walked_baseline(2, &[]);
+    let pod = format!("/kubepods/burstable/pod{UID}");
+    let ctr = |n: u64| format!("{pod}/{:064x}", 0xc0ffee + n);
+    t.observe(&ev(EventKind::Mkdir, 10, 4, 100, pod.as_bytes()));
+    t.observe(&ev(EventKind::Mkdir, 11, 4, 101, ctr(1).as_bytes()));
+    t.observe(&ev(EventKind::Rmdir, 12, 4, 101, ctr(1).as_bytes()));
+    // Made, removed and freed: forgotten.
+    t.observe(&ev(EventKind::Mkdir, 13, 4, 102, ctr(2).as_bytes()));
+    t.observe(&ev(EventKind::Rmdir, 14, 4, 102, ctr(2).as_bytes()));
+    t.observe(&ev(EventKind::Release, 15, 4, 102, ctr(2).as_bytes()));
+    assert_eq!(pod_dying(&t), [1]);
+    for id in [101, 102] {
+        let leaf = ctr(id - 100);
+        let rec = walk_record(
+            20,
+            id,
+            100,
+            leaf.rsplit('/').next().unwrap_or("").as_bytes(),
+        );
+        assert!(t.stale_walk_record(&rec), "{id}");
+        t.observe(&rec);
+    }
+    assert_eq!(pod_dying(&t), [1], "counted once, by its rmdir");
+    assert_eq!(t.tracked(), 3);
+    // One made before start (a lower ID) that the baseline did not see: named.
+    let rec = walk_record(21, 50, 1, b"old");
+    assert!(!t.stale_walk_record(&rec));
+    t.observe(&rec);
+    assert_eq!(t.tracked(), 4);
+    assert_eq!(
+        t.totals().dying,
+        1 + 2,
+        "one removed after start, two before"
+    );
+}
+
+/// Were the walk's record of a memcg applied before the memcg's mkdir, the mkdir takes the
+/// entry over: the memcg is counted by its own events only.
+#[test]
+fn a_mkdir_after_a_walk_record_of_it_takes_over() {
+    let pod = format!("/kubepods/burstable/pod{UID}");
+    let ctr = format!("{pod}/{:064x}", 0xdead_0000_u64);
+    let mut t = walked_baseline(1, &[(5, &pod)]);
+    t.observe(&walk_record(11, 101, 5, &ctr.as_bytes()[pod.len() + 1..]));
+    assert_eq!(pod_dying(&t), [1]);
+    t.observe(&ev(EventKind::Mkdir, 12, 4, 101, ctr.as_bytes()));
+    assert_eq!(pod_dying(&t), Vec::<u64>::new());
+    assert_eq!(t.totals().live, 3, "root, pod and container");
+    assert_eq!(t.dying_memcgs().len(), 0);
+    t.observe(&ev(EventKind::Rmdir, 13, 4, 101, ctr.as_bytes()));
+    assert_eq!(t.dying_memcgs()[0].path, ctr);
+    assert_eq!(pod_dying(&t), [1]);
+    assert_eq!(t.totals().dying, 1 + 1);
+}
+
+/// A memcg live at start, removed and freed before the walk's record of it is applied: the
+/// record is dropped; once the walk ended, releases are no longer remembered for it.
+#[test]
+fn a_baseline_memcg_freed_before_its_walk_record() {
+    let pod = format!("/kubepods/burstable/pod{UID}");
+    let ctr = |n: u64| format!("{pod}/{:064x}", 0xdead_0000 + n);
+    let (c1, c2) = (ctr(1), ctr(2));
+    let mut t = walked_baseline(1, &[(5, &pod), (6, &c1), (7, &c2)]);
+    t.observe(&ev(EventKind::Rmdir, 10, 4, 6, c1.as_bytes()));
+    t.observe(&ev(EventKind::Release, 11, 4, 6, c1.as_bytes()));
+    let rec = walk_record(12, 6, 5, &c1.as_bytes()[pod.len() + 1..]);
+    t.observe(&rec);
+    assert_eq!(pod_dying(&t), Vec::<u64>::new());
+    assert_eq!(t.totals().dying, 1, "only the one dying before start");
+    assert_eq!(
+        t.footprint().released_unnamed,
+        0,
+        "the walk names a memcg once"
+    );
+    t.walk_ended();
+    t.observe(&ev(EventKind::Rmdir, 13, 4, 7, c2.as_bytes()));
+    t.observe(&ev(EventKind::Release, 14, 4, 7, c2.as_bytes()));
+    assert_eq!(t.footprint().released_unnamed, 0);
+    // A release of an unknown memcg (one dying before start) is not remembered either.
+    t.observe(&ev(EventKind::Release, 15, 4, 60, b"/gone"));
+    assert_eq!(t.footprint().released_unnamed, 0);
+    assert_eq!(t.totals().freed_before_start, 1);
+}
