@@ -302,33 +302,58 @@ fn start_up_walk_by_trigger_cgroups_names_dying_memcgs_of_pods() {
     walk_names_dying_memcgs(Some(WalkMethod::TriggerCgroup));
 }
 
-fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
-    let _serial = serial();
-    let h = Hierarchies::load().expect("hierarchies");
-    let mem = h.with_controller("memory").expect("memory hierarchy");
-    let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
-    let parent = TestParent::new("walk", &[&mount]).expect("test parent");
-    let pod_rel = format!("kubepods/besteffort/pod{UID}");
-    fs::create_dir_all(parent.dir(&mount).join(&pod_rel)).expect("pod dir");
-    settle(&h);
-    const K: usize = 3;
-    let scratch = scratch();
-    let files: Vec<PathBuf> = (0..K).map(|i| scratch.join(format!("w{i}"))).collect();
-    let mut paths = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let rel = format!("{pod_rel}/{:064x}", 0xabc0 + i);
-        let dir = parent.dir(&mount).join(&rel);
-        fs::create_dir(&dir).expect("mkdir");
-        charge_file(&dir, f, 2 << 20);
-        rmdir_retry(&dir);
-        paths.push(format!("{}/{rel}", parent.cgroup_path()));
+/// A pod directory under a test parent of the memory hierarchy, for the walk's tests.
+struct PodFixture {
+    h: Hierarchies,
+    memory_id: u32,
+    mount: PathBuf,
+    parent: TestParent,
+    /// The pod's path below the parent.
+    pod_rel: String,
+}
+
+impl PodFixture {
+    fn new(tag: &str) -> PodFixture {
+        let h = Hierarchies::load().expect("hierarchies");
+        let mem = h.with_controller("memory").expect("memory hierarchy");
+        let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
+        let parent = TestParent::new(tag, &[&mount]).expect("test parent");
+        let pod_rel = format!("kubepods/besteffort/pod{UID}");
+        fs::create_dir_all(parent.dir(&mount).join(&pod_rel)).expect("pod dir");
+        settle(&h);
+        PodFixture {
+            h,
+            memory_id,
+            mount,
+            parent,
+            pod_rel,
+        }
     }
-    let mut live = Live::start(&h, &parent, memory_id);
-    let k1 = kernel_dying(&h);
-    // The walk as `live` runs it: on its own thread and instance of the object.
+
+    /// The container `n` of the pod: its directory and its path as cgtrace names it.
+    fn container(&self, n: usize) -> (PathBuf, String) {
+        let rel = format!("{}/{n:064x}", self.pod_rel);
+        (
+            self.parent.dir(&self.mount).join(&rel),
+            format!("{}/{rel}", self.parent.cgroup_path()),
+        )
+    }
+
+    fn live(&self) -> Live {
+        Live::start(&self.h, &self.parent, self.memory_id)
+    }
+}
+
+/// Runs the walk as `live` runs it (on its own thread and instance of the object) to its end:
+/// its report and records.
+fn walk_to_the_end(
+    live: &Live,
+    mount: &Path,
+    method: Option<WalkMethod>,
+) -> (cgtrace::probes::WalkReport, Vec<Vec<u8>>) {
     let mut task = live
         .probes
-        .spawn_walk_by(&mount, method)
+        .spawn_walk_by(mount, method)
         .expect("the walk runs on raw tracepoints");
     let mut records: Vec<Vec<u8>> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -340,7 +365,28 @@ fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(task.ended());
-    let k2 = kernel_dying(&h);
+    (report, records)
+}
+
+fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
+    let _serial = serial();
+    let f = PodFixture::new("walk");
+    const K: usize = 3;
+    let scratch = scratch();
+    let files: Vec<PathBuf> = (0..K).map(|i| scratch.join(format!("w{i}"))).collect();
+    let mut paths = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let (dir, path) = f.container(0xabc0 + i);
+        fs::create_dir(&dir).expect("mkdir");
+        charge_file(&dir, file, 2 << 20);
+        rmdir_retry(&dir);
+        paths.push(path);
+    }
+    let mut live = f.live();
+    let h = &f.h;
+    let k1 = kernel_dying(h);
+    let (report, records) = walk_to_the_end(&live, &f.mount, method);
+    let k2 = kernel_dying(h);
     assert!(report.done, "{report:?}");
     assert_eq!(Some(report.method), method, "{report:?}");
     // The walk sees every dying memcg of the machine (the filter only keeps ours): the same
@@ -368,8 +414,8 @@ fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
         K as u64,
         "pod dying count includes the named ones"
     );
-    for f in &files {
-        fs::remove_file(f).expect("remove");
+    for file in &files {
+        fs::remove_file(file).expect("remove");
     }
     let freed = drop_caches_until(|| live.pod().2 == K as u64, Duration::from_secs(60));
     assert!(freed, "named memcgs freed: pod {:?}", live.pod());
@@ -386,44 +432,26 @@ fn start_up_walk_beside_the_events_counts_each_memcg_once() {
         return;
     }
     let _serial = serial();
-    let h = Hierarchies::load().expect("hierarchies");
-    let mem = h.with_controller("memory").expect("memory hierarchy");
-    let (memory_id, mount) = (mem.id, mem.mount.clone().expect("memory mount"));
-    let parent = TestParent::new("walk-beside", &[&mount]).expect("test parent");
-    let pod_rel = format!("kubepods/besteffort/pod{UID}");
-    let pod_dir = parent.dir(&mount).join(&pod_rel);
-    fs::create_dir_all(&pod_dir).expect("pod dir");
-    settle(&h);
+    let f = PodFixture::new("walk-beside");
     let scratch = scratch();
     let files: Vec<PathBuf> = (0..3).map(|i| scratch.join(format!("b{i}"))).collect();
-    let pinned = |i: usize| pod_dir.join(format!("{:064x}", 0xbe50 + i));
+    let pinned = |i: usize| f.container(0xbe50 + i);
+    let pin = |i: usize| {
+        let (dir, _) = pinned(i);
+        fs::create_dir(&dir).expect("mkdir");
+        charge_file(&dir, &files[i], 2 << 20);
+        rmdir_retry(&dir);
+    };
     // Two dying before start, for the walk to name.
-    for (i, f) in files.iter().enumerate().take(2) {
-        fs::create_dir(pinned(i)).expect("mkdir");
-        charge_file(&pinned(i), f, 2 << 20);
-        rmdir_retry(&pinned(i));
-    }
-    let mut live = Live::start(&h, &parent, memory_id);
+    pin(0);
+    pin(1);
+    let mut live = f.live();
     // After start: one kept dying by its pages, one empty (freed at once).
-    fs::create_dir(pinned(2)).expect("mkdir");
-    charge_file(&pinned(2), &files[2], 2 << 20);
-    rmdir_retry(&pinned(2));
-    let empty = pod_dir.join(format!("{:064x}", 0xe3e3));
+    pin(2);
+    let (empty, _) = f.container(0xe3e3);
     fs::create_dir(&empty).expect("mkdir");
     fs::remove_dir(&empty).expect("rmdir");
-    let mut task = live
-        .probes
-        .spawn_walk_by(&mount, None)
-        .expect("the walk runs on raw tracepoints");
-    let mut records: Vec<Vec<u8>> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let report = loop {
-        if let Some(r) = task.poll(|b| records.push(b.to_vec())) {
-            break r.expect("the walk ran");
-        }
-        assert!(Instant::now() < deadline, "the walk did not end");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (report, records) = walk_to_the_end(&live, &f.mount, None);
     assert!(report.found >= 3, "{report:?}");
     // The walk's records first, then the events.
     for r in &records {
@@ -441,15 +469,15 @@ fn start_up_walk_beside_the_events_counts_each_memcg_once() {
     );
     let named = live.pipe.tracker.dying_memcgs();
     for i in 0..3 {
-        let p = format!("{}/{pod_rel}/{:064x}", parent.cgroup_path(), 0xbe50 + i);
+        let (_, p) = pinned(i);
         let d = named
             .iter()
             .find(|d| d.path == p)
             .unwrap_or_else(|| panic!("{p} not named: {named:#?}"));
         assert_eq!(d.before_start, i < 2, "{d:?}");
     }
-    for f in &files {
-        fs::remove_file(f).expect("remove");
+    for file in &files {
+        fs::remove_file(file).expect("remove");
     }
     let freed = drop_caches_until(|| live.pod().2 == 4, Duration::from_secs(60));
     assert!(freed, "all freed: pod {:?}", live.pod());
