@@ -84,16 +84,11 @@ struct RecordArgs {
     /// Overwrite FILE if it exists.
     #[arg(long)]
     force: bool,
-    /// Stop after this long (e.g. 10m); default: until SIGINT/SIGTERM.
-    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
-    duration: Option<Duration>,
     /// Stop cleanly once the file reaches this size (e.g. 512M).
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
     max_size: Option<u64>,
     #[command(flatten)]
-    filter: FilterArgs,
-    #[command(flatten)]
-    probe: ProbeArgs,
+    trace: TraceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -150,13 +145,8 @@ struct AttachArgs {
     /// Where the host's / is mounted when cgtrace runs in a container (e.g. /host).
     #[arg(long, value_name = "DIR", default_value = "/")]
     host_root: PathBuf,
-    /// Stop after this long; default: until SIGINT/SIGTERM.
-    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
-    duration: Option<Duration>,
     #[command(flatten)]
-    filter: FilterArgs,
-    #[command(flatten)]
-    probe: ProbeArgs,
+    trace: TraceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +218,14 @@ struct LiveArgs {
     /// JSON lines: one object per event, a summary object at the end.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+/// What the traced verbs that stream (`live`, `record`, `attach`) take: how long, which
+/// cgroups, which probes.
+#[derive(Args, Debug)]
+struct TraceArgs {
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     duration: Option<Duration>,
@@ -235,6 +233,14 @@ struct LiveArgs {
     filter: FilterArgs,
     #[command(flatten)]
     probe: ProbeArgs,
+}
+
+impl TraceArgs {
+    /// A traced run of `mode` with these arguments.
+    fn run(&self, mode: Mode, verbose: u8, host_root: PathBuf) -> anyhow::Result<ExitCode> {
+        let probe = probe_options(&self.filter, &self.probe, verbose)?;
+        trace(mode, self.duration, probe, &self.filter, host_root)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -359,19 +365,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Live(a) => {
-            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             let mode = if a.json { Mode::Json } else { Mode::Text };
-            trace(mode, a.duration, probe, &a.filter, PathBuf::from("/"))
+            a.trace.run(mode, cli.verbose, PathBuf::from("/"))
         }
         Command::Record(a) => {
-            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             usage(writable_path(&a.output))?;
             let mode = Mode::Record(RecordOptions {
                 path: a.output.clone(),
                 max_size: a.max_size,
                 force: a.force,
             });
-            trace(mode, a.duration, probe, &a.filter, PathBuf::from("/"))
+            a.trace.run(mode, cli.verbose, PathBuf::from("/"))
         }
         Command::Replay(a) => {
             replay::replay(&a.file, a.json, a.speed, &a.filter.filters())?;
@@ -388,7 +392,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Attach(a) => {
-            let probe = probe_options(&a.filter, &a.probe, cli.verbose)?;
             let metrics = match &a.metrics {
                 Some(s) => Some(usage(
                     crate::pipeline::metrics::parse_listen_addr(s)
@@ -407,7 +410,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics,
                 hdr_log: a.hdr_log.clone(),
             });
-            trace(mode, a.duration, probe, &a.filter, a.host_root.clone())
+            a.trace.run(mode, cli.verbose, a.host_root.clone())
         }
     }
 }
