@@ -406,10 +406,7 @@ fn finish(
     lost: &mut LostReporter,
     drains: &mut Drains,
 ) -> anyhow::Result<()> {
-    let mut walked = Walked::default();
-    if let Some(w) = walk {
-        walked.finish(w);
-    }
+    let walked = Walked::finish(walk);
     while drains.drain_all(&mut src.probes, pipe) > 0 {
         pipe.check()?;
     }
@@ -514,22 +511,7 @@ async fn run_loop(
                 }
             } => woke?,
         }
-        // The walk's records that came so far are applied after the events drained now: the
-        // ring held each event that came before them (a walked memcg's mkdir and rmdir).
-        let mut walked = Walked::default();
-        if let Some(w) = walk {
-            walked.take(w);
-        }
-        // Drain in bounded batches, yielding between them so signals are never starved.
-        loop {
-            let n = drains.drain(&mut src.probes, pipe);
-            pipe.check()?;
-            if n < DRAIN_BATCH {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        walked.apply(pipe);
+        drain_pass(walk, src, pipe, drains).await?;
         let recording = match state {
             ModeState::Record(r) => Some(&*r),
             _ => None,
@@ -547,6 +529,28 @@ async fn run_loop(
         }
     }
     status.clear();
+    Ok(())
+}
+
+/// One pass: the ring drained in bounded batches (yielding between them so signals are never
+/// starved), then the walk's records that came before the pass began (the ring held each event
+/// that came before them: a walked memcg's mkdir and rmdir).
+async fn drain_pass(
+    walk: &mut Option<WalkTask>,
+    src: &mut Source,
+    pipe: &mut Pipeline,
+    drains: &mut Drains,
+) -> anyhow::Result<()> {
+    let walked = Walked::take(walk);
+    loop {
+        let n = drains.drain(&mut src.probes, pipe);
+        pipe.check()?;
+        if n < DRAIN_BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    walked.apply(pipe);
     Ok(())
 }
 
@@ -613,14 +617,22 @@ struct Walked {
 }
 
 impl Walked {
-    /// The records that came so far, and its report if it ended.
-    fn take(&mut self, w: &mut WalkTask) {
-        self.report = w.poll(|b| self.records.push(b.to_vec()));
+    /// The records that came so far, and the walk's report if it ended.
+    fn take(walk: &mut Option<WalkTask>) -> Walked {
+        let mut w = Walked::default();
+        if let Some(task) = walk {
+            w.report = task.poll(|b| w.records.push(b.to_vec()));
+        }
+        w
     }
 
     /// Stops the walk and takes what it sent.
-    fn finish(&mut self, w: &mut WalkTask) {
-        self.report = w.finish(|b| self.records.push(b.to_vec()));
+    fn finish(walk: &mut Option<WalkTask>) -> Walked {
+        let mut w = Walked::default();
+        if let Some(task) = walk {
+            w.report = task.finish(|b| w.records.push(b.to_vec()));
+        }
+        w
     }
 
     fn apply(self, pipe: &mut Pipeline) {
