@@ -195,6 +195,58 @@ pub fn compose_path(cgrp: *const u8) -> Option<(*const u8, bool)> {
     compose_child_path(cgrp, core::ptr::null(), false)
 }
 
+/// The kernfs nodes of `cgrp` and its ancestors below the hierarchy root (the root's node has
+/// no parent: it is not part of the path), leaf first: (nodes, how many, whether there were
+/// more than [`MAX_DEPTH`]).
+#[inline(always)]
+fn kernfs_ancestry(
+    cgrp: *const u8,
+    off: &KernelOffsets,
+) -> Option<([u64; MAX_DEPTH], usize, bool)> {
+    let mut kns = [0u64; MAX_DEPTH];
+    let mut kn = read_field::<u64>(cgrp, off.cgroup_kn)?;
+    let mut depth = 0usize;
+    while depth < MAX_DEPTH {
+        let parent = read_field::<u64>(kn as *const u8, off.kn_parent).unwrap_or(0);
+        if parent == 0 {
+            break;
+        }
+        if let Some(slot) = kns.get_mut(depth) {
+            *slot = kn;
+        }
+        depth += 1;
+        kn = parent;
+    }
+    let more =
+        depth == MAX_DEPTH && read_field::<u64>(kn as *const u8, off.kn_parent).unwrap_or(0) != 0;
+    Some((kns, depth, more))
+}
+
+/// Appends `/` and the string at `name` (a kernel string, or a user one when `user`) to the
+/// path in `buf` ending at `pos` (below PATH_CAP - 1): the new end, None when the read failed.
+#[inline(always)]
+fn append_name(buf: *mut u8, pos: usize, name: *const u8, user: bool) -> Option<usize> {
+    // The volatile read keeps the mask in the program: the verifier needs it to bound `at`
+    // (the compiler would drop it, knowing pos < PATH_CAP - 1 from the caller's check).
+    // SAFETY: reading a local.
+    let at = unsafe { ptr::read_volatile(&pos) } & (PATH_CAP - 1);
+    // SAFETY: buf is this CPU's 2*PATH_CAP-byte value and at < PATH_CAP.
+    unsafe { *buf.add(at) = b'/' };
+    let dst = (at + 1) & (PATH_CAP - 1);
+    // SAFETY: dst < PATH_CAP, the helper writes at most PATH_CAP bytes: within 2*PATH_CAP.
+    let n = unsafe {
+        if user {
+            bpf_probe_read_user_str(buf.add(dst).cast(), PATH_CAP as u32, name.cast())
+        } else {
+            bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, name.cast())
+        }
+    };
+    if n <= 0 {
+        return None;
+    }
+    Some(dst + (n as usize).min(PATH_CAP) - 1)
+}
+
 /// [`compose_path`] of `cgrp`, then `/leaf` when `leaf` (a kernel string, or a user one when
 /// `leaf_user`) is not null: the path a child named `leaf` would have (a failed
 /// `cgroup_mkdir()`'s, or a failed syscall's relative path below its starting directory).
@@ -210,23 +262,7 @@ pub fn compose_child_path(
     }
     let buf = PATH_BUF.get_ptr_mut(0)?;
     let buf = buf.cast::<u8>();
-    let mut kns = [0u64; MAX_DEPTH];
-    let mut kn = read_field::<u64>(cgrp, off.cgroup_kn)?;
-    let mut depth = 0usize;
-    // The hierarchy root's node has no parent: it is not part of the path.
-    while depth < MAX_DEPTH {
-        let parent = read_field::<u64>(kn as *const u8, off.kn_parent).unwrap_or(0);
-        if parent == 0 {
-            break;
-        }
-        if let Some(slot) = kns.get_mut(depth) {
-            *slot = kn;
-        }
-        depth += 1;
-        kn = parent;
-    }
-    let mut truncated =
-        depth == MAX_DEPTH && read_field::<u64>(kn as *const u8, off.kn_parent).unwrap_or(0) != 0;
+    let (kns, mut depth, mut truncated) = kernfs_ancestry(cgrp, off)?;
     let mut pos = 0usize;
     // SAFETY: buf is this CPU's 2*PATH_CAP-byte value; every write is below PATH_CAP + PATH_CAP.
     unsafe { *buf = b'/' };
@@ -242,42 +278,13 @@ pub fn compose_child_path(
         }
         let node = kns.get(i).copied().unwrap_or(0);
         let name = read_field::<u64>(node as *const u8, off.kn_name).unwrap_or(0) as *const u8;
-        // The volatile read keeps the mask in the program: the verifier needs it to bound `at`
-        // (the compiler would drop it, knowing pos < PATH_CAP - 1 from the check above).
-        // SAFETY: reading a local.
-        let at = unsafe { ptr::read_volatile(&pos) } & (PATH_CAP - 1);
-        // SAFETY: at < PATH_CAP, the helper writes at most PATH_CAP bytes: within 2*PATH_CAP.
-        unsafe { *buf.add(at) = b'/' };
-        let dst = (at + 1) & (PATH_CAP - 1);
-        // SAFETY: as above.
-        let n =
-            unsafe { bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, name.cast()) };
-        if n <= 0 {
-            return None;
-        }
-        pos = dst + (n as usize).min(PATH_CAP) - 1;
+        pos = append_name(buf, pos, name, false)?;
     }
     if !leaf.is_null() && !truncated {
         if pos >= PATH_CAP - 1 {
             truncated = true;
         } else {
-            // SAFETY: reading a local (the mask bounds `at` for the verifier).
-            let at = unsafe { ptr::read_volatile(&pos) } & (PATH_CAP - 1);
-            // SAFETY: at < PATH_CAP; the helper writes at most PATH_CAP bytes after it.
-            unsafe { *buf.add(at) = b'/' };
-            let dst = (at + 1) & (PATH_CAP - 1);
-            // SAFETY: as above.
-            let n = unsafe {
-                if leaf_user {
-                    bpf_probe_read_user_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
-                } else {
-                    bpf_probe_read_kernel_str(buf.add(dst).cast(), PATH_CAP as u32, leaf.cast())
-                }
-            };
-            if n <= 0 {
-                return None;
-            }
-            pos = dst + (n as usize).min(PATH_CAP) - 1;
+            pos = append_name(buf, pos, leaf, leaf_user)?;
             depth += 1;
         }
     }

@@ -143,6 +143,85 @@ fn root_from_current(off: &KernelOffsets) -> u64 {
     0
 }
 
+/// The root of the walk (the memory controller's css root); at the first run, the walk's state
+/// set to start there.
+#[inline(always)]
+fn walk_root(
+    cgrp: *const u8,
+    test_run: bool,
+    st: &mut WalkState,
+    off: &KernelOffsets,
+) -> Result<u64, u32> {
+    let root = if test_run {
+        root_from_current(off)
+    } else {
+        let mine = memory_css(cgrp) as u64;
+        if mine == 0 {
+            return Err(RUN_FAILED);
+        }
+        read_field::<u64>(mine as *const u8, off.css_parent).unwrap_or(0)
+    };
+    if root == 0 {
+        return Err(RUN_FAILED);
+    }
+    if st.cursor == 0 {
+        st.cursor = root;
+        st.mode = DOWN;
+        st.started = 1;
+        // Our own triggers die too: the memcgs made from the first one on are left out. Test
+        // runs make no cgroup, so the walk sees every dying memcg, those made after start too
+        // (user space drops what its events already told).
+        st.first_id = if test_run {
+            0
+        } else {
+            cgroup_ids(cgrp).map(|(_, id, _)| id).unwrap_or(0)
+        };
+    }
+    Ok(root)
+}
+
+/// Up to [`STEPS_PER_RUN`] moves of the pre-order walk from the state's cursor, stopping at the
+/// first dying memcg found (put in `found`): how many were found.
+#[inline(always)]
+fn walk_steps(
+    st: &mut WalkState,
+    root: u64,
+    off: &KernelOffsets,
+    found: &mut [u64; FOUND_PER_RUN],
+) -> usize {
+    let first_id = st.first_id;
+    let mut pos = st.cursor;
+    let mut mode = st.mode;
+    let mut nfound = 0usize;
+    let mut n = 0;
+    while n < STEPS_PER_RUN && nfound < FOUND_PER_RUN {
+        n += 1;
+        if mode == DOWN {
+            if pos != root {
+                // Dying, and made before the walk began.
+                if is_dying(pos, off) && made_before(pos, first_id, off) {
+                    found[nfound & (FOUND_PER_RUN - 1)] = pos;
+                    nfound += 1;
+                }
+                st.visited += 1;
+            }
+            (pos, mode) = step_down(pos, off);
+        } else {
+            match step_up(pos, root, off) {
+                Some(next) => (pos, mode) = next,
+                None => {
+                    st.done = 1;
+                    break;
+                }
+            }
+        }
+    }
+    st.cursor = pos;
+    st.mode = mode;
+    st.found += nfound as u32;
+    nfound
+}
+
 fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
     let cfg = config();
     let off = cfg.offsets;
@@ -163,60 +242,9 @@ fn try_walk(ctx: &RawTracePointContext) -> Result<u32, u32> {
     if st.done != 0 {
         return Ok(RUN_DONE);
     }
-    let root = if test_run {
-        root_from_current(&off)
-    } else {
-        let mine = memory_css(cgrp) as u64;
-        if mine == 0 {
-            return Err(RUN_FAILED);
-        }
-        read_field::<u64>(mine as *const u8, off.css_parent).unwrap_or(0)
-    };
-    if root == 0 {
-        return Err(RUN_FAILED);
-    }
-    if st.cursor == 0 {
-        st.cursor = root;
-        st.mode = DOWN;
-        st.started = 1;
-        // Test runs make no cgroups: every dying memcg was there before the walk.
-        st.first_id = if test_run {
-            0
-        } else {
-            cgroup_ids(cgrp).map(|(_, id, _)| id).unwrap_or(0)
-        };
-    }
-    let first_id = st.first_id;
-    let mut pos = st.cursor;
-    let mut mode = st.mode;
+    let root = walk_root(cgrp, test_run, st, &off)?;
     let mut found = [0u64; FOUND_PER_RUN];
-    let mut nfound = 0usize;
-    let mut n = 0;
-    while n < STEPS_PER_RUN && nfound < FOUND_PER_RUN {
-        n += 1;
-        if mode == DOWN {
-            if pos != root {
-                // Dying, and made before the walk began (our own triggers die too).
-                if is_dying(pos, &off) && made_before(pos, first_id, &off) {
-                    found[nfound & (FOUND_PER_RUN - 1)] = pos;
-                    nfound += 1;
-                }
-                st.visited += 1;
-            }
-            (pos, mode) = step_down(pos, &off);
-        } else {
-            match step_up(pos, root, &off) {
-                Some(next) => (pos, mode) = next,
-                None => {
-                    st.done = 1;
-                    break;
-                }
-            }
-        }
-    }
-    st.cursor = pos;
-    st.mode = mode;
-    st.found += nfound as u32;
+    let nfound = walk_steps(st, root, &off, &mut found);
     let mut i = 0;
     while i < FOUND_PER_RUN {
         if i < nfound {
