@@ -214,7 +214,6 @@ fn start_walk(
 /// Says once, on stderr and in the summary and session, that the start-up walk could not name
 /// the memcgs dying before start; they are still counted.
 fn walk_failed(pipe: &mut Pipeline, why: &str) {
-    pipe.walk_ended();
     let n = pipe.tracker.totals().dying_before_start;
     let text = format!(
         "the start-up walk could not run ({why}): the {n} memcgs dying before start are counted \
