@@ -69,15 +69,56 @@ impl TestParent {
     }
 
     /// Makes `rel` (below the parent) in `mount`; returns its inode number.
+    /// Makes a cgroup; returns its cgroup id (see [`cgroup_id`]).
     pub fn mkdir(&self, mount: &Path, rel: impl AsRef<Path>) -> io::Result<u64> {
         let p = self.dir(mount).join(rel);
         fs::create_dir(&p)?;
-        Ok(fs::metadata(&p)?.ino())
+        cgroup_id(&p)
     }
 
     pub fn rmdir(&self, mount: &Path, rel: impl AsRef<Path>) -> io::Result<()> {
         fs::remove_dir(self.dir(mount).join(rel))
     }
+}
+
+/// The kernel's id of the cgroup at `dir`: its kernfs file handle (`name_to_handle_at`), the
+/// oracle for the ids cgtrace reads. From 5.5 it is the inode number; before, the inode number
+/// is its low 32 bits and the kernfs generation its high 32 ("kernfs: use 64bit inos if ino_t
+/// is 64bit", 5.5). Falls back to the inode number where the handle cannot be had.
+pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
+    let ino = fs::metadata(dir)?.ino();
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return Ok(ino);
+    };
+    // struct file_handle with room for 8 bytes of handle (kernfs uses 8).
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        data: [u8; 8],
+    }
+    let mut handle = Handle {
+        bytes: 8,
+        kind: 0,
+        data: [0; 8],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: a NUL-terminated path, a file_handle whose `handle_bytes` says how much room
+    // follows it, and an int for the mount id.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            std::ptr::from_mut(&mut handle),
+            std::ptr::from_mut(&mut mount_id),
+            0,
+        )
+    };
+    if ret != 0 || handle.bytes != 8 {
+        return Ok(ino);
+    }
+    Ok(u64::from_le_bytes(handle.data))
 }
 
 /// Removes a cgroup directory tree bottom-up (cgroupfs only allows rmdir of empty cgroups;

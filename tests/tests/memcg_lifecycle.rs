@@ -179,6 +179,15 @@ fn plain_memcg_lifecycle_in_order_with_kernel_values() {
     // and the perf buffer carry every path.
     let omitted =
         f.probes.attached == Attached::RawTracepoint && f.probes.events.buffer() == Buffer::Ring;
+    if let Ok(run) = std::env::var("CGTRACE_TIER") {
+        // For the kernel table `cargo xtask vm-test --readme` writes: the buffer this run's
+        // probes chose (5.4 has no ring buffer: auto picks the perf buffers there).
+        let buffer = match f.probes.events.buffer() {
+            Buffer::Ring => "ring",
+            Buffer::Perf => "perf",
+        };
+        println!("CGTRACE-VM-FACT buffer_{run} {buffer}");
+    }
     for e in [rmdir, release] {
         assert_eq!(e.level, mkdir.level, "{e:?}");
         if omitted {

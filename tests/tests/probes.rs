@@ -24,7 +24,18 @@ fn options(attach: AttachMode, parent: &TestParent) -> ProbeOptions {
 
 /// Makes N cgroups in the memory hierarchy and in v2 (one hierarchy where memory is on v2, as on
 /// kernels built without CONFIG_MEMCG_V1), removes them, and checks the events.
-fn churn_and_check(attach: AttachMode, expect: Attached) {
+/// Whether the classic `cgroup:cgroup_mkdir` tracepoint declares its `id` an `int` (tracefs).
+fn classic_id_is_int() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|t| {
+            std::fs::read_to_string(format!("{t}/events/cgroup/cgroup_mkdir/format")).ok()
+        })
+        .is_some_and(|f| f.contains("field:int id;"))
+}
+
+/// Returns the buffer the probes chose (`ring` or `perf`).
+fn churn_and_check(attach: AttachMode, expect: Attached) -> &'static str {
     let layout = Layout::load();
     let hierarchies: Vec<(u32, &std::path::Path)> = if layout.memory_id == 0 {
         vec![(0, &layout.v2_mount)]
@@ -38,6 +49,10 @@ fn churn_and_check(attach: AttachMode, expect: Attached) {
     let parent = TestParent::new("pipeline", &mounts).expect("create the test parent");
     let mut probes = Probes::load(&options(attach, &parent)).expect("load and attach");
     assert_eq!(probes.attached, expect);
+    let buffer = match probes.events.buffer() {
+        cgtrace::probes::buffer::Buffer::Ring => "ring",
+        cgtrace::probes::buffer::Buffer::Perf => "perf",
+    };
 
     // (hierarchy, name) → inode of the directory: the oracle for cgroup ids.
     let mut inodes: HashMap<(u32, String), u64> = HashMap::new();
@@ -76,18 +91,36 @@ fn churn_and_check(attach: AttachMode, expect: Attached) {
         );
     }
     assert!(complete, "not every release arrived within 30 s: {seen:#?}");
+    // Before 5.5 the classic tracepoints' `id` is an `int`: the cgroup's idr number, not its
+    // id ("cgroup: use cgrp->kn->id as the cgroup ID", 743210386c03). Then each cgroup keeps
+    // one number from mkdir to release, and the cgroups alive together have distinct ones.
+    let idr_numbers = attach == AttachMode::Classic && classic_id_is_int();
+    let mut numbers: HashMap<(u32, String), u64> = HashMap::new();
     for s in &seen {
         let key = (s.hierarchy_id, path_str(s));
-        let ino = inodes
+        let id = inodes
             .get(&key)
             .unwrap_or_else(|| panic!("event for a cgroup the test did not make: {s:?}"));
-        assert_eq!(
-            s.cgroup_id & 0xffff_ffff,
-            *ino,
-            "cgroup id vs inode of {key:?}"
-        );
+        if idr_numbers {
+            let first = *numbers.entry(key.clone()).or_insert(s.cgroup_id);
+            assert_eq!(s.cgroup_id, first, "one idr number per cgroup: {key:?}");
+        } else {
+            assert_eq!(s.cgroup_id, *id, "cgroup id vs the kernel's of {key:?}");
+        }
         assert_eq!(s.level, 2, "{s:?}");
         assert!(!s.path_truncated);
+    }
+    if idr_numbers {
+        for &(h, _) in &hierarchies {
+            let mut of_h: Vec<u64> = numbers
+                .iter()
+                .filter(|((hh, _), _)| *hh == h)
+                .map(|(_, n)| *n)
+                .collect();
+            of_h.sort_unstable();
+            of_h.dedup();
+            assert_eq!(of_h.len(), N, "distinct idr numbers in hierarchy {h}");
+        }
     }
     // Every cgroup: exactly one mkdir, one rmdir, one release, in that order.
     for key in inodes.keys() {
@@ -110,6 +143,7 @@ fn churn_and_check(attach: AttachMode, expect: Attached) {
             .all(|s| s.pid == me)
     );
     assert_eq!(probes.lost().expect("read lost").iter().sum::<u64>(), 0);
+    buffer
 }
 
 #[test]
@@ -125,7 +159,10 @@ fn classic_tracepoints_see_every_cgroup() {
     if !integration_tests::cgroup::privileged("classic_tracepoints_see_every_cgroup") {
         return;
     }
-    churn_and_check(AttachMode::Classic, Attached::Tracepoint);
+    let buffer = churn_and_check(AttachMode::Classic, Attached::Tracepoint);
+    // For the kernel table `cargo xtask vm-test --readme` writes (the VM runs this test as
+    // its `classic` run, with --show-output).
+    println!("CGTRACE-VM-FACT buffer_classic {buffer}");
 }
 
 /// A path longer than the event's buffer is cut, flagged, and still carries the right id.

@@ -15,7 +15,8 @@ use crate::{is_root, run};
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and benchmarks use
 /// (bpftrace as a second tracer, bpftool as the BTF oracle, runc + busybox as a real container
 /// runtime, hyperfine for timings, qemu to boot Debian's kernels for `cargo xtask vm-test`, umoci
-/// to write the OCI image and skopeo to inspect and push it, binutils to check the static binary).
+/// to write the OCI image and skopeo to inspect and push it, binutils to check the static binary,
+/// curl to fetch vm-test's pinned Ubuntu kernel).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +31,7 @@ const PACKAGES: &[&str] = &[
     "umoci",
     "skopeo",
     "binutils",
+    "curl",
 ];
 
 /// Debian packages installed without their recommended ones: tmux, in which the `cgtrace top`

@@ -194,6 +194,14 @@ impl<'a> KernelBtf<'a> {
         matches!(self.btf.type_by_id(self.strip(p.type_id)), BtfType::Struct(c) if c.name == name)
     }
 
+    /// Whether `type_id` is an array of 64-bit integers.
+    pub fn array_of_u64(&self, type_id: u32) -> bool {
+        let BtfType::Array(a) = self.btf.type_by_id(self.strip(type_id)) else {
+            return false;
+        };
+        matches!(self.btf.type_by_id(self.strip(a.val_type_id)), BtfType::Int(i) if i.bits == 64)
+    }
+
     /// Whether `type_id` is an integer type.
     pub fn is_int(&self, type_id: u32) -> bool {
         matches!(self.btf.type_by_id(self.strip(type_id)), BtfType::Int(_))
@@ -226,10 +234,17 @@ pub fn read_vmlinux(path: &Path) -> Result<Vec<u8>, BtfError> {
 /// Offsets the programs need to read `struct cgroup`, its memcg, and css → cgroup.
 pub fn cgroup_offsets(btf: &KernelBtf<'_>) -> KernelOffsets {
     let u = |o: Option<u32>| o.unwrap_or(KernelOffsets::UNKNOWN);
-    // `ancestors` (6.0+) holds `struct cgroup *`; `ancestor_ids` before held u64 ids.
+    // `ancestors` (6.0+) holds `struct cgroup *`; `ancestor_ids` before held u64 ids, and
+    // before 5.5 ints: the cgroups' idr numbers, not their ids ("cgroup: use cgrp->kn->id as
+    // the cgroup ID", 743210386c03), which the programs cannot compare with a cgroup id.
     let (ancestors, ptrs) = match btf.offset_of("cgroup", &[&["ancestors"]]) {
         Some(o) => (Some(o), 1),
-        None => (btf.offset_of("cgroup", &[&["ancestor_ids"]]), 0),
+        None => (
+            btf.place_of("cgroup", &[&["ancestor_ids"]])
+                .filter(|p| btf.array_of_u64(p.type_id))
+                .map(|p| p.offset),
+            0,
+        ),
     };
     let memory_idx = btf
         .enum_value("cgroup_subsys_id", "memory_cgrp_id")

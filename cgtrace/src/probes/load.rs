@@ -268,6 +268,12 @@ fn load_raw(
     phase: &dyn Fn(&str),
 ) -> anyhow::Result<(Ebpf, WalkSetup)> {
     cfg.offsets = raw_offsets(offsets)?;
+    // Before 5.5 the cgroup's ancestors are idr numbers, not ids (see `cgroup_offsets`).
+    let prefix = if cfg.offsets.cgroup_ancestors == KernelOffsets::UNKNOWN {
+        subtree_as_prefix(opts, cfg, prefix)?
+    } else {
+        prefix
+    };
     let mut ebpf = load_object(opts, cfg, &prefix, &layout)?;
     phase("object loaded");
     // Records from per-CPU perf buffers are merged by time: a rmdir could come before the mkdir
@@ -300,11 +306,22 @@ fn load_classic(
     // css programs still read structs through BTF offsets where there are some.
     cfg.offsets = offsets.as_ref().copied().unwrap_or(KernelOffsets::NONE);
     cfg.tracepoint = classic_layout()?;
-    // Classic records carry no struct cgroup *: a subtree becomes a path prefix in
-    // the kernel. It lets `/kubepods.slice` through for `/kubepods`; the pipeline's
-    // filters remove it. With --path-prefix too, the shorter of the two stays in the
-    // kernel (every path that passes both starts with it), the pipeline checks both.
-    let mut prefix = prefix;
+    // Classic records carry no struct cgroup *.
+    let prefix = subtree_as_prefix(opts, cfg, prefix)?;
+    let mut ebpf = load_object(opts, cfg, &prefix, layout)?;
+    attach_classic(&mut ebpf, before)?;
+    Ok(ebpf)
+}
+
+/// Where the programs cannot check a subtree by its ancestors' ids, it becomes a path prefix
+/// in the kernel. It lets `/kubepods.slice` through for `/kubepods`; the pipeline's filters
+/// remove it. With --path-prefix too, the shorter of the two stays in the kernel (every path
+/// that passes both starts with it), the pipeline checks both.
+fn subtree_as_prefix(
+    opts: &ProbeOptions,
+    cfg: &mut Config,
+    mut prefix: [u8; PATH_CAP],
+) -> anyhow::Result<[u8; PATH_CAP]> {
     if let Some(sub) = &opts.subtree {
         let p = sub.path.trim_end_matches('/').as_bytes();
         if p.len() >= PATH_CAP {
@@ -317,9 +334,7 @@ fn load_classic(
         }
         cfg.filter_subtree = 0;
     }
-    let mut ebpf = load_object(opts, cfg, &prefix, layout)?;
-    attach_classic(&mut ebpf, before)?;
-    Ok(ebpf)
+    Ok(prefix)
 }
 
 /// The probe ladder, tried for real: the first tier the kernel accepts wins (`--tier`: only

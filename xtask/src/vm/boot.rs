@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{DONE_MARKER, FACT_MARKER, Kernel, RESULT_MARKER, TestRun, VmOutcome};
+use super::{DONE_MARKER, FACT_MARKER, Kernel, RESULT_MARKER, SKIP_MARKER, TestRun, VmOutcome};
 
 // ---------------------------------------------------------------------------------------------
 // Booting
@@ -56,17 +56,12 @@ pub(super) fn boot(
         .try_clone()
         .with_context(|| format!("reopen {}", log.display()))?;
     let started = Instant::now();
-    let mut qemu = qemu_command(
-        kernel,
-        initramfs,
-        "console=ttyS0 panic=-1 quiet",
-        memory_mib,
-    )
-    .stdin(Stdio::null())
-    .stdout(console)
-    .stderr(console_err)
-    .spawn()
-    .context("start qemu-system-x86_64")?;
+    let mut qemu = qemu_command(kernel, initramfs, &kernel_command_line(kernel), memory_mib)
+        .stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console_err)
+        .spawn()
+        .context("start qemu-system-x86_64")?;
     let timed_out = !wait_or_kill(&mut qemu, timeout)?;
     let seconds = started.elapsed().as_secs();
     if timed_out {
@@ -81,6 +76,16 @@ pub(super) fn boot(
     outcome_from_log(&log, runs, timed_out, Some(seconds))
 }
 
+/// The VM's kernel command line: the serial console, power off on a panic, and the runs this
+/// kernel cannot take.
+pub(super) fn kernel_command_line(kernel: &Kernel) -> String {
+    let mut line = String::from("console=ttyS0 panic=-1 quiet");
+    if !kernel.skip.is_empty() {
+        line.push_str(&format!(" cgtrace.skip={}", kernel.skip.join(",")));
+    }
+    line
+}
+
 /// What a VM's console log says; `seconds` None: the sum of its runs' times.
 pub(super) fn outcome_from_log(
     log: &Path,
@@ -93,6 +98,11 @@ pub(super) fn outcome_from_log(
         statuses: runs
             .iter()
             .map(|r| (r.name.clone(), run_status(&text, &r.name)))
+            .collect(),
+        skipped: runs
+            .iter()
+            .filter(|r| run_skipped(&text, &r.name))
+            .map(|r| r.name.clone())
             .collect(),
         facts: facts(&text),
         finished: !timed_out && text.lines().any(|l| l.contains(DONE_MARKER)),
@@ -141,6 +151,12 @@ pub(super) fn after_marker<'a>(
 pub(super) fn run_status(log: &str, run: &str) -> Option<i32> {
     let marker = format!("{RESULT_MARKER} run={run} status=");
     after_marker(log, &marker).find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// Whether the VM's `/init` skipped a run (the kernel cannot take it).
+pub(super) fn run_skipped(log: &str, run: &str) -> bool {
+    let marker = format!("{SKIP_MARKER} run={run}");
+    after_marker(log, &marker).any(|rest| rest.trim().is_empty())
 }
 
 /// Seconds a run took, as the VM measured them.

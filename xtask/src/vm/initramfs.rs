@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    BUSYBOX, DONE_MARKER, FACT_MARKER, RESULT_MARKER, RUN_MARKER, TestRun, VM_BTF_COPY, VM_ENV,
-    VM_TEST_DIR, report::shell_quote,
+    BUSYBOX, DONE_MARKER, FACT_MARKER, RESULT_MARKER, RUN_MARKER, SKIP_MARKER, TestRun,
+    VM_BTF_COPY, VM_ENV, VM_TEST_DIR, report::shell_quote,
 };
 use crate::{setup, workspace_root};
 
@@ -163,6 +163,10 @@ pub(super) fn init_script(runs: &[TestRun]) -> String {
     for run in runs {
         let env: Vec<String> = run.env.iter().map(|e| shell_quote(e)).collect();
         let args: Vec<String> = run.args.iter().map(|a| shell_quote(a)).collect();
+        body.push_str(&format!(
+            "case \" $skip \" in *\" {name} \"*) echo \"{SKIP_MARKER} run={name}\" ;; *)\n",
+            name = run.name
+        ));
         if run.hide_btf {
             body.push_str(&format!(
                 "[ -f {VM_BTF_COPY} ] || cp /sys/kernel/btf/vmlinux {VM_BTF_COPY}\n\
@@ -183,6 +187,7 @@ pub(super) fn init_script(runs: &[TestRun]) -> String {
         if run.hide_btf {
             body.push_str("umount /sys/kernel/btf\n");
         }
+        body.push_str(";; esac\n");
     }
     let first = runs.first().map_or(String::new(), |r| {
         format!(
@@ -226,6 +231,9 @@ if grep -qw cgtrace.shell /proc/cmdline; then
     setsid cttyhack sh
     poweroff -f
 fi
+# The runs this kernel cannot take, named by the host (`cgtrace.skip=a,b`).
+skip=$(sed -n 's/.*cgtrace\.skip=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+echo "skipped here: $skip"
 cd /tmp
 {body}echo {DONE_MARKER}
 poweroff -f

@@ -11,35 +11,89 @@ use anyhow::{Context as _, Result, bail};
 use super::{BUSYBOX, DEFAULT_CACHE, Kernel, KernelChoice};
 use crate::{is_root, run as run_command};
 
-/// A Debian kernel series: the newest `linux-image-<version>-cloud-amd64` of a major.minor, or
-/// the newest of all.
+/// A kernel series of the matrix.
 pub(super) struct Series {
     pub(super) label: &'static str,
-    /// (major, minor); None: the newest kernel of any version.
-    pub(super) version: Option<(u32, u32)>,
+    pub(super) source: Source,
     pub(super) choice: KernelChoice,
+    /// Runs this kernel cannot take (passed to its `/init` as `cgtrace.skip=`), and why.
+    pub(super) skip: &'static [&'static str],
+    pub(super) skip_reason: &'static str,
 }
+
+/// Where a series' kernel comes from.
+pub(super) enum Source {
+    /// The newest `linux-image-<version>-cloud-amd64` of a major.minor (None: the newest of
+    /// all), from vm-test's apt lists of Debian's archive.
+    Debian { version: Option<(u32, u32)> },
+    /// One kernel package at a fixed address of an archive whose signing keys Debian does not
+    /// ship (Ubuntu's), checked against its SHA-256 instead.
+    Pinned(Pinned),
+}
+
+pub(super) struct Pinned {
+    pub(super) package: &'static str,
+    /// `uname -r` of the kernel.
+    pub(super) release: &'static str,
+    pub(super) url: &'static str,
+    pub(super) sha256: &'static str,
+}
+
+/// Ubuntu 20.04's last 5.4 kernel (focal-updates): the fleets' kernel without the BPF ring
+/// buffer (5.8), `bpf_probe_read_kernel` (5.5) and BPF trampolines (5.5), with BTF (Ubuntu
+/// turned `CONFIG_DEBUG_INFO_BTF` on in focal's updates).
+const UBUNTU_5_4: Pinned = Pinned {
+    package: "linux-image-5.4.0-216-generic",
+    release: "5.4.0-216-generic",
+    url: "http://archive.ubuntu.com/ubuntu/pool/main/l/linux-signed/linux-image-5.4.0-216-generic_5.4.0-216.236_amd64.deb",
+    sha256: "9ab123036173136d766f49cbcd7decb7ab3da629985abd2c7b12a733b1601514",
+};
+
+/// The runs that need BPF trampolines (fentry/fexit): "bpf: Introduce BPF trampoline"
+/// (fec56f5890d9) is in Linux 5.5.
+const NEEDS_TRAMPOLINES: &[&str] = &["fentry", "btf-file", "agreement-fentry"];
 
 pub(super) const SERIES: &[Series] = &[
     Series {
+        label: "5.4",
+        source: Source::Pinned(UBUNTU_5_4),
+        choice: KernelChoice::V5_4,
+        skip: NEEDS_TRAMPOLINES,
+        skip_reason: "no BPF trampolines (fentry) before 5.5",
+    },
+    Series {
         label: "5.10",
-        version: Some((5, 10)),
+        source: Source::Debian {
+            version: Some((5, 10)),
+        },
         choice: KernelChoice::V5_10,
+        skip: &[],
+        skip_reason: "",
     },
     Series {
         label: "6.1",
-        version: Some((6, 1)),
+        source: Source::Debian {
+            version: Some((6, 1)),
+        },
         choice: KernelChoice::V6_1,
+        skip: &[],
+        skip_reason: "",
     },
     Series {
         label: "6.12",
-        version: Some((6, 12)),
+        source: Source::Debian {
+            version: Some((6, 12)),
+        },
         choice: KernelChoice::V6_12,
+        skip: &[],
+        skip_reason: "",
     },
     Series {
         label: "newest",
-        version: None,
+        source: Source::Debian { version: None },
         choice: KernelChoice::Newest,
+        skip: &[],
+        skip_reason: "",
     },
 ];
 
@@ -83,15 +137,19 @@ impl Series {
             .any(|c| *c == KernelChoice::All || *c == self.choice)
     }
 
+    /// The version key of a Debian package of this series (None for a pinned series).
     pub(super) fn matches(&self, package: &str) -> Option<[u32; 4]> {
+        let Source::Debian { version } = self.source else {
+            return None;
+        };
         let v = package_version(package)?;
-        match self.version {
+        match version {
             Some((major, minor)) if (v[0], v[1]) != (major, minor) => None,
             _ => Some(v),
         }
     }
 
-    /// The newest package of this series among `names`.
+    /// The newest Debian package of this series among `names`.
     pub(super) fn newest<'a>(&self, names: &'a [String]) -> Option<&'a str> {
         names
             .iter()
@@ -112,6 +170,8 @@ pub(super) const HOST_TOOLS: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("ldd", "libc-bin"),
     ("gzip", "gzip"),
+    ("curl", "curl"),
+    ("sha256sum", "coreutils"),
 ];
 
 /// The keyring that signs Debian's archive (bullseye, bookworm and trixie keys).
@@ -341,14 +401,23 @@ pub(super) fn prepare_kernels(
         ),
     }
     let by_name = choices.iter().any(|c| *c != KernelChoice::All);
-    let mut packages: Vec<String> = Vec::new();
+    // (version key, series, Debian package; None: the series' pinned one).
+    let mut picked: Vec<([u32; 4], &Series, Option<String>)> = Vec::new();
     for series in SERIES.iter().filter(|s| s.selected(choices)) {
+        let version = match &series.source {
+            Source::Pinned(pinned) => {
+                let key = release_version(pinned.release).with_context(|| {
+                    format!("the pinned release {} has no version", pinned.release)
+                })?;
+                picked.push((key, series, None));
+                continue;
+            }
+            Source::Debian { version } => version,
+        };
         let Some(package) = series.newest(&names) else {
             let msg = format!(
                 "no linux-image-{}*{FLAVOUR_SUFFIX} package in the apt lists or in {}",
-                series
-                    .version
-                    .map_or(String::new(), |(a, b)| format!("{a}.{b}.")),
+                version.map_or(String::new(), |(a, b)| format!("{a}.{b}.")),
                 cache.display()
             );
             if by_name {
@@ -357,25 +426,132 @@ pub(super) fn prepare_kernels(
             eprintln!("vm-test: SKIPPING kernel {}: {msg}", series.label);
             continue;
         };
-        if packages.iter().any(|p| p == package) {
+        if picked.iter().any(|(_, _, p)| p.as_deref() == Some(package)) {
             eprintln!(
                 "vm-test: kernel {}: {package} is already in the matrix",
                 series.label
             );
             continue;
         }
-        packages.push(package.to_string());
+        let key = package_version(package).context("a matched package has a version")?;
+        picked.push((key, series, Some(package.to_string())));
     }
     // Oldest first.
-    packages.sort_by_key(|p| package_version(p));
-    let kernels = packages
+    picked.sort_by_key(|(key, _, _)| *key);
+    let kernels = picked
         .iter()
-        .map(|p| cached_kernel(cache, &apt, p))
+        .map(|(_, series, package)| {
+            let mut kernel = match (&series.source, package) {
+                (Source::Pinned(pinned), _) => pinned_kernel(cache, pinned)?,
+                (Source::Debian { .. }, Some(p)) => cached_kernel(cache, &apt, p)?,
+                (Source::Debian { .. }, None) => bail!("no package picked for {}", series.label),
+            };
+            kernel.skip = series.skip;
+            kernel.skip_reason = series.skip_reason;
+            Ok(kernel)
+        })
         .collect::<Result<Vec<_>>>()?;
     if kernels.is_empty() {
-        bail!("vm-test: no Debian cloud kernel is available to boot");
+        bail!("vm-test: no kernel is available to boot");
     }
     Ok(kernels)
+}
+
+/// (major, minor, patch, ABI) of a release such as `5.4.0-216-generic`.
+pub(super) fn release_version(release: &str) -> Option<[u32; 4]> {
+    let (dotted, rest) = release.split_once('-').unwrap_or((release, ""));
+    let abi = rest
+        .split('-')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let parts: Vec<u32> = dotted
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [major, minor, patch] = parts[..] else {
+        return None;
+    };
+    Some([major, minor, patch, abi])
+}
+
+/// `<cache>/<package>/vmlinuz` of a pinned package: downloaded with curl the first time, its
+/// SHA-256 checked before it is unpacked.
+pub(super) fn pinned_kernel(cache: &Path, pinned: &Pinned) -> Result<Kernel> {
+    let dir = cache.join(pinned.package);
+    let vmlinuz = dir.join("vmlinuz");
+    let kernel = Kernel {
+        release: pinned.release.to_string(),
+        package: pinned.package.to_string(),
+        vmlinuz: vmlinuz.clone(),
+        skip: &[],
+        skip_reason: "",
+    };
+    if vmlinuz.is_file() {
+        eprintln!(
+            "vm-test: kernel {}: cached in {}",
+            pinned.release,
+            dir.display()
+        );
+        return Ok(kernel);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let name = pinned.url.rsplit('/').next().unwrap_or(pinned.package);
+    let deb = dir.join(name);
+    let partial = dir.join(format!("{name}.part"));
+    eprintln!("vm-test: downloading {}", pinned.url);
+    run_command(
+        Command::new("curl")
+            .args(["-fsSL", "--retry", "3", "-o"])
+            .arg(&partial)
+            .arg(pinned.url),
+    )?;
+    let got = sha256_of(&partial)?;
+    if got != pinned.sha256 {
+        fs::remove_file(&partial).with_context(|| format!("remove {}", partial.display()))?;
+        bail!(
+            "{} has SHA-256 {got}, not the pinned {}",
+            pinned.url,
+            pinned.sha256
+        );
+    }
+    fs::rename(&partial, &deb).with_context(|| format!("rename to {}", deb.display()))?;
+    let scratch = dir.join("extract.tmp");
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).with_context(|| format!("remove {}", scratch.display()))?;
+    }
+    run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&scratch))?;
+    let image = image_in(&scratch, pinned.release)
+        .with_context(|| format!("{} holds no vmlinuz-{}", deb.display(), pinned.release))?;
+    install_image(&image, &vmlinuz)?;
+    fs::remove_dir_all(&scratch).with_context(|| format!("remove {}", scratch.display()))?;
+    eprintln!(
+        "vm-test: kernel {}: extracted to {}",
+        pinned.release,
+        vmlinuz.display()
+    );
+    Ok(kernel)
+}
+
+/// `sha256sum FILE`'s hash.
+fn sha256_of(file: &Path) -> Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(file)
+        .output()
+        .context("run sha256sum (coreutils)")?;
+    if !out.status.success() {
+        bail!("sha256sum {} failed", file.display());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// Copies the image next to its place, then renames it there: an interrupted run leaves no
+/// half-written vmlinuz.
+fn install_image(image: &Path, vmlinuz: &Path) -> Result<()> {
+    let partial = vmlinuz.with_extension("tmp");
+    fs::copy(image, &partial).with_context(|| format!("copy {}", image.display()))?;
+    fs::rename(&partial, vmlinuz).with_context(|| format!("rename to {}", vmlinuz.display()))
 }
 
 /// Packages whose vmlinuz is in the cache already.
@@ -404,6 +580,8 @@ pub(super) fn cached_kernel(cache: &Path, apt: &Apt, package: &str) -> Result<Ke
         release: release.clone(),
         package: package.to_string(),
         vmlinuz: vmlinuz.clone(),
+        skip: &[],
+        skip_reason: "",
     };
     if vmlinuz.is_file() {
         eprintln!("vm-test: kernel {release}: cached in {}", dir.display());
@@ -500,8 +678,6 @@ pub(super) fn extract_vmlinuz(apt: &Apt, deb: &Path, release: &str, vmlinuz: &Pa
             })?
         }
     };
-    let partial = dir.join("vmlinuz.tmp");
-    fs::copy(&image, &partial).with_context(|| format!("copy {}", image.display()))?;
-    fs::rename(&partial, vmlinuz).with_context(|| format!("rename to {}", vmlinuz.display()))?;
+    install_image(&image, vmlinuz)?;
     fs::remove_dir_all(&scratch).with_context(|| format!("remove {}", scratch.display()))
 }

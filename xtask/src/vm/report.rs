@@ -30,6 +30,13 @@ pub(super) fn print_summary(outcomes: &[(&Kernel, VmOutcome)], elapsed: Duration
     for (kernel, outcome) in outcomes {
         let text = read_log(&outcome.log).unwrap_or_default();
         for (run, status) in &outcome.statuses {
+            if outcome.skipped.contains(run) {
+                println!(
+                    "vm-test  {:width$}  {run:<10}  not run ({})",
+                    kernel.release, kernel.skip_reason
+                );
+                continue;
+            }
             let took = run_seconds(&text, run).map_or(String::new(), |s| format!("  ({s} s)"));
             println!(
                 "vm-test  {:width$}  {run:<10}  {}{took}",
@@ -176,7 +183,7 @@ pub(super) fn tracepoint_id_type(fact: &str) -> Option<&str> {
 /// One row per kernel: what passed on it, and what the kernel offered, from the VM's output.
 pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
     let mut text = String::from(
-        "| kernel | Debian package | memcg | probe tiers passed | classic tracepoints | failed mkdirs caught by | BTF | buffer |\n\
+        "| kernel | package | memcg | probe tiers passed | classic tracepoints | failed mkdirs caught by | BTF | buffer |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     for (kernel, o) in outcomes {
@@ -185,7 +192,16 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
             .and_then(debian_version)
             .unwrap_or(kernel.release.as_str());
         let tiers: Vec<&str> = TIERS.iter().copied().filter(|t| o.run_passed(t)).collect();
-        let failed: Vec<&str> = TIERS.iter().copied().filter(|t| !o.run_passed(t)).collect();
+        let failed: Vec<&str> = TIERS
+            .iter()
+            .copied()
+            .filter(|t| !o.run_passed(t) && !o.skipped.contains(*t))
+            .collect();
+        let not_run: Vec<&str> = TIERS
+            .iter()
+            .copied()
+            .filter(|t| o.skipped.contains(*t))
+            .collect();
         let mut tier_cell = if tiers.is_empty() {
             "none".to_string()
         } else {
@@ -193,6 +209,13 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
         };
         if !failed.is_empty() {
             tier_cell.push_str(&format!(" (FAILED: {})", failed.join(", ")));
+        }
+        if !not_run.is_empty() {
+            tier_cell.push_str(&format!(
+                " ({}: {})",
+                kernel.skip_reason,
+                not_run.join(", ")
+            ));
         }
         let id = fact("tracepoint_id")
             .and_then(tracepoint_id_type)
@@ -209,6 +232,8 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
         let word = |run: &str| {
             if o.run_passed(run) {
                 "passed"
+            } else if o.skipped.contains(run) {
+                "not run"
             } else {
                 "FAILED"
             }
@@ -243,27 +268,44 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
     text
 }
 
-/// The buffers that passed: the ring buffer where its runs passed, the perf buffers where the
-/// perf tier's lifecycle tests and the lost-events test passed through them.
+/// The buffers that passed: per buffer kind, the runs that went through it (each lifecycle run
+/// says which buffer its probes chose: `CGTRACE-VM-FACT buffer_<run> ring|perf`; the other
+/// runs' buffers are the matrix's choice), and the lost-events test on the perf buffers.
 pub(super) fn buffer_cell(o: &VmOutcome) -> String {
-    let ring: Vec<&str> = RING_RUNS
-        .iter()
-        .copied()
-        .filter(|r| o.run_passed(r))
-        .collect();
-    let perf = [PERF_TIER, PERF_LOST_RUN];
-    let perf_passed: Vec<&str> = perf.iter().copied().filter(|r| o.run_passed(r)).collect();
-    let mut cells = Vec::new();
-    if !ring.is_empty() {
-        cells.push(format!("ring ({})", ring.join(", ")));
+    let mut by_kind: Vec<(&str, Vec<String>)> = vec![("ring", Vec::new()), ("perf", Vec::new())];
+    let runs = TIERS.iter().chain(RING_RUNS).copied();
+    let mut seen = Vec::new();
+    for run in runs.filter(|r| o.run_passed(r)) {
+        if seen.contains(&run) {
+            continue;
+        }
+        seen.push(run);
+        let kind = o
+            .facts
+            .get(&format!("buffer_{run}"))
+            .map(String::as_str)
+            .unwrap_or(if run == PERF_TIER { "perf" } else { "ring" });
+        let label = if run == PERF_TIER {
+            format!("{run} lifecycle with bpf_probe_read")
+        } else {
+            run.to_string()
+        };
+        if let Some((_, list)) = by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            list.push(label);
+        }
     }
-    if perf_passed.len() == perf.len() {
-        cells.push(format!(
-            "perf ({PERF_TIER} lifecycle with bpf_probe_read, lost events)"
-        ));
-    } else {
-        let failed: Vec<&str> = perf.iter().copied().filter(|r| !o.run_passed(r)).collect();
-        cells.push(format!("perf FAILED ({})", failed.join(", ")));
+    if o.run_passed(PERF_LOST_RUN)
+        && let Some((_, list)) = by_kind.iter_mut().find(|(k, _)| *k == "perf")
+    {
+        list.push("lost events".to_string());
+    }
+    let mut cells: Vec<String> = by_kind
+        .iter()
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(kind, list)| format!("{kind} ({})", list.join(", ")))
+        .collect();
+    if !o.run_passed(PERF_LOST_RUN) && !o.skipped.contains(PERF_LOST_RUN) {
+        cells.push(format!("perf FAILED ({PERF_LOST_RUN})"));
     }
     cells.join("; ")
 }

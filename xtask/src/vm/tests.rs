@@ -60,9 +60,18 @@ fn series_pick_their_newest_and_newest_picks_any() {
     assert_eq!(pick("6.1"), Some("linux-image-6.1.0-57-cloud-amd64"));
     assert_eq!(pick("6.12"), Some("linux-image-6.12.118+deb13-cloud-amd64"));
     assert_eq!(pick("newest"), Some("linux-image-7.3.4+deb13-cloud-amd64"));
-    assert!(SERIES[0].selected(&[KernelChoice::All]));
-    assert!(SERIES[0].selected(&[KernelChoice::V6_1, KernelChoice::V5_10]));
-    assert!(!SERIES[0].selected(&[KernelChoice::Newest]));
+    let v5_10 = SERIES
+        .iter()
+        .find(|s| s.label == "5.10")
+        .expect("5.10 series");
+    assert!(v5_10.selected(&[KernelChoice::All]));
+    assert!(v5_10.selected(&[KernelChoice::V6_1, KernelChoice::V5_10]));
+    assert!(!v5_10.selected(&[KernelChoice::Newest]));
+    assert_eq!(
+        pick("5.4"),
+        None,
+        "the pinned series picks no Debian package"
+    );
 }
 
 #[test]
@@ -206,24 +215,94 @@ fn newc_entries_are_aligned_and_parents_come_first() -> Result<()> {
 
 #[test]
 fn the_buffer_cell_says_which_buffers_passed() {
-    let outcome = |passed: &[&str]| VmOutcome {
+    let outcome = |passed: &[&str], facts: &[(&str, &str)], skipped: &[&str]| VmOutcome {
         statuses: ["fentry", "kprobe", "tracepoint", "perf-lost", "classic"]
             .iter()
             .map(|r| (r.to_string(), Some(if passed.contains(r) { 0 } else { 1 })))
             .collect(),
-        facts: BTreeMap::new(),
+        skipped: skipped.iter().map(|r| r.to_string()).collect(),
+        facts: facts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         finished: true,
         timed_out: false,
         seconds: 0,
         log: PathBuf::new(),
     };
-    let all = outcome(&["fentry", "kprobe", "tracepoint", "perf-lost", "classic"]);
+    let every = ["fentry", "kprobe", "tracepoint", "perf-lost", "classic"];
+    let all = outcome(&every, &[], &[]);
+    assert!(all.passed());
     assert_eq!(
         buffer_cell(&all),
         "ring (fentry, tracepoint, classic); perf (kprobe lifecycle with bpf_probe_read, lost events)"
     );
     assert_eq!(
-        buffer_cell(&outcome(&["fentry", "kprobe"])),
-        "ring (fentry); perf FAILED (perf-lost)"
+        buffer_cell(&outcome(&["fentry", "kprobe"], &[], &[])),
+        "ring (fentry); perf (kprobe lifecycle with bpf_probe_read); perf FAILED (perf-lost)"
     );
+    // 5.4: no ring buffer (each run says what its probes chose), no fentry.
+    let no_ring = outcome(
+        &["kprobe", "tracepoint", "perf-lost", "classic"],
+        &[
+            ("buffer_kprobe", "perf"),
+            ("buffer_tracepoint", "perf"),
+            ("buffer_classic", "perf"),
+        ],
+        &["fentry"],
+    );
+    assert!(no_ring.passed(), "a skipped run is not a failure");
+    assert_eq!(
+        buffer_cell(&no_ring),
+        "perf (kprobe lifecycle with bpf_probe_read, tracepoint, classic, lost events)"
+    );
+    assert!(!outcome(&["kprobe"], &[], &["fentry"]).passed());
+}
+
+#[test]
+fn a_kernel_that_cannot_take_a_run_skips_it() {
+    let kernel = Kernel {
+        release: "5.4.0-216-generic".to_string(),
+        package: "linux-image-5.4.0-216-generic".to_string(),
+        vmlinuz: PathBuf::new(),
+        skip: &["fentry", "btf-file"],
+        skip_reason: "no fentry",
+    };
+    assert_eq!(
+        kernel_command_line(&kernel),
+        "console=ttyS0 panic=-1 quiet cgtrace.skip=fentry,btf-file"
+    );
+    let init = init_script(&test_runs(&VmTestArgs::default()));
+    assert!(init.contains(
+        "skip=$(sed -n 's/.*cgtrace\\.skip=\\([^ ]*\\).*/\\1/p' /proc/cmdline | tr , ' ')"
+    ));
+    assert!(
+        init.contains(r#"case " $skip " in *" fentry "*) echo "CGTRACE-VM-SKIP run=fentry" ;; *)"#)
+    );
+    assert_eq!(
+        init.matches(";; esac").count(),
+        test_runs(&VmTestArgs::default()).len()
+    );
+    let log = "CGTRACE-VM-SKIP run=fentry\nCGTRACE-VM-SKIP run=btf-file\n";
+    assert!(run_skipped(log, "fentry"));
+    assert!(!run_skipped(log, "btf"), "a prefix of a skipped run's name");
+    assert!(!run_skipped(log, "kprobe"));
+    // The pinned series sorts by its release; its runs without trampolines are named.
+    assert_eq!(release_version("5.4.0-216-generic"), Some([5, 4, 0, 216]));
+    assert_eq!(release_version("6.12.9"), Some([6, 12, 9, 0]));
+    assert_eq!(release_version("x"), None);
+    let ubuntu = SERIES
+        .iter()
+        .find(|s| s.label == "5.4")
+        .expect("5.4 series");
+    assert!(matches!(ubuntu.source, Source::Pinned(_)));
+    for run in ubuntu.skip {
+        assert!(
+            test_runs(&VmTestArgs::default())
+                .iter()
+                .any(|r| r.name == *run),
+            "{run} is a run of the matrix"
+        );
+    }
+    assert_eq!(ubuntu.matches("linux-image-5.4.0-1-cloud-amd64"), None);
 }
