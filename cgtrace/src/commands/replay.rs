@@ -314,12 +314,7 @@ pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
                 }
             }
         }
-        for q in [
-            Some(Qos::Guaranteed),
-            Some(Qos::Burstable),
-            Some(Qos::Besteffort),
-            None,
-        ] {
+        for q in Qos::CLASSES {
             if let Some(p) = node.qos(q) {
                 for phase in [Phase::Live, Phase::Dying] {
                     if let Some(pc) = percentiles(p.get(phase)) {

@@ -64,13 +64,12 @@ impl LimitScope {
             };
         }
         let leaf = p.rsplit(|&c| c == b'/').next().unwrap_or(p);
-        match leaf {
-            b"burstable"
-            | b"besteffort"
-            | b"kubepods-burstable.slice"
-            | b"kubepods-besteffort.slice" => LimitScope::Qos,
-            b"kubepods" | b"kubepods.slice" => LimitScope::Kubepods,
-            _ => LimitScope::Other,
+        if k8s::qos_level(leaf).is_some() {
+            LimitScope::Qos
+        } else if k8s::is_kubepods(leaf) {
+            LimitScope::Kubepods
+        } else {
+            LimitScope::Other
         }
     }
 
