@@ -118,6 +118,7 @@ impl Pipeline {
         let filters = facts.filters.compile(&facts.hierarchies)?;
         let mut tracker = Tracker::new(facts.memory_hierarchy());
         tracker.set_css_joins(facts.css_joins());
+        tracker.set_page_size(facts.page_size);
         tracker.load_baseline(baseline);
         let mut detectors = Detectors::new(
             DetectorConfig::default(),
