@@ -15,6 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 
+use crate::format::hex;
+
 /// Kubernetes QoS class of a pod, as encoded in its cgroup path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -257,35 +259,9 @@ fn hex_id(id: &[u8]) -> Option<&[u8]> {
     ((12..=128).contains(&id.len()) && all_hex(id)).then_some(id)
 }
 
-/// The value of each hex digit, `0xff` for other bytes; upper-case digits count when `upper`.
-/// Ids are random mixes of digits and letters, on which range tests branch unpredictably: a
-/// table does not branch.
-pub(crate) const fn hex_table(upper: bool) -> [u8; 256] {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        if upper {
-            t[b'A' as usize + i] = 10 + i as u8;
-        }
-        i += 1;
-    }
-    t
-}
-
-/// [`hex_table`] of either case.
-const HEX_VALUE: [u8; 256] = hex_table(true);
-
 /// All of `s` is hex digits (either case); true for an empty `s`.
 fn all_hex(s: &[u8]) -> bool {
-    s.iter()
-        .fold(0u8, |acc, &c| acc | HEX_VALUE[usize::from(c)])
-        < 16
+    hex::all(&hex::ANY_CASE, s)
 }
 
 /// Positions of the separators in a dashed UUID.
@@ -338,7 +314,7 @@ pub(crate) fn uid_key(s: &[u8]) -> Option<(u128, bool)> {
         .enumerate()
         .filter(|&(i, _)| !dashed || !UUID_SEPS.contains(&i))
         .fold(0u128, |v, (_, &c)| {
-            v << 4 | u128::from(HEX_VALUE[usize::from(c)] & 15)
+            v << 4 | u128::from(hex::ANY_CASE[usize::from(c)] & 15)
         });
     Some((v, dashed))
 }

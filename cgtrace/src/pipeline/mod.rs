@@ -17,7 +17,7 @@ use cgtrace_common::EventKind;
 use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
     kernel::{hierarchy::HierarchyError, memcg_ids::KernelMemcgs, mkdir_errno},
-    model::hash::FastHasher,
+    model::hash::hash_bytes,
     model::{
         baseline::Baseline,
         event::{Event, FailureSource},
@@ -97,13 +97,6 @@ enum Failure {
     Keep,
     /// A half-made cgroup's release, with the one errno its failure can have.
     Inferred(i32),
-}
-
-fn path_hash(p: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = FastHasher::default();
-    h.write(p);
-    h.finish()
 }
 
 impl Pipeline {
@@ -470,7 +463,7 @@ impl Pipeline {
         let Some(rel) = rel else {
             return false;
         };
-        let want = path_hash(rel);
+        let want = hash_bytes(rel);
         let found = self.recent_failures.iter().rposition(|f| {
             f.hierarchy_id == ev.hierarchy_id
                 && f.path_hash == want
