@@ -1,6 +1,6 @@
 use super::gather::cmdline_has_nokmem;
 use super::render::render_text;
-use super::render::{short_release, truncate_chars};
+use super::render::{fit_message, short_release, truncate_chars};
 use super::*;
 use crate::kernel::MEMCG_ID_MAX;
 use crate::model::k8s::pod_cgroup_uid;
@@ -726,6 +726,12 @@ fn helpers() {
     assert_eq!(Status::Ok.exit_code(), 0);
     assert_eq!(Status::Problem.exit_code(), 1);
     assert_eq!(Status::Unknown.exit_code(), 2);
+}
+
+#[test]
+fn messages_are_escaped_for_the_terminal() {
+    let m = fit_message(&["cgtrace: /a\nb\u{1b}[31m\u{202e}c".to_string()]);
+    assert_eq!(m, "cgtrace: /a\\nb\\x1b[31m\\u{202e}c");
 }
 
 #[test]
