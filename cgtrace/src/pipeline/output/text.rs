@@ -21,7 +21,7 @@ fn write_failure<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
     }
     match ev.errno {
         Some(e) => {
-            let name = crate::model::event::errno_name(e);
+            let name = crate::kernel::mkdir_errno::errno_name(e);
             let msg = crate::kernel::mkdir_errno::errno_message(e);
             if ev.errno_inferred {
                 writeln!(w, " {name} ({msg}; inferred: no memcg ID left)")
