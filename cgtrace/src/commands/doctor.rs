@@ -248,13 +248,7 @@ fn tier_error(e: &anyhow::Error) -> String {
 /// Writes the report to `out` as text or as one line of JSON. I/O errors keep their kind (a
 /// closed pipe is `BrokenPipe`).
 pub fn write_report(out: &mut dyn Write, r: &DoctorReport, json: bool) -> io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-    } else {
-        out.write_all(render(r).as_bytes())?;
-    }
-    out.flush()
+    super::write_report(out, r, json, render)
 }
 
 /// Human-readable report: the kernel and its features, the tiers, the cgroups, what cgtrace

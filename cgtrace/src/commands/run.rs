@@ -22,7 +22,10 @@ use crate::{
         record::{self, RecordOptions, Recording},
         top::Top,
     },
-    format::clock::{ClockRef, monotonic_ns},
+    format::{
+        clock::{ClockRef, monotonic_ns},
+        units::human_bytes,
+    },
     kernel::{hierarchy::Hierarchies, memcg_ids::KernelMemcgs},
     model::baseline::{self, Baseline},
     pipeline::{
@@ -228,10 +231,10 @@ fn walk_failed(pipe: &mut Pipeline, why: &str) {
 fn announce(facts: &RunFacts, probes: &Probes, ring_size: u32, failed_mkdirs: &str) {
     let rejected = facts.rejected_list();
     let buffer = match &probes.events {
-        Events::Ring(_) => format!("ring {} KiB", ring_size / 1024),
+        Events::Ring(_) => format!("ring {}", human_bytes(u64::from(ring_size))),
         Events::Perf(p) => format!(
-            "perf buffers {} KiB x {} CPUs ({})",
-            p.pages_per_cpu() as u64 * crate::kernel::page_size() / 1024,
+            "perf buffers {} x {} CPUs ({})",
+            human_bytes(p.pages_per_cpu() as u64 * crate::kernel::page_size()),
             p.cpus(),
             probes.buffer_why.as_deref().unwrap_or("perf buffer chosen")
         ),

@@ -10,7 +10,7 @@ use super::{Ctx, Evidence, MAX_EXAMPLES, NS_PER_S, Severity, Verdict, age_s, ns}
 use crate::{
     format::{
         escape::terminal,
-        units::{human_bytes, human_secs, round_millis},
+        units::{human_bytes, human_secs, round_millis, total_and_parts},
     },
     model::{
         event::Event,
@@ -186,16 +186,8 @@ pub struct OomSummary {
 impl OomSummary {
     /// `N (memcg 2, none 1)`: the kills and, if any, how they were constrained.
     pub fn kills_text(&self) -> String {
-        let by: Vec<String> = self
-            .by_constraint
-            .iter()
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect();
-        if by.is_empty() {
-            self.kills.to_string()
-        } else {
-            format!("{} ({})", self.kills, by.join(", "))
-        }
+        let by = self.by_constraint.iter().map(|(c, n)| format!("{c} {n}"));
+        total_and_parts(self.kills, by)
     }
 }
 

@@ -8,13 +8,7 @@ use crate::{format::escape::terminal, kernel::MEMCG_ID_MAX};
 /// Writes the report to `out` as text or as one line of JSON. I/O errors keep their kind (a
 /// closed pipe is `BrokenPipe`).
 pub fn write_report(out: &mut dyn Write, report: &CheckReport, json: bool) -> io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, report).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-    } else {
-        out.write_all(render_text(report).as_bytes())?;
-    }
-    out.flush()
+    crate::commands::write_report(out, report, json, render_text)
 }
 
 /// `n` as text, or `?` when unknown.
