@@ -218,7 +218,7 @@ pub fn feed_with<R: Read>(
             Item::Footer { end_ns, .. } => r.end_ns = Some(end_ns),
             Item::Header(_) | Item::Baseline(_) => {}
         }
-        r.pipe.check()?;
+        r.pipe.take_sink_error()?;
     }
     for w in reader.warnings() {
         eprintln!("cgtrace: warning: {w}");
@@ -390,7 +390,7 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
         rep.kernel_release,
         s.duration_ns as f64 / 1e9,
         s.tier,
-        s.events.get("total").copied().unwrap_or(0),
+        s.total_events(),
         s.lost
     )?;
     writeln!(

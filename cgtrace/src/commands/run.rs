@@ -410,7 +410,7 @@ fn finish(
 ) -> anyhow::Result<()> {
     let walked = Walked::finish(walk);
     while drains.drain_all(&mut src.probes, pipe) > 0 {
-        pipe.check()?;
+        pipe.take_sink_error()?;
     }
     walked.apply(pipe);
     lost.poll(&src.probes, pipe);
@@ -443,7 +443,7 @@ impl Drains {
         let mut bytes = 0u64;
         let f = |b: &[u8]| {
             bytes += b.len() as u64;
-            pipe.record(b)
+            pipe.feed_raw(b)
         };
         let n = if all {
             probes.drain_all(DRAIN_BATCH, f)
@@ -546,7 +546,7 @@ async fn drain_pass(
     let walked = Walked::take(walk);
     loop {
         let n = drains.drain(&mut src.probes, pipe);
-        pipe.check()?;
+        pipe.take_sink_error()?;
         if n < DRAIN_BATCH {
             break;
         }
@@ -639,7 +639,7 @@ impl Walked {
 
     fn apply(self, pipe: &mut Pipeline) {
         for r in &self.records {
-            pipe.record(r);
+            pipe.feed_raw(r);
         }
         if let Some(report) = self.report {
             log_walk(pipe, &report);

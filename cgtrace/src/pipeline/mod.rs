@@ -148,8 +148,8 @@ impl Pipeline {
         }
     }
 
-    /// Handles one ring buffer record.
-    pub fn record(&mut self, bytes: &[u8]) {
+    /// Decodes one record of the programs' buffer and feeds its event through ([`Pipeline::event`]).
+    pub fn feed_raw(&mut self, bytes: &[u8]) {
         let decoded = Event::decode(bytes).and_then(|ev| match ev.kind {
             EventKind::OomKill => Ok((ev, Some(Event::decode_oom(bytes)?))),
             _ => Ok((ev, None)),
@@ -579,8 +579,8 @@ impl Pipeline {
         }
     }
 
-    /// The first output error since the last call.
-    pub fn check(&mut self) -> io::Result<()> {
+    /// The first error a sink returned since the last call.
+    pub fn take_sink_error(&mut self) -> io::Result<()> {
         match self.error.take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -591,7 +591,7 @@ impl Pipeline {
         for s in &mut self.sinks {
             s.flush()?;
         }
-        self.check()
+        self.take_sink_error()
     }
 
     /// The summary of the run up to `end_ns` (event time: a replay gives the live run's).
@@ -633,7 +633,7 @@ impl Pipeline {
             s.summary(&summary)?;
             s.flush()?;
         }
-        self.check()?;
+        self.take_sink_error()?;
         Ok(summary)
     }
 }
