@@ -18,7 +18,7 @@ use crate::{
         run::{self as traced, Mode, RunOptions},
     },
     commands::{report_html, top},
-    format::units,
+    format::{escape::terminal, units},
     kernel::hierarchy::Hierarchies,
     pipeline::filters::Filters,
     probes::{self, AttachMode, ProbeOptions, Tier},
@@ -341,10 +341,17 @@ fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(report.status.exit_code()))
         }
         Err(e) => {
-            // The NPD protocol: first stdout line is the message, exit 2 = unknown.
-            let msg: String = format!("cgtrace: unknown: {e}").chars().take(80).collect();
+            // The NPD protocol: first stdout line is the message, exit 2 = unknown. The error
+            // names paths of the host: escaped, so the message stays one line.
+            let msg: String = terminal(&format!("cgtrace: unknown: {e}"))
+                .chars()
+                .take(80)
+                .collect();
             writeln!(out, "{msg}").and_then(|()| out.flush())?;
-            eprintln!("cgtrace: error: {:#}", anyhow::Error::from(e));
+            eprintln!(
+                "cgtrace: error: {}",
+                terminal(&format!("{:#}", anyhow::Error::from(e)))
+            );
             Ok(ExitCode::from(2))
         }
     }

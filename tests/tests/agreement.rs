@@ -176,11 +176,11 @@ fn traced(
     // Everything selected arrives, then a little longer for anything that should not.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !want.is_subset(&seen.borrow()) {
-        probes.drain(4096, |b| pipe.record(b));
+        probes.drain(4096, |b| pipe.feed_raw(b));
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    probes.drain(4096, |b| pipe.record(b));
+    probes.drain(4096, |b| pipe.feed_raw(b));
     pipe.finish(cgtrace::format::clock::monotonic_ns())
         .expect("finish");
     let got = seen.borrow().clone();
@@ -330,7 +330,7 @@ fn a_replay_names_the_pods_the_live_run_named() {
         .count()
             < 2
     {
-        probes.drain(4096, |b| pipe.record(b));
+        probes.drain(4096, |b| pipe.feed_raw(b));
         pipe.flush().expect("flush");
         std::thread::sleep(Duration::from_millis(20));
     }

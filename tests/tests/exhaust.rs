@@ -22,7 +22,7 @@ use std::{
 
 use std::{fs::File, process::Stdio};
 
-use cgtrace::{kernel::hierarchy::Hierarchies, model::event::errno_name};
+use cgtrace::kernel::{hierarchy::Hierarchies, mkdir_errno::errno_name};
 use integration_tests::{
     binary::{cgtrace_command, signal_and_wait, spawn_attached},
     exhaust::MemcgFill,

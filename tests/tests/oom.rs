@@ -141,7 +141,7 @@ fn json_lines(probes: &Probes, hierarchies: &Hierarchies, recs: &Records) -> Vec
     )
     .expect("pipeline");
     for r in recs.raw() {
-        p.record(r);
+        p.feed_raw(r);
     }
     p.finish(0).expect("finish");
     let text = String::from_utf8(out.0.borrow().clone()).expect("UTF-8 JSON");

@@ -125,7 +125,7 @@ impl Live {
 
     fn pump(&mut self) {
         let pipe = &mut self.pipe;
-        while self.probes.drain(4096, |b| pipe.record(b)) > 0 {}
+        while self.probes.drain(4096, |b| pipe.feed_raw(b)) > 0 {}
     }
 
     fn totals(&mut self) -> Totals {
@@ -396,7 +396,7 @@ fn walk_names_dying_memcgs(method: Option<WalkMethod>) {
     }
     assert!(report.found as usize >= K);
     for r in &records {
-        live.pipe.record(r);
+        live.pipe.feed_raw(r);
     }
     live.pump();
     let named = live.pipe.tracker.dying_memcgs();
@@ -455,7 +455,7 @@ fn start_up_walk_beside_the_events_counts_each_memcg_once() {
     assert!(report.found >= 3, "{report:?}");
     // The walk's records first, then the events.
     for r in &records {
-        live.pipe.record(r);
+        live.pipe.feed_raw(r);
     }
     live.pipe.walk_ended();
     let deadline = Instant::now() + Duration::from_secs(30);

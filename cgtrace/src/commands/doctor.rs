@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
+    format::escape::terminal,
     kernel,
     kernel::btf,
     kernel::hierarchy::{Hierarchies, Layout},
@@ -247,17 +248,12 @@ fn tier_error(e: &anyhow::Error) -> String {
 /// Writes the report to `out` as text or as one line of JSON. I/O errors keep their kind (a
 /// closed pipe is `BrokenPipe`).
 pub fn write_report(out: &mut dyn Write, r: &DoctorReport, json: bool) -> io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-    } else {
-        out.write_all(render(r).as_bytes())?;
-    }
-    out.flush()
+    super::write_report(out, r, json, render)
 }
 
 /// Human-readable report: the kernel and its features, the tiers, the cgroups, what cgtrace
-/// would trace and at what cost.
+/// would trace and at what cost. What comes from the host (paths, the kernel release, errors
+/// that name files) is escaped for the terminal ([`terminal`]).
 pub fn render(r: &DoctorReport) -> String {
     let mut s = render_kernel(r);
     render_cgroups(r, &mut s);
@@ -269,24 +265,25 @@ pub fn render(r: &DoctorReport) -> String {
 fn render_kernel(r: &DoctorReport) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let mut s = String::new();
-    s += &format!("kernel:          {}\n", r.kernel_release);
+    s += &format!("kernel:          {}\n", terminal(&r.kernel_release));
     s += &format!(
         "privileges:      {}\n",
         match &r.privileges {
             Ok(()) => "ok (can load BPF programs)".to_string(),
-            Err(e) => e.clone(),
+            Err(e) => terminal(e),
         }
     );
     s += &format!(
         "BTF:             {} ({})\n",
         yes(r.btf),
-        btf::vmlinux_path().display()
+        terminal(&btf::vmlinux_path().display().to_string())
     );
     s += &format!(
         "tracefs:         {}\n",
-        r.tracefs
-            .as_deref()
-            .unwrap_or("not mounted (cgtrace mounts it when it needs it)")
+        r.tracefs.as_deref().map_or_else(
+            || "not mounted (cgtrace mounts it when it needs it)".to_string(),
+            terminal
+        )
     );
     s += &format!("BPF ring buffer: {}\n", yes(r.ring_buffer));
     if let Some(b) = &r.buffer {
@@ -298,7 +295,7 @@ fn render_kernel(r: &DoctorReport) -> String {
             (None, Some(a)) => {
                 s += &format!("tier {:<11} ok (cgroup tracepoints as {a}s)\n", t.tier)
             }
-            (Some(e), _) => s += &format!("tier {:<11} no: {e}\n", t.tier),
+            (Some(e), _) => s += &format!("tier {:<11} no: {}\n", t.tier, terminal(e)),
             _ => {}
         }
     }
@@ -307,15 +304,13 @@ fn render_kernel(r: &DoctorReport) -> String {
 
 /// The cgroup layout, the driver and the BTF offsets found.
 fn render_cgroups(r: &DoctorReport, s: &mut String) {
+    let mount = |m: &Option<String>| m.as_deref().map_or_else(|| "not mounted".into(), terminal);
     *s += &format!(
         "cgroups:         {}; memory controller on {}\n",
         r.cgroup_layout,
         match &r.memory_hierarchy {
-            Some((0, m)) => format!("v2 ({})", m.as_deref().unwrap_or("not mounted")),
-            Some((id, m)) => format!(
-                "v1 hierarchy {id} ({})",
-                m.as_deref().unwrap_or("not mounted")
-            ),
+            Some((0, m)) => format!("v2 ({})", mount(m)),
+            Some((id, m)) => format!("v1 hierarchy {id} ({})", mount(m)),
             None => "no hierarchy".to_string(),
         }
     );

@@ -218,7 +218,7 @@ pub fn feed_with<R: Read>(
             Item::Footer { end_ns, .. } => r.end_ns = Some(end_ns),
             Item::Header(_) | Item::Baseline(_) => {}
         }
-        r.pipe.check()?;
+        r.pipe.take_sink_error()?;
     }
     for w in reader.warnings() {
         eprintln!("cgtrace: warning: {w}");
@@ -314,12 +314,7 @@ pub fn build_report(path: &Path, filters: &Filters) -> anyhow::Result<Report> {
                 }
             }
         }
-        for q in [
-            Some(Qos::Guaranteed),
-            Some(Qos::Burstable),
-            Some(Qos::Besteffort),
-            None,
-        ] {
+        for q in Qos::CLASSES {
             if let Some(p) = node.qos(q) {
                 for phase in [Phase::Live, Phase::Dying] {
                     if let Some(pc) = percentiles(p.get(phase)) {
@@ -395,7 +390,7 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
         rep.kernel_release,
         s.duration_ns as f64 / 1e9,
         s.tier,
-        s.events.get("total").copied().unwrap_or(0),
+        s.total_events(),
         s.lost
     )?;
     writeln!(
@@ -435,4 +430,69 @@ pub fn report(path: &Path, json: bool, filters: &Filters) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cgtrace_common::EventKind;
+
+    use super::*;
+    use crate::{model::tracker::tests::ev, session::SessionWriter};
+
+    /// A session recorded on a kernel of 64 KiB pages replays its figures in pages of that size,
+    /// whatever the page size of the machine that replays it.
+    #[test]
+    fn a_session_replays_in_the_page_size_of_its_header() -> anyhow::Result<()> {
+        const PAGE: u64 = 65536;
+        let header = Header {
+            cgtrace_version: "0.1.0".into(),
+            kernel_release: "6.1.0-arm64-64k".into(),
+            hostname: "node".into(),
+            boot_id: "6f1c2c6e-3d2a-4b7e-9d55-0b7c1f2e3a4d".into(),
+            clock: ClockRef {
+                mono_ns: 1,
+                realtime_ns: 1_763_900_000_000_000_000,
+            },
+            tier: "tracepoint".into(),
+            attach: "raw_tracepoint".into(),
+            hierarchies: RunFacts::memory_at(Some(4)),
+            options: String::new(),
+            page_size: PAGE,
+            filters: Filters::default(),
+            rejected: Vec::new(),
+            fallbacks: Vec::new(),
+            oom: None,
+            buffer: None,
+        };
+        // The most pages the tracker holds: in pages of another size they would not fit.
+        let pages = [1u32, 3, u32::MAX];
+        let paths: Vec<String> = (0..pages.len()).map(|i| format!("/svc{i}")).collect();
+        let mut w = SessionWriter::new(Vec::new(), &header, &Baseline::default())?;
+        for (i, (&p, path)) in pages.iter().zip(&paths).enumerate() {
+            let id = 100 + i as u64;
+            w.event(&ev(EventKind::Mkdir, 10, 4, id, path.as_bytes()))?;
+            let mut rmdir = ev(EventKind::Rmdir, 20, 4, id, path.as_bytes());
+            rmdir.usage_bytes = Some(u64::from(p) * PAGE);
+            rmdir.kmem_bytes = Some(u64::from(p / 2) * PAGE);
+            w.event(&rmdir)?;
+        }
+        let bytes = w.finish_at(30)?;
+
+        let reader = SessionReader::new(&bytes[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (mut reader, mut r) = start(reader, &Filters::default(), |_, _| Vec::new())?;
+        feed(&mut reader, &mut r, Speed::Max)?;
+        let figures: Vec<(Option<u64>, Option<u64>)> = r
+            .pipe
+            .tracker
+            .dying_memcgs()
+            .iter()
+            .map(|d| (d.usage_bytes, d.kmem_bytes))
+            .collect();
+        let want: Vec<(Option<u64>, Option<u64>)> = pages
+            .iter()
+            .map(|&p| (Some(u64::from(p) * PAGE), Some(u64::from(p / 2) * PAGE)))
+            .collect();
+        assert_eq!(figures, want);
+        Ok(())
+    }
 }

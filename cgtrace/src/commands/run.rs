@@ -22,7 +22,10 @@ use crate::{
         record::{self, RecordOptions, Recording},
         top::Top,
     },
-    format::clock::{ClockRef, monotonic_ns},
+    format::{
+        clock::{ClockRef, monotonic_ns},
+        units::human_bytes,
+    },
     kernel::{hierarchy::Hierarchies, memcg_ids::KernelMemcgs},
     model::baseline::{self, Baseline},
     pipeline::{
@@ -228,10 +231,10 @@ fn walk_failed(pipe: &mut Pipeline, why: &str) {
 fn announce(facts: &RunFacts, probes: &Probes, ring_size: u32, failed_mkdirs: &str) {
     let rejected = facts.rejected_list();
     let buffer = match &probes.events {
-        Events::Ring(_) => format!("ring {} KiB", ring_size / 1024),
+        Events::Ring(_) => format!("ring {}", human_bytes(u64::from(ring_size))),
         Events::Perf(p) => format!(
-            "perf buffers {} KiB x {} CPUs ({})",
-            p.pages_per_cpu() as u64 * crate::kernel::page_size() / 1024,
+            "perf buffers {} x {} CPUs ({})",
+            human_bytes(p.pages_per_cpu() as u64 * crate::kernel::page_size()),
             p.cpus(),
             probes.buffer_why.as_deref().unwrap_or("perf buffer chosen")
         ),
@@ -407,7 +410,7 @@ fn finish(
 ) -> anyhow::Result<()> {
     let walked = Walked::finish(walk);
     while drains.drain_all(&mut src.probes, pipe) > 0 {
-        pipe.check()?;
+        pipe.take_sink_error()?;
     }
     walked.apply(pipe);
     lost.poll(&src.probes, pipe);
@@ -440,7 +443,7 @@ impl Drains {
         let mut bytes = 0u64;
         let f = |b: &[u8]| {
             bytes += b.len() as u64;
-            pipe.record(b)
+            pipe.feed_raw(b)
         };
         let n = if all {
             probes.drain_all(DRAIN_BATCH, f)
@@ -543,7 +546,7 @@ async fn drain_pass(
     let walked = Walked::take(walk);
     loop {
         let n = drains.drain(&mut src.probes, pipe);
-        pipe.check()?;
+        pipe.take_sink_error()?;
         if n < DRAIN_BATCH {
             break;
         }
@@ -636,7 +639,7 @@ impl Walked {
 
     fn apply(self, pipe: &mut Pipeline) {
         for r in &self.records {
-            pipe.record(r);
+            pipe.feed_raw(r);
         }
         if let Some(report) = self.report {
             log_walk(pipe, &report);

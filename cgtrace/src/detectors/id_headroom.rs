@@ -5,13 +5,10 @@
 use serde::Serialize;
 
 use super::{Ctx, Evidence, IdPicture, Severity, Verdict};
-use crate::{
-    kernel::{
-        MEMCG_ID_MAX,
-        memcg_ids::HEADROOM_WARN,
-        mkdir_errno::{EXHAUSTED_HEADROOM, errno_message},
-    },
-    model::event::errno_name,
+use crate::kernel::{
+    MEMCG_ID_MAX,
+    memcg_ids::HEADROOM_WARN,
+    mkdir_errno::{EXHAUSTED_HEADROOM, errno_message, errno_name},
 };
 
 /// What an `id_headroom` verdict rests on.

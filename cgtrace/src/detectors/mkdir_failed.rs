@@ -8,8 +8,8 @@ use super::{
 };
 use crate::{
     format::{escape::terminal, units::human_secs, units::round_millis},
-    kernel::mkdir_errno::{MkdirCause, errno_message},
-    model::event::{Event, errno_name},
+    kernel::mkdir_errno::{MkdirCause, errno_message, errno_name},
+    model::event::Event,
     model::k8s,
 };
 

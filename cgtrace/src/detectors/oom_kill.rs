@@ -10,7 +10,7 @@ use super::{Ctx, Evidence, MAX_EXAMPLES, NS_PER_S, Severity, Verdict, age_s, ns}
 use crate::{
     format::{
         escape::terminal,
-        units::{human_bytes, human_secs, round_millis},
+        units::{human_bytes, human_secs, round_millis, total_and_parts},
     },
     model::{
         event::Event,
@@ -64,13 +64,12 @@ impl LimitScope {
             };
         }
         let leaf = p.rsplit(|&c| c == b'/').next().unwrap_or(p);
-        match leaf {
-            b"burstable"
-            | b"besteffort"
-            | b"kubepods-burstable.slice"
-            | b"kubepods-besteffort.slice" => LimitScope::Qos,
-            b"kubepods" | b"kubepods.slice" => LimitScope::Kubepods,
-            _ => LimitScope::Other,
+        if k8s::qos_level(leaf).is_some() {
+            LimitScope::Qos
+        } else if k8s::is_kubepods(leaf) {
+            LimitScope::Kubepods
+        } else {
+            LimitScope::Other
         }
     }
 
@@ -187,16 +186,8 @@ pub struct OomSummary {
 impl OomSummary {
     /// `N (memcg 2, none 1)`: the kills and, if any, how they were constrained.
     pub fn kills_text(&self) -> String {
-        let by: Vec<String> = self
-            .by_constraint
-            .iter()
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect();
-        if by.is_empty() {
-            self.kills.to_string()
-        } else {
-            format!("{} ({})", self.kills, by.join(", "))
-        }
+        let by = self.by_constraint.iter().map(|(c, n)| format!("{c} {n}"));
+        total_and_parts(self.kills, by)
     }
 }
 

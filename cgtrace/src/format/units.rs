@@ -125,6 +125,17 @@ pub fn human_secs(s: f64) -> String {
     }
 }
 
+/// `total (part, part, …)`, or `total` alone when there are no parts: a count and what it is
+/// made of (`5 (memcg 3, none 2)`).
+pub fn total_and_parts(total: u64, parts: impl IntoIterator<Item = String>) -> String {
+    let parts: Vec<String> = parts.into_iter().collect();
+    if parts.is_empty() {
+        total.to_string()
+    } else {
+        format!("{total} ({})", parts.join(", "))
+    }
+}
+
 /// Bytes as `512 B`, `4.0 KiB`, `200.0 MiB`, `1.5 GiB` (up to PiB).
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -180,6 +191,12 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(200 << 20), "200.0 MiB");
         assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(4096 << 10), "4.0 MiB");
+        assert_eq!(total_and_parts(3, Vec::new()), "3");
+        assert_eq!(
+            total_and_parts(3, ["memcg 2".to_string(), "none 1".to_string()]),
+            "3 (memcg 2, none 1)"
+        );
         assert_eq!(human_ns(0), "0ns");
         assert_eq!(human_ns(512), "512ns");
         assert_eq!(human_ns(1_500), "1.5µs");

@@ -20,7 +20,36 @@ pub const ENOENT: i32 = 2;
 pub const EAGAIN: i32 = 11;
 pub const EACCES: i32 = 13;
 pub const EEXIST: i32 = 17;
+pub const ENOTDIR: i32 = 20;
+pub const EINVAL: i32 = 22;
 pub const EROFS: i32 = 30;
+pub const ENAMETOOLONG: i32 = 36;
+pub const EDQUOT: i32 = 122;
+
+/// The symbolic names of the errnos a failed mkdir returns: the one table of their names.
+const ERRNO_NAMES: [(i32, &str); 13] = [
+    (EPERM, "EPERM"),
+    (ENOENT, "ENOENT"),
+    (EAGAIN, "EAGAIN"),
+    (ENOMEM, "ENOMEM"),
+    (EACCES, "EACCES"),
+    (EBUSY, "EBUSY"),
+    (EEXIST, "EEXIST"),
+    (ENOTDIR, "ENOTDIR"),
+    (EINVAL, "EINVAL"),
+    (ENOSPC, "ENOSPC"),
+    (EROFS, "EROFS"),
+    (ENAMETOOLONG, "ENAMETOOLONG"),
+    (EDQUOT, "EDQUOT"),
+];
+
+/// The symbolic name of an errno a failed mkdir returns (`E<n>` for others).
+pub fn errno_name(e: i32) -> String {
+    match ERRNO_NAMES.iter().find(|(n, _)| *n == e) {
+        Some((_, name)) => (*name).to_string(),
+        None => format!("E{e}"),
+    }
+}
 
 /// Memcg ID headroom at or below this is "at or near 0": the failed mkdir may have raced with
 /// removals that freed a few IDs between the failure and the count.
@@ -136,6 +165,13 @@ pub fn errno_message(errno: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(ENOSPC), "ENOSPC");
+        assert_eq!(errno_name(EDQUOT), "EDQUOT");
+        assert_eq!(errno_name(9999), "E9999");
+    }
 
     fn k(s: &str) -> KernelRelease {
         KernelRelease::parse(s).unwrap_or_else(|| panic!("{s} parses"))

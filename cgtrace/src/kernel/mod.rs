@@ -135,7 +135,10 @@ pub fn raise_memlock() -> Result<(), KernelError> {
             if cur.rlim_cur == libc::RLIM_INFINITY {
                 "unlimited".to_string()
             } else {
-                format!("currently {} KiB", cur.rlim_cur / 1024)
+                format!(
+                    "currently {}",
+                    crate::format::units::human_bytes(cur.rlim_cur)
+                )
             }
         } else {
             "limit unknown".to_string()

@@ -76,26 +76,6 @@ impl FailureSource {
     }
 }
 
-/// The symbolic name of an errno a failed mkdir returns.
-pub fn errno_name(e: i32) -> String {
-    match e {
-        1 => "EPERM".into(),
-        2 => "ENOENT".into(),
-        11 => "EAGAIN".into(),
-        12 => "ENOMEM".into(),
-        13 => "EACCES".into(),
-        16 => "EBUSY".into(),
-        17 => "EEXIST".into(),
-        20 => "ENOTDIR".into(),
-        22 => "EINVAL".into(),
-        28 => "ENOSPC".into(),
-        30 => "EROFS".into(),
-        36 => "ENAMETOOLONG".into(),
-        122 => "EDQUOT".into(),
-        n => format!("E{n}"),
-    }
-}
-
 /// The depth of a cgroup from its path relative to the hierarchy root: `/` is 0, `/a/b` is 2
 /// (cgroup names cannot hold `/`).
 pub fn path_level(path: &[u8]) -> u32 {

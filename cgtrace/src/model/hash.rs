@@ -1,5 +1,5 @@
-//! The one hasher: fast, and the same in every run (the tracker's tables, and the detectors'
-//! dedupe decisions, which must replay identically).
+//! The one hasher: fast, and the same in every run (the tracker's tables, the session writer's
+//! intern tables, and the detectors' dedupe decisions, which must replay identically).
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},

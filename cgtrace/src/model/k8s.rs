@@ -11,9 +11,11 @@
 //! Pod and namespace names are not in the path; [`PodLogIndex`] recovers them
 //! from the kubelet's `/var/log/pods/<namespace>_<name>_<uid>` directories.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
+
+use crate::format::hex;
 
 /// Kubernetes QoS class of a pod, as encoded in its cgroup path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -155,17 +157,50 @@ pub(crate) fn match_path(path: &[u8]) -> Option<PodMatch<'_>> {
     None
 }
 
+/// The pod UID (canonical, [`uid_string`]) when `path` is a pod's own cgroup: a pod's
+/// component ([`match_path`]) with nothing below it.
+pub(crate) fn pod_cgroup_uid(path: &[u8]) -> Option<String> {
+    match_path(path)
+        .filter(|m| m.last)
+        .map(|m| uid_string(m.uid))
+}
+
 /// cgroupfs driver: `pod<uid>` directly under `kubepods` (guaranteed) or under
 /// `kubepods/burstable` / `kubepods/besteffort`.
 fn pod_dir<'a>(prev2: &[u8], prev: &[u8], comp: &'a [u8]) -> Option<(&'a [u8], Qos)> {
     let qos = match (prev2, prev) {
-        (_, b"kubepods") => Qos::Guaranteed,
-        (b"kubepods", b"burstable") => Qos::Burstable,
-        (b"kubepods", b"besteffort") => Qos::Besteffort,
+        (_, KUBEPODS) => Qos::Guaranteed,
+        (KUBEPODS, level) => QOS_LEVELS.iter().find(|(_, n)| *n == level)?.0,
         _ => return None,
     };
     let uid = comp.strip_prefix(b"pod")?;
     valid_uid(uid).then_some((uid, qos))
+}
+
+/// The kubelet's top cgroup, `kubepods` (cgroupfs driver; `kubepods.slice` with systemd).
+const KUBEPODS: &[u8] = b"kubepods";
+
+/// The QoS classes with a cgroup of their own under `kubepods`, by its name with the cgroupfs
+/// driver (`kubepods-<name>.slice` with systemd); guaranteed pods sit in `kubepods` itself.
+const QOS_LEVELS: [(Qos, &[u8]); 2] = [
+    (Qos::Burstable, b"burstable"),
+    (Qos::Besteffort, b"besteffort"),
+];
+
+/// The cgroup named `leaf` is `kubepods` itself (either driver).
+pub(crate) fn is_kubepods(leaf: &[u8]) -> bool {
+    leaf == KUBEPODS || leaf.strip_suffix(b".slice") == Some(KUBEPODS)
+}
+
+/// The QoS class whose own cgroup under `kubepods` is named `leaf` (`burstable` or
+/// `kubepods-burstable.slice`, likewise for besteffort).
+pub(crate) fn qos_level(leaf: &[u8]) -> Option<Qos> {
+    let systemd = leaf
+        .strip_prefix(KUBEPODS)
+        .and_then(|r| r.strip_prefix(b"-"))
+        .and_then(|r| r.strip_suffix(b".slice"));
+    let name = systemd.unwrap_or(leaf);
+    QOS_LEVELS.iter().find(|(_, n)| *n == name).map(|(q, _)| *q)
 }
 
 /// systemd driver: `[<root>-]kubepods[-burstable|-besteffort]-pod<uid_>.slice`.
@@ -178,14 +213,11 @@ fn pod_slice(comp: &[u8]) -> Option<(&[u8], Qos)> {
         return None;
     }
     let parent = &name[..dash];
-    let (rest, qos) = if let Some(r) = parent.strip_suffix(b"-burstable") {
-        (r, Qos::Burstable)
-    } else if let Some(r) = parent.strip_suffix(b"-besteffort") {
-        (r, Qos::Besteffort)
-    } else {
-        (parent, Qos::Guaranteed)
-    };
-    let root = rest.strip_suffix(b"kubepods")?;
+    let (rest, qos) = QOS_LEVELS
+        .iter()
+        .find_map(|&(q, n)| Some((parent.strip_suffix(n)?.strip_suffix(b"-")?, q)))
+        .unwrap_or((parent, Qos::Guaranteed));
+    let root = rest.strip_suffix(KUBEPODS)?;
     (root.is_empty() || root.ends_with(b"-")).then_some((uid, qos))
 }
 
@@ -227,35 +259,9 @@ fn hex_id(id: &[u8]) -> Option<&[u8]> {
     ((12..=128).contains(&id.len()) && all_hex(id)).then_some(id)
 }
 
-/// The value of each hex digit, `0xff` for other bytes; upper-case digits count when `upper`.
-/// Ids are random mixes of digits and letters, on which range tests branch unpredictably: a
-/// table does not branch.
-pub(crate) const fn hex_table(upper: bool) -> [u8; 256] {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        if upper {
-            t[b'A' as usize + i] = 10 + i as u8;
-        }
-        i += 1;
-    }
-    t
-}
-
-/// [`hex_table`] of either case.
-const HEX_VALUE: [u8; 256] = hex_table(true);
-
 /// All of `s` is hex digits (either case); true for an empty `s`.
 fn all_hex(s: &[u8]) -> bool {
-    s.iter()
-        .fold(0u8, |acc, &c| acc | HEX_VALUE[usize::from(c)])
-        < 16
+    hex::all(&hex::ANY_CASE, s)
 }
 
 /// Positions of the separators in a dashed UUID.
@@ -308,7 +314,7 @@ pub(crate) fn uid_key(s: &[u8]) -> Option<(u128, bool)> {
         .enumerate()
         .filter(|&(i, _)| !dashed || !UUID_SEPS.contains(&i))
         .fold(0u128, |v, (_, &c)| {
-            v << 4 | u128::from(HEX_VALUE[usize::from(c)] & 15)
+            v << 4 | u128::from(hex::ANY_CASE[usize::from(c)] & 15)
         });
     Some((v, dashed))
 }
@@ -320,24 +326,29 @@ fn parse_uid(s: &[u8]) -> Option<String> {
 }
 
 /// Pod namespace and name by UID, from the kubelet's pod log directories
-/// (`/var/log/pods/<namespace>_<name>_<uid>`).
+/// (`/var/log/pods/<namespace>_<name>_<uid>`, or `<uid>` alone with old kubelets).
 #[derive(Clone, Debug, Default)]
 pub struct PodLogIndex {
     pods: HashMap<String, (String, String)>,
+    /// UIDs of `<uid>` directories, which name no pod.
+    unnamed: HashSet<String>,
 }
 
 impl PodLogIndex {
     /// Reads the directory names under `dir` (e.g. `/var/log/pods`).
     /// A missing directory gives an empty index, not an error; names that are not
-    /// UTF-8 or not of the form `<namespace>_<name>_<uid>` are skipped.
+    /// UTF-8 or not of the form `<namespace>_<name>_<uid>` (or `<uid>`) are skipped.
     pub fn load(dir: &Path) -> io::Result<PodLogIndex> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PodLogIndex::default()),
-            Err(e) => return Err(e),
-        };
+        match PodLogIndex::read(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PodLogIndex::default()),
+            r => r,
+        }
+    }
+
+    /// [`PodLogIndex::load`], for which a missing directory is an error too.
+    pub(crate) fn read(dir: &Path) -> io::Result<PodLogIndex> {
         let mut names = Vec::new();
-        for entry in entries {
+        for entry in std::fs::read_dir(dir)? {
             if let Ok(name) = entry?.file_name().into_string() {
                 names.push(name);
             }
@@ -345,20 +356,31 @@ impl PodLogIndex {
         Ok(PodLogIndex::from_names(names))
     }
 
-    /// Builds the index from directory names of the form `<namespace>_<name>_<uid>`,
-    /// skipping anything else. Split at the first and last `_`.
+    /// Builds the index from directory names of the form `<namespace>_<name>_<uid>` (split at
+    /// the first and last `_`) or `<uid>`, skipping anything else.
     pub fn from_names<I: IntoIterator<Item = String>>(names: I) -> PodLogIndex {
-        let pods = names
-            .into_iter()
-            .filter_map(|n| {
-                let (ns, rest) = n.split_once('_')?;
-                let (name, uid) = rest.rsplit_once('_')?;
-                let uid = parse_uid(uid.as_bytes())?;
-                (!ns.is_empty() && !name.is_empty())
-                    .then(|| (uid, (ns.to_owned(), name.to_owned())))
-            })
-            .collect();
-        PodLogIndex { pods }
+        let mut idx = PodLogIndex::default();
+        for n in names {
+            let Some((ns, rest)) = n.split_once('_') else {
+                idx.unnamed.extend(parse_uid(n.as_bytes()));
+                continue;
+            };
+            let Some((name, uid)) = rest.rsplit_once('_') else {
+                continue;
+            };
+            if let Some(uid) = parse_uid(uid.as_bytes())
+                && !ns.is_empty()
+                && !name.is_empty()
+            {
+                idx.pods.insert(uid, (ns.to_owned(), name.to_owned()));
+            }
+        }
+        idx
+    }
+
+    /// The pod of `pod_uid` (canonical form, [`uid_string`]) has a log directory, named or not.
+    pub(crate) fn contains(&self, pod_uid: &str) -> bool {
+        self.pods.contains_key(pod_uid) || self.unnamed.contains(pod_uid)
     }
 
     /// `(namespace, name)` for a pod UID (dashed form; case and `_` separators are tolerated).
@@ -710,6 +732,38 @@ mod tests {
         );
         assert_eq!(idx.lookup("00000000-0000-0000-0000-000000000000"), None);
         assert_eq!(idx.lookup("garbage"), None);
+    }
+
+    #[test]
+    fn log_index_knows_unnamed_uids_and_read_wants_the_directory() {
+        let idx = PodLogIndex::from_names([UID.to_uppercase(), format!("ns_{UID}")]);
+        assert!(idx.contains(UID));
+        assert_eq!(idx.lookup(UID), None);
+        assert!(!idx.contains("00000000-0000-0000-0000-000000000000"));
+        let missing = std::env::temp_dir().join(format!("cgtrace-k8s-none-{}", std::process::id()));
+        assert!(PodLogIndex::read(&missing).is_err());
+    }
+
+    #[test]
+    fn qos_levels_and_kubepods() {
+        for (leaf, qos) in [
+            (&b"burstable"[..], Some(Qos::Burstable)),
+            (b"kubepods-besteffort.slice", Some(Qos::Besteffort)),
+            (b"kubepods-guaranteed.slice", None),
+            (b"kubepods", None),
+        ] {
+            assert_eq!(qos_level(leaf), qos, "{leaf:?}");
+        }
+        assert!(is_kubepods(b"kubepods") && is_kubepods(b"kubepods.slice"));
+        assert!(!is_kubepods(b"kubepods-burstable.slice"));
+        assert_eq!(
+            pod_cgroup_uid(format!("/kubepods/burstable/pod{UID}").as_bytes()).as_deref(),
+            Some(UID)
+        );
+        assert_eq!(
+            pod_cgroup_uid(format!("/kubepods/burstable/pod{UID}/{ID}").as_bytes()),
+            None
+        );
     }
 
     #[test]

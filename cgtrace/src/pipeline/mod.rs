@@ -17,7 +17,7 @@ use cgtrace_common::EventKind;
 use crate::{
     detectors::{DetectorConfig, Detectors, KernelFacts, Verdict},
     kernel::{hierarchy::HierarchyError, memcg_ids::KernelMemcgs, mkdir_errno},
-    model::hash::FastHasher,
+    model::hash::hash_bytes,
     model::{
         baseline::Baseline,
         event::{Event, FailureSource},
@@ -99,13 +99,6 @@ enum Failure {
     Inferred(i32),
 }
 
-fn path_hash(p: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = FastHasher::default();
-    h.write(p);
-    h.finish()
-}
-
 impl Pipeline {
     /// The one constructor: live runs pass the facts of their probes, replays those of the
     /// session header. Fails when a filter names a controller the hierarchies do not have.
@@ -118,6 +111,7 @@ impl Pipeline {
         let filters = facts.filters.compile(&facts.hierarchies)?;
         let mut tracker = Tracker::new(facts.memory_hierarchy());
         tracker.set_css_joins(facts.css_joins());
+        tracker.set_page_size(facts.page_size);
         tracker.load_baseline(baseline);
         let mut detectors = Detectors::new(
             DetectorConfig::default(),
@@ -154,8 +148,8 @@ impl Pipeline {
         }
     }
 
-    /// Handles one ring buffer record.
-    pub fn record(&mut self, bytes: &[u8]) {
+    /// Decodes one record of the programs' buffer and feeds its event through ([`Pipeline::event`]).
+    pub fn feed_raw(&mut self, bytes: &[u8]) {
         let decoded = Event::decode(bytes).and_then(|ev| match ev.kind {
             EventKind::OomKill => Ok((ev, Some(Event::decode_oom(bytes)?))),
             _ => Ok((ev, None)),
@@ -469,7 +463,7 @@ impl Pipeline {
         let Some(rel) = rel else {
             return false;
         };
-        let want = path_hash(rel);
+        let want = hash_bytes(rel);
         let found = self.recent_failures.iter().rposition(|f| {
             f.hierarchy_id == ev.hierarchy_id
                 && f.path_hash == want
@@ -585,8 +579,8 @@ impl Pipeline {
         }
     }
 
-    /// The first output error since the last call.
-    pub fn check(&mut self) -> io::Result<()> {
+    /// The first error a sink returned since the last call.
+    pub fn take_sink_error(&mut self) -> io::Result<()> {
         match self.error.take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -597,7 +591,7 @@ impl Pipeline {
         for s in &mut self.sinks {
             s.flush()?;
         }
-        self.check()
+        self.take_sink_error()
     }
 
     /// The summary of the run up to `end_ns` (event time: a replay gives the live run's).
@@ -639,7 +633,7 @@ impl Pipeline {
             s.summary(&summary)?;
             s.flush()?;
         }
-        self.check()?;
+        self.take_sink_error()?;
         Ok(summary)
     }
 }

@@ -14,8 +14,9 @@ use cgtrace_common::EventKind;
 
 use crate::{
     detectors::normalise_leaf,
+    kernel::mkdir_errno::errno_name,
     model::{
-        event::{Event, errno_name},
+        event::Event,
         k8s::Qos,
         tracker::{Observed, PodStats, PodSummary, Totals, Tracker},
     },

@@ -6,6 +6,7 @@ use cgtrace_common::EventKind;
 use bytes::BytesMut;
 
 use super::wire::*;
+use crate::format::hex;
 use crate::kernel::memcg_ids::KernelMemcgs;
 use crate::model::oom::{Constraint, OOM_FLAGS_ALL, OomKill, OomLimit, OomMm};
 
@@ -115,9 +116,7 @@ impl ReaderTable {
         self.scratch.extend_from_slice(base_bytes);
         self.scratch.extend_from_slice(pre);
         for i in 0..hexlen {
-            let byte = packed[i / 2];
-            let nib = if i % 2 == 0 { byte >> 4 } else { byte & 0xF };
-            self.scratch.push(HEX_DIGITS[usize::from(nib)]);
+            self.scratch.push(hex::digits_of(packed[i / 2])[i % 2]);
         }
         self.scratch.extend_from_slice(post);
         self.define_scratch(known, frame_offset);

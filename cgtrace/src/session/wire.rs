@@ -6,6 +6,8 @@ use std::io;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::format::hex;
+
 /// First 8 bytes of every session file. `0x89` is not ASCII (catches 7-bit transfers and tells
 /// the file from text at once).
 pub const MAGIC: [u8; 8] = *b"\x89CGTRACE";
@@ -218,21 +220,11 @@ impl<'a> Cur<'a> {
     }
 }
 
-pub(super) fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
-pub(super) const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
 /// (start, length) of the longest run of lowercase hex digits.
 pub(super) fn longest_hex_run(s: &[u8]) -> (usize, usize) {
     let (mut best, mut start, mut run) = ((0, 0), 0, 0);
     for (i, &c) in s.iter().enumerate() {
-        if hex_val(c).is_some() {
+        if hex::is_lower(c) {
             if run == 0 {
                 start = i;
             }

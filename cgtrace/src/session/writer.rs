@@ -1,41 +1,24 @@
 //! [`SessionWriter`]: the preamble, header and baseline frames at once, then events, lost
 //! counts and pod names in batch frames, with paths and comms interned.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
-    io::{self, Write},
-};
+use std::io::{self, Write};
 
 use bytes::{BufMut, BytesMut};
 use cgtrace_common::EventKind;
 
 use super::{Baseline, Header, baseline::encode_baseline_chunks, header::encode_header, wire::*};
 use crate::{
+    format::hex,
     kernel::memcg_ids::KernelMemcgs,
-    model::{event::Event, oom::OomKill},
+    model::{
+        event::Event,
+        hash::{FastMap, hash_bytes},
+        oom::OomKill,
+    },
 };
 
 /// How many parent directories a writer tries as the base of a new path definition.
 const MAX_BASE_LEVELS: usize = 4;
-
-/// `HashMap` hasher for keys that are already hashes.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
 
 struct WSlot {
     serial: u64,
@@ -47,14 +30,14 @@ struct WSlot {
 /// The writer's side of an intern ring: slot `serial % slots`, plus hash → serial.
 struct WriterTable {
     slots: Vec<WSlot>,
-    map: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+    /// [`hash_bytes`] of a string → its serial.
+    map: FastMap<u64, u64>,
     next: u64,
-    hasher: RandomState,
 }
 
 impl WriterTable {
     fn new(n: usize) -> WriterTable {
-        let mut map = HashMap::default();
+        let mut map = FastMap::default();
         map.reserve(n);
         WriterTable {
             slots: (0..n)
@@ -67,12 +50,7 @@ impl WriterTable {
                 .collect(),
             map,
             next: 0,
-            hasher: RandomState::new(),
         }
-    }
-
-    fn hash(&self, s: &[u8]) -> u64 {
-        self.hasher.hash_one(s)
     }
 
     /// The serial under which `s` may be referenced from the frame at `frame_offset`.
@@ -118,7 +96,7 @@ fn intern_path(t: &mut WriterTable, b: &mut BytesMut, p: &[u8], frame_offset: u6
     if p.is_empty() {
         return 0;
     }
-    let hash = t.hash(p);
+    let hash = hash_bytes(p);
     let serial = match t.lookup(p, hash, frame_offset) {
         Some(s) => s,
         None => define_path(t, b, p, hash, frame_offset, true),
@@ -147,7 +125,7 @@ fn define_path(
             break;
         }
         let parent = &p[..i];
-        if let Some(s) = t.lookup(parent, t.hash(parent), frame_offset) {
+        if let Some(s) = t.lookup(parent, hash_bytes(parent), frame_offset) {
             base = Some((s, i));
             break;
         }
@@ -159,7 +137,7 @@ fn define_path(
         && i > 0
     {
         let parent = &p[..i];
-        let s = define_path(t, b, parent, t.hash(parent), frame_offset, false);
+        let s = define_path(t, b, parent, hash_bytes(parent), frame_offset, false);
         base = Some((s, i));
     }
     let (base_ref, suffix) = match base {
@@ -173,9 +151,7 @@ fn define_path(
         put_varint(b, hl as u64);
         put_bytes(b, &suffix[..hs]);
         for pair in suffix[hs..hs + hl].chunks(2) {
-            let hi = hex_val(pair[0]).unwrap_or(0);
-            let lo = pair.get(1).and_then(|&c| hex_val(c)).unwrap_or(0);
-            b.put_u8(hi << 4 | lo);
+            b.put_u8(hex::pack_pair(pair));
         }
         put_bytes(b, &suffix[hs + hl..]);
     } else {
@@ -191,7 +167,7 @@ fn intern_comm(t: &mut WriterTable, b: &mut BytesMut, s: &[u8], frame_offset: u6
     if s.is_empty() {
         return None;
     }
-    let hash = t.hash(s);
+    let hash = hash_bytes(s);
     Some(match t.lookup(s, hash, frame_offset) {
         Some(serial) => serial,
         None => {

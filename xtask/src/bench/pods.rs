@@ -14,7 +14,7 @@ use std::{
     fs,
     io::{Read, Write},
     net::TcpStream,
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::Ordering,
     thread,
     time::{Duration, Instant},
@@ -283,12 +283,17 @@ fn wait_caught_up(
     }
 }
 
-/// Runs `cycles` pod cycles under `cgtrace attach` (`bin`), a figure after the warm-up, every
-/// 100,000 and at the end.
-pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
-    let mount = memory_mount()?;
-    let v2 = pods::is_v2(&mount);
-    let mut parent = BenchParent::create_named(&mount, "pods")?;
+/// The bench's cgroups: the parent unique to the run, cgtrace's own memcg in it, and the
+/// `kubepods/burstable` the pods are made in.
+struct Tree {
+    parent: BenchParent,
+    own: PathBuf,
+    root: PathBuf,
+}
+
+/// Makes the bench parent in `mount`, cgtrace's memcg and the pods' parents below it.
+fn make_tree(mount: &Path, v2: bool) -> Result<Tree> {
+    let parent = BenchParent::create_named(mount, "pods")?;
     let dir = parent.dir.clone();
     if v2 {
         fs::write(dir.join("cgroup.subtree_control"), "+memory")
@@ -300,12 +305,17 @@ pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
     for d in [dir.join("kubepods"), root.clone()] {
         pods::make_memcg_parent(&d, v2).with_context(|| format!("mkdir {}", d.display()))?;
     }
-    let cgroup_file = pods::usage_file(&mount);
+    Ok(Tree { parent, own, root })
+}
+
+/// Starts `cgtrace attach` (`bin`) on the bench parent inside its own memcg, with its metrics
+/// on a free port; returns it, its pid and the port once it attached.
+fn start_attach(bin: &Path, tree: &Tree) -> Result<(Tracer, u32, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .context("finding a free port for --metrics")?;
-    let args = attach_args(bin, &own, &parent.cgroup_path, port);
+    let args = attach_args(bin, &tree.own, &tree.parent.cgroup_path, port);
     let mut t = Tracer::spawn(
         "`cgtrace attach` (pod churn)",
         Path::new("sh"),
@@ -316,17 +326,65 @@ pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
     let pid = t
         .pid()
         .ok_or_else(|| anyhow!("cgtrace attach is not running"))?;
-    let (rm0, rel0, _, _) = seen(port)?;
-    let creators = pods::Creators::new(root.clone(), CREATORS, v2);
+    Ok((t, pid, port))
+}
+
+/// The pod cycles after which a figure is read: the warm-up, every 100,000 and the end.
+fn stops(cycles: u64) -> Vec<u64> {
     let mut stops: Vec<u64> = vec![WARMUP.min(cycles)];
     stops.extend((1..).map(|k| k * EVERY).take_while(|&c| c < cycles));
     stops.push(cycles);
     stops.dedup();
+    stops
+}
+
+/// The figure after `to` pod cycles, once cgtrace caught up with them (every rmdir and release
+/// seen since the counts `seen0`) and refreshed its metrics once more.
+fn read_point(
+    t: &mut Tracer,
+    (pid, port): (u32, u16),
+    seen0: (u64, u64),
+    to: u64,
+    own_usage: &Path,
+    started: Instant,
+) -> Result<Point> {
+    let (dying, lost) = wait_caught_up(t, port, seen0, to)?;
+    // One more refresh of the metrics (the periodic work) before reading.
+    thread::sleep(Duration::from_millis(1100));
+    let p = Point {
+        cycles: to,
+        secs: started.elapsed().as_secs_f64(),
+        rss: pods::rss(pid).context("cgtrace's RSS")?,
+        cgroup: pods::read_u64(own_usage).context("cgtrace's memcg usage")?,
+        dying,
+        lost,
+    };
+    eprintln!(
+        "xtask bench: pod churn: {} cycles in {:.0} s: RSS {}, memcg {}",
+        grouped(p.cycles as f64),
+        p.secs,
+        mib(p.rss as f64),
+        mib(p.cgroup as f64)
+    );
+    Ok(p)
+}
+
+/// Runs `cycles` pod cycles under `cgtrace attach` (`bin`), a figure after the warm-up, every
+/// 100,000 and at the end.
+pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
+    let mount = memory_mount()?;
+    let v2 = pods::is_v2(&mount);
+    let mut tree = make_tree(&mount, v2)?;
+    let cgroup_file = pods::usage_file(&mount);
+    let own_usage = tree.own.join(cgroup_file);
+    let (mut t, pid, port) = start_attach(bin, &tree)?;
+    let (rm0, rel0, _, _) = seen(port)?;
+    let creators = pods::Creators::new(tree.root.clone(), CREATORS, v2);
     let started = Instant::now();
     let mut churn_time = Duration::ZERO;
     let mut points = Vec::new();
     let mut from = 0;
-    for &to in &stops {
+    for to in stops(cycles) {
         if to <= from {
             continue;
         }
@@ -338,34 +396,22 @@ pub(super) fn measure(bin: &Path, cycles: u64) -> Result<PodChurn> {
             .context("pod churn")?;
         churn_time += t0.elapsed();
         from = to;
-        // Caught up: every rmdir seen, every release too.
-        let (dying, lost) = wait_caught_up(&mut t, port, (rm0, rel0), to)?;
-        // One more refresh of the metrics (the periodic work) before reading.
-        thread::sleep(Duration::from_millis(1100));
-        let p = Point {
-            cycles: to,
-            secs: started.elapsed().as_secs_f64(),
-            rss: pods::rss(pid).context("cgtrace's RSS")?,
-            cgroup: pods::read_u64(&own.join(cgroup_file)).context("cgtrace's memcg usage")?,
-            dying,
-            lost,
-        };
-        eprintln!(
-            "xtask bench: pod churn: {} cycles in {:.0} s: RSS {}, memcg {}",
-            grouped(p.cycles as f64),
-            p.secs,
-            mib(p.rss as f64),
-            mib(p.cgroup as f64)
-        );
-        points.push(p);
+        points.push(read_point(
+            &mut t,
+            (pid, port),
+            (rm0, rel0),
+            to,
+            &own_usage,
+            started,
+        )?);
     }
     t.stop()?;
     // cgtrace's memcg is empty now; everything goes with the parent.
-    parent.remove()?;
+    tree.parent.remove()?;
     Ok(PodChurn {
         points,
         cgroup_file,
-        parent: parent.cgroup_path.clone(),
+        parent: tree.parent.cgroup_path.clone(),
         rate: creators.done.load(Ordering::Relaxed) as f64 / churn_time.as_secs_f64().max(1e-9),
     })
 }

@@ -1,6 +1,5 @@
 //! Gathering: everything `cgtrace check` reads from the host, under the host root. No judgement
 //! here beyond what a missing file means; [`super::judge`] decides from the [`Facts`].
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use crate::kernel::{
     hierarchy::{CgroupMounts, MemoryHierarchy},
     mountinfo::Mount,
 };
+use crate::model::k8s::{self, PodLogIndex};
 
 /// Linux `EIO`: `memory.kmem.slabinfo` of a memcg without kmem accounting.
 const EIO: i32 = 5;
@@ -39,7 +39,7 @@ pub(super) struct Facts {
     pub(super) walk: Option<WalkResult>,
     /// UIDs with a `/var/log/pods` entry, read only when the walk found empty pod directories;
     /// `Err` with a note when the directory cannot be listed.
-    pub(super) pod_log_uids: Option<Result<HashSet<String>, String>>,
+    pub(super) pod_log_uids: Option<Result<PodLogIndex, String>>,
     /// Notes made while reading, in order.
     pub(super) notes: Vec<String>,
 }
@@ -385,7 +385,7 @@ struct WalkItem {
     display: String,
     depth: usize,
     is_memcg: bool,
-    under_kubepods: bool,
+    /// The pod's UID when this is a pod's own cgroup.
     pod_uid: Option<String>,
 }
 
@@ -402,7 +402,6 @@ fn walk_hierarchy(
         display: display_top.to_string(),
         depth: 0,
         is_memcg: true,
-        under_kubepods: false,
         pod_uid: None,
     }];
     while let Some(item) = stack.pop() {
@@ -501,19 +500,13 @@ fn queue_children(
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let under_kubepods = item.under_kubepods || name.starts_with("kubepods");
-        let pod_uid = if under_kubepods {
-            pod_uid_from_name(&name)
-        } else {
-            None
-        };
+        let display = format!("{}/{name}", item.display.trim_end_matches('/'));
         stack.push(WalkItem {
             dir: entry.path(),
-            display: format!("{}/{name}", item.display.trim_end_matches('/')),
+            pod_uid: k8s::pod_cgroup_uid(display.as_bytes()),
+            display,
             depth: item.depth + 1,
             is_memcg: children_memcg,
-            under_kubepods,
-            pod_uid,
         });
     }
     child_dirs
@@ -538,38 +531,8 @@ fn note_empty_pod_dir(item: WalkItem, cfg: &WalkConfig, res: &mut WalkResult) {
     }
 }
 
-/// The pod UID in a kubepods directory name: `pod<uid>` (cgroupfs driver) or
-/// `kubepods[-<qos>]-pod<uid_with_underscores>.slice` (systemd driver).
-pub(super) fn pod_uid_from_name(name: &str) -> Option<String> {
-    let raw = match name.strip_suffix(".slice") {
-        Some(stem) => {
-            let at = stem.rfind("-pod")?;
-            stem[at + 4..].replace('_', "-")
-        }
-        None => name.strip_prefix("pod")?.to_string(),
-    };
-    is_pod_uid(&raw).then(|| raw.to_ascii_lowercase())
-}
-
-/// A pod UID: a UUID, or 32 hex digits (static pods' config hash).
-fn is_pod_uid(s: &str) -> bool {
-    (32..=36).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        && s.bytes().filter(u8::is_ascii_hexdigit).count() == 32
-}
-
-/// UIDs of pods with a `/var/log/pods` entry (`<namespace>_<name>_<uid>`, or
-/// `<uid>` with old kubelets); `Err` with a note when the directory cannot be listed.
-fn pod_log_uids(dir: &Path) -> Result<HashSet<String>, String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("Cannot list {}: {e}.", dir.display()))?;
-    let mut uids = HashSet::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(uid) = name.rsplit('_').next()
-            && is_pod_uid(uid)
-        {
-            uids.insert(uid.to_ascii_lowercase());
-        }
-    }
-    Ok(uids)
+/// The UIDs of pods with a `/var/log/pods` entry ([`PodLogIndex`]); `Err` with a note when the
+/// directory cannot be listed.
+fn pod_log_uids(dir: &Path) -> Result<PodLogIndex, String> {
+    PodLogIndex::read(dir).map_err(|e| format!("Cannot list {}: {e}.", dir.display()))
 }

@@ -46,7 +46,7 @@ pub(super) fn judge(mut facts: Facts, opts: &CheckOptions) -> CheckReport {
         id_headroom,
         ids_held_by_dying,
         id_exhaustion_errno: release
-            .map(|r| crate::model::event::errno_name(r.memcg_id_exhaustion_errno())),
+            .map(|r| crate::kernel::mkdir_errno::errno_name(r.memcg_id_exhaustion_errno())),
         kmem,
         leaky_3_10: release.is_some_and(|r| r.has_3_10_kmem_leak()),
         empty_pod_dirs,
@@ -329,7 +329,7 @@ fn headroom_problem(report: &mut CheckReport, opts: &CheckOptions) -> Option<Tag
         Some(k) => {
             let e = k.memcg_id_exhaustion_errno();
             (
-                crate::model::event::errno_name(e),
+                crate::kernel::mkdir_errno::errno_name(e),
                 crate::kernel::mkdir_errno::errno_message(e),
             )
         }

@@ -3,18 +3,12 @@
 use std::io::{self, Write};
 
 use super::{CheckReport, MESSAGE_MAX_CHARS};
-use crate::kernel::MEMCG_ID_MAX;
+use crate::{format::escape::terminal, kernel::MEMCG_ID_MAX};
 
 /// Writes the report to `out` as text or as one line of JSON. I/O errors keep their kind (a
 /// closed pipe is `BrokenPipe`).
 pub fn write_report(out: &mut dyn Write, report: &CheckReport, json: bool) -> io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, report).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-    } else {
-        out.write_all(render_text(report).as_bytes())?;
-    }
-    out.flush()
+    crate::commands::write_report(out, report, json, render_text)
 }
 
 /// `n` as text, or `?` when unknown.
@@ -34,14 +28,10 @@ pub(super) fn short_release(release: &str) -> &str {
     }
 }
 
-/// The first candidate that fits in 80 characters, else the last one cut to fit.
-/// Control characters become spaces so the message stays one line.
+/// The first candidate that fits in 80 characters, else the last one cut to fit. Escaped as
+/// all terminal text is ([`terminal`]), so the message stays one line.
 pub(super) fn fit_message(candidates: &[String]) -> String {
-    let clean = |s: &String| -> String {
-        s.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    };
+    let clean = |s: &String| terminal(s);
     for c in candidates {
         let c = clean(c);
         if c.chars().count() <= MESSAGE_MAX_CHARS {
@@ -62,7 +52,9 @@ pub(super) fn truncate_chars(s: &str, max: usize) -> String {
     out
 }
 
-/// Renders a report for humans: the message, then problems, evidence and notes.
+/// Renders a report for humans: the message, then problems, evidence and notes. What comes from
+/// the host (paths, names, the kernel release) is escaped for the terminal ([`terminal`]); the
+/// message already is ([`fit_message`]).
 pub fn render_text(report: &CheckReport) -> String {
     use std::fmt::Write as _;
 
@@ -70,13 +62,13 @@ pub fn render_text(report: &CheckReport) -> String {
     let opt = |n: Option<u64>| count_or_unknown(n);
     let _ = writeln!(out, "{}", report.message);
     for p in &report.problems {
-        let _ = writeln!(out, "problem: {p}");
+        let _ = writeln!(out, "problem: {}", terminal(p));
     }
     let _ = writeln!(out, "status: {}", report.status);
     let _ = writeln!(
         out,
         "kernel: {}",
-        report.kernel_release.as_deref().unwrap_or("unknown")
+        terminal(report.kernel_release.as_deref().unwrap_or("unknown"))
     );
     let _ = writeln!(
         out,
@@ -86,7 +78,7 @@ pub fn render_text(report: &CheckReport) -> String {
         report
             .memory_mount
             .as_deref()
-            .map(|m| format!(" at {m}"))
+            .map(|m| format!(" at {}", terminal(m)))
             .unwrap_or_default()
     );
     let _ = writeln!(
@@ -118,16 +110,21 @@ pub fn render_text(report: &CheckReport) -> String {
             Some(false) => "inactive",
             None => "unknown",
         },
-        report.kmem.evidence,
+        terminal(&report.kmem.evidence),
         yes_no(report.kmem.nokmem_cmdline),
         yes_no(report.kmem.pins_dying)
     );
     let _ = writeln!(out, "leaky 3.10 kernel: {}", yes_no(report.leaky_3_10));
     for d in &report.empty_pod_dirs {
-        let _ = writeln!(out, "empty pod dir: {} (pod {})", d.path, d.pod_uid);
+        let _ = writeln!(
+            out,
+            "empty pod dir: {} (pod {})",
+            terminal(&d.path),
+            d.pod_uid
+        );
     }
     for n in &report.notes {
-        let _ = writeln!(out, "note: {n}");
+        let _ = writeln!(out, "note: {}", terminal(n));
     }
     out
 }

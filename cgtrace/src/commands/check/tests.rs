@@ -1,8 +1,9 @@
-use super::gather::{cmdline_has_nokmem, pod_uid_from_name};
+use super::gather::cmdline_has_nokmem;
 use super::render::render_text;
-use super::render::{short_release, truncate_chars};
+use super::render::{fit_message, short_release, truncate_chars};
 use super::*;
 use crate::kernel::MEMCG_ID_MAX;
+use crate::model::k8s::pod_cgroup_uid;
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -710,18 +711,27 @@ fn helpers() {
     let m = crate::kernel::mountinfo::parse(line).unwrap();
     assert_eq!(m[0].point, Path::new(r"/mnt/a b\\c\d"));
     assert_eq!(
-        pod_uid_from_name("podABCDEF01-1111-2222-3333-444455556666"),
+        pod_cgroup_uid(b"/kubepods/podABCDEF01-1111-2222-3333-444455556666"),
         Some("abcdef01-1111-2222-3333-444455556666".into())
     );
     assert_eq!(
-        pod_uid_from_name("kubepods-pod01234567_1111_2222_3333_444455556666.slice"),
+        pod_cgroup_uid(b"/kubepods.slice/kubepods-pod01234567_1111_2222_3333_444455556666.slice"),
         Some("01234567-1111-2222-3333-444455556666".into())
     );
-    assert_eq!(pod_uid_from_name("pod123"), None);
-    assert_eq!(pod_uid_from_name("kubepods-burstable.slice"), None);
+    assert_eq!(pod_cgroup_uid(b"/kubepods/pod123"), None);
+    assert_eq!(
+        pod_cgroup_uid(b"/kubepods.slice/kubepods-burstable.slice"),
+        None
+    );
     assert_eq!(Status::Ok.exit_code(), 0);
     assert_eq!(Status::Problem.exit_code(), 1);
     assert_eq!(Status::Unknown.exit_code(), 2);
+}
+
+#[test]
+fn messages_are_escaped_for_the_terminal() {
+    let m = fit_message(&["cgtrace: /a\nb\u{1b}[31m\u{202e}c".to_string()]);
+    assert_eq!(m, "cgtrace: /a\\nb\\x1b[31m\\u{202e}c");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::{
     detectors::Verdict,
     format::{
         escape,
-        units::{human_bytes, human_ns, human_secs},
+        units::{human_bytes, human_ns, human_secs, total_and_parts},
     },
     model::k8s::Qos,
     pipeline::{
@@ -154,7 +154,7 @@ Memcg ID headroom: {}. Failed mkdirs: {}. OOM kills: {}.</p>\n",
         esc(source),
         s.duration_ns as f64 / 1e9,
         esc(&s.tier),
-        s.events.get("total").copied().unwrap_or(0),
+        s.total_events(),
         s.lost,
         t.live,
         t.dying,
@@ -278,17 +278,12 @@ fn oom_kills(s: &Summary) -> String {
     let Some(o) = &s.oom else {
         return "not traced".to_string();
     };
-    let by: Vec<String> = o
+    let by = o
         .by_constraint
         .iter()
         .filter(|(_, n)| **n > 0)
-        .map(|(c, n)| format!("{n} {c}"))
-        .collect();
-    if by.is_empty() {
-        o.kills.to_string()
-    } else {
-        format!("{} ({})", o.kills, by.join(", "))
-    }
+        .map(|(c, n)| format!("{n} {c}"));
+    total_and_parts(o.kills, by)
 }
 
 #[cfg(test)]

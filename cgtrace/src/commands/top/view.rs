@@ -11,7 +11,7 @@ use ratatui::{
 use crate::{
     format::{
         escape,
-        units::{human_bytes, human_ns, human_secs},
+        units::{human_bytes, human_ns, human_secs, total_and_parts},
     },
     model::k8s::Qos,
     pipeline::sample::{PodRow, ShapeWindowRow, Snapshot},
@@ -474,12 +474,7 @@ fn oom_kills(snap: &Snapshot) -> String {
 
 /// `total`, then the three commonest of its parts (already sorted, most first): `5 (a 3, b 2)`.
 fn with_commonest<'a>(total: u64, parts: impl Iterator<Item = (&'a str, u64)>) -> String {
-    let by: Vec<String> = parts.take(3).map(|(k, n)| format!("{k} {n}")).collect();
-    if by.is_empty() {
-        total.to_string()
-    } else {
-        format!("{total} ({})", by.join(", "))
-    }
+    total_and_parts(total, parts.take(3).map(|(k, n)| format!("{k} {n}")))
 }
 
 #[cfg(test)]

@@ -7,21 +7,21 @@ use crate::{model::event::Event, model::k8s};
 
 use super::{
     Brief, Entry, F_BASELINE, F_CONTAINER, F_FOUND_DYING, F_FREED, F_HAS_KMEM, F_HAS_MEMSW,
-    F_HAS_USAGE, F_MEMCG, Key, Observed, Tracker, to_pages,
+    F_HAS_USAGE, F_MEMCG, Key, Observed, PageSize, Tracker,
 };
 
 impl Tracker {
-    fn capture(e: &mut Entry, ev: &Event<'_>) {
+    fn capture(e: &mut Entry, ev: &Event<'_>, page: PageSize) {
         if let Some(u) = ev.usage_bytes {
-            e.usage = to_pages(u);
+            e.usage = page.pages(u);
             e.flags |= F_HAS_USAGE;
         }
         if let Some(k) = ev.kmem_bytes {
-            e.kmem = to_pages(k);
+            e.kmem = page.pages(k);
             e.flags |= F_HAS_KMEM;
         }
         if let Some(m) = ev.memsw_bytes {
-            e.memsw = to_pages(m);
+            e.memsw = page.pages(m);
             e.flags |= F_HAS_MEMSW;
         }
         if let Some(id) = ev.memcg_id {
@@ -51,7 +51,7 @@ impl Tracker {
                 if let Some((_, slot)) = self.css_key(ev).and_then(|k| self.lookup(k))
                     && let Some(e) = self.cgroups.get_mut(slot)
                 {
-                    Self::capture(e, ev);
+                    Self::capture(e, ev, self.page_size);
                 }
             }
             // The memcg itself is freed (css tiers); the cgroup's release follows.
@@ -81,7 +81,7 @@ impl Tracker {
     fn mkdir(&mut self, ev: &Event<'_>, out: &mut Observed) {
         let key = (ev.hierarchy_id, ev.cgroup_id);
         let (mut e, new_pod) = self.new_entry(key, ev.path, ev.ts_ns, ev.path_truncated);
-        Self::capture(&mut e, ev);
+        Self::capture(&mut e, ev, self.page_size);
         if ev.css != 0 {
             e.css = ev.css;
             if self.join_css {
@@ -151,7 +151,7 @@ impl Tracker {
             return; // duplicate
         }
         e.rmdir_ns = ev.ts_ns.max(1);
-        Self::capture(e, ev);
+        Self::capture(e, ev, self.page_size);
         if ev.css != 0 && e.css == 0 {
             e.css = ev.css;
             if self.join_css {
@@ -240,7 +240,7 @@ impl Tracker {
         let (mut e, new_pod) = self.new_entry(key, &path, 0, ev.path_truncated);
         e.rmdir_ns = ev.ts_ns.max(1);
         e.flags |= F_BASELINE | F_FOUND_DYING;
-        Self::capture(&mut e, ev);
+        Self::capture(&mut e, ev, self.page_size);
         out.new_pod = new_pod;
         self.fill(out, e.brief());
         if e.flags & F_MEMCG != 0

@@ -110,12 +110,21 @@ fn pod_hash(uid: u128) -> u64 {
     h.finish()
 }
 
-fn to_pages(bytes: u64) -> u32 {
-    (bytes / crate::kernel::page_size()).min(u32::MAX as u64) as u32
-}
+/// The page size figures are kept in: that of the kernel the events come from (the run facts'),
+/// so a replay keeps the recording's figures whatever page size the replaying machine has.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PageSize(u64);
 
-fn from_pages(pages: u32) -> u64 {
-    u64::from(pages) * crate::kernel::page_size()
+impl PageSize {
+    /// `bytes` in whole pages (saturating).
+    pub(super) fn pages(self, bytes: u64) -> u32 {
+        (bytes / self.0).min(u32::MAX as u64) as u32
+    }
+
+    /// `pages` in bytes.
+    pub(super) fn bytes(self, pages: u32) -> u64 {
+        u64::from(pages).saturating_mul(self.0)
+    }
 }
 
 /// The few fields of an entry the counters need.
@@ -168,6 +177,8 @@ pub struct Tracker {
     css: FastMap<u64, Key>,
     /// Keep css → cgroup joins (only the fentry/kprobe tiers send css events).
     join_css: bool,
+    /// The page size of the kernel the events come from.
+    page_size: PageSize,
     /// The paths of memcgs.
     names: Slab<Name>,
     dirs: Dirs,
@@ -203,6 +214,7 @@ impl Tracker {
             index: IdTable::default(),
             css: FastMap::default(),
             join_css: true,
+            page_size: PageSize(crate::kernel::page_size().max(1)),
             names: Slab::default(),
             dirs: Dirs::default(),
             strings: Strings::default(),
@@ -224,6 +236,12 @@ impl Tracker {
         if !on {
             self.css = FastMap::default();
         }
+    }
+
+    /// The page size of the kernel the events come from (the running system's unless set):
+    /// the tracker keeps figures in pages of this size.
+    pub fn set_page_size(&mut self, bytes: u64) {
+        self.page_size = PageSize(bytes.max(1));
     }
 
     pub fn memory_hierarchy(&self) -> Option<u32> {

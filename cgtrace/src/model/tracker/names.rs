@@ -2,7 +2,7 @@
 //! directories.
 use super::NO_STR;
 use super::store::{IdTable, Slab};
-use crate::model::k8s;
+use crate::{format::hex, model::k8s};
 
 pub(super) use crate::model::hash::hash_bytes;
 
@@ -122,15 +122,13 @@ pub(super) struct Packed {
 impl Packed {
     /// The id as text (`K_HEX`, `K_UUID_*`), in `buf`.
     pub(super) fn id_text<'b>(&self, buf: &'b mut [u8; 64]) -> &'b [u8] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let (digits, sep) = match self.kind {
             K_HEX => (usize::from(self.len).min(64), 0),
             K_UUID_DASH => (32, b'-'),
             _ => (32, b'_'),
         };
         for (i, pair) in buf.chunks_exact_mut(2).zip(&self.id) {
-            i[0] = HEX[usize::from(pair >> 4)];
-            i[1] = HEX[usize::from(pair & 15)];
+            i.copy_from_slice(&hex::digits_of(*pair));
         }
         if sep != 0 {
             // 8-4-4-4-12: move the groups apart, from the end.
@@ -193,18 +191,11 @@ pub(super) struct Shape<'a> {
     pub(super) suffix: &'a [u8],
 }
 
-/// The value of each lowercase hex digit, `0xff` for other bytes.
-pub(super) const LOWER_HEX: [u8; 256] = k8s::hex_table(false);
-
-pub(super) fn lower_hex(c: u8) -> usize {
-    usize::from(LOWER_HEX[usize::from(c)] < 16)
-}
-
 /// The first run of at least 32 lowercase hex digits: (start, length up to 64).
 pub(super) fn hex_run(s: &[u8]) -> Option<(usize, usize)> {
     let mut run = 0usize;
     for (i, &c) in s.iter().enumerate() {
-        let hex = lower_hex(c);
+        let hex = usize::from(hex::is_lower(c));
         // Bitwise `&`: one branch, almost never taken.
         if (hex == 0) & (run >= 32) {
             return Some((i - run, run));
@@ -232,20 +223,13 @@ pub(super) fn find_uuid(s: &[u8]) -> Option<(usize, u8)> {
 /// Packs hex digits (lowercase, validated; at most 64) two to a byte.
 pub(super) fn pack_hex(digits: &[u8], id: &mut [u8; 32]) {
     for (b, pair) in id.iter_mut().zip(digits.chunks(2)) {
-        let hi = LOWER_HEX[usize::from(pair[0])] & 15;
-        let lo = pair.get(1).map_or(0, |&c| LOWER_HEX[usize::from(c)] & 15);
-        *b = hi << 4 | lo;
+        *b = hex::pack_pair(pair);
     }
 }
 
 pub(super) fn shape(s: &[u8]) -> Shape<'_> {
     let mut id = [0u8; 32];
-    let all_hex = || {
-        s.iter()
-            .fold(0u8, |acc, &c| acc | LOWER_HEX[usize::from(c)])
-            < 16
-    };
-    let found = if (32..=64).contains(&s.len()) && all_hex() {
+    let found = if (32..=64).contains(&s.len()) && hex::all(&hex::LOWER, s) {
         // The common case, a container id: no need to look for where the run starts.
         pack_hex(s, &mut id);
         Some((K_HEX, 0, s.len(), s.len() as u8))

@@ -5,7 +5,7 @@ use crate::model::hash::FastMap;
 use super::{
     DyingMemcg, Entry, F_CONTAINER, F_FOUND_DYING, F_FREED, F_HAS_KMEM, F_HAS_MEMSW, F_HAS_USAGE,
     F_MEMCG, F2_TRUNCATED, Footprint, Key, NO_NAME, NO_POD, PodStats, PodSummary, State, Totals,
-    TrackedMemcg, Tracker, from_pages,
+    TrackedMemcg, Tracker,
 };
 
 impl Tracker {
@@ -160,9 +160,9 @@ impl Tracker {
                 path: String::from_utf8_lossy(&self.path_of(e)).into_owned(),
                 pod_uid: self.pod(e.pod).map(|p| p.pod_uid.clone()),
                 rmdir_ns: e.rmdir_ns,
-                usage_bytes: (e.flags & F_HAS_USAGE != 0).then_some(from_pages(e.usage)),
-                kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(from_pages(e.kmem)),
-                memsw_bytes: (e.flags & F_HAS_MEMSW != 0).then_some(from_pages(e.memsw)),
+                usage_bytes: (e.flags & F_HAS_USAGE != 0).then_some(self.page_size.bytes(e.usage)),
+                kmem_bytes: (e.flags & F_HAS_KMEM != 0).then_some(self.page_size.bytes(e.kmem)),
+                memsw_bytes: (e.flags & F_HAS_MEMSW != 0).then_some(self.page_size.bytes(e.memsw)),
                 path_truncated: e.flags2 & F2_TRUNCATED != 0,
                 before_start: e.flags & F_FOUND_DYING != 0,
             })
@@ -182,7 +182,7 @@ impl Tracker {
                 && e.state() == State::Dying
                 && e.flags & F_FREED == 0
             {
-                *by_pod.entry(e.pod).or_default() += from_pages(e.usage);
+                *by_pod.entry(e.pod).or_default() += self.page_size.bytes(e.usage);
             }
         }
         by_pod

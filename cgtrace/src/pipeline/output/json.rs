@@ -154,7 +154,7 @@ fn json_failure<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
         write!(
             w,
             ",\"errno\":{e},\"error\":\"{}\"",
-            crate::model::event::errno_name(e)
+            crate::kernel::mkdir_errno::errno_name(e)
         )?;
         if ev.errno_inferred {
             w.write_all(b",\"errno_inferred\":true")?;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use cgtrace_common::EventKind;
-use serde::Serialize;
+use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use crate::{
     detectors::{OomSummary, Verdict},
@@ -26,7 +26,8 @@ pub use text::{SummarySink, TextSink};
 /// Totals printed when a run ends.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
-    /// Events seen, by kind name, plus `total`.
+    /// Events seen, by kind name (JSON adds their `total`, [`Summary::total_events`]).
+    #[serde(serialize_with = "events_with_total")]
     pub events: std::collections::BTreeMap<&'static str, u64>,
     /// Events lost because the ring buffer was full (all kinds).
     pub lost: u64,
@@ -70,7 +71,6 @@ impl Summary {
                 lost_by_kind.insert(k.name(), counts.lost[k as usize]);
             }
         }
-        events.insert("total", counts.seen.iter().sum());
         Summary {
             events,
             lost: counts.lost.iter().sum(),
@@ -88,6 +88,33 @@ impl Summary {
             oom: None,
         }
     }
+
+    /// Events seen, all kinds.
+    pub fn total_events(&self) -> u64 {
+        self.events.values().sum()
+    }
+}
+
+/// The events by kind, with their `total` in its sorted place (what JSON consumers read).
+fn events_with_total<S: Serializer>(
+    events: &std::collections::BTreeMap<&'static str, u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    const TOTAL: &str = "total";
+    let mut m = s.serialize_map(Some(events.len() + 1))?;
+    let mut total = Some(events.values().sum::<u64>());
+    for (k, n) in events {
+        if *k > TOTAL
+            && let Some(t) = total.take()
+        {
+            m.serialize_entry(TOTAL, &t)?;
+        }
+        m.serialize_entry(k, n)?;
+    }
+    if let Some(t) = total {
+        m.serialize_entry(TOTAL, &t)?;
+    }
+    m.end()
 }
 
 /// Per-kind counters of seen and lost events.

@@ -138,6 +138,14 @@ fn summary_json() {
     let s = Summary::new(&c, "tracepoint", "raw_tracepoint", 5);
     let mut out = Vec::new();
     JsonSink::new(&mut out, ctx()).summary(&s).expect("write");
+    // The total is computed, not an event kind; JSON puts it among the kinds, in key order.
+    assert_eq!(s.total_events(), 3);
+    assert!(!s.events.contains_key("total"));
+    let text = std::str::from_utf8(&out).expect("utf-8");
+    assert!(
+        text.contains(r#""release":0,"rmdir":0,"total":3},"#),
+        "{text}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(v["type"], "summary");
     assert_eq!(v["events"]["mkdir"], 3);

@@ -21,7 +21,7 @@ fn write_failure<W: Write>(w: &mut W, ev: &Event<'_>) -> io::Result<()> {
     }
     match ev.errno {
         Some(e) => {
-            let name = crate::model::event::errno_name(e);
+            let name = crate::kernel::mkdir_errno::errno_name(e);
             let msg = crate::kernel::mkdir_errno::errno_message(e);
             if ev.errno_inferred {
                 writeln!(w, " {name} ({msg}; inferred: no memcg ID left)")
@@ -83,7 +83,7 @@ impl<W: Write> Sink for TextSink<W> {
         writeln!(
             w,
             "-- {} events in {:.1}s (tier {}, {}{}); lost {}",
-            s.events.get("total").copied().unwrap_or(0),
+            s.total_events(),
             s.duration_ns as f64 / 1e9,
             s.tier,
             s.attach,
@@ -95,7 +95,7 @@ impl<W: Write> Sink for TextSink<W> {
             },
             s.lost
         )?;
-        for (k, n) in s.events.iter().filter(|(k, n)| **n > 0 && **k != "total") {
+        for (k, n) in s.events.iter().filter(|(_, n)| **n > 0) {
             write!(w, "   {k} {n}")?;
             if let Some(l) = s.lost_by_kind.get(k) {
                 write!(w, " (+{l} lost)")?;

@@ -173,7 +173,7 @@ impl Lcg {
     }
     fn hex(&mut self, n: usize) -> String {
         (0..n)
-            .map(|_| HEX_DIGITS[self.below(16) as usize] as char)
+            .map(|_| crate::format::hex::DIGITS[self.below(16) as usize] as char)
             .collect()
     }
 }
