@@ -81,7 +81,8 @@ pub(super) fn boot(
 pub(super) fn kernel_command_line(kernel: &Kernel) -> String {
     let mut line = String::from("console=ttyS0 panic=-1 quiet");
     if !kernel.skip.is_empty() {
-        line.push_str(&format!(" cgtrace.skip={}", kernel.skip.join(",")));
+        let runs: Vec<&str> = kernel.skip.iter().map(|(run, _)| *run).collect();
+        line.push_str(&format!(" cgtrace.skip={}", runs.join(",")));
     }
     line
 }

@@ -231,7 +231,7 @@ if grep -qw cgtrace.shell /proc/cmdline; then
     setsid cttyhack sh
     poweroff -f
 fi
-# The runs this kernel cannot take, named by the host (`cgtrace.skip=a,b`).
+# The runs left out on this kernel, named by the host (`cgtrace.skip=a,b`).
 skip=$(sed -n 's/.*cgtrace\.skip=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
 echo "skipped here: $skip"
 cd /tmp

@@ -166,9 +166,18 @@ struct Kernel {
     /// The package it came from.
     package: String,
     vmlinuz: PathBuf,
-    /// Runs this kernel cannot take (told to its `/init` as `cgtrace.skip=`), and why.
-    skip: &'static [&'static str],
-    skip_reason: &'static str,
+    /// Runs left out on this kernel (told to its `/init` as `cgtrace.skip=`), each with why.
+    skip: &'static [(&'static str, &'static str)],
+}
+
+impl Kernel {
+    /// Why a run is left out on this kernel ("" when it is not).
+    fn why_skipped(&self, run: &str) -> &'static str {
+        self.skip
+            .iter()
+            .find(|(r, _)| *r == run)
+            .map_or("", |(_, why)| *why)
+    }
 }
 
 /// One run of a test binary inside the VM.
@@ -287,7 +296,7 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
 /// the facts it printed.
 struct VmOutcome {
     statuses: Vec<(String, Option<i32>)>,
-    /// Runs the VM's `/init` skipped because the kernel cannot take them (`cgtrace.skip=`).
+    /// Runs the VM's `/init` left out (`cgtrace.skip=`).
     skipped: BTreeSet<String>,
     facts: BTreeMap<String, String>,
     finished: bool,

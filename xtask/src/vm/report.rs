@@ -33,7 +33,8 @@ pub(super) fn print_summary(outcomes: &[(&Kernel, VmOutcome)], elapsed: Duration
             if outcome.skipped.contains(run) {
                 println!(
                     "vm-test  {:width$}  {run:<10}  not run ({})",
-                    kernel.release, kernel.skip_reason
+                    kernel.release,
+                    kernel.why_skipped(run)
                 );
                 continue;
             }
@@ -210,12 +211,8 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
         if !failed.is_empty() {
             tier_cell.push_str(&format!(" (FAILED: {})", failed.join(", ")));
         }
-        if !not_run.is_empty() {
-            tier_cell.push_str(&format!(
-                " ({}: {})",
-                kernel.skip_reason,
-                not_run.join(", ")
-            ));
+        for run in not_run {
+            tier_cell.push_str(&format!(" (not {run}: {})", kernel.why_skipped(run)));
         }
         let id = fact("tracepoint_id")
             .and_then(tracepoint_id_type)

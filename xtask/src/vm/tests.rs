@@ -265,8 +265,7 @@ fn a_kernel_that_cannot_take_a_run_skips_it() {
         release: "5.4.0-216-generic".to_string(),
         package: "linux-image-5.4.0-216-generic".to_string(),
         vmlinuz: PathBuf::new(),
-        skip: &["fentry", "btf-file"],
-        skip_reason: "no fentry",
+        skip: &[("fentry", "no fentry"), ("btf-file", "no fentry")],
     };
     assert_eq!(
         kernel_command_line(&kernel),
@@ -296,13 +295,26 @@ fn a_kernel_that_cannot_take_a_run_skips_it() {
         .find(|s| s.label == "5.4")
         .expect("5.4 series");
     assert!(matches!(ubuntu.source, Source::Pinned(_)));
-    for run in ubuntu.skip {
-        assert!(
-            test_runs(&VmTestArgs::default())
-                .iter()
-                .any(|r| r.name == *run),
-            "{run} is a run of the matrix"
-        );
+    assert_eq!(kernel.why_skipped("btf-file"), "no fentry");
+    assert_eq!(kernel.why_skipped("kprobe"), "");
+    let runs = test_runs(&VmTestArgs::default());
+    for series in SERIES {
+        for (run, why) in series.skip {
+            assert!(
+                runs.iter().any(|r| r.name == *run),
+                "{run} is a run of the matrix"
+            );
+            assert!(!why.is_empty());
+        }
+    }
+    // Each css tier's agreement run stays on at least two kernels.
+    for tier in CSS_TIERS {
+        let run = format!("agreement-{tier}");
+        let on = SERIES
+            .iter()
+            .filter(|s| !s.skip.iter().any(|(r, _)| *r == run))
+            .count();
+        assert!(on >= 2, "{run} runs on {on} kernel(s)");
     }
     assert_eq!(ubuntu.matches("linux-image-5.4.0-1-cloud-amd64"), None);
 }
