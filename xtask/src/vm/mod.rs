@@ -1,22 +1,27 @@
-//! `cargo xtask vm-test`: the integration tests on Debian's kernels, in QEMU.
+//! `cargo xtask vm-test`: the integration tests on the fleets' kernels, in QEMU.
 //!
 //! This host's kernel refuses fentry and has no kprobes, so those probe tiers are tested in VMs:
-//! Debian's cloud kernels (5.10 from bullseye, 6.1 from bookworm, 6.12, and the newest Debian
-//! offers, from trixie or its backports; all with BTF, kprobes and fentry) boot under TCG with an
-//! initramfs holding busybox, the test binaries and their shared libraries. Its `/init` mounts
-//! what the tests need, prints what it found (`CGTRACE-VM-FACT` lines), runs each test run (the
-//! lifecycle tests once per tier, `CGTRACE_TIER`, the kprobe tier's through the perf buffers,
-//! `CGTRACE_BUFFER=perf`; the lost-events test through the perf buffers; the classic-tracepoint
-//! pipeline test), prints a
+//! Ubuntu 20.04's 5.4 (BTF and kprobes, but no fentry, no BPF ring buffer and no
+//! `bpf_probe_read_kernel`) and Debian's cloud kernels (5.10 from bullseye, 6.1 from bookworm,
+//! 6.12, and the newest Debian offers, from trixie or its backports; all with BTF, kprobes and
+//! fentry) boot under TCG with an initramfs holding busybox, the test binaries and their shared
+//! libraries. Its `/init` mounts what the tests need, prints what it found (`CGTRACE-VM-FACT`
+//! lines), runs each test run (the lifecycle tests once per tier, `CGTRACE_TIER`, the kprobe
+//! tier's through the perf buffers, `CGTRACE_BUFFER=perf`; the lost-events test through the perf
+//! buffers; the classic-tracepoint pipeline test) but those the host's kernel command line names
+//! (`cgtrace.skip=`: runs a kernel cannot take, and one of the two agreement runs), prints a
 //! marker line per run to the serial console and powers off. The host reads the markers from the
 //! console log; `--readme` writes the README's kernel table from them.
 //!
 //! `--exhaust` boots the same kernels with 3 GiB to run the memcg ID exhaustion test (the
-//! `exhaust` target: it fills every memcg ID under a test parent; never run it on a host).
+//! `exhaust` target: it fills every memcg ID under a test parent; `cargo xtask test` also runs it
+//! on the host, alone, after everything else).
 //!
-//! Kernels are downloaded once (`apt-get download`, with package lists of their own under
-//! `<cache>/apt`, so the host's apt sources are not touched) into `$CGTRACE_VM_CACHE` or
-//! `/var/cache/cgtrace-vm/`; later runs use the cached `vmlinuz` without network.
+//! Debian's kernels are downloaded once (`apt-get download`, with package lists of their own
+//! under `<cache>/apt`, so the host's apt sources are not touched), Ubuntu's from its pinned
+//! address (curl, SHA-256 checked: Debian ships no Ubuntu archive keys), into
+//! `$CGTRACE_VM_CACHE` or `/var/cache/cgtrace-vm/`; later runs use the cached `vmlinuz` without
+//! network.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
