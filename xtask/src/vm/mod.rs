@@ -250,7 +250,12 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
             name: "classic".to_string(),
             target: CLASSIC_TARGET.to_string(),
             env: Vec::new(),
-            args: vec![CLASSIC_TEST.to_string(), "--exact".to_string()],
+            // --show-output: the buffer it went through reaches the console (a fact).
+            args: vec![
+                CLASSIC_TEST.to_string(),
+                "--exact".to_string(),
+                "--show-output".to_string(),
+            ],
             hide_btf: false,
         };
         runs.extend([
