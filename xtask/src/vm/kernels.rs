@@ -121,14 +121,7 @@ pub(super) fn package_version(package: &str) -> Option<[u32; 4]> {
         Some(_) => return None,
         None => (version, 0),
     };
-    let parts: Vec<u32> = dotted
-        .split('.')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [major, minor, patch] = parts[..] else {
-        return None;
-    };
-    Some([major, minor, patch, abi])
+    version_key(dotted, abi)
 }
 
 impl Series {
@@ -465,6 +458,11 @@ pub(super) fn release_version(release: &str) -> Option<[u32; 4]> {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
+    version_key(dotted, abi)
+}
+
+/// (major, minor, patch, ABI) from `major.minor.patch` and the ABI number.
+fn version_key(dotted: &str, abi: u32) -> Option<[u32; 4]> {
     let parts: Vec<u32> = dotted
         .split('.')
         .map(|p| p.parse().ok())
