@@ -156,39 +156,44 @@ pub(super) fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // Initramfs
 
+/// One run's part of `/init`: left out where the kernel command line names it; BTF hidden
+/// around it where it asks; its markers around the test binary.
+fn run_block(run: &TestRun) -> String {
+    let mut body = String::new();
+    let env: Vec<String> = run.env.iter().map(|e| shell_quote(e)).collect();
+    let args: Vec<String> = run.args.iter().map(|a| shell_quote(a)).collect();
+    body.push_str(&format!(
+        "case \" $skip \" in *\" {name} \"*) echo \"{SKIP_MARKER} run={name}\" ;; *)\n",
+        name = run.name
+    ));
+    if run.hide_btf {
+        body.push_str(&format!(
+            "[ -f {VM_BTF_COPY} ] || cp /sys/kernel/btf/vmlinux {VM_BTF_COPY}\n\
+             mount -t tmpfs btf-hidden /sys/kernel/btf\n"
+        ));
+    }
+    body.push_str(&format!(
+        "echo \"{RUN_MARKER} run={name}\"\n\
+         start=$(cut -d. -f1 /proc/uptime)\n\
+         env CI=true RUST_BACKTRACE=1 {VM_ENV}=1 {env} /{VM_TEST_DIR}/{target} --test-threads=1 {args}\n\
+         status=$?\n\
+         echo \"{RESULT_MARKER} run={name} status=$status seconds=$(( $(cut -d. -f1 /proc/uptime) - start ))\"\n",
+        name = run.name,
+        env = env.join(" "),
+        target = run.target,
+        args = args.join(" "),
+    ));
+    if run.hide_btf {
+        body.push_str("umount /sys/kernel/btf\n");
+    }
+    body.push_str(";; esac\n");
+    body
+}
+
 /// The VM's `/init`: mount what the tests need, print what the kernel has, run each test run,
 /// power off. With `cgtrace.shell` on the kernel command line it opens a shell instead.
 pub(super) fn init_script(runs: &[TestRun]) -> String {
-    let mut body = String::new();
-    for run in runs {
-        let env: Vec<String> = run.env.iter().map(|e| shell_quote(e)).collect();
-        let args: Vec<String> = run.args.iter().map(|a| shell_quote(a)).collect();
-        body.push_str(&format!(
-            "case \" $skip \" in *\" {name} \"*) echo \"{SKIP_MARKER} run={name}\" ;; *)\n",
-            name = run.name
-        ));
-        if run.hide_btf {
-            body.push_str(&format!(
-                "[ -f {VM_BTF_COPY} ] || cp /sys/kernel/btf/vmlinux {VM_BTF_COPY}\n\
-                 mount -t tmpfs btf-hidden /sys/kernel/btf\n"
-            ));
-        }
-        body.push_str(&format!(
-            "echo \"{RUN_MARKER} run={name}\"\n\
-             start=$(cut -d. -f1 /proc/uptime)\n\
-             env CI=true RUST_BACKTRACE=1 {VM_ENV}=1 {env} /{VM_TEST_DIR}/{target} --test-threads=1 {args}\n\
-             status=$?\n\
-             echo \"{RESULT_MARKER} run={name} status=$status seconds=$(( $(cut -d. -f1 /proc/uptime) - start ))\"\n",
-            name = run.name,
-            env = env.join(" "),
-            target = run.target,
-            args = args.join(" "),
-        ));
-        if run.hide_btf {
-            body.push_str("umount /sys/kernel/btf\n");
-        }
-        body.push_str(";; esac\n");
-    }
+    let body: String = runs.iter().map(run_block).collect();
     let first = runs.first().map_or(String::new(), |r| {
         format!(
             "env CI=true {} /{VM_TEST_DIR}/{}",

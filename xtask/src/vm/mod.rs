@@ -221,11 +221,20 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
         }];
     }
     let target = args.test.clone().unwrap_or_else(|| TEST_TARGET.to_string());
-    let mut runs: Vec<TestRun> = TIERS
+    let mut runs = tier_runs(&target);
+    if args.test.is_none() {
+        runs.extend(matrix_runs(&target));
+    }
+    runs
+}
+
+/// The test target once per probe tier.
+fn tier_runs(target: &str) -> Vec<TestRun> {
+    TIERS
         .iter()
         .map(|tier| TestRun {
             name: (*tier).to_string(),
-            target: target.clone(),
+            target: target.to_string(),
             // The perf tier's run also reads with bpf_probe_read, as on kernels before 5.5.
             env: if *tier == PERF_TIER {
                 vec![
@@ -244,61 +253,64 @@ fn test_runs(args: &VmTestArgs) -> Vec<TestRun> {
             ],
             hide_btf: false,
         })
-        .collect();
-    if args.test.is_none() {
-        let classic = TestRun {
-            name: "classic".to_string(),
-            target: CLASSIC_TARGET.to_string(),
-            env: Vec::new(),
-            // --show-output: the buffer it went through reaches the console (a fact).
-            args: vec![
-                CLASSIC_TEST.to_string(),
-                "--exact".to_string(),
-                "--show-output".to_string(),
+        .collect()
+}
+
+/// The matrix's runs besides the tiers': lost events through perf buffers, the classic
+/// tracepoints with and without BTF, BTF from a file, the filter agreement.
+fn matrix_runs(target: &str) -> Vec<TestRun> {
+    let classic = TestRun {
+        name: "classic".to_string(),
+        target: CLASSIC_TARGET.to_string(),
+        env: Vec::new(),
+        // --show-output: the buffer it went through reaches the console (a fact).
+        args: vec![
+            CLASSIC_TEST.to_string(),
+            "--exact".to_string(),
+            "--show-output".to_string(),
+        ],
+        hide_btf: false,
+    };
+    let mut runs = vec![
+        // Every event delivered or counted lost, per kind, through one-page perf buffers;
+        // the kernel's lost-record notices against the programs' counts.
+        TestRun {
+            name: PERF_LOST_RUN.to_string(),
+            target: LOST_TARGET.to_string(),
+            env: vec!["CGTRACE_BUFFER=perf".to_string()],
+            args: vec!["--show-output".to_string()],
+            hide_btf: false,
+        },
+        classic.clone(),
+        // The kernel's BTF from a file (`CGTRACE_BTF`) where /sys/kernel/btf is missing: the
+        // lifecycle tests check the memcg reads against the kernel's own files, on the tier
+        // that uses BTF most (fentry: its attach targets too).
+        TestRun {
+            name: "btf-file".to_string(),
+            target: target.to_string(),
+            env: vec![
+                "CGTRACE_TIER=fentry".to_string(),
+                format!("CGTRACE_BTF={VM_BTF_COPY}"),
             ],
-            hide_btf: false,
-        };
-        runs.extend([
-            // Every event delivered or counted lost, per kind, through one-page perf buffers;
-            // the kernel's lost-record notices against the programs' counts.
-            TestRun {
-                name: PERF_LOST_RUN.to_string(),
-                target: LOST_TARGET.to_string(),
-                env: vec!["CGTRACE_BUFFER=perf".to_string()],
-                args: vec!["--show-output".to_string()],
-                hide_btf: false,
-            },
-            classic.clone(),
-            // The kernel's BTF from a file (`CGTRACE_BTF`) where /sys/kernel/btf is missing: the
-            // lifecycle tests check the memcg reads against the kernel's own files, on the tier
-            // that uses BTF most (fentry: its attach targets too).
-            TestRun {
-                name: "btf-file".to_string(),
-                target: target.clone(),
-                env: vec![
-                    "CGTRACE_TIER=fentry".to_string(),
-                    format!("CGTRACE_BTF={VM_BTF_COPY}"),
-                ],
-                args: Vec::new(),
-                hide_btf: true,
-            },
-            // No BTF at all: the classic tracepoints still stream every mkdir/rmdir/release.
-            TestRun {
-                name: "no-btf".to_string(),
-                hide_btf: true,
-                ..classic
-            },
-        ]);
-        // One filter set, one meaning, on the css tiers (the tracepoint tier's run is the
-        // host's: the same programs; each run takes about a minute under TCG).
-        runs.extend(CSS_TIERS.iter().map(|tier| TestRun {
-            name: format!("agreement-{tier}"),
-            target: AGREEMENT_TARGET.to_string(),
-            env: vec![format!("CGTRACE_TIER={tier}")],
-            args: vec![AGREEMENT_TEST.to_string(), "--exact".to_string()],
-            hide_btf: false,
-        }));
-    }
+            args: Vec::new(),
+            hide_btf: true,
+        },
+        // No BTF at all: the classic tracepoints still stream every mkdir/rmdir/release.
+        TestRun {
+            name: "no-btf".to_string(),
+            hide_btf: true,
+            ..classic
+        },
+    ];
+    // One filter set, one meaning, on the css tiers (the tracepoint tier's run is the
+    // host's: the same programs; each run takes about a minute under TCG).
+    runs.extend(CSS_TIERS.iter().map(|tier| TestRun {
+        name: format!("agreement-{tier}"),
+        target: AGREEMENT_TARGET.to_string(),
+        env: vec![format!("CGTRACE_TIER={tier}")],
+        args: vec![AGREEMENT_TEST.to_string(), "--exact".to_string()],
+        hide_btf: false,
+    }));
     runs
 }
 
@@ -332,6 +344,36 @@ impl VmOutcome {
     }
 }
 
+/// `--from-logs`: the summary (and with `readme`, the README's table) from the console logs the
+/// last run left in `out_dir`.
+fn report_from_logs(
+    kernels: &[Kernel],
+    runs: &[TestRun],
+    out_dir: &std::path::Path,
+    readme: bool,
+) -> Result<()> {
+    let outcomes = kernels
+        .iter()
+        .map(|k| {
+            let log = out_dir.join(format!("{}.log", k.release));
+            Ok((k, outcome_from_log(&log, runs, false, None)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    print_summary(&outcomes, Duration::ZERO);
+    if readme {
+        write_kernel_table(&outcomes)?;
+    }
+    Ok(())
+}
+
+/// Writes the kernel table between its markers in README.md.
+fn write_kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> Result<()> {
+    let readme = workspace_root().join("README.md");
+    write_readme_table(&readme, &kernel_table(outcomes))?;
+    eprintln!("vm-test: wrote the kernel table to {}", readme.display());
+    Ok(())
+}
+
 pub fn run(args: VmTestArgs) -> Result<()> {
     setup::ensure()?;
     require_host_tools()?;
@@ -342,27 +384,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     let kernels = prepare_kernels(&cache, &args.kernel, args.refresh)?;
     let runs = test_runs(&args);
     if args.from_logs {
-        let outcomes = kernels
-            .iter()
-            .map(|k| {
-                Ok((
-                    k,
-                    outcome_from_log(
-                        &out_dir.join(format!("{}.log", k.release)),
-                        &runs,
-                        false,
-                        None,
-                    )?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        print_summary(&outcomes, Duration::ZERO);
-        if args.readme {
-            let readme = workspace_root().join("README.md");
-            write_readme_table(&readme, &kernel_table(&outcomes))?;
-            eprintln!("vm-test: wrote the kernel table to {}", readme.display());
-        }
-        return Ok(());
+        return report_from_logs(&kernels, &runs, &out_dir, args.readme);
     }
     let targets: BTreeSet<&str> = runs.iter().map(|r| r.target.as_str()).collect();
     let mut binaries = build_test_binaries(&targets)?;
@@ -405,9 +427,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     }
     print_summary(&outcomes, started.elapsed());
     if args.readme {
-        let readme = workspace_root().join("README.md");
-        write_readme_table(&readme, &kernel_table(&outcomes))?;
-        eprintln!("vm-test: wrote the kernel table to {}", readme.display());
+        write_kernel_table(&outcomes)?;
     }
     if args.keep {
         print_shell_command(&kernels, &initramfs, memory);

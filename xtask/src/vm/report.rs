@@ -181,6 +181,33 @@ pub(super) fn tracepoint_id_type(fact: &str) -> Option<&str> {
     Some(decl.trim())
 }
 
+/// The tiers that passed on a kernel, those that failed, and those left out with why.
+fn tier_cell(kernel: &Kernel, o: &VmOutcome) -> String {
+    let tiers: Vec<&str> = TIERS.iter().copied().filter(|t| o.run_passed(t)).collect();
+    let failed: Vec<&str> = TIERS
+        .iter()
+        .copied()
+        .filter(|t| !o.run_passed(t) && !o.skipped.contains(*t))
+        .collect();
+    let not_run: Vec<&str> = TIERS
+        .iter()
+        .copied()
+        .filter(|t| o.skipped.contains(*t))
+        .collect();
+    let mut cell = if tiers.is_empty() {
+        "none".to_string()
+    } else {
+        tiers.join(", ")
+    };
+    if !failed.is_empty() {
+        cell.push_str(&format!(" (FAILED: {})", failed.join(", ")));
+    }
+    for run in not_run {
+        cell.push_str(&format!(" (not {run}: {})", kernel.why_skipped(run)));
+    }
+    cell
+}
+
 /// One row per kernel: what passed on it, and what the kernel offered, from the VM's output.
 pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
     let mut text = String::from(
@@ -192,28 +219,7 @@ pub(super) fn kernel_table(outcomes: &[(&Kernel, VmOutcome)]) -> String {
         let version = fact("version")
             .and_then(debian_version)
             .unwrap_or(kernel.release.as_str());
-        let tiers: Vec<&str> = TIERS.iter().copied().filter(|t| o.run_passed(t)).collect();
-        let failed: Vec<&str> = TIERS
-            .iter()
-            .copied()
-            .filter(|t| !o.run_passed(t) && !o.skipped.contains(*t))
-            .collect();
-        let not_run: Vec<&str> = TIERS
-            .iter()
-            .copied()
-            .filter(|t| o.skipped.contains(*t))
-            .collect();
-        let mut tier_cell = if tiers.is_empty() {
-            "none".to_string()
-        } else {
-            tiers.join(", ")
-        };
-        if !failed.is_empty() {
-            tier_cell.push_str(&format!(" (FAILED: {})", failed.join(", ")));
-        }
-        for run in not_run {
-            tier_cell.push_str(&format!(" (not {run}: {})", kernel.why_skipped(run)));
-        }
+        let tier_cell = tier_cell(kernel, o);
         let id = fact("tracepoint_id")
             .and_then(tracepoint_id_type)
             .map_or(String::new(), |t| format!(" (`{t} id`)"));
