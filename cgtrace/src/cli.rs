@@ -200,6 +200,13 @@ struct ProbeArgs {
     /// `--ring-size` shared among them, merged in timestamp order.
     #[arg(long, value_enum, value_name = "KIND", default_value_t = probes::buffer::BufferChoice::Auto)]
     buffer: probes::buffer::BufferChoice,
+    /// How the programs read kernel memory: `bpf_probe_read_kernel` where the kernel has it
+    /// (5.5+), else `bpf_probe_read` (auto); `legacy` forces `bpf_probe_read` on any kernel, the
+    /// path kernels before 5.5 take (to reproduce it, or to compare). Live's first line says
+    /// which is used.
+    #[arg(long, value_enum, value_name = "HOW", env = "CGTRACE_PROBE_READ",
+        default_value_t = probes::buffer::ProbeRead::Auto)]
+    probe_read: probes::buffer::ProbeRead,
     /// Which failed mkdirs in cgroupfs to report: `cgroupfs` (the failures inside cgroup
     /// creation, such as memcg ID exhaustion, at no cost per syscall) or `syscall` (every failed
     /// mkdir with its errno and caller; makes every syscall on the node slower while cgtrace
@@ -316,6 +323,7 @@ fn probe_options(f: &FilterArgs, p: &ProbeArgs, verbose: u8) -> anyhow::Result<P
         mkdir_failure_hooks: probes::MkdirFailureHooks::Auto,
         attach: p.tracepoints,
         buffer: p.buffer,
+        legacy_reads: p.probe_read == probes::buffer::ProbeRead::Legacy,
         ring_size: usage(probes::ring_size(p.ring_size))?,
         wakeup_bytes: None,
         omit_known_paths: !p.read_every_path,

@@ -408,3 +408,73 @@ fn tracepoints_flag_and_its_old_spelling_both_work() {
         assert_eq!(summary["attach"], "tracepoint", "{flag}: {stdout}");
     }
 }
+
+/// `--probe-read legacy` (or `CGTRACE_PROBE_READ=legacy`) forces `bpf_probe_read`, the read
+/// path of kernels before 5.5, and the first line says so; events still arrive.
+#[test]
+fn probe_read_flag_forces_the_old_kernels_reads() {
+    let help = stdout_of(cgtrace_command().args(["live", "--help"]));
+    assert!(help.contains("--probe-read <HOW>"), "{help}");
+    let out = cgtrace_command()
+        .args(["live", "--probe-read", "bogus"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    if !privileged("probe_read_flag_forces_the_old_kernels_reads") {
+        return;
+    }
+    let (_, mem_mount, _) = mounts();
+    for (args, env) in [
+        (&["--probe-read", "legacy"][..], None),
+        (&[][..], Some("legacy")),
+    ] {
+        let mut cmd = cgtrace_command();
+        cmd.args(["live", "--json", "--duration", "2s"]).args(args);
+        if let Some(v) = env {
+            cmd.env("CGTRACE_PROBE_READ", v);
+        } else {
+            cmd.env_remove("CGTRACE_PROBE_READ");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let err_thread = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("cgtrace: attached") {
+                    let _ = ready_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        assert!(
+            ready_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "{args:?} {env:?}: cgtrace did not attach"
+        );
+        let parent = TestParent::new("probe-read", &[&mem_mount]).expect("test parent");
+        parent.mkdir(&mem_mount, "c").expect("mkdir");
+        parent.rmdir(&mem_mount, "c").expect("rmdir");
+        let out = child.wait_with_output().expect("wait");
+        let err = err_thread.join().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(0), "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains("reads with bpf_probe_read (forced)"),
+            "{args:?} {env:?}: {err}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let want = format!("{}/c", parent.cgroup_path());
+        assert!(
+            stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|v| v["event"] == "mkdir" && v["path"] == want.as_str()),
+            "{args:?} {env:?}: no mkdir of {want} in {stdout}"
+        );
+    }
+}

@@ -41,6 +41,16 @@ pub enum BufferChoice {
     Perf,
 }
 
+/// How the programs read kernel memory (`--probe-read`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeRead {
+    /// `bpf_probe_read_kernel` where the kernel has it (5.5+), else `bpf_probe_read`.
+    #[default]
+    Auto,
+    /// `bpf_probe_read` everywhere, as on kernels before 5.5.
+    Legacy,
+}
+
 /// The buffer in use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
