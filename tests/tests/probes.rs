@@ -95,6 +95,12 @@ fn churn_and_check(attach: AttachMode, expect: Attached) -> &'static str {
     // id ("cgroup: use cgrp->kn->id as the cgroup ID", 743210386c03). Then each cgroup keeps
     // one number from mkdir to release, and the cgroups alive together have distinct ones.
     let idr_numbers = attach == AttachMode::Classic && classic_id_is_int();
+    assert_eq!(
+        probes.fallbacks.iter().any(|f| f.contains("idr number")),
+        idr_numbers,
+        "the run says when its ids are idr numbers: {:?}",
+        probes.fallbacks
+    );
     let mut numbers: HashMap<(u32, String), u64> = HashMap::new();
     for s in &seen {
         let key = (s.hierarchy_id, path_str(s));

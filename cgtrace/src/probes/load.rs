@@ -253,8 +253,17 @@ fn attach_cgroup_programs(
         }
     }
     let ebpf = load_classic(opts, cfg, prefix, &btf.offsets, &layout, before)?;
+    if cfg.tracepoint.id_size == 4 {
+        // Said wherever the run's facts go (first line, session header, replay).
+        fallbacks.push(CLASSIC_IDR_NUMBERS.to_string());
+    }
     Ok((ebpf, Attached::Tracepoint, None))
 }
+
+/// Before 5.5 the classic tracepoints' `int id` is the cgroup's idr number, reused once the
+/// cgroup is released, not its id ("cgroup: use cgrp->kn->id as the cgroup ID", 743210386c03).
+const CLASSIC_IDR_NUMBERS: &str = "cgroup ids: the classic tracepoints of this kernel \
+    (before 5.5) give each cgroup's idr number, not its id (inode); numbers are reused after release";
 
 /// The object with the cgroup programs on raw tracepoints, and what the start-up walk's own
 /// instance of it needs.
