@@ -31,8 +31,14 @@ type Spawned = (
 
 /// Spawns cgtrace with piped output and waits for its "attached" line on stderr.
 fn spawn_attached(args: &[&str]) -> Spawned {
-    let mut child = cgtrace_command()
-        .args(args)
+    let mut cmd = cgtrace_command();
+    cmd.args(args);
+    spawn_attached_as(cmd)
+}
+
+/// [`spawn_attached`] of a command set up by the caller (its environment, say).
+fn spawn_attached_as(mut cmd: std::process::Command) -> Spawned {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -435,46 +441,26 @@ fn probe_read_flag_forces_the_old_kernels_reads() {
         } else {
             cmd.env_remove("CGTRACE_PROBE_READ");
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let err_thread = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("cgtrace: attached") {
-                    let _ = ready_tx.send(());
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        assert!(
-            ready_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
-            "{args:?} {env:?}: cgtrace did not attach"
-        );
+        let (mut child, rx, err_thread) = spawn_attached_as(cmd);
         let parent = TestParent::new("probe-read", &[&mem_mount]).expect("test parent");
         parent.mkdir(&mem_mount, "c").expect("mkdir");
         parent.rmdir(&mem_mount, "c").expect("rmdir");
-        let out = child.wait_with_output().expect("wait");
+        let status = wait_exit(&mut child, Duration::from_secs(20));
         let err = err_thread.join().unwrap_or_default();
-        assert_eq!(out.status.code(), Some(0), "{args:?} {env:?}: {err}");
+        assert!(status.success(), "{args:?} {env:?}: {err}");
         assert!(
             err.contains("reads with bpf_probe_read (forced)"),
             "{args:?} {env:?}: {err}"
         );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        // The reader thread ends at EOF: every line is in the channel.
+        let stdout: Vec<String> = rx.iter().collect();
         let want = format!("{}/c", parent.cgroup_path());
         assert!(
             stdout
-                .lines()
+                .iter()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .any(|v| v["event"] == "mkdir" && v["path"] == want.as_str()),
-            "{args:?} {env:?}: no mkdir of {want} in {stdout}"
+            "{args:?} {env:?}: no mkdir of {want} in {stdout:?}"
         );
     }
 }
